@@ -1,0 +1,75 @@
+/*
+ * platform.h: the one interface between shmkit's Node-API bindings and the operating system.
+ *
+ * Every function returns 0 (or a non-negative result) on success and -errno on failure. Where a
+ * failure can come from several system calls, `*syscall` names the one that failed. Nothing here
+ * knows about JavaScript. platform_linux.c implements it today; macOS (os_sync_wait_on_address,
+ * shm_open without a filesystem) and Windows (CreateFileMappingW, named events) implement the same
+ * declarations later.
+ */
+#ifndef SHMKIT_PLATFORM_H
+#define SHMKIT_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PLAT_INFINITE (-1LL)
+
+/* Shared memory segments ------------------------------------------------------------------- */
+
+/* Creates a new object `name` (exclusive), sets its mode exactly, reserves `size` bytes of backing
+ * store (so a full filesystem fails here, not with SIGBUS later) and maps it read/write. */
+int plat_shm_create(const char *name, size_t size, int mode, void **addr, const char **syscall);
+
+/* Opens an existing object. `*size` comes from fstat. A zero size is returned without mapping. */
+int plat_shm_open(const char *name, void **addr, size_t *size, const char **syscall);
+
+/* Atomically gives the fully initialized object `tmp` its final `name`; fails with -EEXIST if the
+ * name is taken. On success `tmp` no longer exists. */
+int plat_shm_publish(const char *tmp, const char *name, const char **syscall);
+
+int plat_shm_unlink(const char *name);
+int plat_unmap(void *addr, size_t size);
+
+/* Futexes shared between processes ---------------------------------------------------------- */
+
+/* Sleeps while *addr == expected, at most timeout_ns (PLAT_INFINITE: forever).
+ * 0: woken (maybe spuriously); -EAGAIN: value differed; -ETIMEDOUT; -EINTR. */
+int plat_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/* Wakes up to `count` sleepers; returns how many were woken. */
+int plat_futex_wake(uint32_t *addr, int count);
+
+/* Waits on several words at once (Linux futex_waitv). Entry 0 is a private control word. Returns
+ * the index of a woken entry, -EAGAIN if some value already differed, -ETIMEDOUT, -EINTR. */
+#define PLAT_WAITV_MAX 128
+typedef struct {
+  uint32_t *addr;
+  uint32_t expected;
+  int is_private;
+} plat_waitv_entry;
+int plat_futex_waitv(const plat_waitv_entry *entries, int count, int64_t deadline_ns);
+/* Tells, without sleeping, whether a shared word still holds `expected`: 1 yes, 0 no, -EFAULT. */
+int plat_futex_still(uint32_t *addr, uint32_t expected);
+int plat_futex_wake_private(uint32_t *addr, int count);
+int64_t plat_monotonic_ns(void);
+
+/* Process identity ---------------------------------------------------------------------------- */
+
+/* The calling process: its pid and its start time (opaque units, stable for its lifetime). */
+int plat_self_identity(uint32_t *pid, uint64_t *start);
+/* 1: a live process with this pid and start time exists; 0: it is gone (or a zombie). Only the
+ * low `start_bits` bits of the start time are compared. */
+int plat_identity_alive(uint32_t pid, uint64_t start, int start_bits);
+
+/* POSIX named semaphores ---------------------------------------------------------------------- */
+typedef struct plat_sem plat_sem;
+int plat_sem_open(const char *name, int create, int exclusive, int mode, unsigned value,
+                  plat_sem **out, const char **syscall);
+int plat_sem_post(plat_sem *sem);
+int plat_sem_trywait(plat_sem *sem);                      /* 0 or -EAGAIN */
+int plat_sem_timedwait(plat_sem *sem, int64_t timeout_ns); /* 0, -ETIMEDOUT or -EINTR */
+int plat_sem_getvalue(plat_sem *sem, int *value);
+int plat_sem_close(plat_sem *sem);
+int plat_sem_unlink(const char *name);
+
+#endif

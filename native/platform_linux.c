@@ -1,0 +1,238 @@
+/* platform_linux.c: platform.h for Linux (shm_open/mmap, futex, futex_waitv, /proc). */
+#define _GNU_SOURCE
+#include "platform.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+#ifndef FUTEX_32
+#define FUTEX_32 2
+#endif
+
+/* Segments ------------------------------------------------------------------------------------- */
+
+static int shm_path(const char *name, char *out, size_t cap) {
+  int n = snprintf(out, cap, "/dev/shm/%s", name);
+  return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
+}
+
+int plat_shm_create(const char *name, size_t size, int mode, void **addr, const char **syscall) {
+  *syscall = "shm_open";
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+  if (fd < 0) return -errno;
+  int err = 0;
+  /* shm_open applies the umask; the caller asked for exactly `mode`. */
+  if (fchmod(fd, (mode_t)mode) != 0) { err = -errno; *syscall = "fchmod"; goto fail; }
+  /* posix_fallocate both sets the size and reserves the pages on tmpfs. */
+  int rc = posix_fallocate(fd, 0, (off_t)size);
+  if (rc != 0) { err = -rc; *syscall = "posix_fallocate"; goto fail; }
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) { err = -errno; *syscall = "mmap"; goto fail; }
+  close(fd);
+  *addr = p;
+  return 0;
+fail:
+  close(fd);
+  shm_unlink(name);
+  return err;
+}
+
+int plat_shm_open(const char *name, void **addr, size_t *size, const char **syscall) {
+  *syscall = "shm_open";
+  int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0) { int e = -errno; *syscall = "fstat"; close(fd); return e; }
+  *size = (size_t)st.st_size;
+  *addr = NULL;
+  if (st.st_size > 0) {
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) { int e = -errno; *syscall = "mmap"; close(fd); return e; }
+    *addr = p;
+  }
+  close(fd);
+  return 0;
+}
+
+int plat_shm_publish(const char *tmp, const char *name, const char **syscall) {
+  char from[PATH_MAX], to[PATH_MAX];
+  if (shm_path(tmp, from, sizeof from) || shm_path(name, to, sizeof to)) return -ENAMETOOLONG;
+  *syscall = "link";
+  /* link(2) fails with EEXIST instead of replacing: exactly one creator wins the name, and the
+   * name only ever points at a fully initialized object. */
+  if (link(from, to) != 0) return -errno;
+  unlink(from);
+  return 0;
+}
+
+int plat_shm_unlink(const char *name) { return shm_unlink(name) == 0 ? 0 : -errno; }
+
+int plat_unmap(void *addr, size_t size) { return munmap(addr, size) == 0 ? 0 : -errno; }
+
+/* Futexes ---------------------------------------------------------------------------------------- */
+
+int64_t plat_monotonic_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static struct timespec to_ts(int64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000LL), (long)(ns % 1000000000LL)};
+  return ts;
+}
+
+int plat_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+  struct timespec ts, *pts = NULL;
+  if (timeout_ns >= 0) { ts = to_ts(timeout_ns); pts = &ts; }
+  /* No FUTEX_PRIVATE_FLAG: the word lives in a MAP_SHARED mapping and other processes wake it. */
+  long rc = syscall(SYS_futex, addr, FUTEX_WAIT, expected, pts, NULL, 0);
+  return rc == 0 ? 0 : -errno;
+}
+
+int plat_futex_wake(uint32_t *addr, int count) {
+  long rc = syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
+  return rc >= 0 ? (int)rc : -errno;
+}
+
+int plat_futex_wake_private(uint32_t *addr, int count) {
+  long rc = syscall(SYS_futex, addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, count, NULL, NULL, 0);
+  return rc >= 0 ? (int)rc : -errno;
+}
+
+int plat_futex_still(uint32_t *addr, uint32_t expected) {
+  /* A zero relative timeout makes the kernel compare the value and return at once. The kernel
+   * reads the word, so an unmapped address is -EFAULT, never a crash of this thread. */
+  struct timespec zero = {0, 0};
+  long rc = syscall(SYS_futex, addr, FUTEX_WAIT, expected, &zero, NULL, 0);
+  if (rc == 0) return 1; /* woken in that instant: treat as changed by the caller's re-check */
+  if (errno == ETIMEDOUT) return 1;
+  if (errno == EAGAIN) return 0;
+  if (errno == EINTR) return 1;
+  return -errno;
+}
+
+struct futex_waitv_k {
+  uint64_t val;
+  uint64_t uaddr;
+  uint32_t flags;
+  uint32_t reserved;
+};
+
+int plat_futex_waitv(const plat_waitv_entry *entries, int count, int64_t deadline_ns) {
+  struct futex_waitv_k vec[PLAT_WAITV_MAX];
+  if (count <= 0 || count > PLAT_WAITV_MAX) return -EINVAL;
+  for (int i = 0; i < count; i++) {
+    vec[i].val = entries[i].expected;
+    vec[i].uaddr = (uint64_t)(uintptr_t)entries[i].addr;
+    vec[i].flags = FUTEX_32 | (entries[i].is_private ? FUTEX_PRIVATE_FLAG : 0);
+    vec[i].reserved = 0;
+  }
+  struct timespec ts, *pts = NULL;
+  if (deadline_ns >= 0) { ts = to_ts(deadline_ns); pts = &ts; }
+  long rc = syscall(SYS_futex_waitv, vec, (unsigned)count, 0, pts, CLOCK_MONOTONIC);
+  return rc >= 0 ? (int)rc : -errno;
+}
+
+/* Process identity ------------------------------------------------------------------------------ */
+
+/* Reads state (field 3) and starttime (field 22) from /proc/<pid>/stat. The command name (field 2)
+ * may contain spaces and parentheses, so parsing starts after the last ')'. */
+static int read_stat(uint32_t pid, char *state, uint64_t *start) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%u/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int e = errno;
+  close(fd);
+  if (n <= 0) return n < 0 ? -e : -EIO;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p || p[1] != ' ') return -EIO;
+  p += 2;
+  *state = *p;
+  /* p is at field 3; skip to field 22. */
+  for (int field = 3; field < 22; field++) {
+    p = strchr(p, ' ');
+    if (!p) return -EIO;
+    p++;
+  }
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(p, &end, 10);
+  if (errno || end == p) return -EIO;
+  *start = v;
+  return 0;
+}
+
+int plat_self_identity(uint32_t *pid, uint64_t *start) {
+  char state;
+  *pid = (uint32_t)getpid();
+  return read_stat(*pid, &state, start);
+}
+
+int plat_identity_alive(uint32_t pid, uint64_t start, int start_bits) {
+  char state;
+  uint64_t actual;
+  if (pid == 0) return 0;
+  int rc = read_stat(pid, &state, &actual);
+  if (rc == -ENOENT || rc == -ESRCH) return 0;
+  if (rc < 0) return rc;
+  if (state == 'Z' || state == 'X' || state == 'x') return 0;
+  uint64_t mask = start_bits >= 64 ? ~0ULL : ((1ULL << start_bits) - 1);
+  return (actual & mask) == (start & mask) ? 1 : 0;
+}
+
+/* Named semaphores ------------------------------------------------------------------------------ */
+
+struct plat_sem { sem_t *sem; };
+
+int plat_sem_open(const char *name, int create, int exclusive, int mode, unsigned value,
+                  plat_sem **out, const char **syscall) {
+  *syscall = "sem_open";
+  int flags = create ? (O_CREAT | (exclusive ? O_EXCL : 0)) : 0;
+  sem_t *s = create ? sem_open(name, flags, (mode_t)mode, value) : sem_open(name, 0);
+  if (s == SEM_FAILED) return -errno;
+  plat_sem *ps = malloc(sizeof *ps);
+  if (!ps) { sem_close(s); return -ENOMEM; }
+  ps->sem = s;
+  *out = ps;
+  return 0;
+}
+
+int plat_sem_post(plat_sem *s) { return sem_post(s->sem) == 0 ? 0 : -errno; }
+int plat_sem_trywait(plat_sem *s) { return sem_trywait(s->sem) == 0 ? 0 : -errno; }
+
+int plat_sem_timedwait(plat_sem *s, int64_t timeout_ns) {
+  if (timeout_ns < 0) return sem_wait(s->sem) == 0 ? 0 : -errno;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t at = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + timeout_ns;
+  ts = to_ts(at);
+  return sem_clockwait(s->sem, CLOCK_MONOTONIC, &ts) == 0 ? 0 : -errno;
+}
+
+int plat_sem_getvalue(plat_sem *s, int *value) { return sem_getvalue(s->sem, value) == 0 ? 0 : -errno; }
+
+int plat_sem_close(plat_sem *s) {
+  int rc = sem_close(s->sem) == 0 ? 0 : -errno;
+  free(s);
+  return rc;
+}
+
+int plat_sem_unlink(const char *name) { return sem_unlink(name) == 0 ? 0 : -errno; }

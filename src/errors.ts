@@ -1,0 +1,139 @@
+/**
+ * One error class with stable string codes. Every failure shmkit reports is a `ShmkitError`;
+ * `code` never changes meaning between versions. See docs/errors.md for the table.
+ */
+import { constants as osConstants } from 'node:os';
+
+export const ErrorCodes = {
+  /** An argument has the wrong type or an out-of-range value; `argument` names it. */
+  INVALID_ARGUMENT: 'ERR_SHMKIT_INVALID_ARGUMENT',
+  /** No segment (or named semaphore) by that name. */
+  NOT_FOUND: 'ERR_SHMKIT_NOT_FOUND',
+  /** create() found the name already taken. */
+  EXISTS: 'ERR_SHMKIT_EXISTS',
+  /** The object exists but was not made by shmkit (wrong magic). */
+  NOT_SHMKIT: 'ERR_SHMKIT_NOT_SHMKIT',
+  /** Made by a shmkit with another layout version. */
+  VERSION: 'ERR_SHMKIT_VERSION',
+  /** A shmkit segment of another kind (e.g. opening a Mutex as a Semaphore). */
+  KIND: 'ERR_SHMKIT_KIND',
+  /** Smaller than a header, or than the structure it must hold. */
+  TOO_SMALL: 'ERR_SHMKIT_TOO_SMALL',
+  /** Header or shared state is inconsistent (bad checksum, size, offsets or counters). */
+  CORRUPT: 'ERR_SHMKIT_CORRUPT',
+  /** The OS refused access (EACCES, EPERM). */
+  PERMISSION: 'ERR_SHMKIT_PERMISSION',
+  /** No room to reserve the segment's memory (ENOSPC, ENOMEM). */
+  NO_SPACE: 'ERR_SHMKIT_NO_SPACE',
+  /** The object was closed. */
+  CLOSED: 'ERR_SHMKIT_CLOSED',
+  /** A wait ran out of time. */
+  TIMEOUT: 'ERR_SHMKIT_TIMEOUT',
+  /** An AbortSignal cancelled the operation; `cause` is the signal's reason. */
+  ABORTED: 'ERR_SHMKIT_ABORTED',
+  /** unlock() by someone who does not hold the lock. */
+  NOT_OWNER: 'ERR_SHMKIT_NOT_OWNER',
+  /** A blocking lock by the thread that already holds it: it would wait forever. */
+  WOULD_DEADLOCK: 'ERR_SHMKIT_WOULD_DEADLOCK',
+  /** A counter would overflow (e.g. Semaphore.post beyond 2^31-1). */
+  OVERFLOW: 'ERR_SHMKIT_OVERFLOW',
+  /** Too many asynchronous waits pending in this process. */
+  TOO_MANY_WAITS: 'ERR_SHMKIT_TOO_MANY_WAITS',
+  /** Not possible on this platform or runtime (e.g. Electron refuses external buffers). */
+  UNSUPPORTED: 'ERR_SHMKIT_UNSUPPORTED',
+  /** Any other operating-system failure; `errno` and `syscall` tell which. */
+  OS: 'ERR_SHMKIT_OS',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export interface ErrorDetails {
+  /** The segment or semaphore name involved. */
+  segment?: string;
+  /** The argument that was rejected. */
+  argument?: string;
+  /** Positive errno value, where the OS failed. */
+  errno?: number;
+  /** Symbolic errno, e.g. 'ENOENT'. */
+  errnoCode?: string;
+  /** The system call that failed. */
+  syscall?: string;
+  cause?: unknown;
+}
+
+export class ShmkitError extends Error {
+  readonly code: ErrorCode;
+  readonly segment?: string;
+  readonly argument?: string;
+  readonly errno?: number;
+  readonly errnoCode?: string;
+  readonly syscall?: string;
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = code === ErrorCodes.ABORTED ? 'AbortError' : 'ShmkitError';
+    this.code = code;
+    if (details.segment !== undefined) this.segment = details.segment;
+    if (details.argument !== undefined) this.argument = details.argument;
+    if (details.errno !== undefined) this.errno = details.errno;
+    if (details.errnoCode !== undefined) this.errnoCode = details.errnoCode;
+    if (details.syscall !== undefined) this.syscall = details.syscall;
+  }
+}
+
+const errnoNames = new Map<number, string>();
+for (const [name, value] of Object.entries(osConstants.errno)) {
+  if (!errnoNames.has(value)) errnoNames.set(value, name);
+}
+const E = osConstants.errno;
+
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+export function invalidArg(argument: string, message: string): ShmkitError {
+  return new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `${argument}: ${message}`, { argument });
+}
+
+/**
+ * Turns an OS failure into the right ShmkitError. `errno` is positive. `what` describes the
+ * operation, e.g. `open segment "jobs"`.
+ */
+export function osError(errno: number, syscall: string, what: string, segment?: string): ShmkitError {
+  const errnoCode = errnoName(errno);
+  const details: ErrorDetails = { errno, errnoCode, syscall };
+  if (segment !== undefined) details.segment = segment;
+  const msg = `${what}: ${syscall} failed with ${errnoCode}`;
+  switch (errno) {
+    case E.ENOENT:
+      return new ShmkitError(ErrorCodes.NOT_FOUND, `${what}: it does not exist (${errnoCode})`, details);
+    case E.EEXIST:
+      return new ShmkitError(ErrorCodes.EXISTS, `${what}: the name is already taken (${errnoCode})`, details);
+    case E.EACCES:
+    case E.EPERM:
+      return new ShmkitError(ErrorCodes.PERMISSION, `${what}: permission denied (${errnoCode})`, details);
+    case E.ENOSPC:
+    case E.ENOMEM:
+    case E.EFBIG:
+      return new ShmkitError(ErrorCodes.NO_SPACE, `${what}: not enough shared memory (${errnoCode} from ${syscall})`, details);
+    case E.ENOTSUP:
+      return new ShmkitError(ErrorCodes.UNSUPPORTED, `${what}: not supported by this runtime (${syscall})`, details);
+    case E.EAGAIN:
+      if (syscall === 'asyncWait') return new ShmkitError(ErrorCodes.TOO_MANY_WAITS, `${what}: too many pending asynchronous waits`, details);
+      return new ShmkitError(ErrorCodes.OS, msg, details);
+    default:
+      return new ShmkitError(ErrorCodes.OS, msg, details);
+  }
+}
+
+export function closedError(what: string, segment?: string): ShmkitError {
+  return new ShmkitError(ErrorCodes.CLOSED, `${what} is closed`, segment === undefined ? {} : { segment });
+}
+
+export function timeoutError(what: string, ms: number, segment?: string): ShmkitError {
+  return new ShmkitError(ErrorCodes.TIMEOUT, `${what}: timed out after ${ms} ms`, segment === undefined ? {} : { segment });
+}
+
+export function abortError(signal: AbortSignal, what: string): ShmkitError {
+  return new ShmkitError(ErrorCodes.ABORTED, `${what}: aborted`, { cause: signal.reason });
+}

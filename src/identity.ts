@@ -1,0 +1,66 @@
+/**
+ * Process identity that survives PID reuse. An owner token is a positive 63-bit integer:
+ *
+ *   bits  0..21  pid (Linux pids are below 2^22)
+ *   bits 22..31  thread slot: tells apart the Node environments (main thread, workers) of a process
+ *   bits 32..62  low 31 bits of the process start time (clock ticks since boot)
+ *
+ * A token is stored in shared memory by one 64-bit compare-and-swap, so a lock is never held
+ * without its owner being recorded. A token is "alive" while a process with that pid and that start
+ * time exists and is not a zombie. A reused pid has another start time, so it does not count.
+ */
+import { osError } from './errors';
+import { isFailure, native } from './native';
+
+export interface ProcessIdentity {
+  pid: number;
+  /** Start time, in the platform's units (Linux: clock ticks since boot, low 31 bits). */
+  startTime: number;
+  /** Which Node environment of the process (0 for the first). */
+  threadSlot: number;
+}
+
+const START_BITS = 31;
+
+function loadSelf(): ProcessIdentity {
+  const r = native.selfIdentity();
+  if (isFailure(r)) throw osError(r.errno, r.syscall, 'read own process identity');
+  return { pid: r[0], startTime: r[1] % 2 ** START_BITS, threadSlot: r[2] & 0x3ff };
+}
+
+export const self: Readonly<ProcessIdentity> = Object.freeze(loadSelf());
+
+export function toToken(id: ProcessIdentity): bigint {
+  return BigInt(id.pid) | (BigInt(id.threadSlot & 0x3ff) << 22n) | (BigInt(id.startTime % 2 ** START_BITS) << 32n);
+}
+
+export function fromToken(token: bigint): ProcessIdentity {
+  return {
+    pid: Number(token & 0x3fffffn),
+    threadSlot: Number((token >> 22n) & 0x3ffn),
+    startTime: Number((token >> 32n) & 0x7fffffffn),
+  };
+}
+
+/** This thread's owner token. */
+export const SELF_TOKEN: bigint = toToken(self);
+
+/**
+ * Whether the process behind `token` still lives. Tokens from this process are alive by
+ * definition. Garbage (negative, or a pid of 0) counts as dead, so a corrupt owner field is
+ * recoverable rather than a lock held forever.
+ */
+export function tokenAlive(token: bigint): boolean {
+  if (token <= 0n) return false;
+  const id = fromToken(token);
+  if (id.pid === self.pid && id.startTime === self.startTime) return true;
+  const r = native.processAlive(id.pid, id.startTime, START_BITS);
+  // An error reading /proc (other than "no such process") is not proof of death: assume alive.
+  return r !== 0;
+}
+
+/** Whether a process is alive, by pid and start time (for headers that record both). */
+export function processAlive(pid: number, startTime: number): boolean {
+  if (pid <= 0) return false;
+  return native.processAlive(pid, startTime % 2 ** START_BITS, START_BITS) !== 0;
+}

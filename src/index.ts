@@ -1,0 +1,18 @@
+/**
+ * shmkit: POSIX shared memory IPC for Node.js.
+ *
+ * segment -> primitive: a Segment is a named, mapped object; synchronization primitives live in
+ * segments, either one per named primitive or at offsets inside a user segment.
+ */
+export { ErrorCodes, ShmkitError, type ErrorCode, type ErrorDetails } from './errors';
+export { Segment, Kind, NAME_PREFIX, MAX_NAME_LENGTH, HEADER_SIZE, type SegmentOptions } from './segment';
+export { Semaphore, type SemaphoreOptions } from './sync/semaphore';
+export { Mutex, MutexGuard } from './sync/mutex';
+export { RwLock, RwLockGuard } from './sync/rwlock';
+export { Condition } from './sync/condition';
+export { Barrier, type BarrierOptions } from './sync/barrier';
+export type { WaitOptions, AsyncWaitOptions, NamedOptions } from './sync/primitive';
+export { NamedSemaphore, type NamedSemaphoreOptions } from './named-semaphore';
+export { configure } from './config';
+export { asyncWaitStats, type WaitTuning } from './wait';
+export { self as processIdentity, processAlive, type ProcessIdentity } from './identity';

@@ -1,0 +1,81 @@
+/**
+ * The one door to native code. The addon is small and does only what JavaScript cannot: map
+ * memory, sleep and wake across processes, identify processes, and call sem_open. It returns
+ * status codes (negative errno) or `{ errno, syscall }` failure records; TypeScript turns those into
+ * ShmkitErrors. Loading goes through node-gyp-build, so prebuilds/ can ship later.
+ */
+import * as path from 'node:path';
+import { ErrorCodes, ShmkitError } from './errors';
+
+/** A native failure record; errno is positive. */
+export interface NativeFailure {
+  errno: number;
+  syscall: string;
+}
+
+export interface NativeMapping {
+  buffer: ArrayBuffer;
+  handle: object;
+  size: number;
+}
+
+export interface NativeEmptyMapping {
+  buffer: null;
+  size: number;
+}
+
+export interface NativeAddon {
+  shmCreate(name: string, size: number, mode: number): NativeMapping | NativeFailure;
+  shmOpen(name: string): NativeMapping | NativeEmptyMapping | NativeFailure;
+  shmPublish(tmp: string, name: string): 0 | NativeFailure;
+  shmUnlink(name: string): number;
+  unmap(handle: object, buffer: ArrayBuffer): number;
+
+  futexWait(words: Int32Array, index: number, expected: number, timeoutMs: number): number;
+  futexWake(words: Int32Array, index: number, count: number): number;
+
+  asyncInit(callback: (id: number, status: number) => void): number;
+  asyncWait(words: Int32Array, index: number, expected: number, timeoutMs: number): number;
+  asyncCancel(id: number): number;
+  asyncStats(): [threads: number, pending: number];
+
+  selfIdentity(): [pid: number, start: number, threadSlot: number] | NativeFailure;
+  processAlive(pid: number, start: number, startBits: number): number;
+
+  semOpen(name: string, create: boolean, exclusive: boolean, mode: number, value: number): object | NativeFailure;
+  semPost(handle: object): number;
+  semTryWait(handle: object): number;
+  semTimedWait(handle: object, timeoutMs: number): number;
+  semGetValue(handle: object): number;
+  semClose(handle: object): number;
+  semUnlink(name: string): number;
+}
+
+function load(): NativeAddon {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const gypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+    return gypBuild(path.join(__dirname, '..'));
+  } catch (err) {
+    throw new ShmkitError(
+      ErrorCodes.UNSUPPORTED,
+      `shmkit: the native addon could not be loaded on ${process.platform}-${process.arch} (node ${process.version}); ` +
+        `run "npm rebuild shmkit" with a C compiler available`,
+      { cause: err },
+    );
+  }
+}
+
+export const native: NativeAddon = load();
+
+export function isFailure(v: unknown): v is NativeFailure {
+  return typeof v === 'object' && v !== null && typeof (v as NativeFailure).errno === 'number' && 'syscall' in v;
+}
+
+/** Negative errno status codes returned by hot-path calls. */
+export const Status = {
+  EAGAIN: -11,
+  EINTR: -4,
+  ETIMEDOUT: -110,
+  EINVAL: -22,
+} as const;

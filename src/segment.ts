@@ -1,0 +1,339 @@
+/**
+ * Segment: a named POSIX shared-memory object, mapped into this process as an ArrayBuffer.
+ *
+ * Layout (little-endian, see docs/design.md):
+ *
+ *   0  u32  magic 0x4b4d4853 ("SHMK")
+ *   4  u32  layout version (1)
+ *   8  u32  kind (Kind)
+ *   12 u32  state: 1 = ready (set last, before the segment gets its name)
+ *   16 u64  total size in bytes, header included
+ *   24 u32  data offset (128)
+ *   28 u32  flags (0)
+ *   32 u32  creator pid
+ *   36 u32  creator thread slot
+ *   40 u64  creator start time
+ *   48 u64  created at, ms since the epoch
+ *   56 u32  header checksum: FNV-1a over bytes 0..11 and 16..55
+ *   60 u32  reserved
+ *   64..127 kind-specific parameters (e.g. a Barrier's party count)
+ *   128..   data
+ *
+ * Creation never exposes a half-built segment: the object is created under a private temporary
+ * name, fully initialized, then given its public name with link(2), which fails if the name is
+ * taken. Exactly one of many racing creators wins; an opener either finds nothing or a complete
+ * segment. Openers still validate everything: the header is untrusted input.
+ */
+import { randomBytes } from 'node:crypto';
+import { closedError, ErrorCodes, invalidArg, osError, ShmkitError } from './errors';
+import { self } from './identity';
+import { isFailure, native, type NativeMapping } from './native';
+import { checkFunction, checkInt, checkObject, describe } from './validate';
+import type { WaitOwner } from './wait';
+
+export const MAGIC = 0x4b4d4853;
+export const LAYOUT_VERSION = 1;
+export const HEADER_SIZE = 128;
+export const PARAMS_OFFSET = 64;
+export const STATE_READY = 1;
+/** Every shmkit object in /dev/shm starts with this. */
+export const NAME_PREFIX = 'shmkit-';
+/** Temporary names of segments being built. */
+export const TEMP_PREFIX = 'shmkit~';
+/** macOS limits shm names to 31 bytes including the leading slash. */
+export const MAX_NAME_LENGTH = 31 - 1 - NAME_PREFIX.length;
+export const MAX_SEGMENT_SIZE = 2 ** 40;
+
+export const Kind = {
+  SEGMENT: 1,
+  SEMAPHORE: 2,
+  MUTEX: 3,
+  RWLOCK: 4,
+  CONDITION: 5,
+  BARRIER: 6,
+} as const;
+export type KindValue = (typeof Kind)[keyof typeof Kind];
+
+export function kindName(kind: number): string {
+  for (const [k, v] of Object.entries(Kind)) if (v === kind) return k.toLowerCase();
+  return `unknown kind ${kind}`;
+}
+
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+export function checkName(name: unknown, argument = 'name'): string {
+  if (typeof name !== 'string') throw invalidArg(argument, `must be a string, got ${describe(name)}`);
+  if (name.length === 0 || name.length > MAX_NAME_LENGTH) {
+    throw invalidArg(argument, `must be 1 to ${MAX_NAME_LENGTH} characters (portable limit with the "${NAME_PREFIX}" prefix), got ${name.length}`);
+  }
+  if (!NAME_RE.test(name)) {
+    throw invalidArg(argument, `may contain only A-Z a-z 0-9 _ . - and must not start with . or -, got ${describe(name)}`);
+  }
+  return name;
+}
+
+export interface SegmentOptions {
+  /** Bytes of user data (the header is extra). */
+  size: number;
+  /** Permission bits, applied exactly (not filtered by the umask). Default 0o600. */
+  mode?: number;
+  /** Runs on the new segment before any other process can open it. */
+  initialize?: (segment: Segment) => void;
+}
+
+/** @internal kind-aware creation used by primitives and channels. */
+export interface InternalCreate {
+  kind: number;
+  size: number;
+  mode: number;
+  initialize: ((segment: Segment) => void) | undefined;
+}
+
+function fnv1a(bytes: Uint8Array, ranges: Array<[number, number]>): number {
+  let h = 0x811c9dc5;
+  for (const [from, to] of ranges) {
+    for (let i = from; i < to; i++) {
+      h ^= bytes[i]!;
+      h = Math.imul(h, 0x01000193);
+    }
+  }
+  return h >>> 0;
+}
+
+const CHECKSUM_RANGES: Array<[number, number]> = [[0, 12], [16, 56]];
+
+export class Segment implements WaitOwner {
+  /** The name given by the user (without prefix). */
+  readonly name: string;
+  /** The name of the object in /dev/shm. */
+  readonly shmName: string;
+  /** Whether this call created the segment (openOrCreate tells you which happened). */
+  readonly created: boolean;
+  readonly kind: number;
+  /** Total mapped bytes, header included. */
+  readonly byteLength: number;
+  /** Offset of the data area within `buffer`. */
+  readonly dataOffset = HEADER_SIZE;
+  readonly creator: { pid: number; startTime: number };
+  readonly createdAt: Date;
+  /** @internal */
+  readonly pendingWaits = new Set<() => void>();
+
+  #buffer: ArrayBuffer;
+  #handle: object;
+  #closed = false;
+  #data: Uint8Array;
+  #i32: Int32Array;
+  #i64: BigInt64Array;
+
+  private constructor(name: string, mapping: NativeMapping, created: boolean) {
+    this.name = name;
+    this.shmName = NAME_PREFIX + name;
+    this.created = created;
+    this.#buffer = mapping.buffer;
+    this.#handle = mapping.handle;
+    this.byteLength = mapping.size;
+    const dv = new DataView(mapping.buffer);
+    this.kind = dv.getUint32(8, true);
+    this.creator = { pid: dv.getUint32(32, true), startTime: Number(dv.getBigUint64(40, true)) };
+    this.createdAt = new Date(Number(dv.getBigUint64(48, true)));
+    this.#data = new Uint8Array(mapping.buffer, HEADER_SIZE);
+    this.#i32 = new Int32Array(mapping.buffer, 0, Math.floor(mapping.size / 4));
+    this.#i64 = new BigInt64Array(mapping.buffer, 0, Math.floor(mapping.size / 8));
+  }
+
+  // Creation and opening ----------------------------------------------------------------------------
+
+  /** Creates a new segment; fails with ERR_SHMKIT_EXISTS if the name is taken. */
+  static create(name: string, options: SegmentOptions): Segment {
+    checkName(name);
+    const o = checkObject('options', options);
+    const size = checkInt('options.size', o.size, 0, MAX_SEGMENT_SIZE - HEADER_SIZE);
+    const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
+    const initialize = checkFunction('options.initialize', o.initialize) as SegmentOptions['initialize'];
+    return Segment.createKind(name, { kind: Kind.SEGMENT, size, mode, initialize });
+  }
+
+  /** Opens an existing segment. */
+  static open(name: string): Segment {
+    checkName(name);
+    return Segment.openKind(name, Kind.SEGMENT);
+  }
+
+  /**
+   * Opens the segment, or creates it if it does not exist. When many processes race, exactly one
+   * creates it (`created` is true there) and the others open the initialized result. An existing
+   * segment keeps its own size.
+   */
+  static openOrCreate(name: string, options: SegmentOptions): Segment {
+    checkName(name);
+    const o = checkObject('options', options);
+    const size = checkInt('options.size', o.size, 0, MAX_SEGMENT_SIZE - HEADER_SIZE);
+    const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
+    const initialize = checkFunction('options.initialize', o.initialize) as SegmentOptions['initialize'];
+    return Segment.openOrCreateKind(name, { kind: Kind.SEGMENT, size, mode, initialize });
+  }
+
+  /** Removes the name; processes that have it open keep using it. Returns false if absent. */
+  static unlink(name: string): boolean {
+    checkName(name);
+    const rc = native.shmUnlink(NAME_PREFIX + name);
+    if (rc === 0) return true;
+    if (-rc === 2 /* ENOENT */) return false;
+    throw osError(-rc, 'shm_unlink', `unlink segment "${name}"`, name);
+  }
+
+  /** @internal */
+  static createKind(name: string, c: InternalCreate): Segment {
+    const total = HEADER_SIZE + c.size;
+    const tmp = TEMP_PREFIX + process.pid.toString(36) + '.' + randomBytes(6).toString('hex');
+    const m = native.shmCreate(tmp, total, c.mode);
+    if (isFailure(m)) throw osError(m.errno, m.syscall, `create segment "${name}" (${total} bytes)`, name);
+    const bytes = new Uint8Array(m.buffer);
+    const dv = new DataView(m.buffer);
+    dv.setUint32(0, MAGIC, true);
+    dv.setUint32(4, LAYOUT_VERSION, true);
+    dv.setUint32(8, c.kind, true);
+    dv.setBigUint64(16, BigInt(total), true);
+    dv.setUint32(24, HEADER_SIZE, true);
+    dv.setUint32(28, 0, true);
+    dv.setUint32(32, self.pid, true);
+    dv.setUint32(36, self.threadSlot, true);
+    dv.setBigUint64(40, BigInt(self.startTime), true);
+    dv.setBigUint64(48, BigInt(Date.now()), true);
+    dv.setUint32(56, fnv1a(bytes, CHECKSUM_RANGES), true);
+    const seg = new Segment(name, m, true);
+    try {
+      c.initialize?.(seg);
+      Atomics.store(seg.#i32, 3, STATE_READY);
+      const r = native.shmPublish(tmp, NAME_PREFIX + name);
+      if (isFailure(r)) throw osError(r.errno, r.syscall, `create segment "${name}"`, name);
+    } catch (err) {
+      seg.close();
+      native.shmUnlink(tmp);
+      throw err;
+    }
+    return seg;
+  }
+
+  /** @internal */
+  static openKind(name: string, kind: number): Segment {
+    const m = native.shmOpen(NAME_PREFIX + name);
+    if (isFailure(m)) throw osError(m.errno, m.syscall, `open segment "${name}"`, name);
+    if (m.buffer === null) {
+      throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${name}": it is empty (0 bytes), not a shmkit segment`, { segment: name });
+    }
+    try {
+      validateHeader(name, m.buffer, kind);
+    } catch (err) {
+      native.unmap(m.handle, m.buffer);
+      throw err;
+    }
+    return new Segment(name, m, false);
+  }
+
+  /** @internal */
+  static openOrCreateKind(name: string, c: InternalCreate): Segment {
+    let last: unknown;
+    for (let attempt = 0; attempt < 16; attempt++) {
+      try {
+        return Segment.createKind(name, c);
+      } catch (err) {
+        if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.EXISTS) throw err;
+        last = err;
+      }
+      try {
+        return Segment.openKind(name, c.kind);
+      } catch (err) {
+        // Unlinked between our create and open: try creating again.
+        if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.NOT_FOUND) throw err;
+        last = err;
+      }
+    }
+    throw last;
+  }
+
+  // Access -------------------------------------------------------------------------------------------
+
+  /** Bytes of user data (excluding the header). */
+  get size(): number {
+    return this.byteLength - HEADER_SIZE;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The whole mapping, header included. Empty (detached) after close(). */
+  get buffer(): ArrayBuffer {
+    return this.#buffer;
+  }
+
+  /** The data area. After close() this view (and every view made from it) is empty. */
+  get data(): Uint8Array {
+    if (this.#closed) throw closedError(`segment "${this.name}"`, this.name);
+    return this.#data;
+  }
+
+  /** @internal 32-bit words over the whole mapping, for primitives. */
+  get int32(): Int32Array {
+    return this.#i32;
+  }
+
+  /** @internal 64-bit words over the whole mapping, for owner tokens. */
+  get bigint64(): BigInt64Array {
+    return this.#i64;
+  }
+
+  /** @internal the kind-specific parameter area (header bytes 64..127). */
+  params(): DataView {
+    return new DataView(this.#buffer, PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET);
+  }
+
+  /**
+   * Unmaps the segment. Views of it become empty (length 0); they never point at unmapped memory.
+   * Pending asynchronous waits on it reject with ERR_SHMKIT_CLOSED. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const cancel of [...this.pendingWaits]) cancel();
+    this.pendingWaits.clear();
+    native.unmap(this.#handle, this.#buffer);
+  }
+
+  /** Removes the segment's name (see Segment.unlink). */
+  unlink(): boolean {
+    return Segment.unlink(this.name);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function validateHeader(name: string, buffer: ArrayBuffer, kind: number): void {
+  const fail = (code: (typeof ErrorCodes)[keyof typeof ErrorCodes], why: string): never => {
+    throw new ShmkitError(code, `open segment "${name}": ${why}`, { segment: name });
+  };
+  if (buffer.byteLength < HEADER_SIZE) {
+    fail(ErrorCodes.TOO_SMALL, `${buffer.byteLength} bytes is smaller than a shmkit header (${HEADER_SIZE})`);
+  }
+  const dv = new DataView(buffer);
+  if (dv.getUint32(0, true) !== MAGIC) fail(ErrorCodes.NOT_SHMKIT, 'not a shmkit segment (wrong magic)');
+  const version = dv.getUint32(4, true);
+  if (version !== LAYOUT_VERSION) {
+    fail(ErrorCodes.VERSION, `layout version ${version}, this shmkit reads version ${LAYOUT_VERSION}`);
+  }
+  if (fnv1a(new Uint8Array(buffer, 0, HEADER_SIZE), CHECKSUM_RANGES) !== dv.getUint32(56, true)) {
+    fail(ErrorCodes.CORRUPT, 'header checksum mismatch');
+  }
+  if (Atomics.load(new Int32Array(buffer, 0, 4), 3) !== STATE_READY) fail(ErrorCodes.CORRUPT, 'header state is not "ready"');
+  const total = dv.getBigUint64(16, true);
+  if (total !== BigInt(buffer.byteLength)) {
+    fail(ErrorCodes.CORRUPT, `header says ${total} bytes but the object has ${buffer.byteLength}`);
+  }
+  if (dv.getUint32(24, true) !== HEADER_SIZE) fail(ErrorCodes.CORRUPT, 'bad data offset');
+  const actual = dv.getUint32(8, true);
+  if (actual !== kind) fail(ErrorCodes.KIND, `it is a ${kindName(actual)}, not a ${kindName(kind)}`);
+}

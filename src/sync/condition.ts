@@ -1,0 +1,126 @@
+/**
+ * Condition: a condition variable used with a Mutex, across processes.
+ *
+ * Layout (8 bytes):
+ *   +0 i32 seq       futex word, bumped by every signal/broadcast
+ *   +4 i32 sleepers
+ *
+ * wait() reads `seq` while holding the mutex, registers as a sleeper, unlocks, and parks while
+ * `seq` is unchanged. A signal after the unlock changes `seq`, so the kernel refuses to sleep or the
+ * waiter is woken: no signal sent after wait() released the mutex is lost. Wake-ups may be
+ * spurious, as with every condition variable: always wait in a loop that re-checks the predicate.
+ */
+import { ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { Kind, type Segment } from '../segment';
+import { checkObject } from '../validate';
+import { Deadline, parkAsync, parkSync, spin, wake } from '../wait';
+import { Mutex, type MutexGuard } from './mutex';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+
+export class Condition extends Primitive {
+  static readonly SIZE = 8;
+  private readonly q: number;
+  private readonly sl: number;
+
+  private constructor(segment: Segment, offset: number, owns: boolean) {
+    super(segment, offset, owns);
+    this.q = this.w;
+    this.sl = this.w + 1;
+  }
+
+  static create(name: string, options?: NamedOptions): Condition {
+    return new Condition(namedSegment('create', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
+  }
+  static open(name: string): Condition {
+    return new Condition(namedSegment('open', name, Kind.CONDITION, Condition.SIZE, {}, () => {}), 0, true);
+  }
+  static openOrCreate(name: string, options?: NamedOptions): Condition {
+    return new Condition(namedSegment('openOrCreate', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
+  }
+  static at(segment: Segment, offset: number): Condition {
+    const p = checkPlacement(segment, offset, Condition.SIZE);
+    return new Condition(p.segment, p.offset, false);
+  }
+  static init(segment: Segment, offset: number): Condition {
+    const c = Condition.at(segment, offset);
+    Atomics.store(c.i32, c.q, 0);
+    Atomics.store(c.i32, c.sl, 0);
+    return c;
+  }
+
+  private enter(mutex: unknown, what: string): Mutex {
+    this.live();
+    if (!(mutex instanceof Mutex)) throw invalidArg('mutex', 'must be a Mutex');
+    if (!mutex.ownedByMe) throw new ShmkitError(ErrorCodes.NOT_OWNER, `${what}: the mutex must be held by the caller`, { segment: this.segment.name });
+    return mutex;
+  }
+
+  /**
+   * Unlocks `mutex`, waits for a signal, and locks it again; returns the guard of the re-acquired
+   * lock (its `recovered` tells whether the mutex was taken over from a dead owner meanwhile).
+   * On timeout the mutex is re-acquired and ERR_SHMKIT_TIMEOUT is thrown.
+   */
+  wait(mutex: Mutex, options?: WaitOptions): MutexGuard {
+    const m = this.enter(mutex, 'Condition.wait');
+    const o = parseWait(options, false);
+    const i32 = this.i32;
+    const seq = Atomics.load(i32, this.q);
+    Atomics.add(i32, this.sl, 1);
+    let signalled = true;
+    try {
+      m.unlock();
+      if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
+        const deadline = new Deadline(o.timeout);
+        signalled = parkSync(i32, this.q, seq, deadline.remaining()) || Atomics.load(i32, this.q) !== seq;
+      }
+    } finally {
+      Atomics.sub(i32, this.sl, 1);
+    }
+    const guard = m.lock();
+    if (!signalled) throw timeoutError('Condition.wait', o.timeout, this.segment.name);
+    return guard;
+  }
+
+  /** Like wait(), without blocking the event loop. */
+  async waitAsync(mutex: Mutex, options?: AsyncWaitOptions): Promise<MutexGuard> {
+    const m = this.enter(mutex, 'Condition.waitAsync');
+    const o = parseWait(options, true);
+    const i32 = this.i32;
+    const seq = Atomics.load(i32, this.q);
+    Atomics.add(i32, this.sl, 1);
+    let signalled = true;
+    let failure: unknown;
+    try {
+      m.unlock();
+      if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
+        const timedOut = await parkAsync(i32, this.q, seq, o.timeout, o.signal, this.segment, 'Condition.waitAsync');
+        signalled = !timedOut || Atomics.load(i32, this.q) !== seq;
+      }
+    } catch (err) {
+      failure = err;
+    } finally {
+      if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
+    }
+    const guard = await m.lockAsync();
+    if (failure !== undefined) {
+      guard.unlock();
+      throw failure;
+    }
+    if (!signalled) throw timeoutError('Condition.waitAsync', o.timeout, this.segment.name);
+    return guard;
+  }
+
+  /** Wakes one waiter (if any sleeps). */
+  signal(): void {
+    this.live();
+    Atomics.add(this.i32, this.q, 1);
+    if (Atomics.load(this.i32, this.sl) > 0) wake(this.i32, this.q, 1);
+  }
+
+  /** Wakes every waiter. */
+  broadcast(): void {
+    this.live();
+    Atomics.add(this.i32, this.q, 1);
+    if (Atomics.load(this.i32, this.sl) > 0) wake(this.i32, this.q, 0);
+  }
+}

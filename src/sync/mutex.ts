@@ -1,0 +1,215 @@
+/**
+ * Mutex: a robust lock in shared memory. If the owning process dies, the next locker gets the lock
+ * with `recovered: true`, so it can repair the state the lock protects.
+ *
+ * Layout (16 bytes, 8-aligned):
+ *   +0  i64 owner     0 = free, else the owner token (pid, thread slot, start time; see identity.ts)
+ *   +8  i32 seq       futex word: bumped by unlock when someone sleeps
+ *   +12 i32 sleepers  parked (or about to park) waiters
+ *
+ * Acquire is one 64-bit compare-and-swap 0 -> token: the lock is never held without its owner
+ * recorded, even if the process is killed between any two instructions. Release is a CAS token -> 0
+ * (which also proves ownership), then a wake only if `sleepers` > 0.
+ *
+ * Ordering: a waiter increments `sleepers`, reads `seq`, then tries the CAS; if that fails it parks
+ * on `seq` with the value it read. The unlocker's CAS comes after the waiter's failed CAS, so its
+ * read of `sleepers` sees the waiter and it bumps `seq` before waking: the waiter either sees the
+ * new `seq` (the kernel refuses to sleep) or is woken. A parked waiter also wakes every
+ * `livenessIntervalMs` to check whether the owner is alive; a dead owner's token is replaced by
+ * CAS, so exactly one waiter recovers the lock.
+ */
+import { abortError, ErrorCodes, ShmkitError, timeoutError } from '../errors';
+import { SELF_TOKEN, tokenAlive } from '../identity';
+import { Kind, type Segment } from '../segment';
+import { checkObject } from '../validate';
+import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+
+/** A held lock. `using guard = mutex.lock()` unlocks at the end of the block. */
+export class MutexGuard {
+  /** True if the previous owner died holding the lock: the protected state may be half-updated. */
+  readonly recovered: boolean;
+  #mutex: Mutex | null;
+
+  /** @internal */
+  constructor(mutex: Mutex, recovered: boolean) {
+    this.#mutex = mutex;
+    this.recovered = recovered;
+  }
+
+  /** Unlocks (once; later calls do nothing). */
+  unlock(): void {
+    const m = this.#mutex;
+    if (m === null) return;
+    this.#mutex = null;
+    m.unlock();
+  }
+
+  [Symbol.dispose](): void {
+    this.unlock();
+  }
+}
+
+export class Mutex extends Primitive {
+  static readonly SIZE = 16;
+
+  private readonly o: number; // index of owner in i64
+  private readonly q: number; // index of seq in i32
+  private readonly sl: number; // index of sleepers in i32
+
+  private constructor(segment: Segment, offset: number, owns: boolean) {
+    super(segment, offset, owns);
+    this.o = this.base >> 3;
+    this.q = this.w + 2;
+    this.sl = this.w + 3;
+  }
+
+  static create(name: string, options?: NamedOptions): Mutex {
+    return new Mutex(namedSegment('create', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
+  }
+
+  static open(name: string): Mutex {
+    return new Mutex(namedSegment('open', name, Kind.MUTEX, Mutex.SIZE, {}, () => {}), 0, true);
+  }
+
+  static openOrCreate(name: string, options?: NamedOptions): Mutex {
+    return new Mutex(namedSegment('openOrCreate', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
+  }
+
+  /** The mutex at data offset `offset` of `segment`. Zeroed memory is an unlocked mutex. */
+  static at(segment: Segment, offset: number): Mutex {
+    const p = checkPlacement(segment, offset, Mutex.SIZE);
+    return new Mutex(p.segment, p.offset, false);
+  }
+
+  /** Resets the mutex at `offset` to unlocked. Do this before sharing it. */
+  static init(segment: Segment, offset: number): Mutex {
+    const m = Mutex.at(segment, offset);
+    Atomics.store(m.i64, m.o, 0n);
+    Atomics.store(m.i32, m.q, 0);
+    Atomics.store(m.i32, m.sl, 0);
+    return m;
+  }
+
+  /** Whether anyone holds the lock right now (a snapshot). */
+  get locked(): boolean {
+    this.live();
+    return Atomics.load(this.i64, this.o) !== 0n;
+  }
+
+  /** Whether this thread holds the lock. */
+  get ownedByMe(): boolean {
+    this.live();
+    return Atomics.load(this.i64, this.o) === SELF_TOKEN;
+  }
+
+  /** Takes the lock if it is free (or its owner died), without waiting. */
+  tryLock(): MutexGuard | null {
+    this.live();
+    const r = this.attempt(true);
+    return r < 0 ? null : new MutexGuard(this, r === 1);
+  }
+
+  /**
+   * Blocks until the lock is taken. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms, and
+   * ERR_SHMKIT_WOULD_DEADLOCK if this thread already holds it.
+   */
+  lock(options?: WaitOptions): MutexGuard {
+    this.live();
+    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
+    const o = parseWait(options, false);
+    if (Atomics.load(this.i64, this.o) === SELF_TOKEN) {
+      throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lock: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
+    }
+    let r = -1;
+    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);
+    const deadline = new Deadline(o.timeout);
+    const i32 = this.i32;
+    Atomics.add(i32, this.sl, 1);
+    try {
+      let checkOwner = true;
+      for (;;) {
+        const seq = Atomics.load(i32, this.q);
+        r = this.attempt(checkOwner);
+        if (r >= 0) return new MutexGuard(this, r === 1);
+        const left = deadline.remaining();
+        if (left === 0) break;
+        const slice = Math.min(left, tuning.livenessIntervalMs);
+        checkOwner = !parkSync(i32, this.q, seq, slice); // timed out: look at the owner next round
+      }
+    } finally {
+      Atomics.sub(i32, this.sl, 1);
+    }
+    this.passOn();
+    throw timeoutError('Mutex.lock', o.timeout, this.segment.name);
+  }
+
+  /** Like lock(), without blocking the event loop. Accepts an AbortSignal. */
+  async lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
+    this.live();
+    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
+    const o = parseWait(options, true);
+    if (o.signal?.aborted) throw abortError(o.signal, 'Mutex.lockAsync');
+    let r = -1;
+    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);
+    const deadline = new Deadline(o.timeout);
+    const i32 = this.i32;
+    Atomics.add(i32, this.sl, 1);
+    let got = false;
+    try {
+      let checkOwner = true;
+      for (;;) {
+        const seq = Atomics.load(i32, this.q);
+        r = this.attempt(checkOwner);
+        if (r >= 0) { got = true; return new MutexGuard(this, r === 1); }
+        const left = deadline.remaining();
+        if (left === 0) break;
+        const slice = Math.min(left, tuning.livenessIntervalMs);
+        checkOwner = await parkAsync(i32, this.q, seq, slice, o.signal, this.segment, 'Mutex.lockAsync');
+      }
+    } finally {
+      if (i32.length > 0) {
+        Atomics.sub(i32, this.sl, 1);
+        if (!got) this.passOn();
+      }
+    }
+    throw timeoutError('Mutex.lockAsync', o.timeout, this.segment.name);
+  }
+
+  /** Releases the lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
+  unlock(): void {
+    this.live();
+    const prev = Atomics.compareExchange(this.i64, this.o, SELF_TOKEN, 0n);
+    if (prev !== SELF_TOKEN) {
+      throw new ShmkitError(
+        ErrorCodes.NOT_OWNER,
+        prev === 0n ? `Mutex.unlock: the mutex in segment "${this.segment.name}" is not locked` : `Mutex.unlock: the mutex in segment "${this.segment.name}" is held by another owner`,
+        { segment: this.segment.name },
+      );
+    }
+    if (Atomics.load(this.i32, this.sl) > 0) {
+      Atomics.add(this.i32, this.q, 1);
+      wake(this.i32, this.q, 1);
+    }
+  }
+
+  /**
+   * One acquisition attempt: 0 taken, 1 taken from a dead owner (recovered), -1 busy.
+   * With `checkOwner`, a held lock's owner is checked for liveness (reads /proc: slow path only).
+   */
+  private attempt(checkOwner: boolean): number {
+    const i64 = this.i64;
+    const cur = Atomics.compareExchange(i64, this.o, 0n, SELF_TOKEN);
+    if (cur === 0n) return 0;
+    if (!checkOwner || cur === SELF_TOKEN || tokenAlive(cur)) return -1;
+    // The owner is gone. Exactly one CAS replaces its token.
+    return Atomics.compareExchange(i64, this.o, cur, SELF_TOKEN) === cur ? 1 : -1;
+  }
+
+  private passOn(): void {
+    if (Atomics.load(this.i64, this.o) === 0n && Atomics.load(this.i32, this.sl) > 0) {
+      Atomics.add(this.i32, this.q, 1);
+      wake(this.i32, this.q, 1);
+    }
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * What every synchronization primitive shares: where its words are, who owns the segment, how it
+ * is created by name or placed at an offset inside a user segment, and the wait options.
+ */
+import { closedError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
+import { checkName, HEADER_SIZE, type InternalCreate, kindName, Segment } from '../segment';
+import { checkInt, checkObject, checkSignal, checkTimeout } from '../validate';
+import { tuning } from '../wait';
+
+export interface WaitOptions {
+  /** Milliseconds to wait at most; the operation then fails with ERR_SHMKIT_TIMEOUT. Default: forever. */
+  timeout?: number;
+  /** Spin budget in microseconds before parking. Default: `configure().spinMicros` (50). */
+  spin?: number;
+}
+
+export interface AsyncWaitOptions extends WaitOptions {
+  /** Cancels the wait; it then rejects with ERR_SHMKIT_ABORTED (name 'AbortError'). */
+  signal?: AbortSignal;
+}
+
+export interface NamedOptions {
+  /** Permission bits of the segment. Default 0o600. */
+  mode?: number;
+}
+
+export interface ParsedWait {
+  timeout: number;
+  spin: number;
+  signal: AbortSignal | undefined;
+}
+
+export function parseWait(options: unknown, allowSignal: boolean): ParsedWait {
+  const o = checkObject('options', options);
+  const timeout = checkTimeout('options.timeout', o.timeout);
+  const spin = o.spin === undefined ? tuning.spinMicros : checkInt('options.spin', o.spin, 0, 10_000_000);
+  const signal = allowSignal ? checkSignal('options.signal', o.signal) : undefined;
+  if (!allowSignal && o.signal !== undefined) throw invalidArg('options.signal', 'is only accepted by the async variants');
+  return { timeout, spin, signal };
+}
+
+export function parseMode(options: Record<string, unknown>): number {
+  return options.mode === undefined ? 0o600 : checkInt('options.mode', options.mode, 0, 0o777);
+}
+
+/** Checks that a primitive of `size` bytes fits at data offset `offset` of `segment`. */
+export function checkPlacement(segment: unknown, offset: unknown, size: number): { segment: Segment; offset: number } {
+  if (!(segment instanceof Segment)) throw invalidArg('segment', 'must be a Segment');
+  if (segment.closed) throw closedError(`segment "${segment.name}"`, segment.name);
+  const off = checkInt('offset', offset, 0, segment.size);
+  if (off % 8 !== 0) throw invalidArg('offset', `must be a multiple of 8, got ${off}`);
+  if (off + size > segment.size) {
+    throw invalidArg('offset', `a ${size}-byte primitive at ${off} does not fit in segment "${segment.name}" (${segment.size} data bytes)`);
+  }
+  return { segment, offset: off };
+}
+
+export abstract class Primitive {
+  /** The segment holding this primitive. */
+  readonly segment: Segment;
+  /** Byte offset of the primitive within the whole mapping. */
+  protected readonly base: number;
+  /** Index of the first 32-bit word. */
+  protected readonly w: number;
+  protected readonly i32: Int32Array;
+  protected readonly i64: BigInt64Array;
+  private readonly ownsSegment: boolean;
+
+  protected constructor(segment: Segment, dataOffset: number, ownsSegment: boolean) {
+    this.segment = segment;
+    this.base = HEADER_SIZE + dataOffset;
+    this.w = this.base >> 2;
+    this.i32 = segment.int32;
+    this.i64 = segment.bigint64;
+    this.ownsSegment = ownsSegment;
+  }
+
+  /** Throws ERR_SHMKIT_CLOSED if the segment was closed (its views are then empty). */
+  protected live(): void {
+    if (this.i32.length === 0) throw closedError(`${this.constructor.name} in segment "${this.segment.name}"`, this.segment.name);
+  }
+
+  /** Closes the segment if this primitive opened it by name; a no-op for primitives placed in a user segment. */
+  close(): void {
+    if (this.ownsSegment) this.segment.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Creates/opens the dedicated segment of a named primitive. */
+export function namedSegment(
+  how: 'create' | 'open' | 'openOrCreate',
+  name: unknown,
+  kind: number,
+  size: number,
+  options: Record<string, unknown>,
+  initialize: (segment: Segment) => void,
+): Segment {
+  const n = checkName(name);
+  const c: InternalCreate = { kind, size, mode: parseMode(options), initialize };
+  const seg = how === 'open' ? Segment.openKind(n, kind) : how === 'create' ? Segment.createKind(n, c) : Segment.openOrCreateKind(n, c);
+  if (seg.size < size) {
+    seg.close();
+    throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${n}": ${seg.size} data bytes cannot hold a ${kindName(kind)} (${size})`, { segment: n });
+  }
+  return seg;
+}

@@ -1,0 +1,181 @@
+/**
+ * Semaphore: a counting semaphore in shared memory.
+ *
+ * Layout (8 bytes, 8-aligned):
+ *   +0 i32 count     the value; also the futex word waiters sleep on
+ *   +4 i32 sleepers  how many waiters are parked (or about to park)
+ *
+ * Ordering (all Atomics are sequentially consistent): a waiter increments `sleepers`, then reads
+ * `count` and parks only while it still holds that value. A poster adds to `count`, then reads
+ * `sleepers`. Either the waiter sees the new count, or the poster sees the sleeper and wakes it;
+ * the kernel compares the value atomically with going to sleep, so no wake-up is lost. Uncontended
+ * post and wait touch only memory.
+ */
+import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { Kind, type Segment } from '../segment';
+import { checkInt, checkObject } from '../validate';
+import { Deadline, parkAsync, parkSync, spin, wake } from '../wait';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+
+export interface SemaphoreOptions extends NamedOptions {
+  /** Initial count. Default 0. */
+  initial?: number;
+}
+
+const MAX = 0x7fffffff;
+
+export class Semaphore extends Primitive {
+  static readonly SIZE = 8;
+
+  private readonly c: number;
+  private readonly s: number;
+
+  private constructor(segment: Segment, offset: number, owns: boolean) {
+    super(segment, offset, owns);
+    this.c = this.w;
+    this.s = this.w + 1;
+  }
+
+  /** Creates a named semaphore in its own segment. */
+  static create(name: string, options?: SemaphoreOptions): Semaphore {
+    return Semaphore.named('create', name, options);
+  }
+
+  static open(name: string): Semaphore {
+    return Semaphore.named('open', name, undefined);
+  }
+
+  /** Opens the named semaphore or creates it with `options.initial`. */
+  static openOrCreate(name: string, options?: SemaphoreOptions): Semaphore {
+    return Semaphore.named('openOrCreate', name, options);
+  }
+
+  private static named(how: 'create' | 'open' | 'openOrCreate', name: string, options: unknown): Semaphore {
+    const o = checkObject('options', options);
+    const initial = o.initial === undefined ? 0 : checkInt('options.initial', o.initial, 0, MAX);
+    const seg = namedSegment(how, name, Kind.SEMAPHORE, Semaphore.SIZE, o, (s) => {
+      Atomics.store(s.int32, (s.dataOffset >> 2), initial);
+    });
+    return new Semaphore(seg, 0, true);
+  }
+
+  /** Uses the semaphore at data offset `offset` of `segment` (already initialized). */
+  static at(segment: Segment, offset: number): Semaphore {
+    const p = checkPlacement(segment, offset, Semaphore.SIZE);
+    return new Semaphore(p.segment, p.offset, false);
+  }
+
+  /** Initializes a semaphore at `offset` with `initial` and returns it. Do this before sharing it. */
+  static init(segment: Segment, offset: number, initial = 0): Semaphore {
+    const sem = Semaphore.at(segment, offset);
+    Atomics.store(sem.i32, sem.s, 0);
+    Atomics.store(sem.i32, sem.c, checkInt('initial', initial, 0, MAX));
+    return sem;
+  }
+
+  /** The current count (a snapshot). */
+  get value(): number {
+    this.live();
+    return Math.max(0, Atomics.load(this.i32, this.c));
+  }
+
+  /** Adds `n` to the count and wakes up to `n` sleepers. */
+  post(n = 1): void {
+    if (n !== 1) checkInt('n', n, 1, MAX);
+    this.live();
+    const i32 = this.i32;
+    let v = Atomics.load(i32, this.c);
+    for (;;) {
+      if (v > MAX - n) throw new ShmkitError(ErrorCodes.OVERFLOW, `post(${n}) would overflow the semaphore count ${v}`, { segment: this.segment.name });
+      const prev = Atomics.compareExchange(i32, this.c, v, v + n);
+      if (prev === v) break;
+      v = prev;
+    }
+    if (Atomics.load(i32, this.s) > 0) wake(i32, this.c, n);
+  }
+
+  /** Takes one unit if available, without waiting. */
+  tryWait(): boolean {
+    this.live();
+    return this.take();
+  }
+
+  private take(): boolean {
+    const i32 = this.i32;
+    let v = Atomics.load(i32, this.c);
+    while (v > 0) {
+      const prev = Atomics.compareExchange(i32, this.c, v, v - 1);
+      if (prev === v) return true;
+      v = prev;
+    }
+    return false;
+  }
+
+  /** Blocks until a unit is available and takes it. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms. */
+  wait(options?: WaitOptions): void {
+    this.live();
+    if (options === undefined && this.take()) return;
+    const o = parseWait(options, false);
+    if (spin(() => this.take(), o.spin)) return;
+    const deadline = new Deadline(o.timeout);
+    const i32 = this.i32;
+    Atomics.add(i32, this.s, 1);
+    try {
+      for (;;) {
+        const v = Atomics.load(i32, this.c);
+        if (v > 0) {
+          if (this.take()) return;
+          continue;
+        }
+        const left = deadline.remaining();
+        if (left === 0) break;
+        parkSync(i32, this.c, v, left); // v <= 0: waits until the count changes
+      }
+    } finally {
+      Atomics.sub(i32, this.s, 1);
+    }
+    this.passOn();
+    throw timeoutError('Semaphore.wait', o.timeout, this.segment.name);
+  }
+
+  /** Like wait(), without blocking the event loop. Accepts an AbortSignal. */
+  async waitAsync(options?: AsyncWaitOptions): Promise<void> {
+    this.live();
+    if (options === undefined && this.take()) return;
+    const o = parseWait(options, true);
+    if (o.signal?.aborted) throw abortError(o.signal, 'Semaphore.waitAsync');
+    if (spin(() => this.take(), o.spin)) return;
+    const deadline = new Deadline(o.timeout);
+    const i32 = this.i32;
+    Atomics.add(i32, this.s, 1);
+    let ok = false;
+    try {
+      for (;;) {
+        const v = Atomics.load(i32, this.c);
+        if (v > 0) {
+          if (this.take()) { ok = true; return; }
+          continue;
+        }
+        const left = deadline.remaining();
+        if (left === 0) break;
+        await parkAsync(i32, this.c, v, left, o.signal, this.segment, 'Semaphore.waitAsync');
+      }
+    } finally {
+      if (i32.length > 0) {
+        Atomics.sub(i32, this.s, 1);
+        if (!ok) this.passOn();
+      }
+    }
+    throw timeoutError('Semaphore.waitAsync', o.timeout, this.segment.name);
+  }
+
+  /** A waiter leaving without taking may have consumed a wake-up meant for another: pass it on. */
+  private passOn(): void {
+    if (Atomics.load(this.i32, this.c) > 0 && Atomics.load(this.i32, this.s) > 0) wake(this.i32, this.c, 1);
+  }
+}
+
+export function checkSemaphore(v: unknown, name: string): Semaphore {
+  if (!(v instanceof Semaphore)) throw invalidArg(name, 'must be a Semaphore');
+  return v;
+}
