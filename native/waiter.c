@@ -246,7 +246,8 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
   req *r = calloc(1, sizeof *r);
   if (!r) return make_int(env, -ENOMEM);
   if (++st->next_id == 0) st->next_id = 1;
-  r->id = st->next_id;
+  const uint32_t id = st->next_id; /* r belongs to the waiter thread once published */
+  r->id = id;
   r->addr = addr;
   r->expected = (uint32_t)expected;
   r->deadline = timeout == PLAT_INFINITE ? INT64_MAX : plat_monotonic_ns() + timeout;
@@ -271,7 +272,7 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
     napi_ref_threadsafe_function(env, st->tsfn);
     st->refd = 1;
   }
-  return make_int(env, r->id);
+  return make_int(env, id);
 }
 
 /* asyncCancel(id) -> 0 | -ENOENT. The wait completes later with status 2 (cancelled). */

@@ -30,12 +30,14 @@ export const tuning: WaitTuning = { spinMicros: 50, livenessIntervalMs: 100 };
 const now = (): number => performance.now();
 
 /**
- * Spins until `ready()` returns true or the budget runs out. The clock is read every 64 rounds.
+ * Spins until `ready()` returns true or the budget runs out (negative: the configured default).
+ * The clock is read every 64 rounds.
  * Returns true if ready.
  */
 export function spin(ready: () => boolean, micros: number): boolean {
-  if (micros <= 0) return false;
-  const end = now() + micros / 1000;
+  const budget = micros < 0 ? tuning.spinMicros : micros;
+  if (budget <= 0) return false;
+  const end = now() + budget / 1000;
   for (;;) {
     for (let i = 0; i < 64; i++) if (ready()) return true;
     if (now() >= end) return false;

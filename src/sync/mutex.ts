@@ -23,7 +23,7 @@ import { SELF_TOKEN, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 /** A held lock. `using guard = mutex.lock()` unlocks at the end of the block. */
 export class MutexGuard {
@@ -116,8 +116,8 @@ export class Mutex extends Primitive {
    */
   lock(options?: WaitOptions): MutexGuard {
     this.live();
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
     if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
-    const o = parseWait(options, false);
     if (Atomics.load(this.i64, this.o) === SELF_TOKEN) {
       throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lock: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
     }
@@ -147,8 +147,8 @@ export class Mutex extends Primitive {
   /** Like lock(), without blocking the event loop. Accepts an AbortSignal. */
   async lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
     this.live();
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
-    const o = parseWait(options, true);
     if (o.signal?.aborted) throw abortError(o.signal, 'Mutex.lockAsync');
     let r = -1;
     if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);

@@ -5,7 +5,6 @@
 import { closedError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
 import { checkName, HEADER_SIZE, type InternalCreate, kindName, Segment } from '../segment';
 import { checkInt, checkObject, checkSignal, checkTimeout } from '../validate';
-import { tuning } from '../wait';
 
 export interface WaitOptions {
   /** Milliseconds to wait at most; the operation then fails with ERR_SHMKIT_TIMEOUT. Default: forever. */
@@ -30,10 +29,13 @@ export interface ParsedWait {
   signal: AbortSignal | undefined;
 }
 
+/** Options used when the caller passed none. A negative spin means "the configured default". */
+export const DEFAULT: ParsedWait = Object.freeze({ timeout: Infinity, spin: -1, signal: undefined });
+
 export function parseWait(options: unknown, allowSignal: boolean): ParsedWait {
   const o = checkObject('options', options);
   const timeout = checkTimeout('options.timeout', o.timeout);
-  const spin = o.spin === undefined ? tuning.spinMicros : checkInt('options.spin', o.spin, 0, 10_000_000);
+  const spin = o.spin === undefined ? -1 : checkInt('options.spin', o.spin, 0, 10_000_000);
   const signal = allowSignal ? checkSignal('options.signal', o.signal) : undefined;
   if (!allowSignal && o.signal !== undefined) throw invalidArg('options.signal', 'is only accepted by the async variants');
   return { timeout, spin, signal };

@@ -15,7 +15,7 @@ import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '.
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface SemaphoreOptions extends NamedOptions {
   /** Initial count. Default 0. */
@@ -114,8 +114,8 @@ export class Semaphore extends Primitive {
   /** Blocks until a unit is available and takes it. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   wait(options?: WaitOptions): void {
     this.live();
-    if (options === undefined && this.take()) return;
-    const o = parseWait(options, false);
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
+    if (this.take()) return;
     if (spin(() => this.take(), o.spin)) return;
     const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
@@ -141,9 +141,9 @@ export class Semaphore extends Primitive {
   /** Like wait(), without blocking the event loop. Accepts an AbortSignal. */
   async waitAsync(options?: AsyncWaitOptions): Promise<void> {
     this.live();
-    if (options === undefined && this.take()) return;
-    const o = parseWait(options, true);
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (o.signal?.aborted) throw abortError(o.signal, 'Semaphore.waitAsync');
+    if (this.take()) return;
     if (spin(() => this.take(), o.spin)) return;
     const deadline = new Deadline(o.timeout);
     const i32 = this.i32;

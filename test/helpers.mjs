@@ -1,0 +1,92 @@
+// Shared test helpers: unique names, child processes with watchdogs, cleanup of every segment.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, unlinkSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const CHILD = join(ROOT, 'test', 'fixtures', 'child.mjs');
+
+const created = new Set();
+
+/** A name no other test or run uses (fits the 23-character limit). */
+export function uniq(tag = 't') {
+  const n = `${tag.slice(0, 6)}${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
+  created.add(n);
+  return n;
+}
+
+/** Removes every segment and named semaphore made with uniq() names. Call in after(). */
+export function cleanupAll() {
+  for (const n of created) {
+    for (const p of [`/dev/shm/shmkit-${n}`, `/dev/shm/sem.${n}`]) {
+      if (existsSync(p)) unlinkSync(p);
+    }
+  }
+  created.clear();
+}
+
+/** Rejects if `promise` does not settle within `ms` (a watchdog, not a performance assertion). */
+export function watchdog(promise, ms, what) {
+  let t;
+  const timer = new Promise((_, reject) => {
+    t = setTimeout(() => reject(new Error(`watchdog: ${what} did not finish within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timer]).finally(() => clearTimeout(t));
+}
+
+/**
+ * Starts `node test/fixtures/child.mjs role json`. Returns { child, lines, exited, waitFor(re) }.
+ * `exited` resolves with { code, signal, out } (never rejects); every use goes through watchdog().
+ */
+export function run(role, args = {}, options = {}) {
+  const child = spawn(options.execPath ?? process.execPath, [options.script ?? CHILD, role, JSON.stringify(args)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...(options.env ?? {}) },
+    ...(options.spawn ?? {}),
+  });
+  let out = '';
+  let err = '';
+  const listeners = [];
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (d) => {
+    out += d;
+    for (const l of listeners.slice()) l();
+  });
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal, out, err }));
+  });
+  const waitFor = (re, ms = 30000) =>
+    watchdog(
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const m = out.match(re);
+          if (m) {
+            listeners.splice(listeners.indexOf(check), 1);
+            resolve(m);
+          }
+        };
+        listeners.push(check);
+        check();
+        exited.then(() => {
+          if (!out.match(re)) reject(new Error(`child ${role} exited before printing ${re}: ${err || out}`));
+        });
+      }),
+      ms,
+      `child ${role} printing ${re}`,
+    );
+  return { child, exited, waitFor, get out() { return out; }, get err() { return err; } };
+}
+
+/** Waits for a child to exit and returns its parsed last JSON line; throws with stderr on failure. */
+export async function result(proc, ms = 60000, what = 'child') {
+  const r = await watchdog(proc.exited, ms, what);
+  if (r.code !== 0) throw new Error(`${what} exited with ${r.code ?? r.signal}: ${r.err}`);
+  const lines = r.out.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
