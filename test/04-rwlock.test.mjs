@@ -1,0 +1,126 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ErrorCodes, RwLock, Segment, ShmkitError } from 'shmkit';
+import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+
+after(cleanupAll);
+const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
+
+describe('RwLock', () => {
+  test('many readers at once, one writer alone, ownership checks', () => {
+    const name = uniq('rw');
+    const l = RwLock.create(name);
+    const r1 = l.readLock();
+    const r2 = l.tryReadLock();
+    assert.ok(r2);
+    assert.deepEqual(l.state, { readers: 2, writer: false });
+    assert.equal(l.tryWriteLock(), null);
+    assert.throws(() => l.writeLock(), code(ErrorCodes.WOULD_DEADLOCK));
+    r1.unlock();
+    r2[Symbol.dispose]();
+    assert.throws(() => l.readUnlock(), code(ErrorCodes.NOT_OWNER));
+    const w = l.writeLock();
+    assert.deepEqual(l.state, { readers: 0, writer: true });
+    assert.equal(l.tryReadLock(), null);
+    assert.throws(() => l.readLock(), code(ErrorCodes.WOULD_DEADLOCK));
+    w.unlock();
+    assert.throws(() => l.writeUnlock(), code(ErrorCodes.NOT_OWNER));
+    l.close();
+    Segment.unlink(name);
+  });
+
+  for (const mode of ['sync', 'async']) {
+    test(`writers and readers across processes: readers never see a half-done write (${mode})`, async () => {
+      const name = uniq('rwp');
+      const seg = Segment.create(name, { size: RwLock.SIZE + 8, initialize: (s) => RwLock.init(s, 0) });
+      const async = mode === 'async';
+      const writers = [run('rwWriter', { name, n: 2000, async }), run('rwWriter', { name, n: 2000, async })];
+      const readers = [run('rwReader', { name, ms: 300, min: 200, async }), run('rwReader', { name, ms: 300, min: 200, async })];
+      for (const w of writers) assert.deepEqual(await result(w, 120000, 'writer'), { wrote: 2000 });
+      for (const r of readers) {
+        const res = await result(r, 120000, 'reader');
+        assert.equal(res.bad, 0);
+        assert.ok(res.reads >= 200);
+      }
+      const dv = new DataView(seg.data.buffer, seg.data.byteOffset);
+      assert.equal(dv.getUint32(RwLock.SIZE, true), 4000);
+      assert.equal(dv.getUint32(RwLock.SIZE + 4, true), 4000);
+      seg.close();
+      Segment.unlink(name);
+    });
+  }
+
+  test('a waiting writer is not starved by a stream of readers', async () => {
+    const name = uniq('starve');
+    const l = RwLock.create(name);
+    // Two reader loops whose holds overlap, so that at every instant some reader holds the lock.
+    // Without writer preference a writer would wait forever.
+    let stop = false;
+    const loop = async (offset) => {
+      await new Promise((r) => setTimeout(r, offset));
+      while (!stop) {
+        const g = await l.readLockAsync({ spin: 0, timeout: 30000 });
+        await new Promise((r) => setTimeout(r, 10));
+        g.unlock();
+      }
+    };
+    const churn = Promise.all([loop(0), loop(5)]);
+    await new Promise((r) => setTimeout(r, 20));
+    const w = run('holdWrite', { name });
+    await w.waitFor(/write/, 30000); // the writer gets in although reads never stop overlapping
+    stop = true;
+    w.child.kill('SIGKILL');
+    await watchdog(w.exited, 10000, 'writer exit');
+    await watchdog(churn, 30000, 'readers');
+    assert.equal(l.state.readers, 0);
+    l.close();
+    Segment.unlink(name);
+  });
+
+  test('a killed writer is recovered by the next writer, a killed reader is cleared', async () => {
+    const name = uniq('rwk');
+    const l = RwLock.create(name);
+    const w = run('holdWrite', { name });
+    await w.waitFor(/write/);
+    w.child.kill('SIGKILL');
+    await watchdog(w.exited, 10000, 'writer exit');
+    const g = l.writeLock({ timeout: 20000 });
+    assert.equal(g.recovered, true);
+    g.unlock();
+
+    const r = run('holdRead', { name });
+    await r.waitFor(/read/);
+    assert.equal(l.state.readers, 1);
+    r.child.kill('SIGKILL');
+    await watchdog(r.exited, 10000, 'reader exit');
+    const g2 = await l.writeLockAsync({ timeout: 20000 });
+    assert.equal(g2.recovered, true);
+    assert.equal(l.state.readers, 0);
+    g2.unlock();
+
+    const w2 = run('holdWrite', { name });
+    await w2.waitFor(/write/);
+    w2.child.kill('SIGKILL');
+    await watchdog(w2.exited, 10000, 'writer exit');
+    const rg = l.readLock({ timeout: 20000 });
+    assert.equal(rg.recovered, true);
+    rg.unlock();
+    l.close();
+    Segment.unlink(name);
+  });
+
+  test('timeouts release what was taken', async () => {
+    const name = uniq('rwt');
+    const l = RwLock.create(name);
+    const r = run('holdRead', { name });
+    await r.waitFor(/read/);
+    assert.throws(() => l.writeLock({ timeout: 30 }), code(ErrorCodes.TIMEOUT));
+    assert.equal(l.state.writer, false, 'the writer claim was given back');
+    const rg = l.readLock({ timeout: 1000 });
+    rg.unlock();
+    r.child.kill('SIGKILL');
+    await watchdog(r.exited, 10000, 'reader exit');
+    l.close();
+    Segment.unlink(name);
+  });
+});

@@ -1,0 +1,102 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Barrier, Condition, ErrorCodes, Mutex, Segment, ShmkitError } from 'shmkit';
+import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+
+after(cleanupAll);
+const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
+
+describe('Condition', () => {
+  test('requires the mutex, times out with the mutex re-held', () => {
+    const name = uniq('cv');
+    const seg = Segment.create(name, { size: 32, initialize: (s) => { Mutex.init(s, 0); Condition.init(s, 16); } });
+    const m = Mutex.at(seg, 0);
+    const c = Condition.at(seg, 16);
+    assert.throws(() => c.wait(m), code(ErrorCodes.NOT_OWNER));
+    assert.throws(() => c.wait({}), (e) => e.argument === 'mutex');
+    m.lock();
+    assert.throws(() => c.wait(m, { timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    assert.equal(m.ownedByMe, true);
+    m.unlock();
+    c.signal();
+    c.broadcast();
+    seg.close();
+    Segment.unlink(name);
+  });
+
+  for (const mode of ['sync', 'async']) {
+    test(`waiters in other processes see every broadcast state change (${mode})`, async () => {
+      const name = uniq('cvp');
+      const seg = Segment.create(name, { size: 32, initialize: (s) => { Mutex.init(s, 0); Condition.init(s, 16); } });
+      const m = Mutex.at(seg, 0);
+      const c = Condition.at(seg, 16);
+      const i32 = new Int32Array(seg.data.buffer, seg.data.byteOffset, 8);
+      const target = 50;
+      const ws = [run('condWaiter', { name, target, async: mode === 'async' }), run('condWaiter', { name, target, async: mode === 'async' })];
+      for (const w of ws) await w.waitFor(/waiting/);
+      for (let v = 1; v <= target; v++) {
+        const g = await m.lockAsync();
+        i32[6] = v;
+        c.broadcast();
+        g.unlock();
+        if (v % 10 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+      for (const w of ws) assert.equal((await result(w, 60000, 'condWaiter')).seen, target);
+      seg.close();
+      Segment.unlink(name);
+    });
+  }
+});
+
+describe('Barrier', () => {
+  test('validates parties; a lone party passes; timeout withdraws the arrival', () => {
+    assert.throws(() => Barrier.create(uniq('b'), { parties: 0 }), (e) => e.argument === 'options.parties');
+    assert.throws(() => Barrier.create(uniq('b'), {}), (e) => e.argument === 'options.parties');
+    const name = uniq('bar');
+    const one = Barrier.create(name, { parties: 1 });
+    assert.equal(one.wait(), true);
+    one.close();
+    Segment.unlink(name);
+    const name2 = uniq('bar2');
+    const two = Barrier.create(name2, { parties: 2 });
+    assert.throws(() => two.wait({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    // The withdrawn arrival does not count: one more wait still waits for a second party.
+    assert.throws(() => two.wait({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    two.close();
+    Segment.unlink(name2);
+  });
+
+  test('processes meet at the barrier for many rounds; one leader per round', async () => {
+    const name = uniq('barp');
+    const parties = 4;
+    const rounds = 200;
+    const seg = Segment.create(name, { size: 32, initialize: (s) => Barrier.init(s, 0, parties) });
+    const ps = Array.from({ length: parties }, () => run('barrier', { name, rounds, parties }));
+    let leaders = 0;
+    for (const p of ps) {
+      const r = await result(p, 120000, 'barrier party');
+      assert.equal(r.bad, 0);
+      leaders += r.leaders;
+    }
+    assert.equal(leaders, rounds);
+    seg.close();
+    Segment.unlink(name);
+  });
+
+  test('waitAsync meets a sync party; abort withdraws', async () => {
+    const name = uniq('bara');
+    const b = Barrier.create(name, { parties: 2 });
+    const ac = new AbortController();
+    const p = b.waitAsync({ signal: ac.signal, spin: 0 });
+    ac.abort();
+    await assert.rejects(watchdog(p, 10000, 'aborted barrier'), code(ErrorCodes.ABORTED));
+    const q = b.waitAsync({ spin: 0 });
+    const other = Barrier.open(name);
+    setTimeout(() => other.wait(), 10);
+    const leader = await watchdog(q, 10000, 'barrier');
+    assert.equal(typeof leader, 'boolean');
+    other.close();
+    b.close();
+    Segment.unlink(name);
+  });
+});
