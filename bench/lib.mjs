@@ -1,0 +1,60 @@
+// Shared benchmark helpers: fresh-process trials, interleaved repetitions, medians with min-max.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export const BENCH = dirname(fileURLToPath(import.meta.url));
+export const fixture = (name) => join(BENCH, 'fixtures', name);
+
+/** Runs `node fixture args...` and returns the JSON object it prints last. */
+export function trial(file, args = [], { timeoutMs = 120000, prefix = [] } = {}) {
+  return new Promise((resolve, reject) => {
+    const cmd = prefix.length ? prefix[0] : process.execPath;
+    const argv = prefix.length ? [...prefix.slice(1), process.execPath, fixture(file), ...args.map(String)] : [fixture(file), ...args.map(String)];
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      if (code !== 0) return reject(new Error(`${file} ${args.join(' ')} failed (${code ?? signal}): ${err}`));
+      const lines = out.trim().split('\n');
+      resolve({ result: JSON.parse(lines[lines.length - 1]), stderr: err });
+    });
+  });
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function quantile(sorted, q) {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+/** "median (min-max)" */
+export function fmt(values, digits = 2) {
+  const f = (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(digits));
+  if (values.length === 1) return f(values[0]);
+  return `${f(median(values))} (${f(Math.min(...values))}-${f(Math.max(...values))})`;
+}
+
+export function table(headers, rows) {
+  const lines = [`| ${headers.join(' | ')} |`, `|${headers.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+  for (const r of rows) lines.push(`| ${r.join(' | ')} |`);
+  return lines.join('\n');
+}
+
+export function ratio(a, b) {
+  if (!(a > 0) || !(b > 0)) return '-';
+  const r = a / b;
+  return r >= 10 ? `${r.toFixed(0)}x` : `${r.toFixed(1)}x`;
+}
+
+export function machine() {
+  return `node ${process.version}, ${process.platform}-${process.arch}`;
+}
