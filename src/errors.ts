@@ -37,6 +37,14 @@ export const ErrorCodes = {
   WOULD_DEADLOCK: 'ERR_SHMKIT_WOULD_DEADLOCK',
   /** A counter would overflow (e.g. Semaphore.post beyond 2^31-1). */
   OVERFLOW: 'ERR_SHMKIT_OVERFLOW',
+  /** A message is larger than the channel's maximum message size; nothing was written. */
+  TOO_LARGE: 'ERR_SHMKIT_TOO_LARGE',
+  /** A role is taken: a single-producer/consumer channel already has a live one, or a view/loan is outstanding. */
+  BUSY: 'ERR_SHMKIT_BUSY',
+  /** The other side is gone: no live producer (or consumer) is attached any more. */
+  PEER_GONE: 'ERR_SHMKIT_PEER_GONE',
+  /** A received message could not be decoded by the channel's codec; it was consumed. */
+  DECODE: 'ERR_SHMKIT_DECODE',
   /** Too many asynchronous waits pending in this process. */
   TOO_MANY_WAITS: 'ERR_SHMKIT_TOO_MANY_WAITS',
   /** Not possible on this platform or runtime (e.g. Electron refuses external buffers). */

@@ -16,3 +16,6 @@ export { NamedSemaphore, type NamedSemaphoreOptions } from './named-semaphore';
 export { configure } from './config';
 export { asyncWaitStats, type WaitTuning } from './wait';
 export { self as processIdentity, processAlive, type ProcessIdentity } from './identity';
+export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWaitOptions, type ChannelAsyncOptions, type ChannelStats, type ReceivedView, type Loan } from './channel/channel';
+export { codecs, type Codec, type CodecName } from './channel/codec';
+export type { PeerInfo } from './channel/peers';

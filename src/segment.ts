@@ -51,6 +51,7 @@ export const Kind = {
   RWLOCK: 4,
   CONDITION: 5,
   BARRIER: 6,
+  CHANNEL: 16,
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 

@@ -1,0 +1,1032 @@
+/**
+ * Channel: a message queue in a shared-memory segment. Variable-length messages, any number of
+ * producers and consumers across processes (or a declared single producer / single consumer for
+ * the fast path), each message delivered to exactly one consumer, in order per producer.
+ *
+ * The ring (see docs/design.md, "Channels"):
+ * - `tail` and `head` are 32-bit positions that wrap mod 2^32; the capacity is a power of two, so
+ *   `(tail - head) >>> 0` is the number of bytes in use and `pos & (capacity - 1)` the ring index.
+ * - A record is `u32 length, u32 tag, payload`, padded to 8 bytes. `tag = pos ^ TAG_MAGIC` ties the
+ *   record to its position: bytes left from an earlier lap never pass for a record. A record never
+ *   wraps: a PAD record fills the end of the ring instead.
+ * - A producer writes the whole record, then publishes it with one sequentially consistent store of
+ *   `tail`. A consumer reads `tail`, reads the records before it, then stores `head`. So a consumer
+ *   never sees a record that is not completely written, and a producer never overwrites bytes a
+ *   consumer may still read.
+ * - Multi-producer channels serialize producers with a robust Mutex held across reserve, copy and
+ *   publish; a producer killed in the middle never published anything, and the next producer
+ *   recovers the lock and writes over its unpublished bytes. Consumers likewise. Single-producer
+ *   (single-consumer) channels hold that lock for the life of the handle instead: the role is
+ *   exclusive, no per-message lock is taken, and a dead holder's role can be taken over.
+ * - Blocked senders and receivers park on their own futex word (`*_SEQ`) after advertising
+ *   themselves in a sleepers counter; the other side bumps the word and wakes only when that
+ *   counter is non-zero, so a flowing channel makes no system call.
+ * - Everything read from shared memory is checked before use: a garbage `tail`, `head`, length or
+ *   tag raises ERR_SHMKIT_CORRUPT; no read leaves the ring, and no loop runs without progress.
+ */
+import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { checkName, Kind, Segment } from '../segment';
+import { Mutex, type MutexGuard } from '../sync/mutex';
+import { parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
+import { checkInt, checkObject, describe } from '../validate';
+import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
+import { bytes as bytesCodec, type Codec, json as jsonCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
+import * as L from './layout';
+import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
+
+export interface ChannelOptions<T = unknown> {
+  /** Ring size in bytes, rounded up to a power of two (1 KiB .. 1 GiB). Default 1 MiB. */
+  capacity?: number;
+  /** Largest message in bytes. Default and maximum: capacity / 2 - 8. */
+  maxMessageSize?: number;
+  /** 'multi' (default): any number of producers. 'single': one at a time, no per-message lock. */
+  producers?: 'single' | 'multi';
+  /** 'multi' (default): any number of consumers. 'single': one at a time, no per-message lock. */
+  consumers?: 'single' | 'multi';
+  /** 'bytes' (default), 'utf8', 'json', 'structured', or a Codec object. Per handle, not stored. */
+  codec?: CodecName | Codec<T>;
+  /** Permission bits of the segment. Default 0o600. */
+  mode?: number;
+}
+
+export interface OpenChannelOptions<T = unknown> {
+  codec?: CodecName | Codec<T>;
+}
+
+export interface ChannelWaitOptions {
+  /** Milliseconds; then ERR_SHMKIT_TIMEOUT. Default: forever. */
+  timeout?: number;
+  /** Spin budget in µs before parking (default: configure().spinMicros; 0 = park at once). */
+  spin?: number;
+  /** Fail with ERR_SHMKIT_PEER_GONE when every peer of the other role has died (or detached after having attached). */
+  failIfPeerGone?: boolean;
+}
+
+export interface ChannelAsyncOptions extends ChannelWaitOptions {
+  signal?: AbortSignal;
+}
+
+export interface ChannelStats {
+  sent: number;
+  sentBytes: number;
+  received: number;
+  receivedBytes: number;
+  /** Times a sender had to park because the ring was full. */
+  sendWaits: number;
+  /** Times a receiver had to park because the ring was empty. */
+  receiveWaits: number;
+  /** Messages queued (sent - received). */
+  depth: number;
+  /** Bytes of the ring in use, record headers and padding included. */
+  depthBytes: number;
+  capacity: number;
+  closed: boolean;
+  /** Live peers (processes or threads) that have sent / received on this channel. */
+  producers: number;
+  consumers: number;
+}
+
+/** A zero-copy view of a received message, valid until release(). */
+export interface ReceivedView {
+  /** The message bytes, inside shared memory. Do not use after release(). */
+  readonly bytes: Buffer;
+  /** Consumes the message and gives its space back to producers. Idempotent. */
+  release(): void;
+}
+
+/** A zero-copy send: fill `bytes` in place, then commit. */
+export interface Loan {
+  /** Writable space inside shared memory, `size` bytes long. */
+  readonly bytes: Buffer;
+  /** Publishes the first `length` bytes (default: all) as one message. */
+  commit(length?: number): void;
+  /** Gives the space back; nothing is sent. */
+  abort(): void;
+}
+
+const NONE: unique symbol = Symbol('none');
+const END: unique symbol = Symbol('end');
+
+type Encoded = Uint8Array | string;
+
+function roundUpPow2(n: number): number {
+  let p = L.MIN_CAPACITY;
+  while (p < n) p *= 2;
+  return p;
+}
+
+export class Channel<T = unknown> implements AsyncIterable<T> {
+  readonly name: string;
+  readonly segment: Segment;
+  readonly capacity: number;
+  readonly maxMessageSize: number;
+  readonly multiProducer: boolean;
+  readonly multiConsumer: boolean;
+  readonly codec: Codec<T>;
+
+  private readonly i32: Int32Array;
+  private readonly u32: Uint32Array;
+  private readonly f64: Float64Array;
+  private readonly ring: Buffer;
+  private readonly mask: number;
+  private readonly ringWord: number; // u32 index of ring byte 0
+  private readonly iTail: number;
+  private readonly iHead: number;
+  private readonly iClosed: number;
+  private readonly iPSleep: number;
+  private readonly iPSeq: number;
+  private readonly iCSleep: number;
+  private readonly iCSeq: number;
+  private readonly fSent: number;
+  private readonly fSentBytes: number;
+  private readonly fSendWaits: number;
+  private readonly fRecv: number;
+  private readonly fRecvBytes: number;
+  private readonly fRecvWaits: number;
+  private readonly producerLock: Mutex;
+  private readonly consumerLock: Mutex;
+  private readonly peers: PeerTable;
+  private readonly fastDecode: 0 | 1 | 2 | 3; // custom, bytes, utf8, json
+
+  // Producer state: `tail` is authoritative while this handle holds the producer role.
+  private tail = 0;
+  private headCache = 0;
+  private producerGuard: MutexGuard | null = null;
+  private producer = false;
+  // Consumer state.
+  private head = 0;
+  private tailCache = 0;
+  private consumerGuard: MutexGuard | null = null;
+  private consumer = false;
+  // Result of locate(): payload offset in the ring, its length, and the position after it.
+  private recStart = 0;
+  private recLen = 0;
+  private recNext = 0;
+  private outstanding: 'view' | 'loan' | null = null;
+  private disconnected = false;
+
+  private constructor(segment: Segment, params: L.ChannelParams, codec: Codec<T>) {
+    this.name = segment.name;
+    this.segment = segment;
+    this.capacity = params.capacity;
+    this.maxMessageSize = params.maxMessageSize;
+    this.multiProducer = params.multiProducer;
+    this.multiConsumer = params.multiConsumer;
+    this.codec = codec;
+    const base = segment.dataOffset;
+    const buf = segment.buffer;
+    this.i32 = segment.int32;
+    this.u32 = new Uint32Array(buf, 0, buf.byteLength >> 2);
+    this.f64 = new Float64Array(buf, 0, buf.byteLength >> 3);
+    this.ring = Buffer.from(buf, base + L.RING, params.capacity);
+    this.mask = params.capacity - 1;
+    this.ringWord = (base + L.RING) >> 2;
+    const w = (off: number): number => (base + off) >> 2;
+    const d = (off: number): number => (base + off) >> 3;
+    this.iTail = w(L.TAIL);
+    this.iHead = w(L.HEAD);
+    this.iClosed = w(L.CLOSED);
+    this.iPSleep = w(L.PRODUCER_SLEEPERS);
+    this.iPSeq = w(L.PRODUCER_SEQ);
+    this.iCSleep = w(L.CONSUMER_SLEEPERS);
+    this.iCSeq = w(L.CONSUMER_SEQ);
+    this.fSent = d(L.SENT);
+    this.fSentBytes = d(L.SENT_BYTES);
+    this.fSendWaits = d(L.SEND_WAITS);
+    this.fRecv = d(L.RECEIVED);
+    this.fRecvBytes = d(L.RECEIVED_BYTES);
+    this.fRecvWaits = d(L.RECEIVE_WAITS);
+    this.producerLock = Mutex.at(segment, L.PRODUCER_LOCK);
+    this.consumerLock = Mutex.at(segment, L.CONSUMER_LOCK);
+    this.peers = new PeerTable(this.i32, segment.bigint64, base);
+    this.peers.register();
+    const c = codec as Codec<unknown>;
+    this.fastDecode = c === bytesCodec ? 1 : c === utf8Codec ? 2 : c === jsonCodec ? 3 : 0;
+  }
+
+  // Creation -------------------------------------------------------------------------------------------
+
+  private static parseCreate(options: unknown): { params: L.ChannelParams; mode: number; codec: Codec<unknown> } {
+    const o = checkObject('options', options);
+    const capRaw = o.capacity === undefined ? 1 << 20 : checkInt('options.capacity', o.capacity, 1, L.MAX_CAPACITY);
+    const capacity = roundUpPow2(capRaw);
+    const maxAllowed = L.maxMessageFor(capacity);
+    const maxMessageSize = o.maxMessageSize === undefined ? maxAllowed : checkInt('options.maxMessageSize', o.maxMessageSize, 0, 2 ** 31);
+    if (maxMessageSize > maxAllowed) {
+      throw invalidArg('options.maxMessageSize', `must be at most capacity / 2 - 8 = ${maxAllowed} for a capacity of ${capacity} bytes, got ${maxMessageSize}`);
+    }
+    const side = (name: string, v: unknown): boolean => {
+      if (v === undefined || v === 'multi') return true;
+      if (v === 'single') return false;
+      throw invalidArg(name, `must be 'single' or 'multi', got ${describe(v)}`);
+    };
+    const multiProducer = side('options.producers', o.producers);
+    const multiConsumer = side('options.consumers', o.consumers);
+    const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
+    return { params: { capacity, maxMessageSize, multiProducer, multiConsumer }, mode, codec: resolveCodec(o.codec) };
+  }
+
+  /** Creates a channel; ERR_SHMKIT_EXISTS if the name is taken. */
+  static create<T = unknown>(name: string, options?: ChannelOptions<T>): Channel<T> {
+    checkName(name);
+    const { params, mode, codec } = Channel.parseCreate(options);
+    const seg = Segment.createKind(name, { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, initialize: (s) => L.writeParams(s, params) });
+    return new Channel<T>(seg, params, codec as Codec<T>);
+  }
+
+  /** Opens an existing channel. Capacity and modes come from the channel; the codec is yours. */
+  static open<T = unknown>(name: string, options?: OpenChannelOptions<T>): Channel<T> {
+    checkName(name);
+    const o = checkObject('options', options);
+    const codec = resolveCodec(o.codec);
+    const seg = Segment.openKind(name, Kind.CHANNEL);
+    try {
+      return new Channel<T>(seg, L.readParams(seg), codec as Codec<T>);
+    } catch (err) {
+      seg.close();
+      throw err;
+    }
+  }
+
+  /** Opens the channel, or creates it with `options` if it does not exist. */
+  static openOrCreate<T = unknown>(name: string, options?: ChannelOptions<T>): Channel<T> {
+    checkName(name);
+    const { params, mode, codec } = Channel.parseCreate(options);
+    const seg = Segment.openOrCreateKind(name, { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, initialize: (s) => L.writeParams(s, params) });
+    try {
+      return new Channel<T>(seg, seg.created ? params : L.readParams(seg), codec as Codec<T>);
+    } catch (err) {
+      seg.close();
+      throw err;
+    }
+  }
+
+  /** Removes the channel's name. Returns false if it did not exist. */
+  static unlink(name: string): boolean {
+    return Segment.unlink(name);
+  }
+
+  unlink(): boolean {
+    return Segment.unlink(this.name);
+  }
+
+  // State ----------------------------------------------------------------------------------------------
+
+  private live(): void {
+    if (this.disconnected || this.i32.length === 0) throw closedError(`channel "${this.name}" handle`, this.name);
+  }
+
+  /** Whether close() was called (by any process). Messages may still be queued. */
+  get closed(): boolean {
+    this.live();
+    return Atomics.load(this.i32, this.iClosed) !== 0;
+  }
+
+  stats(): ChannelStats {
+    this.live();
+    const f = this.f64;
+    const sent = f[this.fSent]!;
+    const received = f[this.fRecv]!;
+    return {
+      sent,
+      sentBytes: f[this.fSentBytes]!,
+      received,
+      receivedBytes: f[this.fRecvBytes]!,
+      sendWaits: f[this.fSendWaits]!,
+      receiveWaits: f[this.fRecvWaits]!,
+      depth: Math.max(0, sent - received),
+      depthBytes: Math.min(this.capacity, (Atomics.load(this.i32, this.iTail) - Atomics.load(this.i32, this.iHead)) >>> 0),
+      capacity: this.capacity,
+      closed: Atomics.load(this.i32, this.iClosed) !== 0,
+      producers: this.peers.liveOthers(ROLE_PRODUCER) + (this.producer ? 1 : 0),
+      consumers: this.peers.liveOthers(ROLE_CONSUMER) + (this.consumer ? 1 : 0),
+    };
+  }
+
+  /** The processes attached to this channel, their roles, and whether they live. */
+  peerList(): PeerInfo[] {
+    this.live();
+    return this.peers.list();
+  }
+
+  private corrupt(why: string): ShmkitError {
+    return new ShmkitError(ErrorCodes.CORRUPT, `channel "${this.name}": ${why}`, { segment: this.name });
+  }
+
+  // Roles ----------------------------------------------------------------------------------------------
+
+  private claimProducer(): void {
+    if (this.producer) return;
+    if (!this.multiProducer) {
+      const g = this.producerLock.tryLock();
+      if (g === null) throw new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}" is single-producer and another live producer holds that role`, { segment: this.name });
+      this.producerGuard = g;
+      this.tail = Atomics.load(this.i32, this.iTail) >>> 0;
+      this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
+    }
+    this.peers.addRole(ROLE_PRODUCER);
+    this.producer = true;
+  }
+
+  private claimConsumer(): void {
+    if (this.consumer) return;
+    if (!this.multiConsumer) {
+      const g = this.consumerLock.tryLock();
+      if (g === null) throw new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}" is single-consumer and another live consumer holds that role`, { segment: this.name });
+      this.consumerGuard = g;
+      this.head = Atomics.load(this.i32, this.iHead) >>> 0;
+      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+    }
+    this.peers.addRole(ROLE_CONSUMER);
+    this.consumer = true;
+  }
+
+  // Producer side --------------------------------------------------------------------------------------
+
+  private encode(value: T): Encoded {
+    const data = this.codec.encode(value);
+    if (typeof data !== 'string' && !(data instanceof Uint8Array)) {
+      if (ArrayBuffer.isView(data)) return new Uint8Array((data as ArrayBufferView).buffer, (data as ArrayBufferView).byteOffset, (data as ArrayBufferView).byteLength);
+      throw invalidArg('message', `codec ${this.codec.name} returned ${describe(data)}, not bytes or a string`);
+    }
+    return data;
+  }
+
+  private byteLength(data: Encoded): number {
+    const len = typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : data.byteLength;
+    if (len > this.maxMessageSize) {
+      throw new ShmkitError(ErrorCodes.TOO_LARGE, `channel "${this.name}": a ${len}-byte message exceeds the maximum of ${this.maxMessageSize} bytes; nothing was sent`, { segment: this.name });
+    }
+    return len;
+  }
+
+  /** Bytes needed at the current tail for a record of `len`, padding included. */
+  private need(pos: number, len: number): number {
+    const rec = L.recordSize(len);
+    const toEnd = this.capacity - (pos & this.mask);
+    return rec <= toEnd ? rec : toEnd + rec;
+  }
+
+  /** Free bytes at `pos` given the last known head; refreshes the head once if short. */
+  private free(pos: number, need: number): boolean {
+    let used = (pos - this.headCache) >>> 0;
+    if (this.capacity - used >= need) return true;
+    this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
+    used = (pos - this.headCache) >>> 0;
+    if (used > this.capacity) throw this.corrupt(`head ${this.headCache} and tail ${pos} are ${used} bytes apart, more than the capacity`);
+    return this.capacity - used >= need;
+  }
+
+  /**
+   * Writes a record for `len` payload bytes at this.tail and returns the payload offset in the
+   * ring, or -1 if there is no room. Does not publish. Caller holds the producer role or lock.
+   */
+  private reserve(len: number): number {
+    let pos = this.tail;
+    const need = this.need(pos, len);
+    if (!this.free(pos, need)) return -1;
+    let idx = pos & this.mask;
+    if (need !== L.recordSize(len)) {
+      // Pad to the end of the ring; the record starts at index 0.
+      const w = this.ringWord + (idx >> 2);
+      this.u32[w] = L.PAD;
+      this.u32[w + 1] = (pos ^ L.TAG_MAGIC) >>> 0;
+      pos = (pos + (this.capacity - idx)) >>> 0;
+      idx = 0;
+    }
+    const w = this.ringWord + (idx >> 2);
+    this.u32[w] = len;
+    this.u32[w + 1] = (pos ^ L.TAG_MAGIC) >>> 0;
+    this.recNext = (pos + L.recordSize(len)) >>> 0;
+    return idx + L.RECORD_HEADER;
+  }
+
+  /** Publishes the reserved record and wakes a parked consumer if there is one. */
+  private publish(len: number): void {
+    this.tail = this.recNext;
+    Atomics.store(this.i32, this.iTail, this.tail | 0);
+    this.f64[this.fSent]! += 1;
+    this.f64[this.fSentBytes]! += len;
+  }
+
+  private wakeConsumers(all: boolean): void {
+    if (Atomics.load(this.i32, this.iCSleep) !== 0) {
+      Atomics.add(this.i32, this.iCSeq, 1);
+      wake(this.i32, this.iCSeq, all ? 0 : 1);
+    }
+  }
+
+  private wakeProducers(): void {
+    if (Atomics.load(this.i32, this.iPSleep) !== 0) {
+      Atomics.add(this.i32, this.iPSeq, 1);
+      wake(this.i32, this.iPSeq, 0);
+    }
+  }
+
+  /** One attempt to write `data`; false if the ring is full. Caller holds producer rights. */
+  private put(data: Encoded, len: number): boolean {
+    const off = this.reserve(len);
+    if (off < 0) return false;
+    if (typeof data === 'string') this.ring.write(data, off, len, 'utf8');
+    else this.ring.set(data, off);
+    this.publish(len);
+    return true;
+  }
+
+  /** One attempt under the multi-producer lock (or the held role). */
+  private attemptSend(data: Encoded, len: number): boolean {
+    if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
+    if (!this.multiProducer) {
+      if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
+      return this.put(data, len);
+    }
+    this.producerLock.lock();
+    try {
+      if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
+      this.loadTail();
+      return this.put(data, len);
+    } finally {
+      this.producerLock.unlock();
+    }
+  }
+
+  private loadTail(): void {
+    this.tail = Atomics.load(this.i32, this.iTail) >>> 0;
+    this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
+    if (((this.tail - this.headCache) >>> 0) > this.capacity) throw this.corrupt('tail is more than a capacity ahead of head');
+  }
+
+  private busy(why: string): ShmkitError {
+    return new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}": ${why}`, { segment: this.name });
+  }
+
+  /** Sends without waiting. Returns false if the ring is full. */
+  trySend(value: T): boolean {
+    this.live();
+    this.claimProducer();
+    const data = this.encode(value);
+    const len = this.byteLength(data);
+    const ok = this.attemptSend(data, len);
+    if (ok) this.wakeConsumers(false);
+    return ok;
+  }
+
+  /** Sends, waiting while the ring is full (backpressure). ERR_SHMKIT_TIMEOUT after `timeout` ms. */
+  send(value: T, options?: ChannelWaitOptions): void {
+    this.live();
+    this.claimProducer();
+    const data = this.encode(value);
+    const len = this.byteLength(data);
+    if (this.attemptSend(data, len)) {
+      this.wakeConsumers(false);
+      return;
+    }
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
+    for (;;) {
+      if (!this.waitSync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
+        throw timeoutError(`channel "${this.name}" send`, o.timeout, this.name);
+      }
+      if (this.attemptSend(data, len)) {
+        this.wakeConsumers(false);
+        return;
+      }
+    }
+  }
+
+  /** Like send(), without blocking the event loop. Accepts an AbortSignal. */
+  async sendAsync(value: T, options?: ChannelAsyncOptions): Promise<void> {
+    this.live();
+    this.claimProducer();
+    const data = this.encode(value);
+    const len = this.byteLength(data);
+    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
+    if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
+    if (await this.attemptSendAsync(data, len, o)) {
+      this.wakeConsumers(false);
+      return;
+    }
+    const deadline = new Deadline(o.timeout);
+    const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
+    for (;;) {
+      if (!(await this.waitAsync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER, 'sendAsync'))) {
+        throw timeoutError(`channel "${this.name}" sendAsync`, o.timeout, this.name);
+      }
+      if (await this.attemptSendAsync(data, len, o)) {
+        this.wakeConsumers(false);
+        return;
+      }
+    }
+  }
+
+  private async attemptSendAsync(data: Encoded, len: number, o: ParsedChannelWait): Promise<boolean> {
+    if (!this.multiProducer) return this.attemptSend(data, len);
+    if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
+    // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
+    const g = await this.producerLock.lockAsync(o.signal ? { signal: o.signal, spin: o.spin } : { spin: o.spin });
+    try {
+      if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
+      this.loadTail();
+      return this.put(data, len);
+    } finally {
+      g.unlock();
+    }
+  }
+
+  /** Whether a record of `len` would fit now (racy snapshot; used to decide whether to wake up). */
+  private spaceFor(len: number): boolean {
+    const tail = this.multiProducer ? Atomics.load(this.i32, this.iTail) >>> 0 : this.tail;
+    const used = (tail - (Atomics.load(this.i32, this.iHead) >>> 0)) >>> 0;
+    return used > this.capacity || this.capacity - used >= this.need(tail, len);
+  }
+
+  /**
+   * Zero-copy send: reserves `size` bytes in the ring (waiting for space like send()), for you to
+   * fill in place, then commit(). In a multi-producer channel other producers wait until you commit
+   * or abort, so keep loans short.
+   */
+  loan(size: number, options?: ChannelWaitOptions): Loan {
+    this.live();
+    checkInt('size', size, 0, this.maxMessageSize);
+    this.claimProducer();
+    if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      if (this.multiProducer) {
+        this.producerLock.lock(deadline.timeoutMs === Infinity ? undefined : { timeout: deadline.remaining() });
+        this.loadTail();
+      }
+      if (Atomics.load(this.i32, this.iClosed) !== 0) {
+        if (this.multiProducer) this.producerLock.unlock();
+        throw closedError(`channel "${this.name}"`, this.name);
+      }
+      const off = this.reserve(size);
+      if (off >= 0) return this.makeLoan(off, size);
+      if (this.multiProducer) this.producerLock.unlock();
+      const spaceOrClosed = (): boolean => this.spaceFor(size) || Atomics.load(this.i32, this.iClosed) !== 0;
+      if (!this.waitSync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
+        throw timeoutError(`channel "${this.name}" loan`, o.timeout, this.name);
+      }
+    }
+  }
+
+  private makeLoan(off: number, size: number): Loan {
+    this.outstanding = 'loan';
+    const view = this.ring.subarray(off, off + size);
+    let done = false;
+    const finish = (): void => {
+      done = true;
+      this.outstanding = null;
+      if (this.multiProducer) this.producerLock.unlock();
+    };
+    return {
+      bytes: view,
+      commit: (length = size) => {
+        if (done) throw this.busy('this loan was already committed or aborted');
+        checkInt('length', length, 0, size);
+        // Rewrite the header with the final length (the record only shrinks, so it still fits).
+        const w = this.ringWord + ((off - L.RECORD_HEADER) >> 2);
+        this.u32[w] = length;
+        this.recNext = ((this.recNext - L.recordSize(size) + L.recordSize(length)) >>> 0);
+        this.publish(length);
+        finish();
+        this.wakeConsumers(false);
+      },
+      abort: () => {
+        if (done) return;
+        finish();
+      },
+    };
+  }
+
+  /**
+   * Closes the channel for everyone: further sends fail with ERR_SHMKIT_CLOSED; receivers get what
+   * is queued, then the end. In a multi-producer channel this waits for a send in progress to
+   * finish. This handle stays usable for receiving; disconnect() releases it.
+   */
+  close(): void {
+    this.live();
+    if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it before close()');
+    if (this.multiProducer) {
+      // Under the producer lock: no send is half-way, and every send before this is published.
+      this.producerLock.lock();
+      Atomics.store(this.i32, this.iClosed, 1);
+      this.producerLock.unlock();
+    } else {
+      Atomics.store(this.i32, this.iClosed, 1);
+    }
+    Atomics.add(this.i32, this.iCSeq, 1);
+    wake(this.i32, this.iCSeq, 0);
+    Atomics.add(this.i32, this.iPSeq, 1);
+    wake(this.i32, this.iPSeq, 0);
+  }
+
+  // Consumer side --------------------------------------------------------------------------------------
+
+  /**
+   * Finds the next record at this.head (reading tail as needed). Sets recStart/recLen/recNext and
+   * returns true, or returns false if the ring is empty. Throws CORRUPT on inconsistent state.
+   */
+  private locate(): boolean {
+    let pos = this.head;
+    for (let hops = 0; hops < 2; hops++) {
+      let avail = (this.tailCache - pos) >>> 0;
+      if (avail === 0) {
+        this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+        avail = (this.tailCache - pos) >>> 0;
+        if (avail === 0) return false;
+      }
+      if (avail > this.capacity || (avail & 7) !== 0) throw this.corrupt(`tail ${this.tailCache} and head ${pos} are inconsistent`);
+      const idx = pos & this.mask;
+      const w = this.ringWord + (idx >> 2);
+      const len = this.u32[w]!;
+      if (this.u32[w + 1] !== ((pos ^ L.TAG_MAGIC) >>> 0)) throw this.corrupt(`record at position ${pos} has a bad tag`);
+      if (len === L.PAD) {
+        const pad = this.capacity - idx;
+        if (pad > avail) throw this.corrupt(`padding at ${pos} runs past the tail`);
+        pos = (pos + pad) >>> 0;
+        this.head = pos; // skipping padding consumes nothing; the head is published with the record
+        continue;
+      }
+      if (len > this.maxMessageSize) throw this.corrupt(`record at ${pos} claims ${len} bytes, more than the maximum ${this.maxMessageSize}`);
+      const rec = L.recordSize(len);
+      if (rec > avail || idx + rec > this.capacity) throw this.corrupt(`record at ${pos} runs past the tail or the ring's end`);
+      this.recStart = idx + L.RECORD_HEADER;
+      this.recLen = len;
+      this.recNext = (pos + rec) >>> 0;
+      return true;
+    }
+    throw this.corrupt('two padding records in a row');
+  }
+
+  private decode(): T {
+    const s = this.recStart;
+    const e = s + this.recLen;
+    try {
+      switch (this.fastDecode) {
+        case 1: {
+          const out = Buffer.allocUnsafe(this.recLen);
+          this.ring.copy(out, 0, s, e);
+          return out as unknown as T;
+        }
+        case 2:
+          return this.ring.toString('utf8', s, e) as unknown as T;
+        case 3:
+          return JSON.parse(this.ring.toString('utf8', s, e)) as T;
+        default:
+          return this.codec.decode(this.ring.subarray(s, e));
+      }
+    } catch (err) {
+      throw new ShmkitError(ErrorCodes.DECODE, `channel "${this.name}": the ${this.codec.name} codec could not decode a ${this.recLen}-byte message (it was consumed)`, { segment: this.name, cause: err });
+    }
+  }
+
+  private consumed(n: number, bytes: number): void {
+    this.head = this.recNext;
+    Atomics.store(this.i32, this.iHead, this.head | 0);
+    this.f64[this.fRecv]! += n;
+    this.f64[this.fRecvBytes]! += bytes;
+  }
+
+  /** Takes up to `max` messages (1 for a single receive). Returns NONE if empty. Holds consumer rights. */
+  private takeLocked(max: number, into: T[] | null): T | typeof NONE {
+    if (this.outstanding === 'view') throw this.busy('a received view is outstanding; release it first');
+    let first: T | typeof NONE = NONE;
+    let n = 0;
+    let bytes = 0;
+    let failure: unknown;
+    while (n < max && this.locate()) {
+      let v: T;
+      try {
+        v = this.decode();
+      } catch (err) {
+        failure = err;
+        n++;
+        bytes += this.recLen;
+        this.head = this.recNext;
+        break;
+      }
+      n++;
+      bytes += this.recLen;
+      this.head = this.recNext;
+      if (into) into.push(v);
+      else first = v;
+    }
+    if (n > 0) {
+      this.recNext = this.head;
+      this.consumed(n, bytes);
+    }
+    if (failure !== undefined) throw failure;
+    return first;
+  }
+
+  private take(max: number, into: T[] | null): T | typeof NONE {
+    if (!this.multiConsumer) {
+      const v = this.takeLocked(max, into);
+      if (v !== NONE || (into && into.length)) this.wakeProducers();
+      return v;
+    }
+    this.consumerLock.lock();
+    let v: T | typeof NONE;
+    try {
+      this.head = Atomics.load(this.i32, this.iHead) >>> 0;
+      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+      v = this.takeLocked(max, into);
+    } finally {
+      this.consumerLock.unlock();
+    }
+    if (v !== NONE || (into && into.length)) this.wakeProducers();
+    return v;
+  }
+
+  /** True if nothing is queued and the channel is closed. */
+  private drainedAndClosed(): boolean {
+    if (Atomics.load(this.i32, this.iClosed) === 0) return false;
+    // Closed: everything sent before close() is published before the flag (see close()).
+    return this.isEmpty();
+  }
+
+  private isEmpty(): boolean {
+    const head = this.multiConsumer ? Atomics.load(this.i32, this.iHead) >>> 0 : this.head;
+    const tail = Atomics.load(this.i32, this.iTail) >>> 0;
+    if (tail === head) return true;
+    // Only padding left is also empty for a receiver.
+    const avail = (tail - head) >>> 0;
+    const idx = head & this.mask;
+    return avail === this.capacity - idx && this.u32[this.ringWord + (idx >> 2)] === L.PAD;
+  }
+
+  private dataOrClosed = (): boolean => !this.isEmpty() || Atomics.load(this.i32, this.iClosed) !== 0;
+
+  /** Receives a message if one is queued; undefined if none (or the channel ended). */
+  tryReceive(): T | undefined {
+    this.live();
+    this.claimConsumer();
+    const v = this.take(1, null);
+    return v === NONE ? undefined : v;
+  }
+
+  /** Receives, waiting while empty. Throws ERR_SHMKIT_CLOSED once closed and drained. */
+  receive(options?: ChannelWaitOptions): T {
+    this.live();
+    this.claimConsumer();
+    const v = this.take(1, null);
+    if (v !== NONE) return v;
+    const r = this.receiveSlow(options, 1, null);
+    if (r === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+    return r as T;
+  }
+
+  private receiveSlow(options: ChannelWaitOptions | undefined, max: number, into: T[] | null): T | typeof END | typeof NONE {
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const v = this.take(max, into);
+      if (v !== NONE || (into && into.length)) return v;
+      if (this.drainedAndClosed()) {
+        const again = this.take(max, into);
+        if (again !== NONE || (into && into.length)) return again;
+        return END;
+      }
+      if (!this.waitSync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
+        throw timeoutError(`channel "${this.name}" receive`, o.timeout, this.name);
+      }
+    }
+  }
+
+  /** Like receive(), without blocking the event loop. Accepts an AbortSignal. */
+  async receiveAsync(options?: ChannelAsyncOptions): Promise<T> {
+    this.live();
+    this.claimConsumer();
+    const v = await this.receiveAsyncOrEnd(options);
+    if (v === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+    return v;
+  }
+
+  private async receiveAsyncOrEnd(options: ChannelAsyncOptions | undefined): Promise<T | typeof END> {
+    const v = this.take(1, null);
+    if (v !== NONE) return v;
+    const r = await this.receiveAsyncSlow(options, 1, null);
+    return r as T | typeof END;
+  }
+
+  private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null): Promise<T | typeof END | typeof NONE> {
+    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
+    if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" receiveAsync`);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const v = this.take(max, into);
+      if (v !== NONE || (into && into.length)) return v;
+      if (this.drainedAndClosed()) {
+        const again = this.take(max, into);
+        if (again !== NONE || (into && into.length)) return again;
+        return END;
+      }
+      if (!(await this.waitAsync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveAsync'))) {
+        throw timeoutError(`channel "${this.name}" receiveAsync`, o.timeout, this.name);
+      }
+      this.live();
+    }
+  }
+
+  /**
+   * Receives up to `max` messages at once, waiting for at least one. One wake-up and one head
+   * update cover the batch. Returns [] once the channel is closed and drained.
+   */
+  receiveBatch(max: number, options?: ChannelWaitOptions): T[] {
+    this.live();
+    checkInt('max', max, 1, 2 ** 31);
+    this.claimConsumer();
+    const out: T[] = [];
+    this.take(max, out);
+    if (out.length > 0) return out;
+    this.receiveSlow(options, max, out);
+    return out;
+  }
+
+  async receiveBatchAsync(max: number, options?: ChannelAsyncOptions): Promise<T[]> {
+    this.live();
+    checkInt('max', max, 1, 2 ** 31);
+    this.claimConsumer();
+    const out: T[] = [];
+    this.take(max, out);
+    if (out.length > 0) return out;
+    await this.receiveAsyncSlow(options, max, out);
+    return out;
+  }
+
+  /**
+   * Zero-copy receive: returns a view of the next message inside shared memory, valid until
+   * release(). The message is consumed by release(); if this process dies before, it stays queued
+   * for the next consumer. In a multi-consumer channel other consumers wait until release().
+   * Returns null if the channel is empty (tryReceiveView) or ended.
+   */
+  tryReceiveView(): ReceivedView | null {
+    this.live();
+    this.claimConsumer();
+    if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
+    if (this.multiConsumer) {
+      this.consumerLock.lock();
+      this.head = Atomics.load(this.i32, this.iHead) >>> 0;
+      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+    }
+    let found = false;
+    try {
+      found = this.locate();
+    } finally {
+      if (!found && this.multiConsumer) this.consumerLock.unlock();
+    }
+    if (!found) return null;
+    this.outstanding = 'view';
+    const view = this.ring.subarray(this.recStart, this.recStart + this.recLen);
+    const len = this.recLen;
+    let done = false;
+    return {
+      bytes: view,
+      release: () => {
+        if (done || this.i32.length === 0) return;
+        done = true;
+        this.outstanding = null;
+        this.consumed(1, len);
+        if (this.multiConsumer) this.consumerLock.unlock();
+        this.wakeProducers();
+      },
+    };
+  }
+
+  /** Waits for a message and returns a zero-copy view of it (see tryReceiveView). Null once ended. */
+  receiveView(options?: ChannelWaitOptions): ReceivedView | null {
+    const first = this.tryReceiveView();
+    if (first) return first;
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      if (this.drainedAndClosed()) return this.tryReceiveView();
+      if (!this.waitSync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
+        throw timeoutError(`channel "${this.name}" receiveView`, o.timeout, this.name);
+      }
+      const v = this.tryReceiveView();
+      if (v) return v;
+    }
+  }
+
+  async receiveViewAsync(options?: ChannelAsyncOptions): Promise<ReceivedView | null> {
+    const first = this.tryReceiveView();
+    if (first) return first;
+    const o = parseChannelWait(options, true);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      if (this.drainedAndClosed()) return this.tryReceiveView();
+      if (!(await this.waitAsync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveViewAsync'))) {
+        throw timeoutError(`channel "${this.name}" receiveViewAsync`, o.timeout, this.name);
+      }
+      const v = this.tryReceiveView();
+      if (v) return v;
+    }
+  }
+
+  /** Iterates messages until the channel is closed and drained. */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    this.live();
+    this.claimConsumer();
+    for (;;) {
+      const v = await this.receiveAsyncOrEnd(undefined);
+      if (v === END) return;
+      yield v;
+    }
+  }
+
+  // Waiting --------------------------------------------------------------------------------------------
+
+  private peerGone(role: number): boolean {
+    return this.peers.liveOthers(role) === 0 && this.peers.anyOthers(role);
+  }
+
+  private peerGoneError(role: number): ShmkitError {
+    const who = role === ROLE_PRODUCER ? 'producer' : 'consumer';
+    return new ShmkitError(ErrorCodes.PEER_GONE, `channel "${this.name}": no live ${who} is attached any more`, { segment: this.name });
+  }
+
+  /** Spin, then park on `seqIdx` until ready() (true) or the deadline (false). */
+  private waitSync(seqIdx: number, sleepIdx: number, statIdx: number, o: ParsedChannelWait, deadline: Deadline, ready: () => boolean, peerRole: number): boolean {
+    if (spin(ready, o.spin)) return true;
+    const i32 = this.i32;
+    Atomics.add(i32, sleepIdx, 1);
+    try {
+      for (;;) {
+        const s = Atomics.load(i32, seqIdx);
+        if (ready()) return true;
+        if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
+        const left = deadline.remaining();
+        if (left === 0) return false;
+        this.f64[statIdx]! += 1;
+        parkSync(i32, seqIdx, s, o.failIfPeerGone ? Math.min(left, tuning.livenessIntervalMs) : left);
+      }
+    } finally {
+      if (i32.length > 0) Atomics.sub(i32, sleepIdx, 1);
+    }
+  }
+
+  private async waitAsync(seqIdx: number, sleepIdx: number, statIdx: number, o: ParsedChannelWait, deadline: Deadline, ready: () => boolean, peerRole: number, what: string): Promise<boolean> {
+    if (spin(ready, o.spin)) return true;
+    const i32 = this.i32;
+    Atomics.add(i32, sleepIdx, 1);
+    try {
+      for (;;) {
+        const s = Atomics.load(i32, seqIdx);
+        if (ready()) return true;
+        if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
+        const left = deadline.remaining();
+        if (left === 0) return false;
+        this.f64[statIdx]! += 1;
+        await parkAsync(i32, seqIdx, s, o.failIfPeerGone ? Math.min(left, tuning.livenessIntervalMs) : left, o.signal, this.segment, `channel "${this.name}" ${what}`);
+      }
+    } finally {
+      if (i32.length > 0) Atomics.sub(i32, sleepIdx, 1);
+    }
+  }
+
+  // Lifetime -------------------------------------------------------------------------------------------
+
+  /**
+   * Releases this handle: gives up a single-producer/consumer role, leaves the peer table, and
+   * unmaps the segment. Pending async operations reject with ERR_SHMKIT_CLOSED. The channel itself
+   * stays (see close() and unlink()). Idempotent.
+   */
+  disconnect(): void {
+    if (this.disconnected) return;
+    this.disconnected = true;
+    if (this.i32.length > 0) {
+      try {
+        if (this.outstanding === 'loan' && this.multiProducer) this.producerLock.unlock();
+        if (this.outstanding === 'view' && this.multiConsumer) this.consumerLock.unlock();
+        this.producerGuard?.unlock();
+        this.consumerGuard?.unlock();
+      } catch {
+        // The lock was taken over (we were presumed dead): nothing to give back.
+      }
+      this.peers.unregister();
+    }
+    this.segment.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.disconnect();
+  }
+}
+
+interface ParsedChannelWait extends ParsedWait {
+  failIfPeerGone: boolean;
+}
+
+const DEFAULT_CHANNEL: ParsedChannelWait = Object.freeze({ ...DEFAULT, failIfPeerGone: false });
+
+function parseChannelWait(options: unknown, allowSignal: boolean): ParsedChannelWait {
+  if (options === undefined) return DEFAULT_CHANNEL;
+  const p = parseWait(options, allowSignal) as ParsedChannelWait;
+  const f = (options as ChannelWaitOptions).failIfPeerGone;
+  if (f !== undefined && typeof f !== 'boolean') throw invalidArg('options.failIfPeerGone', `must be a boolean, got ${describe(f)}`);
+  return { ...p, failIfPeerGone: f === true };
+}

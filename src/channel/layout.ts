@@ -1,0 +1,83 @@
+/**
+ * Channel memory layout. Offsets are bytes from the start of the segment's data area; see
+ * docs/design.md ("Channels") for the protocol. Words written by producers and by consumers sit on
+ * separate 128-byte lines, so a producer and a consumer on two cores do not share a cache line
+ * except for the ring bytes they hand over.
+ *
+ * Parameters (segment header bytes 64..83, written once at creation, validated at every open):
+ *   64 u32 capacity (power of two)   68 u32 max message size   72 u32 flags (1 multi-producer,
+ *   2 multi-consumer)                76 u32 ring offset        80 u32 peer slots
+ */
+import { ErrorCodes, ShmkitError } from '../errors';
+import type { Segment } from '../segment';
+
+export const CLOSED = 0; // i32: 1 once closed
+export const TAIL = 128; // i32 position (mod 2^32) after the last published record
+export const SENT = 136; // f64 messages sent
+export const SENT_BYTES = 144; // f64 payload bytes sent
+export const SEND_WAITS = 152; // f64 times a sender parked
+export const PRODUCER_LOCK = 160; // Mutex (16 bytes)
+export const HEAD = 256; // i32 position of the next record to consume
+export const RECEIVED = 264; // f64
+export const RECEIVED_BYTES = 272; // f64
+export const RECEIVE_WAITS = 280; // f64
+export const CONSUMER_LOCK = 288; // Mutex (16 bytes)
+export const PRODUCER_SLEEPERS = 384; // i32 senders parked waiting for space
+export const PRODUCER_SEQ = 388; // i32 futex word senders park on
+export const CONSUMER_SLEEPERS = 512; // i32 receivers parked waiting for messages
+export const CONSUMER_SEQ = 516; // i32 futex word receivers park on
+export const PEERS = 640; // PEER_SLOTS x 16 bytes: i64 token, i32 roles, i32 reserved
+export const PEER_SLOTS = 32;
+export const RING = 2048;
+
+export const RECORD_HEADER = 8; // u32 length, u32 tag
+export const PAD = 0xffffffff; // length of a padding record that fills the ring's end
+export const TAG_MAGIC = 0x5a17c0de;
+
+export const MIN_CAPACITY = 1024;
+export const MAX_CAPACITY = 2 ** 30;
+
+export const FLAG_MULTI_PRODUCER = 1;
+export const FLAG_MULTI_CONSUMER = 2;
+
+export interface ChannelParams {
+  capacity: number;
+  maxMessageSize: number;
+  multiProducer: boolean;
+  multiConsumer: boolean;
+}
+
+/** The largest message that always fits: a record plus the worst-case padding before it. */
+export function maxMessageFor(capacity: number): number {
+  return capacity / 2 - RECORD_HEADER;
+}
+
+export function recordSize(len: number): number {
+  return RECORD_HEADER + ((len + 7) & ~7);
+}
+
+export function writeParams(seg: Segment, p: ChannelParams): void {
+  const dv = seg.params();
+  dv.setUint32(0, p.capacity, true);
+  dv.setUint32(4, p.maxMessageSize, true);
+  dv.setUint32(8, (p.multiProducer ? FLAG_MULTI_PRODUCER : 0) | (p.multiConsumer ? FLAG_MULTI_CONSUMER : 0), true);
+  dv.setUint32(12, RING, true);
+  dv.setUint32(16, PEER_SLOTS, true);
+}
+
+/** Reads and checks the parameters of an opened channel: they are untrusted input. */
+export function readParams(seg: Segment): ChannelParams {
+  const dv = seg.params();
+  const capacity = dv.getUint32(0, true);
+  const maxMessageSize = dv.getUint32(4, true);
+  const flags = dv.getUint32(8, true);
+  const bad = (why: string): never => {
+    throw new ShmkitError(ErrorCodes.CORRUPT, `open channel "${seg.name}": ${why}`, { segment: seg.name });
+  };
+  if (capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) bad(`bad capacity ${capacity}`);
+  if (maxMessageSize > maxMessageFor(capacity)) bad(`max message size ${maxMessageSize} too large for capacity ${capacity}`);
+  if ((flags & ~3) !== 0) bad(`bad flags ${flags}`);
+  if (dv.getUint32(12, true) !== RING || dv.getUint32(16, true) !== PEER_SLOTS) bad('bad ring offset or peer table');
+  if (seg.size !== RING + capacity) bad(`data area is ${seg.size} bytes, expected ${RING + capacity}`);
+  return { capacity, maxMessageSize, multiProducer: (flags & 1) !== 0, multiConsumer: (flags & 2) !== 0 };
+}
