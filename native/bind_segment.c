@@ -142,8 +142,13 @@ static napi_value unmap(napi_env env, napi_callback_info info) {
   bool is_ab = false;
   if (napi_is_arraybuffer(env, argv[1], &is_ab) != napi_ok || !is_ab) return make_int(env, -EINVAL);
   napi_get_arraybuffer_info(env, argv[1], &data, &len);
-  if (data != NULL && data != m->addr) return make_int(env, -EINVAL); /* not this mapping's buffer */
-  if (data != NULL && napi_detach_arraybuffer(env, argv[1]) != napi_ok) return make_int(env, -EBUSY);
+  if (data == NULL) {
+    /* Already detached: either closed before, or moved away with ArrayBuffer.prototype.transfer(),
+     * in which case the new buffer owns the memory and its finalizer unmaps it. Never unmap here. */
+    return make_int(env, 0);
+  }
+  if (data != m->addr) return make_int(env, -EINVAL); /* not this mapping's buffer */
+  if (napi_detach_arraybuffer(env, argv[1]) != napi_ok) return make_int(env, -EBUSY);
   unmap_once(m);
   return make_int(env, 0);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -191,7 +192,12 @@ int plat_identity_alive(uint32_t pid, uint64_t start, int start_bits) {
   uint64_t actual;
   if (pid == 0) return 0;
   int rc = read_stat(pid, &state, &actual);
-  if (rc == -ENOENT || rc == -ESRCH) return 0;
+  if (rc == -ENOENT || rc == -ESRCH || rc == -EACCES) {
+    /* /proc may hide other users' processes (hidepid): ask the kernel directly. EPERM means the
+     * process exists but belongs to someone else; without its start time, count it as alive. */
+    if (kill((pid_t)pid, 0) == 0 || errno == EPERM) return 1;
+    return 0;
+  }
   if (rc < 0) return rc;
   if (state == 'Z' || state == 'X' || state == 'x') return 0;
   uint64_t mask = start_bits >= 64 ? ~0ULL : ((1ULL << start_bits) - 1);
@@ -208,6 +214,12 @@ int plat_sem_open(const char *name, int create, int exclusive, int mode, unsigne
   int flags = create ? (O_CREAT | (exclusive ? O_EXCL : 0)) : 0;
   sem_t *s = create ? sem_open(name, flags, (mode_t)mode, value) : sem_open(name, 0);
   if (s == SEM_FAILED) return -errno;
+  if (create && exclusive) {
+    /* sem_open applies the umask; the caller asked for exactly `mode` (glibc: /dev/shm/sem.NAME). */
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "/dev/shm/sem.%s", name[0] == '/' ? name + 1 : name) < (int)sizeof path)
+      chmod(path, (mode_t)mode);
+  }
   plat_sem *ps = malloc(sizeof *ps);
   if (!ps) { sem_close(s); return -ENOMEM; }
   ps->sem = s;

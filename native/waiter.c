@@ -71,6 +71,10 @@ typedef struct state {
 /* Called with st->lock held. */
 static void complete(state *st, wthread *w, int index, int32_t status) {
   req *r = w->active[index];
+  /* A cancelled wait may have been picked by a futex_wake meant for someone else before we noticed
+   * the cancellation: pass one wake on (every waiter tolerates spurious wake-ups). The kernel reads
+   * the address, so an unmapped one is just EFAULT. */
+  if (r->cancelled) plat_futex_wake(r->addr, 1);
   w->active[index] = w->active[--w->nactive];
   w->assigned--;
   if (st->ndone == st->capdone) {
@@ -164,8 +168,11 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     napi_value args[2];
     napi_create_uint32(env, items[i].id, &args[0]);
     napi_create_int32(env, items[i].status, &args[1]);
-    napi_call_function(env, undef, cb, 2, args, NULL);
-    /* An exception thrown by the callback is reported by Node as uncaught; keep draining. */
+    if (napi_call_function(env, undef, cb, 2, args, NULL) != napi_ok) {
+      /* Report it as uncaught, clear it, and keep delivering the rest of the batch. */
+      napi_value exc;
+      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+    }
   }
   free(items);
   if (st->pending <= 0 && st->refd) {
@@ -192,6 +199,7 @@ static void cleanup(void *arg) {
   st->nthreads = 0;
   free(st->done);
   st->done = NULL;
+  st->ndone = st->capdone = 0;
 }
 
 static state *get_state(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {

@@ -124,6 +124,8 @@ export function osError(errno: number, syscall: string, what: string, segment?: 
     case E.ENOMEM:
     case E.EFBIG:
       return new ShmkitError(ErrorCodes.NO_SPACE, `${what}: not enough shared memory (${errnoCode} from ${syscall})`, details);
+    case E.EOVERFLOW:
+      return new ShmkitError(ErrorCodes.OVERFLOW, `${what}: the value would overflow (${errnoCode})`, details);
     case E.ENOTSUP:
       return new ShmkitError(ErrorCodes.UNSUPPORTED, `${what}: not supported by this runtime (${syscall})`, details);
     case E.EAGAIN:

@@ -46,14 +46,15 @@ export function fromToken(token: bigint): ProcessIdentity {
 export const SELF_TOKEN: bigint = toToken(self);
 
 /**
- * Whether the process behind `token` still lives. Tokens from this process are alive by
- * definition. Garbage (negative, or a pid of 0) counts as dead, so a corrupt owner field is
+ * Whether the process behind `token` still lives. A token of this process is alive while its
+ * Node environment (main thread or worker) exists; no system call is made for those. Garbage (negative, or a pid of 0) counts as dead, so a corrupt owner field is
  * recoverable rather than a lock held forever.
  */
 export function tokenAlive(token: bigint): boolean {
   if (token <= 0n) return false;
   const id = fromToken(token);
-  if (id.pid === self.pid && id.startTime === self.startTime) return true;
+  // Our own process: alive as long as that Node environment (thread slot) still exists.
+  if (id.pid === self.pid && id.startTime === self.startTime) return id.threadSlot === self.threadSlot || native.slotLive(id.threadSlot) === 1;
   const r = native.processAlive(id.pid, id.startTime, START_BITS);
   // An error reading /proc (other than "no such process") is not proof of death: assume alive.
   return r !== 0;

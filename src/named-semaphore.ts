@@ -5,8 +5,9 @@
  * system call when uncontended.
  *
  * wait() blocks the thread in sem_clockwait. waitAsync() cannot park in the kernel without relying
- * on the C library's private semaphore layout, so it polls sem_trywait with a backoff from 0.05 ms
- * up to 5 ms: its wake-up latency is at most ~5 ms, and it never blocks the event loop.
+ * on the C library's private semaphore layout, so it polls sem_trywait with a backoff up to 5 ms
+ * (Node runs timers shorter than 1 ms after 1 ms): its wake-up latency is 1 to 5 ms, and it never
+ * blocks the event loop.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { abortError, closedError, invalidArg, osError, timeoutError } from './errors';
@@ -94,6 +95,7 @@ export class NamedSemaphore {
   /** Blocks the thread until the value can be decremented; ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   wait(options?: { timeout?: number }): void {
     const o = checkObject('options', options);
+    if (o.signal !== undefined) throw invalidArg('options.signal', 'is only accepted by waitAsync()');
     const timeout = checkTimeout('options.timeout', o.timeout);
     const deadline = new Deadline(timeout);
     for (;;) {

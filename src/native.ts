@@ -41,6 +41,7 @@ export interface NativeAddon {
 
   selfIdentity(): [pid: number, start: number, threadSlot: number] | NativeFailure;
   processAlive(pid: number, start: number, startBits: number): number;
+  slotLive(slot: number): number;
 
   semOpen(name: string, create: boolean, exclusive: boolean, mode: number, value: number): object | NativeFailure;
   semPost(handle: object): number;

@@ -119,6 +119,8 @@ export class Segment implements WaitOwner {
   readonly createdAt: Date;
   /** @internal */
   readonly pendingWaits = new Set<() => void>();
+  /** @internal rollbacks of in-flight async operations, run by close() before unmapping */
+  readonly closeHooks = new Set<() => void>();
 
   #buffer: ArrayBuffer;
   #handle: object;
@@ -235,19 +237,20 @@ export class Segment implements WaitOwner {
 
   /** @internal */
   static openOrCreateKind(name: string, c: InternalCreate): Segment {
+    // Open first (the common case, and no memory is reserved for nothing); create if absent; if a
+    // racer created it meanwhile, open theirs; if it was unlinked in between, go round again.
     let last: unknown;
     for (let attempt = 0; attempt < 16; attempt++) {
+      try {
+        return Segment.openKind(name, c.kind);
+      } catch (err) {
+        if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.NOT_FOUND) throw err;
+        last = err;
+      }
       try {
         return Segment.createKind(name, c);
       } catch (err) {
         if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.EXISTS) throw err;
-        last = err;
-      }
-      try {
-        return Segment.openKind(name, c.kind);
-      } catch (err) {
-        // Unlinked between our create and open: try creating again.
-        if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.NOT_FOUND) throw err;
         last = err;
       }
     }
@@ -298,6 +301,16 @@ export class Segment implements WaitOwner {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Undo what in-flight async operations advertised in shared memory (sleepers counts, claimed
+    // locks, barrier arrivals) while the memory is still mapped, then reject their promises.
+    for (const rollback of [...this.closeHooks]) {
+      try {
+        rollback();
+      } catch {
+        // A rollback that fails (e.g. a lock already taken over) has nothing left to undo.
+      }
+    }
+    this.closeHooks.clear();
     for (const cancel of [...this.pendingWaits]) cancel();
     this.pendingWaits.clear();
     native.unmap(this.#handle, this.#buffer);

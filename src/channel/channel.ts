@@ -27,7 +27,7 @@
 import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { checkName, Kind, Segment } from '../segment';
 import { Mutex, type MutexGuard } from '../sync/mutex';
-import { parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
+import { onClose, parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
 import { checkInt, checkObject, describe } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
 import { bytes as bytesCodec, type Codec, json as jsonCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
@@ -962,7 +962,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         const left = deadline.remaining();
         if (left === 0) return false;
         this.f64[statIdx]! += 1;
-        parkSync(i32, seqIdx, s, o.failIfPeerGone ? Math.min(left, tuning.livenessIntervalMs) : left);
+        // Sliced: a peer killed between publishing and waking cannot strand us; liveness is re-checked.
+        parkSync(i32, seqIdx, s, Math.min(left, tuning.livenessIntervalMs));
       }
     } finally {
       if (i32.length > 0) Atomics.sub(i32, sleepIdx, 1);
@@ -973,6 +974,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (spin(ready, o.spin)) return true;
     const i32 = this.i32;
     Atomics.add(i32, sleepIdx, 1);
+    const undo = onClose(this.segment, () => Atomics.sub(i32, sleepIdx, 1));
     try {
       for (;;) {
         const s = Atomics.load(i32, seqIdx);
@@ -981,9 +983,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         const left = deadline.remaining();
         if (left === 0) return false;
         this.f64[statIdx]! += 1;
-        await parkAsync(i32, seqIdx, s, o.failIfPeerGone ? Math.min(left, tuning.livenessIntervalMs) : left, o.signal, this.segment, `channel "${this.name}" ${what}`);
+        await parkAsync(i32, seqIdx, s, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, `channel "${this.name}" ${what}`);
       }
     } finally {
+      undo();
       if (i32.length > 0) Atomics.sub(i32, sleepIdx, 1);
     }
   }

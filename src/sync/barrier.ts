@@ -17,8 +17,8 @@
 import { abortError, ErrorCodes, ShmkitError, timeoutError } from '../errors';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
-import { Deadline, parkAsync, parkSync, spin, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface BarrierOptions extends NamedOptions {
   /** How many participants each round waits for (1..65535). */
@@ -128,7 +128,7 @@ export class Barrier extends Primitive {
         if (GEN(w) !== gen) return false;
         const left = deadline.remaining();
         if (left === 0) break;
-        parkSync(i32, this.st, w, left);
+        parkSync(i32, this.st, w, Math.min(left, tuning.livenessIntervalMs));
       }
     } finally {
       Atomics.sub(i32, this.sl, 1);
@@ -147,18 +147,23 @@ export class Barrier extends Primitive {
     if (spin(() => GEN(Atomics.load(i32, this.st)) !== gen, o.spin)) return false;
     const deadline = new Deadline(o.timeout);
     Atomics.add(i32, this.sl, 1);
+    const undo = onClose(this.segment, () => {
+      Atomics.sub(i32, this.sl, 1);
+      this.withdraw(gen);
+    });
     try {
       for (;;) {
         const w = Atomics.load(i32, this.st);
         if (GEN(w) !== gen) return false;
         const left = deadline.remaining();
         if (left === 0) break;
-        await parkAsync(i32, this.st, w, left, o.signal, this.segment, 'Barrier.waitAsync');
+        await parkAsync(i32, this.st, w, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, 'Barrier.waitAsync');
       }
     } catch (err) {
       if (i32.length > 0 && this.withdraw(gen)) return false;
       throw err;
     } finally {
+      undo();
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
     }
     if (this.withdraw(gen)) return false;

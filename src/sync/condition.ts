@@ -13,9 +13,9 @@
 import { ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
-import { Deadline, parkAsync, parkSync, spin, wake } from '../wait';
+import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
 import { Mutex, type MutexGuard } from './mutex';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export class Condition extends Primitive {
   static readonly SIZE = 8;
@@ -70,8 +70,15 @@ export class Condition extends Primitive {
     try {
       m.unlock();
       if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
+        // One wake-up ends the wait (spurious ones included, as with any condition variable); the
+        // park is sliced so that a signaller killed between its bump and its wake cannot strand us.
         const deadline = new Deadline(o.timeout);
-        signalled = parkSync(i32, this.q, seq, deadline.remaining()) || Atomics.load(i32, this.q) !== seq;
+        for (;;) {
+          const left = deadline.remaining();
+          if (left === 0) { signalled = false; break; }
+          const timedOut = !parkSync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs));
+          if (!timedOut || Atomics.load(i32, this.q) !== seq) break;
+        }
       }
     } finally {
       Atomics.sub(i32, this.sl, 1);
@@ -88,24 +95,30 @@ export class Condition extends Primitive {
     const i32 = this.i32;
     const seq = Atomics.load(i32, this.q);
     Atomics.add(i32, this.sl, 1);
+    const undo = onClose(this.segment, () => Atomics.sub(i32, this.sl, 1));
     let signalled = true;
     let failure: unknown;
     try {
       m.unlock();
       if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
-        const timedOut = await parkAsync(i32, this.q, seq, o.timeout, o.signal, this.segment, 'Condition.waitAsync');
-        signalled = !timedOut || Atomics.load(i32, this.q) !== seq;
+        const deadline = new Deadline(o.timeout);
+        for (;;) {
+          const left = deadline.remaining();
+          if (left === 0) { signalled = false; break; }
+          const timedOut = await parkAsync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, 'Condition.waitAsync');
+          if (!timedOut || Atomics.load(i32, this.q) !== seq) break;
+        }
       }
     } catch (err) {
       failure = err;
     } finally {
+      undo();
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
     }
+    if (failure !== undefined && i32.length === 0) throw failure; // closed: nothing to re-lock
     const guard = await m.lockAsync();
-    if (failure !== undefined) {
-      guard.unlock();
-      throw failure;
-    }
+    // As with a timeout, the mutex is held again when an abort error is thrown.
+    if (failure !== undefined) throw failure;
     if (!signalled) throw timeoutError('Condition.waitAsync', o.timeout, this.segment.name);
     return guard;
   }

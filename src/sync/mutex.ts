@@ -23,7 +23,7 @@ import { SELF_TOKEN, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 /** A held lock. `using guard = mutex.lock()` unlocks at the end of the block. */
 export class MutexGuard {
@@ -121,9 +121,9 @@ export class Mutex extends Primitive {
     if (Atomics.load(this.i64, this.o) === SELF_TOKEN) {
       throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lock: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
     }
+    const deadline = new Deadline(o.timeout);
     let r = -1;
     if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);
-    const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
     Atomics.add(i32, this.sl, 1);
     try {
@@ -148,13 +148,17 @@ export class Mutex extends Primitive {
   async lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
     if (o.signal?.aborted) throw abortError(o.signal, 'Mutex.lockAsync');
+    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
+    const deadline = new Deadline(o.timeout);
     let r = -1;
     if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);
-    const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
     Atomics.add(i32, this.sl, 1);
+    const undo = onClose(this.segment, () => {
+      Atomics.sub(i32, this.sl, 1);
+      this.passOn();
+    });
     let got = false;
     try {
       let checkOwner = true;
@@ -168,6 +172,7 @@ export class Mutex extends Primitive {
         checkOwner = await parkAsync(i32, this.q, seq, slice, o.signal, this.segment, 'Mutex.lockAsync');
       }
     } finally {
+      undo();
       if (i32.length > 0) {
         Atomics.sub(i32, this.sl, 1);
         if (!got) this.passOn();

@@ -92,6 +92,18 @@ export abstract class Primitive {
   }
 }
 
+/**
+ * Registers `rollback` to run if the segment is closed while an async operation is in flight, so
+ * that what the operation advertised in shared memory (a sleeper, a claimed lock, an arrival) is
+ * undone while the memory is still mapped. Returns the function that unregisters it.
+ */
+export function onClose(segment: Segment, rollback: () => void): () => void {
+  segment.closeHooks.add(rollback);
+  return () => {
+    segment.closeHooks.delete(rollback);
+  };
+}
+
 /** Creates/opens the dedicated segment of a named primitive. */
 export function namedSegment(
   how: 'create' | 'open' | 'openOrCreate',

@@ -22,7 +22,7 @@ import { SELF_TOKEN, self, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions, type ParsedWait } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions, type ParsedWait } from './primitive';
 
 const SLOTS = 64;
 const BUSY = -1;
@@ -110,15 +110,17 @@ export class RwLock extends Primitive {
 
   tryReadLock(): RwLockGuard | null {
     this.live();
+    this.recoveredFlag = false;
     const s = this.tryRead(true);
     return s === BUSY ? null : this.readGuard(s);
   }
 
   readLock(options?: WaitOptions): RwLockGuard {
     this.live();
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
+    this.recoveredFlag = false;
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
-    const o = parseWait(options, false);
     if (Atomics.load(this.i64, this.wr) === SELF_TOKEN) throw this.deadlock('readLock', 'holds the write lock');
     s = this.blockSync(o, (check) => this.tryRead(check), 'RwLock.readLock');
     return this.readGuard(s);
@@ -126,9 +128,11 @@ export class RwLock extends Primitive {
 
   async readLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
     this.live();
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
+    if (o.signal?.aborted) throw abortError(o.signal, 'RwLock.readLockAsync');
+    this.recoveredFlag = false;
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
-    const o = parseWait(options, true);
     s = await this.blockAsync(o, (check) => this.tryRead(check), 'RwLock.readLockAsync');
     return this.readGuard(s);
   }
@@ -141,6 +145,7 @@ export class RwLock extends Primitive {
     if (this.claimWriter(true) === BUSY) return null;
     if (this.drained(true)) return new RwLockGuard(this, 'write', -1, this.takeRecovered());
     this.writeUnlock();
+    this.recoveredFlag = false;
     return null;
   }
 
@@ -157,7 +162,7 @@ export class RwLock extends Primitive {
       throw this.deadlock('writeLock', 'holds a read lock');
     }
     try {
-      this.blockSync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLock');
+      this.blockSync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLock', o.timeout);
     } catch (err) {
       this.writeUnlock();
       throw err;
@@ -172,11 +177,15 @@ export class RwLock extends Primitive {
     const deadline = new Deadline(o.timeout);
     await this.blockAsync(o, (check) => this.claimWriter(check), 'RwLock.writeLockAsync');
     const recovered = this.takeRecovered();
+    // If the segment closes while we wait for readers to drain, give the writer claim back first.
+    const undo = onClose(this.segment, () => this.writeUnlock());
     try {
-      await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockAsync');
+      await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockAsync', o.timeout);
     } catch (err) {
       if (this.i32.length > 0) this.writeUnlock();
       throw err;
+    } finally {
+      undo();
     }
     return new RwLockGuard(this, 'write', -1, recovered || this.takeRecovered());
   }
@@ -305,10 +314,10 @@ export class RwLock extends Primitive {
   }
 
   /** Spin, then park on `seq` until `attempt` succeeds; liveness checks after each timed-out slice. */
-  private blockSync(o: ParsedWait, attempt: (check: boolean) => number, what: string): number {
+  private blockSync(o: ParsedWait, attempt: (check: boolean) => number, what: string, reportMs = o.timeout): number {
+    const deadline = new Deadline(o.timeout);
     let r = BUSY;
     if (spin(() => (r = attempt(false)) !== BUSY, o.spin)) return r;
-    const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
     Atomics.add(i32, this.sl, 1);
     try {
@@ -324,16 +333,17 @@ export class RwLock extends Primitive {
     } finally {
       Atomics.sub(i32, this.sl, 1);
     }
-    throw timeoutError(what, o.timeout, this.segment.name);
+    throw timeoutError(what, reportMs, this.segment.name);
   }
 
-  private async blockAsync(o: ParsedWait, attempt: (check: boolean) => number, what: string): Promise<number> {
+  private async blockAsync(o: ParsedWait, attempt: (check: boolean) => number, what: string, reportMs = o.timeout): Promise<number> {
     if (o.signal?.aborted) throw abortError(o.signal, what);
+    const deadline = new Deadline(o.timeout);
     let r = BUSY;
     if (spin(() => (r = attempt(false)) !== BUSY, o.spin)) return r;
-    const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
     Atomics.add(i32, this.sl, 1);
+    const undo = onClose(this.segment, () => Atomics.sub(i32, this.sl, 1));
     try {
       let check = true;
       for (;;) {
@@ -345,8 +355,9 @@ export class RwLock extends Primitive {
         check = await parkAsync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, what);
       }
     } finally {
+      undo();
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
     }
-    throw timeoutError(what, o.timeout, this.segment.name);
+    throw timeoutError(what, reportMs, this.segment.name);
   }
 }

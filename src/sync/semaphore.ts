@@ -14,8 +14,8 @@
 import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
-import { Deadline, parkAsync, parkSync, spin, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface SemaphoreOptions extends NamedOptions {
   /** Initial count. Default 0. */
@@ -116,8 +116,8 @@ export class Semaphore extends Primitive {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     if (this.take()) return;
-    if (spin(() => this.take(), o.spin)) return;
     const deadline = new Deadline(o.timeout);
+    if (spin(() => this.take(), o.spin)) return;
     const i32 = this.i32;
     Atomics.add(i32, this.s, 1);
     try {
@@ -129,7 +129,7 @@ export class Semaphore extends Primitive {
         }
         const left = deadline.remaining();
         if (left === 0) break;
-        parkSync(i32, this.c, v, left); // v <= 0: waits until the count changes
+        parkSync(i32, this.c, v, Math.min(left, tuning.livenessIntervalMs)); // v <= 0; slices re-check (a poster may die before waking)
       }
     } finally {
       Atomics.sub(i32, this.s, 1);
@@ -144,10 +144,14 @@ export class Semaphore extends Primitive {
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (o.signal?.aborted) throw abortError(o.signal, 'Semaphore.waitAsync');
     if (this.take()) return;
-    if (spin(() => this.take(), o.spin)) return;
     const deadline = new Deadline(o.timeout);
+    if (spin(() => this.take(), o.spin)) return;
     const i32 = this.i32;
     Atomics.add(i32, this.s, 1);
+    const undo = onClose(this.segment, () => {
+      Atomics.sub(i32, this.s, 1);
+      this.passOn();
+    });
     let ok = false;
     try {
       for (;;) {
@@ -158,9 +162,10 @@ export class Semaphore extends Primitive {
         }
         const left = deadline.remaining();
         if (left === 0) break;
-        await parkAsync(i32, this.c, v, left, o.signal, this.segment, 'Semaphore.waitAsync');
+        await parkAsync(i32, this.c, v, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, 'Semaphore.waitAsync');
       }
     } finally {
+      undo();
       if (i32.length > 0) {
         Atomics.sub(i32, this.s, 1);
         if (!ok) this.passOn();
