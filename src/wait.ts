@@ -39,10 +39,26 @@ export function spin(ready: () => boolean, micros: number): boolean {
   if (budget <= 0) return false;
   const end = now() + budget / 1000;
   for (;;) {
-    for (let i = 0; i < 64; i++) if (ready()) return true;
+    for (let i = 0; i < 64; i++) {
+      if (ready()) return true;
+      pause();
+    }
     if (now() >= end) return false;
   }
 }
+
+let sink = 0;
+/**
+ * A few dozen cycles without touching shared memory between two polls (JavaScript has no PAUSE
+ * instruction). Polling a word in a tight loop keeps stealing its cache line from the process that
+ * is about to write it, which slows that writer down more than the poll gains.
+ */
+function pause(): void {
+  let x = sink;
+  for (let k = 0; k < PAUSE_ROUNDS; k++) x = (x * 31 + k) | 0;
+  sink = x;
+}
+const PAUSE_ROUNDS = 16;
 
 /** Blocks while words[index] === expected, at most timeoutMs. Returns false on timeout. */
 export function parkSync(words: Int32Array, index: number, expected: number, timeoutMs: number): boolean {

@@ -32,6 +32,7 @@ import { checkInt, checkObject, describe } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
 import { bytes as bytesCodec, type Codec, json as jsonCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
 import * as L from './layout';
+import { Slab } from './slab';
 import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
 
 export interface ChannelOptions<T = unknown> {
@@ -104,6 +105,17 @@ export interface Loan {
   abort(): void;
 }
 
+// Buffer's own UTF-8 routines without the argument handling of toString()/write() (present in
+// Node 20-26; feature-detected, with the public methods as the fallback).
+type Utf8Buffer = Buffer & { utf8Slice?(start: number, end: number): string; utf8Write?(s: string, offset: number, length: number): number };
+const hasUtf8 = typeof (Buffer.prototype as Utf8Buffer).utf8Slice === 'function' && typeof (Buffer.prototype as Utf8Buffer).utf8Write === 'function';
+const utf8Slice = hasUtf8
+  ? (b: Buffer, s: number, e: number): string => (b as Utf8Buffer).utf8Slice!(s, e)
+  : (b: Buffer, s: number, e: number): string => b.toString('utf8', s, e);
+const utf8Write = hasUtf8
+  ? (b: Buffer, str: string, off: number, len: number): number => (b as Utf8Buffer).utf8Write!(str, off, len)
+  : (b: Buffer, str: string, off: number, len: number): number => b.write(str, off, len, 'utf8');
+
 const NONE: unique symbol = Symbol('none');
 const END: unique symbol = Symbol('end');
 
@@ -128,6 +140,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly u32: Uint32Array;
   private readonly f64: Float64Array;
   private readonly ring: Buffer;
+  private readonly ringI32: Int32Array;
+  private readonly slab = new Slab();
   private readonly mask: number;
   private readonly ringWord: number; // u32 index of ring byte 0
   private readonly iTail: number;
@@ -164,6 +178,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private recNext = 0;
   private outstanding: 'view' | 'loan' | null = null;
   private disconnected = false;
+  /** Single-producer role held, bytes codec, no loan: send() takes sendFast(). */
+  private fastSend = false;
+  /** Single-consumer role held, no view outstanding: receive() tries receiveFast() first. */
+  private fastReceive = false;
 
   private constructor(segment: Segment, params: L.ChannelParams, codec: Codec<T>) {
     this.name = segment.name;
@@ -179,6 +197,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.u32 = new Uint32Array(buf, 0, buf.byteLength >> 2);
     this.f64 = new Float64Array(buf, 0, buf.byteLength >> 3);
     this.ring = Buffer.from(buf, base + L.RING, params.capacity);
+    this.ringI32 = new Int32Array(buf, base + L.RING, params.capacity >> 2);
     this.mask = params.capacity - 1;
     this.ringWord = (base + L.RING) >> 2;
     const w = (off: number): number => (base + off) >> 2;
@@ -326,6 +345,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     this.peers.addRole(ROLE_PRODUCER);
     this.producer = true;
+    this.fastSend = !this.multiProducer && this.fastDecode === 1;
   }
 
   private claimConsumer(): void {
@@ -339,6 +359,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     this.peers.addRole(ROLE_CONSUMER);
     this.consumer = true;
+    this.fastReceive = !this.multiConsumer;
   }
 
   // Producer side --------------------------------------------------------------------------------------
@@ -427,7 +448,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private put(data: Encoded, len: number): boolean {
     const off = this.reserve(len);
     if (off < 0) return false;
-    if (typeof data === 'string') this.ring.write(data, off, len, 'utf8');
+    if (typeof data === 'string') utf8Write(this.ring, data, off, len);
     else this.ring.set(data, off);
     this.publish(len);
     return true;
@@ -462,6 +483,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Sends without waiting. Returns false if the ring is full. */
   trySend(value: T): boolean {
+    if (this.fastSend && this.sendFast(value)) return true;
     this.live();
     this.claimProducer();
     const data = this.encode(value);
@@ -471,8 +493,42 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return ok;
   }
 
+  /**
+   * The common case written out flat: single producer (role held), bytes codec, room in the ring,
+   * no padding needed. Returns false to fall back to the general path (which re-checks everything).
+   */
+  private sendFast(data: unknown): boolean {
+    if (!(data instanceof Uint8Array)) return false;
+    const len = data.byteLength;
+    if (len > this.maxMessageSize || this.i32.length === 0) return false;
+    const i32 = this.i32;
+    if (Atomics.load(i32, this.iClosed) !== 0) return false;
+    const pos = this.tail;
+    const rec = L.RECORD_HEADER + ((len + 7) & ~7);
+    const idx = pos & this.mask;
+    if (rec > this.capacity - idx) return false; // needs padding: general path
+    if (this.capacity - ((pos - this.headCache) >>> 0) < rec) {
+      this.headCache = Atomics.load(i32, this.iHead) >>> 0;
+      const used = (pos - this.headCache) >>> 0;
+      if (used > this.capacity || this.capacity - used < rec) return false;
+    }
+    const w = this.ringWord + (idx >> 2);
+    this.u32[w] = len;
+    this.u32[w + 1] = (pos ^ L.TAG_MAGIC) >>> 0;
+    this.ring.set(data, idx + L.RECORD_HEADER);
+    const next = (pos + rec) >>> 0;
+    this.tail = next;
+    Atomics.store(i32, this.iTail, next | 0);
+    const f = this.f64;
+    f[this.fSent]! += 1;
+    f[this.fSentBytes]! += len;
+    if (Atomics.load(i32, this.iCSleep) !== 0) this.wakeConsumers(false);
+    return true;
+  }
+
   /** Sends, waiting while the ring is full (backpressure). ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   send(value: T, options?: ChannelWaitOptions): void {
+    if (this.fastSend && this.sendFast(value)) return;
     this.live();
     this.claimProducer();
     const data = this.encode(value);
@@ -574,11 +630,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   private makeLoan(off: number, size: number): Loan {
     this.outstanding = 'loan';
+    const fast = this.fastSend;
+    this.fastSend = false;
     const view = this.ring.subarray(off, off + size);
     let done = false;
     const finish = (): void => {
       done = true;
       this.outstanding = null;
+      this.fastSend = fast;
       if (this.multiProducer) this.producerLock.unlock();
     };
     return {
@@ -666,15 +725,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const e = s + this.recLen;
     try {
       switch (this.fastDecode) {
-        case 1: {
-          const out = Buffer.allocUnsafe(this.recLen);
-          this.ring.copy(out, 0, s, e);
-          return out as unknown as T;
-        }
+        case 1:
+          return this.slab.copy(this.ring, this.ringI32, s, this.recLen) as unknown as T;
         case 2:
-          return this.ring.toString('utf8', s, e) as unknown as T;
+          return utf8Slice(this.ring, s, e) as unknown as T;
         case 3:
-          return JSON.parse(this.ring.toString('utf8', s, e)) as T;
+          return JSON.parse(utf8Slice(this.ring, s, e)) as T;
         default:
           return this.codec.decode(this.ring.subarray(s, e));
       }
@@ -762,14 +818,53 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Receives a message if one is queued; undefined if none (or the channel ended). */
   tryReceive(): T | undefined {
+    if (this.fastReceive) {
+      const v = this.receiveFast();
+      if (v !== NONE) return v;
+    }
     this.live();
     this.claimConsumer();
     const v = this.take(1, null);
     return v === NONE ? undefined : v;
   }
 
+  /**
+   * The common receive written out flat: single consumer (role held), a plain record at the head.
+   * Returns NONE to fall back to the general path (empty ring, padding, anything unusual).
+   */
+  private receiveFast(): T | typeof NONE {
+    const pos = this.head;
+    if (pos === this.tailCache) {
+      if (this.i32.length === 0) return NONE;
+      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+      if (pos === this.tailCache) return NONE;
+    }
+    const avail = (this.tailCache - pos) >>> 0;
+    const idx = pos & this.mask;
+    const w = this.ringWord + (idx >> 2);
+    const len = this.u32[w]!;
+    if (len > this.maxMessageSize || this.u32[w + 1] !== ((pos ^ L.TAG_MAGIC) >>> 0)) return NONE; // padding or damage
+    const rec = L.RECORD_HEADER + ((len + 7) & ~7);
+    if (avail > this.capacity || rec > avail || idx + rec > this.capacity) return NONE;
+    this.recStart = idx + L.RECORD_HEADER;
+    this.recLen = len;
+    this.recNext = (pos + rec) >>> 0;
+    const v = this.fastDecode === 1 ? (this.slab.copy(this.ring, this.ringI32, this.recStart, len) as unknown as T) : this.decode();
+    this.head = this.recNext;
+    Atomics.store(this.i32, this.iHead, this.head | 0);
+    const f = this.f64;
+    f[this.fRecv]! += 1;
+    f[this.fRecvBytes]! += len;
+    if (Atomics.load(this.i32, this.iPSleep) !== 0) this.wakeProducers();
+    return v;
+  }
+
   /** Receives, waiting while empty. Throws ERR_SHMKIT_CLOSED once closed and drained. */
   receive(options?: ChannelWaitOptions): T {
+    if (this.fastReceive) {
+      const v = this.receiveFast();
+      if (v !== NONE) return v;
+    }
     this.live();
     this.claimConsumer();
     const v = this.take(1, null);
@@ -806,6 +901,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private async receiveAsyncOrEnd(options: ChannelAsyncOptions | undefined): Promise<T | typeof END> {
+    const v = this.fastReceive ? this.receiveFast() : NONE;
+    if (v !== NONE) return v;
+    return this.receiveAsyncOrEndSlow(options);
+  }
+
+  private async receiveAsyncOrEndSlow(options: ChannelAsyncOptions | undefined): Promise<T | typeof END> {
     const v = this.take(1, null);
     if (v !== NONE) return v;
     const r = await this.receiveAsyncSlow(options, 1, null);
@@ -880,6 +981,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     if (!found) return null;
     this.outstanding = 'view';
+    const fast = this.fastReceive;
+    this.fastReceive = false;
     const view = this.ring.subarray(this.recStart, this.recStart + this.recLen);
     const len = this.recLen;
     let done = false;
@@ -889,6 +992,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (done || this.i32.length === 0) return;
         done = true;
         this.outstanding = null;
+        this.fastReceive = fast;
         this.consumed(1, len);
         if (this.multiConsumer) this.consumerLock.unlock();
         this.wakeProducers();
@@ -927,15 +1031,27 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** Iterates messages until the channel is closed and drained. */
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+  /**
+   * Iterates messages until the channel is closed and drained. A plain iterator object rather than
+   * an async generator: a queued message costs one resolved promise, not a generator round trip.
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     this.live();
     this.claimConsumer();
-    for (;;) {
-      const v = await this.receiveAsyncOrEnd(undefined);
-      if (v === END) return;
-      yield v;
-    }
+    const done: IteratorResult<T> = Object.freeze({ value: undefined, done: true }) as IteratorResult<T>;
+    const it: AsyncIterableIterator<T> = {
+      next: (): Promise<IteratorResult<T>> => {
+        if (this.disconnected) return Promise.resolve(done);
+        const v = this.fastReceive ? this.receiveFast() : NONE;
+        if (v !== NONE) return Promise.resolve({ value: v, done: false });
+        return this.receiveAsyncOrEndSlow(undefined).then((r) => (r === END ? done : { value: r, done: false }));
+      },
+      return: (): Promise<IteratorResult<T>> => Promise.resolve(done),
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
   }
 
   // Waiting --------------------------------------------------------------------------------------------
@@ -1001,6 +1117,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   disconnect(): void {
     if (this.disconnected) return;
     this.disconnected = true;
+    this.fastSend = false;
+    this.fastReceive = false;
     if (this.i32.length > 0) {
       try {
         if (this.outstanding === 'loan' && this.multiProducer) this.producerLock.unlock();

@@ -1,0 +1,52 @@
+/**
+ * Where received copies live. Allocating an ArrayBuffer per message costs ~50 ns at 64 bytes and
+ * ~1.4 µs at 4 KiB on this machine, more than the copy itself. So, like Node's own Buffer pool,
+ * messages up to SLAB_MAX bytes are copied into a shared 256 KiB slab and returned as Buffers that
+ * view it; a slab is replaced when full and freed by the GC once no message from it is referenced.
+ * (A small message kept alive keeps its slab alive: the same trade-off Node's pool makes.)
+ */
+export const SLAB_SIZE = 256 * 1024;
+export const SLAB_MAX = 16 * 1024;
+const WORD_COPY_MAX = 256;
+
+/** A Buffer that views part of an ArrayBuffer, made as cheaply as Node's internal FastBuffer. */
+class SlabBuffer extends Uint8Array {}
+Object.setPrototypeOf(SlabBuffer.prototype, Buffer.prototype);
+
+export class Slab {
+  private buf = new ArrayBuffer(SLAB_SIZE);
+  private u8 = new Uint8Array(this.buf);
+  private i32 = new Int32Array(this.buf);
+  private off = 0;
+
+  /**
+   * Copies `len` bytes at byte `start` of `src` (whose Int32 view is `srcWords`; `start` is
+   * 8-aligned and the source is readable up to the next multiple of 8) into a new Buffer.
+   */
+  copy(src: Uint8Array, srcWords: Int32Array, start: number, len: number): Buffer {
+    if (len > SLAB_MAX) {
+      const out = Buffer.allocUnsafe(len);
+      out.set(src.subarray(start, start + len));
+      return out;
+    }
+    const size = (len + 7) & ~7;
+    if (this.off + size > SLAB_SIZE) {
+      this.buf = new ArrayBuffer(SLAB_SIZE);
+      this.u8 = new Uint8Array(this.buf);
+      this.i32 = new Int32Array(this.buf);
+      this.off = 0;
+    }
+    const at = this.off;
+    if (len <= WORD_COPY_MAX) {
+      const dst = this.i32;
+      let d = at >> 2;
+      let s = (src.byteOffset + start - srcWords.byteOffset) >> 2;
+      const end = d + (size >> 2);
+      while (d < end) dst[d++] = srcWords[s++]!;
+    } else {
+      this.u8.set(src.subarray(start, start + len), at);
+    }
+    this.off = at + size;
+    return new SlabBuffer(this.buf, at, len) as unknown as Buffer;
+  }
+}
