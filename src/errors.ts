@@ -71,21 +71,23 @@ export interface ErrorDetails {
 
 export class ShmkitError extends Error {
   readonly code: ErrorCode;
-  readonly segment?: string;
-  readonly argument?: string;
-  readonly errno?: number;
-  readonly errnoCode?: string;
-  readonly syscall?: string;
+  // `declare`: no own property unless set, so inspection shows only the fields that apply.
+  declare readonly segment?: string;
+  declare readonly argument?: string;
+  declare readonly errno?: number;
+  declare readonly errnoCode?: string;
+  declare readonly syscall?: string;
 
   constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = code === ErrorCodes.ABORTED ? 'AbortError' : 'ShmkitError';
     this.code = code;
-    if (details.segment !== undefined) this.segment = details.segment;
-    if (details.argument !== undefined) this.argument = details.argument;
-    if (details.errno !== undefined) this.errno = details.errno;
-    if (details.errnoCode !== undefined) this.errnoCode = details.errnoCode;
-    if (details.syscall !== undefined) this.syscall = details.syscall;
+    const self = this as { -readonly [K in keyof ShmkitError]: ShmkitError[K] };
+    if (details.segment !== undefined) self.segment = details.segment;
+    if (details.argument !== undefined) self.argument = details.argument;
+    if (details.errno !== undefined) self.errno = details.errno;
+    if (details.errnoCode !== undefined) self.errnoCode = details.errnoCode;
+    if (details.syscall !== undefined) self.syscall = details.syscall;
   }
 }
 

@@ -580,7 +580,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (!this.multiProducer) return this.attemptSend(data, len);
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
-    const g = await this.producerLock.lockAsync(o.signal ? { signal: o.signal, spin: o.spin } : { spin: o.spin });
+    const lockOptions: { signal?: AbortSignal; spin?: number } = {};
+    if (o.signal) lockOptions.signal = o.signal;
+    if (o.spin >= 0) lockOptions.spin = o.spin;
+    const g = await this.producerLock.lockAsync(lockOptions);
     try {
       if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
       this.loadTail();

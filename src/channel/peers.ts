@@ -38,14 +38,17 @@ export class PeerTable {
   }
 
   register(): void {
-    for (let i = 0; i < PEER_SLOTS; i++) {
-      const t = Atomics.load(this.i64, this.tokenIndex(i));
-      if (t !== 0n && (t === SELF_TOKEN || tokenAlive(t))) continue;
-      // Free, or its owner died: take it. Clear the roles first (a dead owner's bits).
-      if (Atomics.compareExchange(this.i64, this.tokenIndex(i), t, SELF_TOKEN) === t) {
-        Atomics.store(this.i32, this.roleIndex(i), 0);
-        this.slot = i;
-        return;
+    // Empty slots first: a dead peer's slot is evidence that the peer existed and died (what
+    // failIfPeerGone looks for), so it is reused only when no empty slot is left.
+    for (const reuseDead of [false, true]) {
+      for (let i = 0; i < PEER_SLOTS; i++) {
+        const t = Atomics.load(this.i64, this.tokenIndex(i));
+        if (t !== 0n && (!reuseDead || t === SELF_TOKEN || tokenAlive(t))) continue;
+        if (Atomics.compareExchange(this.i64, this.tokenIndex(i), t, SELF_TOKEN) === t) {
+          Atomics.store(this.i32, this.roleIndex(i), 0); // clear a dead owner's role bits
+          this.slot = i;
+          return;
+        }
       }
     }
   }

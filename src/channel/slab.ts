@@ -9,10 +9,6 @@ export const SLAB_SIZE = 256 * 1024;
 export const SLAB_MAX = 16 * 1024;
 const WORD_COPY_MAX = 256;
 
-/** A Buffer that views part of an ArrayBuffer, made as cheaply as Node's internal FastBuffer. */
-class SlabBuffer extends Uint8Array {}
-Object.setPrototypeOf(SlabBuffer.prototype, Buffer.prototype);
-
 export class Slab {
   private buf = new ArrayBuffer(SLAB_SIZE);
   private u8 = new Uint8Array(this.buf);
@@ -47,6 +43,7 @@ export class Slab {
       this.u8.set(src.subarray(start, start + len), at);
     }
     this.off = at + size;
-    return new SlabBuffer(this.buf, at, len) as unknown as Buffer;
+    // A real Buffer (same prototype as Buffer.from's), viewing the slab.
+    return Buffer.from(this.buf, at, len);
   }
 }
