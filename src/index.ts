@@ -19,3 +19,4 @@ export { self as processIdentity, processAlive, type ProcessIdentity } from './i
 export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWaitOptions, type ChannelAsyncOptions, type ChannelStats, type ReceivedView, type Loan } from './channel/channel';
 export { codecs, type Codec, type CodecName } from './channel/codec';
 export type { PeerInfo } from './channel/peers';
+export { ShmStream, type ShmStreamOptions } from './channel/stream';

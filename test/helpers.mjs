@@ -1,7 +1,7 @@
 // Shared test helpers: unique names, child processes with watchdogs, cleanup of every segment.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, unlinkSync } from 'node:fs';
+import { readdirSync, unlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
@@ -19,9 +19,11 @@ export function uniq(tag = 't') {
 
 /** Removes every segment and named semaphore made with uniq() names. Call in after(). */
 export function cleanupAll() {
+  // Every entry a unique name produced: the name itself, and derived ones (a stream's ".0"/".1").
+  const entries = readdirSync('/dev/shm');
   for (const n of created) {
-    for (const p of [`/dev/shm/shmkit-${n}`, `/dev/shm/sem.${n}`]) {
-      if (existsSync(p)) unlinkSync(p);
+    for (const e of entries) {
+      if (e === `shmkit-${n}` || e.startsWith(`shmkit-${n}.`) || e === `sem.${n}`) unlinkSync(`/dev/shm/${e}`);
     }
   }
   created.clear();

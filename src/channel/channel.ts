@@ -334,6 +334,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   // Roles ----------------------------------------------------------------------------------------------
 
+  /**
+   * Declares this handle's role now instead of at its first send/receive: peers see it at once
+   * (so they can tell later if it dies: failIfPeerGone), and in a single-producer/consumer channel
+   * the role is taken now (ERR_SHMKIT_BUSY if a live holder has it).
+   */
+  claim(role: 'producer' | 'consumer'): void {
+    this.live();
+    if (role === 'producer') this.claimProducer();
+    else if (role === 'consumer') this.claimConsumer();
+    else throw invalidArg('role', `must be 'producer' or 'consumer', got ${describe(role)}`);
+  }
+
   private claimProducer(): void {
     if (this.producer) return;
     if (!this.multiProducer) {

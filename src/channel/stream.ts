@@ -1,0 +1,152 @@
+/**
+ * ShmStream: a stream.Duplex between two processes over shared memory: the pipe / FIFO analogue.
+ *
+ * Two single-producer / single-consumer channels carry the two directions: `<name>.0` from the
+ * creator to the connector and `<name>.1` back. Writes wait while the ring is full (backpressure
+ * reaches the writer's write() callback), reads pull only when the readable side asks, end() closes
+ * the outgoing channel (the peer reads EOF after the queued bytes), and the death of the other
+ * process surfaces as an ERR_SHMKIT_PEER_GONE error (through its liveness, not a timeout) instead of
+ * a stream that waits forever.
+ */
+import { Duplex, type DuplexOptions } from 'node:stream';
+import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
+import { checkName, MAX_NAME_LENGTH } from '../segment';
+import { checkInt, checkObject } from '../validate';
+import { Channel } from './channel';
+
+export interface ShmStreamOptions {
+  /** Bytes of each direction's ring (power of two). Default 1 MiB. */
+  capacity?: number;
+  /** Permission bits of the two segments. Default 0o600. */
+  mode?: number;
+  /** Options passed to stream.Duplex (highWaterMark, allowHalfOpen...). */
+  duplex?: DuplexOptions;
+}
+
+function names(name: string): [string, string] {
+  checkName(name);
+  if (name.length > MAX_NAME_LENGTH - 2) throw invalidArg('name', `must be at most ${MAX_NAME_LENGTH - 2} characters for a stream (two segments: "<name>.0" and "<name>.1")`);
+  return [`${name}.0`, `${name}.1`];
+}
+
+export class ShmStream extends Duplex {
+  readonly name: string;
+  private readonly out: Channel<Uint8Array>;
+  private readonly in: Channel<Uint8Array>;
+  private readonly owner: boolean;
+  private reading = false;
+
+  private constructor(name: string, out: Channel<Uint8Array>, inbound: Channel<Uint8Array>, owner: boolean, duplex: DuplexOptions | undefined) {
+    super(duplex);
+    this.name = name;
+    this.out = out;
+    this.in = inbound;
+    this.owner = owner;
+    // Take both roles at once: the peer can tell if this end dies even before any byte moves.
+    out.claim('producer');
+    inbound.claim('consumer');
+  }
+
+  /** Creates the stream's two channels and returns the creator's end. */
+  static create(name: string, options?: ShmStreamOptions): ShmStream {
+    const [a, b] = names(name);
+    const o = checkObject('options', options);
+    const capacity = o.capacity === undefined ? 1 << 20 : checkInt('options.capacity', o.capacity, 1024, 2 ** 30);
+    const common = { capacity, producers: 'single' as const, consumers: 'single' as const, ...(o.mode === undefined ? {} : { mode: o.mode as number }) };
+    const out = Channel.create<Uint8Array>(a, common);
+    let inbound: Channel<Uint8Array>;
+    try {
+      inbound = Channel.create<Uint8Array>(b, common);
+    } catch (err) {
+      out.disconnect();
+      Channel.unlink(a);
+      throw err;
+    }
+    return new ShmStream(name, out, inbound, true, o.duplex as DuplexOptions | undefined);
+  }
+
+  /** Connects to a stream created by another process and returns the other end. */
+  static connect(name: string, options?: Pick<ShmStreamOptions, 'duplex'>): ShmStream {
+    const [a, b] = names(name);
+    const o = checkObject('options', options);
+    const inbound = Channel.open<Uint8Array>(a);
+    let out: Channel<Uint8Array>;
+    try {
+      out = Channel.open<Uint8Array>(b);
+    } catch (err) {
+      inbound.disconnect();
+      throw err;
+    }
+    return new ShmStream(name, out, inbound, false, o.duplex as DuplexOptions | undefined);
+  }
+
+  /** Removes the stream's names (connected ends keep working). */
+  static unlink(name: string): void {
+    for (const n of names(name)) Channel.unlink(n);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.send(chunk).then(() => callback(), callback);
+  }
+
+  private async send(chunk: Buffer): Promise<void> {
+    const max = this.out.maxMessageSize;
+    for (let off = 0; off < chunk.length; off += max) {
+      const piece = off === 0 && chunk.length <= max ? chunk : chunk.subarray(off, Math.min(chunk.length, off + max));
+      if (!this.out.trySend(piece)) await this.out.sendAsync(piece, { failIfPeerGone: true });
+    }
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    try {
+      this.out.close();
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  override _read(): void {
+    if (this.reading) return;
+    this.reading = true;
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        let chunk = this.in.tryReceive();
+        if (chunk === undefined) {
+          try {
+            chunk = await this.in.receiveAsync({ failIfPeerGone: true });
+          } catch (err) {
+            if (err instanceof ShmkitError && err.code === ErrorCodes.CLOSED && this.in.closed) {
+              this.push(null); // the peer ended its side, and everything was read
+              return;
+            }
+            throw err;
+          }
+        }
+        if (!this.push(chunk)) break;
+      }
+      this.reading = false;
+    } catch (err) {
+      this.reading = false;
+      if (!this.destroyed) this.destroy(err as Error);
+    }
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    try {
+      this.out.disconnect();
+      this.in.disconnect();
+      if (this.owner) {
+        Channel.unlink(`${this.name}.0`);
+        Channel.unlink(`${this.name}.1`);
+      }
+      callback(error);
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+}
