@@ -53,7 +53,7 @@ let sink = 0;
  * instruction). Polling a word in a tight loop keeps stealing its cache line from the process that
  * is about to write it, which slows that writer down more than the poll gains.
  */
-function pause(): void {
+export function pause(): void {
   let x = sink;
   for (let k = 0; k < PAUSE_ROUNDS; k++) x = (x * 31 + k) | 0;
   sink = x;

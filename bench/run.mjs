@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+// shmkit benchmark: channels against every local transport, in one run on one machine.
+//
+//   npm run bench                      3 interleaved repetitions (a few minutes)
+//   npm run bench -- --quick           1 repetition, smaller counts (~30 s)
+//   npm run bench -- --json out.json   also write [{transport, mode, metric, size, value, unit}]
+//
+// Each trial is a fresh process pair (bench/fixtures/transport.mjs); every payload is verified.
+// Figures are medians over repetitions; ratios are against the Unix domain socket measured in the
+// same run (JSON also against child_process IPC), so the machine's noise cancels as far as it can.
+import { writeFileSync } from 'node:fs';
+import { fmt, machine, median, table, trial } from './lib.mjs';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const reps = Number(argv[argv.indexOf('--reps') + 1]) || (quick ? 1 : 3);
+const jsonFile = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : null;
+const progress = !argv.includes('--silent');
+
+const transports = [
+  { id: 'shmkit', mode: 'spin', label: 'shmkit channel (default: spin, then park)', json: ['shmkit', 'spin'] },
+  { id: 'shmkit', mode: 'async', label: 'shmkit channel, async-only (spin 0, for await)', json: ['shmkit', 'async'] },
+  { id: 'shmkit', mode: 'view', label: 'shmkit channel, zero-copy receive (views)', json: ['shmkit', 'zero-copy'], only: ['tp64', 'tp4k', 'tp1m'] },
+  { id: 'uds', mode: '-', label: 'Unix domain socket, length-prefixed', json: ['unix_socket', 'default'] },
+  { id: 'tcp', mode: '-', label: 'TCP 127.0.0.1, noDelay, length-prefixed', json: ['tcp', 'default'] },
+  { id: 'pipe', mode: '-', label: 'pipe (child stdio), length-prefixed', json: ['pipe', 'default'] },
+  { id: 'ipc-json', mode: '-', label: 'child_process IPC, json', json: ['child_process', 'json'] },
+  { id: 'ipc-advanced', mode: '-', label: 'child_process IPC, advanced', json: ['child_process', 'advanced'] },
+  { id: 'worker', mode: '-', label: 'worker_threads MessagePort (in-process)', json: ['message_port', 'default'] },
+];
+
+const q = quick ? 0.25 : 1;
+const metrics = [
+  { key: 'rtt', metric: 'rtt', size: '64', count: (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'spin' ? 50000 : 4000) : 4000) * q) },
+  { key: 'tp64', metric: 'tp', size: '64', count: (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'async' ? 1_000_000 : 3_000_000) : 200_000) * q) },
+  { key: 'tp4k', metric: 'tp', size: '4096', count: (t) => Math.round((t.id === 'shmkit' ? 300_000 : 50_000) * q) },
+  { key: 'tp1m', metric: 'tp', size: '1048576', count: (t) => Math.max(50, Math.round((t.id === 'shmkit' ? 3000 : 500) * q)) },
+  { key: 'json', metric: 'tp', size: 'json', count: (t) => Math.round((t.id === 'shmkit' ? 300_000 : 100_000) * q) },
+];
+
+const plan = [];
+for (const t of transports) for (const m of metrics) if (!t.only || t.only.includes(m.key)) plan.push({ t, m });
+
+const results = new Map(); // `${t.id}/${t.mode}/${m.key}` -> { value: [], p99: [], unit }
+const key = (t, m) => `${t.id}/${t.mode}/${m.key}`;
+
+console.log(`# shmkit transport benchmark\n\n${machine()}; ${reps} repetition(s), interleaved; each trial a fresh process pair; every payload verified.\n`);
+for (let r = 0; r < reps; r++) {
+  for (const [i, { t, m }] of plan.entries()) {
+    if (progress) process.stderr.write(`\r  repetition ${r + 1}/${reps}: trial ${i + 1}/${plan.length} ${t.id} ${t.mode} ${m.key}        `);
+    const { result } = await trial('transport.mjs', [t.id, t.mode, m.metric, m.size, m.count(t)], { timeoutMs: 180000 });
+    const k = key(t, m);
+    if (!results.has(k)) results.set(k, { value: [], p99: [], unit: result.unit ?? 'us' });
+    const e = results.get(k);
+    if (m.metric === 'rtt') {
+      e.value.push(result.median_us);
+      e.p99.push(result.p99_us);
+    } else e.value.push(result.value);
+  }
+}
+if (progress) process.stderr.write('\n');
+
+const get = (id, mode, k) => results.get(`${id}/${mode}/${k}`);
+const med = (id, mode, k) => (get(id, mode, k) ? median(get(id, mode, k).value) : NaN);
+const ratio = (x) => (Number.isFinite(x) ? (x >= 10 ? `${x.toFixed(0)}x` : `${x.toFixed(1)}x`) : '-');
+
+// Round trip
+console.log('## Round trip, 64 bytes (lower is better)\n');
+const udsRtt = med('uds', '-', 'rtt');
+console.log(table(['transport', 'median µs', 'p99 µs', 'Unix socket median / this'], transports.filter((t) => get(t.id, t.mode, 'rtt')).map((t) => {
+  const e = get(t.id, t.mode, 'rtt');
+  return [t.label, fmt(e.value), fmt(e.p99), ratio(udsRtt / median(e.value))];
+})));
+
+// Throughput
+console.log('\n## Throughput (higher is better); ratio to the Unix socket in parentheses\n');
+const cols = [['tp64', '64 B msg/s'], ['tp4k', '4 KiB MB/s'], ['tp1m', '1 MiB MB/s'], ['json', '~200 B JSON object msg/s']];
+const num = (v) => (v >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : v >= 1e4 ? `${(v / 1e3).toFixed(0)} k` : v.toFixed(0));
+console.log(table(['transport', ...cols.map((c) => c[1])], transports.map((t) => [t.label, ...cols.map(([k]) => {
+  const e = get(t.id, t.mode, k);
+  if (!e) return '-';
+  const v = median(e.value);
+  const unitIsMsgs = k === 'tp64' || k === 'json';
+  const shown = unitIsMsgs ? num(v) : v.toFixed(0);
+  const spread = e.value.length > 1 ? ` [${unitIsMsgs ? num(Math.min(...e.value)) : Math.min(...e.value).toFixed(0)}-${unitIsMsgs ? num(Math.max(...e.value)) : Math.max(...e.value).toFixed(0)}]` : '';
+  return `${shown}${spread} (${ratio(v / med('uds', '-', k))})`;
+})])));
+
+// Targets
+const checks = [
+  ['throughput at 64 B ≥ 20x the Unix socket', med('shmkit', 'spin', 'tp64') / med('uds', '-', 'tp64'), 20],
+  ['throughput at 1 MiB ≥ 10x the Unix socket (copying receive)', med('shmkit', 'spin', 'tp1m') / med('uds', '-', 'tp1m'), 10],
+  ['throughput at 1 MiB ≥ 10x the Unix socket (zero-copy receive)', med('shmkit', 'view', 'tp1m') / med('uds', '-', 'tp1m'), 10],
+  ['round trip (spin) ≥ 100x lower than the Unix socket', udsRtt / med('shmkit', 'spin', 'rtt'), 100],
+  ['round trip in async-only mode no slower than the Unix socket', udsRtt / med('shmkit', 'async', 'rtt'), 1],
+  ['JSON objects ≥ 5x child_process IPC (json)', med('shmkit', 'spin', 'json') / med('ipc-json', '-', 'json'), 5],
+];
+console.log('\n## Targets\n');
+console.log(table(['target', 'measured', 'met?'], checks.map(([label, x, want]) => [label, ratio(x), x >= want ? 'yes' : 'no'])));
+console.log(`\nReproduce: \`npm run bench\`${quick ? ' -- --quick' : ''} (median of ${reps} interleaved repetition(s); [min-max] across repetitions).`);
+
+if (jsonFile) {
+  const rows = [];
+  for (const { t, m } of plan) {
+    const e = get(t.id, t.mode, m.key);
+    if (!e) continue;
+    const size = m.size === 'json' ? 'json' : Number(m.size);
+    const [transport, mode] = t.json;
+    if (m.metric === 'rtt') {
+      rows.push({ transport, mode, metric: 'rtt_median', size, value: median(e.value), unit: 'us' });
+      rows.push({ transport, mode, metric: 'rtt_p99', size, value: median(e.p99), unit: 'us' });
+    } else rows.push({ transport, mode, metric: 'throughput', size, value: median(e.value), unit: e.unit });
+  }
+  writeFileSync(jsonFile, JSON.stringify(rows, null, 2) + '\n');
+  console.log(`\nWrote ${rows.length} figures to ${jsonFile}.`);
+}
