@@ -43,7 +43,8 @@ export function watchdog(promise, ms, what) {
  * `exited` resolves with { code, signal, out } (never rejects); every use goes through watchdog().
  */
 export function run(role, args = {}, options = {}) {
-  const child = spawn(options.execPath ?? process.execPath, [options.script ?? CHILD, role, JSON.stringify(args)], {
+  const argv = role === '' ? [options.script] : [options.script ?? CHILD, role, JSON.stringify(args)];
+  const child = spawn(options.execPath ?? process.execPath, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...(options.env ?? {}) },
     ...(options.spawn ?? {}),

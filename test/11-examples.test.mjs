@@ -1,0 +1,22 @@
+// The examples are end-to-end tests: the README quotes them, so they must run.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { ROOT, run, watchdog } from './helpers.mjs';
+
+test('examples/quickstart.mjs runs and loses no increment', async () => {
+  const p = run('', {}, { script: join(ROOT, 'examples', 'quickstart.mjs') });
+  const r = await watchdog(p.exited, 60000, 'quickstart');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /worker got \{ id: 1, task: 'resize', file: 'cat.png' \}/);
+  assert.match(r.out, /worker got \{ id: 2/);
+  assert.match(r.out, /counter = 200000/);
+});
+
+test('npm start (examples/demo.mjs): producer and consumer agree, then the quick benchmark prints its table', async () => {
+  const p = run('', {}, { script: join(ROOT, 'examples', 'demo.mjs'), env: { DEMO_SECONDS: '1' } });
+  const r = await watchdog(p.exited, 240000, 'demo');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /OK: [\d,]+ orders sent, [\d,]+ received in order and verified, 0 bad/);
+  assert.match(r.out, /## Targets/);
+});
