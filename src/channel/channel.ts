@@ -176,6 +176,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private recStart = 0;
   private recLen = 0;
   private recNext = 0;
+  // Result of reserve(): the producer's position after the reserved record (never shared with
+  // the consumer side's recNext: a handle may send and receive, with a loan or view outstanding).
+  private prodNext = 0;
   private outstanding: 'view' | 'loan' | null = null;
   private disconnected = false;
   /** Single-producer role held, bytes codec, no loan: send() takes sendFast(). */
@@ -314,7 +317,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       sendWaits: f[this.fSendWaits]!,
       receiveWaits: f[this.fRecvWaits]!,
       depth: Math.max(0, sent - received),
-      depthBytes: Math.min(this.capacity, (Atomics.load(this.i32, this.iTail) - Atomics.load(this.i32, this.iHead)) >>> 0),
+      depthBytes: Math.min(this.capacity, (this.loadTailPos() - Atomics.load(this.i32, this.iHead)) >>> 0),
       capacity: this.capacity,
       closed: Atomics.load(this.i32, this.iClosed) !== 0,
       producers: this.peers.liveOthers(ROLE_PRODUCER) + (this.producer ? 1 : 0),
@@ -326,6 +329,28 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   peerList(): PeerInfo[] {
     this.live();
     return this.peers.list();
+  }
+
+  /**
+   * The published tail position. Bit 0 of the tail word is the "closed" marker (positions are
+   * 8-aligned, so bits 0-2 carry no position): close() sets it, and a producer's publishing
+   * compare-and-swap fails once it is set, so no send can succeed after a receiver saw the end.
+   */
+  private loadTailPos(): number {
+    return (Atomics.load(this.i32, this.iTail) & ~7) >>> 0;
+  }
+
+  /** Publishes `next` as the new tail if the word still holds `prev`; false if closed meanwhile. */
+  private casTail(prev: number, next: number): boolean {
+    const seen = Atomics.compareExchange(this.i32, this.iTail, prev | 0, next | 0);
+    if (seen === (prev | 0)) return true;
+    if ((seen & 1) !== 0) return false;
+    throw this.corrupt(`tail changed under the producer (expected ${prev}, found ${seen >>> 0})`);
+  }
+
+  private checkAligned(pos: number, what: string): number {
+    if ((pos & 7) !== 0) throw this.corrupt(`${what} position ${pos} is not 8-aligned`);
+    return pos;
   }
 
   private corrupt(why: string): ShmkitError {
@@ -352,8 +377,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const g = this.producerLock.tryLock();
       if (g === null) throw new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}" is single-producer and another live producer holds that role`, { segment: this.name });
       this.producerGuard = g;
-      this.tail = Atomics.load(this.i32, this.iTail) >>> 0;
-      this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
+      this.tail = this.loadTailPos();
+      this.headCache = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
     }
     this.peers.addRole(ROLE_PRODUCER);
     this.producer = true;
@@ -366,8 +391,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const g = this.consumerLock.tryLock();
       if (g === null) throw new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}" is single-consumer and another live consumer holds that role`, { segment: this.name });
       this.consumerGuard = g;
-      this.head = Atomics.load(this.i32, this.iHead) >>> 0;
-      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+      this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
+      this.tailCache = this.loadTailPos();
     }
     this.peers.addRole(ROLE_CONSUMER);
     this.consumer = true;
@@ -430,14 +455,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const w = this.ringWord + (idx >> 2);
     this.u32[w] = len;
     this.u32[w + 1] = (pos ^ L.TAG_MAGIC) >>> 0;
-    this.recNext = (pos + L.recordSize(len)) >>> 0;
+    this.prodNext = (pos + L.recordSize(len)) >>> 0;
     return idx + L.RECORD_HEADER;
   }
 
-  /** Publishes the reserved record and wakes a parked consumer if there is one. */
-  private publish(len: number): void {
-    this.tail = this.recNext;
-    Atomics.store(this.i32, this.iTail, this.tail | 0);
+  /** Publishes the reserved record (ending at `next`). Throws CLOSED if close() won the race. */
+  private publish(len: number, next = this.prodNext): void {
+    if (!this.casTail(this.tail, next)) throw closedError(`channel "${this.name}"`, this.name);
+    this.tail = next;
     this.f64[this.fSent]! += 1;
     this.f64[this.fSentBytes]! += len;
   }
@@ -483,8 +508,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
+  /** Multi-producer, under the lock: re-read tail (it cannot have moved) for the publishing CAS. */
+  private loadTailKeep(): void {
+    this.tail = this.loadTailPos();
+  }
+
   private loadTail(): void {
-    this.tail = Atomics.load(this.i32, this.iTail) >>> 0;
+    this.tail = this.checkAligned(this.loadTailPos(), 'tail');
     this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
     if (((this.tail - this.headCache) >>> 0) > this.capacity) throw this.corrupt('tail is more than a capacity ahead of head');
   }
@@ -529,8 +559,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.u32[w + 1] = (pos ^ L.TAG_MAGIC) >>> 0;
     this.ring.set(data, idx + L.RECORD_HEADER);
     const next = (pos + rec) >>> 0;
+    if (!this.casTail(pos, next)) return false; // closed meanwhile: the general path reports it
     this.tail = next;
-    Atomics.store(i32, this.iTail, next | 0);
     const f = this.f64;
     f[this.fSent]! += 1;
     f[this.fSentBytes]! += len;
@@ -607,7 +637,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Whether a record of `len` would fit now (racy snapshot; used to decide whether to wake up). */
   private spaceFor(len: number): boolean {
-    const tail = this.multiProducer ? Atomics.load(this.i32, this.iTail) >>> 0 : this.tail;
+    const tail = this.multiProducer ? this.loadTailPos() : this.tail;
     const used = (tail - (Atomics.load(this.i32, this.iHead) >>> 0)) >>> 0;
     return used > this.capacity || this.capacity - used >= this.need(tail, len);
   }
@@ -627,13 +657,21 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     for (;;) {
       if (this.multiProducer) {
         this.producerLock.lock(deadline.timeoutMs === Infinity ? undefined : { timeout: deadline.remaining() });
-        this.loadTail();
+        try {
+          this.loadTail();
+        } catch (err) {
+          this.producerLock.unlock();
+          throw err;
+        }
       }
-      if (Atomics.load(this.i32, this.iClosed) !== 0) {
+      let off: number;
+      try {
+        if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
+        off = this.reserve(size);
+      } catch (err) {
         if (this.multiProducer) this.producerLock.unlock();
-        throw closedError(`channel "${this.name}"`, this.name);
+        throw err;
       }
-      const off = this.reserve(size);
       if (off >= 0) return this.makeLoan(off, size);
       if (this.multiProducer) this.producerLock.unlock();
       const spaceOrClosed = (): boolean => this.spaceFor(size) || Atomics.load(this.i32, this.iClosed) !== 0;
@@ -645,6 +683,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   private makeLoan(off: number, size: number): Loan {
     this.outstanding = 'loan';
+    const reservedNext = this.prodNext;
     const fast = this.fastSend;
     this.fastSend = false;
     const view = this.ring.subarray(off, off + size);
@@ -663,9 +702,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         // Rewrite the header with the final length (the record only shrinks, so it still fits).
         const w = this.ringWord + ((off - L.RECORD_HEADER) >> 2);
         this.u32[w] = length;
-        this.recNext = ((this.recNext - L.recordSize(size) + L.recordSize(length)) >>> 0);
-        this.publish(length);
-        finish();
+        const next = (reservedNext - L.recordSize(size) + L.recordSize(length)) >>> 0;
+        try {
+          if (this.multiProducer) this.loadTailKeep();
+          this.publish(length, next);
+        } finally {
+          finish();
+        }
         this.wakeConsumers(false);
       },
       abort: () => {
@@ -686,9 +729,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (this.multiProducer) {
       // Under the producer lock: no send is half-way, and every send before this is published.
       this.producerLock.lock();
+      Atomics.or(this.i32, this.iTail, 1);
       Atomics.store(this.i32, this.iClosed, 1);
       this.producerLock.unlock();
     } else {
+      // The tail's closed bit first: from then on no producer's publishing CAS can succeed, so a
+      // receiver that sees the flag and an empty ring has really seen the end.
+      Atomics.or(this.i32, this.iTail, 1);
       Atomics.store(this.i32, this.iClosed, 1);
     }
     Atomics.add(this.i32, this.iCSeq, 1);
@@ -708,7 +755,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     for (let hops = 0; hops < 2; hops++) {
       let avail = (this.tailCache - pos) >>> 0;
       if (avail === 0) {
-        this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+        this.tailCache = this.loadTailPos();
         avail = (this.tailCache - pos) >>> 0;
         if (avail === 0) return false;
       }
@@ -773,6 +820,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       try {
         v = this.decode();
       } catch (err) {
+        if (into !== null && into.length > 0) break; // deliver the good ones; the next call reports this one
         failure = err;
         n++;
         bytes += this.recLen;
@@ -793,23 +841,42 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return first;
   }
 
-  private take(max: number, into: T[] | null): T | typeof NONE {
-    if (!this.multiConsumer) {
-      const v = this.takeLocked(max, into);
-      if (v !== NONE || (into && into.length)) this.wakeProducers();
-      return v;
-    }
-    this.consumerLock.lock();
-    let v: T | typeof NONE;
+  /**
+   * Takes up to `max` messages. Multi-consumer: `lock` says how to get the consumer lock: 'wait'
+   * (blocking, sync callers), 'try' (give up if another consumer holds it: try* calls and async
+   * callers, which then wait for the lock with lockAsync), or 'held' (the caller holds it).
+   */
+  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait'): T | typeof NONE {
+    let v: T | typeof NONE = NONE;
     try {
-      this.head = Atomics.load(this.i32, this.iHead) >>> 0;
-      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
-      v = this.takeLocked(max, into);
+      if (!this.multiConsumer) return (v = this.takeLocked(max, into));
+      if (lock === 'wait') this.consumerLock.lock();
+      else if (lock === 'try' && !this.tryConsumerLock()) return NONE;
+      try {
+        this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
+        this.tailCache = this.loadTailPos();
+        v = this.takeLocked(max, into);
+      } finally {
+        this.consumerLock.unlock();
+      }
+      return v;
     } finally {
-      this.consumerLock.unlock();
+      if (v !== NONE || (into && into.length) || this.outstanding === null) this.wakeProducers();
     }
-    if (v !== NONE || (into && into.length)) this.wakeProducers();
-    return v;
+  }
+
+  /** The consumer lock without waiting (a plain CAS; liveness of a holder is checked by waits). */
+  private tryConsumerLock(): boolean {
+    return this.consumerLock.tryLock() !== null;
+  }
+
+  /** Multi-consumer async: wait for the consumer lock without blocking the event loop, then take. */
+  private async takeAsync(max: number, into: T[] | null, signal: AbortSignal | undefined): Promise<T | typeof NONE> {
+    if (!this.multiConsumer) return this.take(max, into);
+    const v = this.take(max, into, 'try');
+    if (v !== NONE || (into && into.length) || !this.consumerLock.locked) return v;
+    await this.consumerLock.lockAsync(signal ? { signal } : undefined);
+    return this.take(max, into, 'held');
   }
 
   /** True if nothing is queued and the channel is closed. */
@@ -821,7 +888,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   private isEmpty(): boolean {
     const head = this.multiConsumer ? Atomics.load(this.i32, this.iHead) >>> 0 : this.head;
-    const tail = Atomics.load(this.i32, this.iTail) >>> 0;
+    const tail = this.loadTailPos();
     if (tail === head) return true;
     // Only padding left is also empty for a receiver.
     const avail = (tail - head) >>> 0;
@@ -839,7 +906,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     this.live();
     this.claimConsumer();
-    const v = this.take(1, null);
+    const v = this.take(1, null, 'try');
     return v === NONE ? undefined : v;
   }
 
@@ -851,7 +918,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const pos = this.head;
     if (pos === this.tailCache) {
       if (this.i32.length === 0) return NONE;
-      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+      this.tailCache = this.loadTailPos();
       if (pos === this.tailCache) return NONE;
     }
     const avail = (this.tailCache - pos) >>> 0;
@@ -864,7 +931,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.recStart = idx + L.RECORD_HEADER;
     this.recLen = len;
     this.recNext = (pos + rec) >>> 0;
-    const v = this.fastDecode === 1 ? (this.slab.copy(this.ring, this.ringI32, this.recStart, len) as unknown as T) : this.decode();
+    let v: T;
+    try {
+      v = this.fastDecode === 1 ? (this.slab.copy(this.ring, this.ringI32, this.recStart, len) as unknown as T) : this.decode();
+    } catch (err) {
+      this.consumed(1, len); // a poison message must not block the channel
+      this.wakeProducers();
+      throw err;
+    }
     this.head = this.recNext;
     Atomics.store(this.i32, this.iHead, this.head | 0);
     const f = this.f64;
@@ -886,7 +960,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const end = performance.now() + budget / 1000;
     for (;;) {
       for (let k = 0; k < 64; k++) {
-        if (Atomics.load(i32, this.iTail) >>> 0 !== this.head) return this.receiveFast();
+        if (((Atomics.load(i32, this.iTail) & ~7) >>> 0) !== this.head) return this.receiveFast();
         if (Atomics.load(i32, this.iClosed) !== 0) return NONE;
         pause();
       }
@@ -946,7 +1020,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private async receiveAsyncOrEndSlow(options: ChannelAsyncOptions | undefined): Promise<T | typeof END> {
-    const v = this.take(1, null);
+    const v = await this.takeAsync(1, null, options?.signal);
     if (v !== NONE) return v;
     const r = await this.receiveAsyncSlow(options, 1, null);
     return r as T | typeof END;
@@ -957,10 +1031,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" receiveAsync`);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = this.take(max, into);
+      const v = await this.takeAsync(max, into, o.signal);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = this.take(max, into);
+        const again = await this.takeAsync(max, into, o.signal);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
@@ -991,7 +1065,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
-    this.take(max, out);
+    await this.takeAsync(max, out, options?.signal);
     if (out.length > 0) return out;
     await this.receiveAsyncSlow(options, max, out);
     return out;
@@ -1008,12 +1082,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.claimConsumer();
     if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
     if (this.multiConsumer) {
-      this.consumerLock.lock();
-      this.head = Atomics.load(this.i32, this.iHead) >>> 0;
-      this.tailCache = Atomics.load(this.i32, this.iTail) >>> 0;
+      if (!this.tryConsumerLock()) return null; // another consumer is busy; a later call retries
     }
     let found = false;
     try {
+      if (this.multiConsumer) {
+        this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
+        this.tailCache = this.loadTailPos();
+      }
       found = this.locate();
     } finally {
       if (!found && this.multiConsumer) this.consumerLock.unlock();
@@ -1024,6 +1100,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.fastReceive = false;
     const view = this.ring.subarray(this.recStart, this.recStart + this.recLen);
     const len = this.recLen;
+    const next = this.recNext; // the view's own end: other calls on this handle may move recNext
     let done = false;
     return {
       bytes: view,
@@ -1032,6 +1109,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         done = true;
         this.outstanding = null;
         this.fastReceive = fast;
+        this.recNext = next;
         this.consumed(1, len);
         if (this.multiConsumer) this.consumerLock.unlock();
         this.wakeProducers();
@@ -1052,6 +1130,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       const v = this.tryReceiveView();
       if (v) return v;
+      if (this.multiConsumer && this.consumerLock.locked) {
+        // Data is there but another consumer holds the lock (e.g. a view): wait for the lock.
+        const left = deadline.remaining();
+        if (left === 0) throw timeoutError(`channel "${this.name}" receiveView`, o.timeout, this.name);
+        this.consumerLock.lock(left === Infinity ? undefined : { timeout: left }).unlock();
+      }
     }
   }
 
@@ -1067,6 +1151,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       const v = this.tryReceiveView();
       if (v) return v;
+      if (this.multiConsumer && this.consumerLock.locked) {
+        const left = deadline.remaining();
+        if (left === 0) throw timeoutError(`channel "${this.name}" receiveViewAsync`, o.timeout, this.name);
+        const opts: { timeout?: number; signal?: AbortSignal } = {};
+        if (left !== Infinity) opts.timeout = left;
+        if (o.signal) opts.signal = o.signal;
+        (await this.consumerLock.lockAsync(opts)).unlock();
+      }
     }
   }
 

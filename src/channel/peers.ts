@@ -10,11 +10,14 @@ import { PEER_SLOTS, PEERS } from './layout';
 
 export const ROLE_PRODUCER = 1;
 export const ROLE_CONSUMER = 2;
+/** Set by a handle that detached cleanly: it is gone, like a dead one, and its slot is reusable. */
+export const DEPARTED = 4;
 
 export interface PeerInfo {
   pid: number;
   producer: boolean;
   consumer: boolean;
+  /** False once it died or detached. */
   alive: boolean;
   /** True for this handle's own slot. */
   self: boolean;
@@ -43,7 +46,8 @@ export class PeerTable {
     for (const reuseDead of [false, true]) {
       for (let i = 0; i < PEER_SLOTS; i++) {
         const t = Atomics.load(this.i64, this.tokenIndex(i));
-        if (t !== 0n && (!reuseDead || t === SELF_TOKEN || tokenAlive(t))) continue;
+        const departed = (Atomics.load(this.i32, this.roleIndex(i)) & DEPARTED) !== 0;
+        if (t !== 0n && (!reuseDead || (!departed && (t === SELF_TOKEN || tokenAlive(t))))) continue;
         if (Atomics.compareExchange(this.i64, this.tokenIndex(i), t, SELF_TOKEN) === t) {
           Atomics.store(this.i32, this.roleIndex(i), 0); // clear a dead owner's role bits
           this.slot = i;
@@ -59,10 +63,13 @@ export class PeerTable {
     if (this.slot >= 0) Atomics.or(this.i32, this.roleIndex(this.slot), role);
   }
 
+  /**
+   * Leaves the table. The slot keeps its role bits plus DEPARTED, so that peers of the other role
+   * can still tell "it was here and is gone" (failIfPeerGone), as for a peer that died.
+   */
   unregister(): void {
     if (this.slot < 0 || this.i32.length === 0) return;
-    Atomics.store(this.i32, this.roleIndex(this.slot), 0);
-    Atomics.compareExchange(this.i64, this.tokenIndex(this.slot), SELF_TOKEN, 0n);
+    Atomics.or(this.i32, this.roleIndex(this.slot), DEPARTED);
     this.slot = -1;
   }
 
@@ -72,7 +79,7 @@ export class PeerTable {
       const t = Atomics.load(this.i64, this.tokenIndex(i));
       if (t === 0n) continue;
       const r = Atomics.load(this.i32, this.roleIndex(i));
-      out.push({ pid: fromToken(t).pid, producer: (r & ROLE_PRODUCER) !== 0, consumer: (r & ROLE_CONSUMER) !== 0, alive: tokenAlive(t), self: i === this.slot });
+      out.push({ pid: fromToken(t).pid, producer: (r & ROLE_PRODUCER) !== 0, consumer: (r & ROLE_CONSUMER) !== 0, alive: (r & DEPARTED) === 0 && tokenAlive(t), self: i === this.slot });
     }
     return out;
   }
@@ -83,13 +90,14 @@ export class PeerTable {
     for (let i = 0; i < PEER_SLOTS; i++) {
       if (i === this.slot) continue;
       const t = Atomics.load(this.i64, this.tokenIndex(i));
-      if (t === 0n || (Atomics.load(this.i32, this.roleIndex(i)) & role) === 0) continue;
+      const r = Atomics.load(this.i32, this.roleIndex(i));
+      if (t === 0n || (r & role) === 0 || (r & DEPARTED) !== 0) continue;
       if (tokenAlive(t)) n++;
     }
     return n;
   }
 
-  /** Whether any peer other than this handle has ever held `role` and is registered. */
+  /** Whether any peer other than this handle has held `role` (alive, dead or departed). */
   anyOthers(role: number): boolean {
     for (let i = 0; i < PEER_SLOTS; i++) {
       if (i === this.slot) continue;
