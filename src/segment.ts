@@ -150,11 +150,7 @@ export class Segment implements WaitOwner {
   /** Creates a new segment; fails with ERR_SHMKIT_EXISTS if the name is taken. */
   static create(name: string, options: SegmentOptions): Segment {
     checkName(name);
-    const o = checkObject('options', options);
-    const size = checkInt('options.size', o.size, 0, MAX_SEGMENT_SIZE - HEADER_SIZE);
-    const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
-    const initialize = checkFunction('options.initialize', o.initialize) as SegmentOptions['initialize'];
-    return Segment.createKind(name, { kind: Kind.SEGMENT, size, mode, initialize });
+    return Segment.createKind(name, parseOptions(options));
   }
 
   /** Opens an existing segment. */
@@ -170,11 +166,7 @@ export class Segment implements WaitOwner {
    */
   static openOrCreate(name: string, options: SegmentOptions): Segment {
     checkName(name);
-    const o = checkObject('options', options);
-    const size = checkInt('options.size', o.size, 0, MAX_SEGMENT_SIZE - HEADER_SIZE);
-    const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
-    const initialize = checkFunction('options.initialize', o.initialize) as SegmentOptions['initialize'];
-    return Segment.openOrCreateKind(name, { kind: Kind.SEGMENT, size, mode, initialize });
+    return Segment.openOrCreateKind(name, parseOptions(options));
   }
 
   /** Removes the name; processes that have it open keep using it. Returns false if absent. */
@@ -324,6 +316,14 @@ export class Segment implements WaitOwner {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+function parseOptions(options: unknown): InternalCreate {
+  const o = checkObject('options', options);
+  const size = checkInt('options.size', o.size, 0, MAX_SEGMENT_SIZE - HEADER_SIZE);
+  const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
+  const initialize = checkFunction('options.initialize', o.initialize) as SegmentOptions['initialize'];
+  return { kind: Kind.SEGMENT, size, mode, initialize };
 }
 
 function validateHeader(name: string, buffer: ArrayBuffer, kind: number): void {

@@ -4,6 +4,7 @@ import { Channel, ErrorCodes, Segment, ShmkitError, codecs } from 'shmkit';
 import { cleanupAll, result, run, uniq, watchdog, sleep } from './helpers.mjs';
 import { join } from 'node:path';
 import { ROOT } from './helpers.mjs';
+import { sizeOf } from './fixtures/data.mjs';
 
 after(cleanupAll);
 const CH = join(ROOT, 'test', 'fixtures', 'channel-child.mjs');
@@ -11,14 +12,6 @@ const crun = (role, args) => run(role, args, { script: CH });
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
 const STRIDE = 4096;
 
-function sizeOf(id, seq, max) {
-  const h = Math.imul(id * 2654435761 + seq * 40503, 0x9e3779b1) >>> 0;
-  const r = h % 100;
-  if (r === 0) return 0;
-  if (r === 1) return max;
-  if (r < 10) return h % 8;
-  return h % Math.min(max + 1, r < 90 ? 200 : max + 1);
-}
 
 describe('Channel basics', () => {
   test('send/receive, try variants, stats visible from another handle', () => {
