@@ -94,3 +94,50 @@ test('a ShmStream end destroyed without end() is seen as gone by the other end',
   b.destroy();
   assert.equal((await watchdog(err, 30000, 'peer gone')).code, ErrorCodes.PEER_GONE);
 });
+
+test('multi-producer/consumer lock waits honour timeout; try* never wait for the lock', async () => {
+  const name = uniq('lt');
+  const ch = Channel.create(name, { capacity: 4096 });
+  ch.send(Buffer.from('a'));
+  ch.send(Buffer.from('b'));
+  // Another thread (its own owner identity) holds a view (consumer lock) and a loan (producer lock).
+  const { Worker } = await import('node:worker_threads');
+  const w = new Worker(`
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { Channel } = require(workerData.pkg);
+    const rx = Channel.open(workerData.name);
+    const tx = Channel.open(workerData.name);
+    const view = rx.tryReceiveView();
+    const loan = tx.loan(8);
+    parentPort.postMessage('holding');
+    parentPort.once('message', () => { loan.abort(); view.release(); rx.disconnect(); tx.disconnect(); parentPort.postMessage('released'); });
+  `, { eval: true, workerData: { name, pkg: new URL('../dist/index.js', import.meta.url).pathname } });
+  const next = () => new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+  await watchdog(next(), 30000, 'worker holding');
+  assert.throws(() => ch.receive({ timeout: 30 }), (e) => e.code === ErrorCodes.TIMEOUT);
+  assert.equal(ch.tryReceive(), undefined, 'tryReceive does not wait for the lock');
+  assert.equal(ch.trySend(Buffer.from('c')), false, 'trySend does not wait for the lock');
+  assert.throws(() => ch.send(Buffer.from('c'), { timeout: 30 }), (e) => e.code === ErrorCodes.TIMEOUT);
+  const released = next();
+  w.postMessage('release');
+  await watchdog(released, 30000, 'worker released');
+  await w.terminate();
+  assert.equal(ch.receive({ timeout: 10000 }).toString(), 'b');
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
+test('a handle with its own outstanding view gets BUSY in a multi-consumer channel too; options are validated even when no wait is needed', () => {
+  const name = uniq('bv');
+  const ch = Channel.create(name, { capacity: 4096 });
+  ch.send(Buffer.from('a'));
+  ch.send(Buffer.from('b'));
+  const v = ch.tryReceiveView();
+  assert.throws(() => ch.receive(), (e) => e.code === ErrorCodes.BUSY);
+  assert.throws(() => ch.receiveBatch(4), (e) => e.code === ErrorCodes.BUSY);
+  v.release();
+  assert.throws(() => ch.send(Buffer.from('x'), { timeout: -1 }), (e) => e.argument === 'options.timeout');
+  assert.throws(() => ch.receive({ spin: 'fast' }), (e) => e.argument === 'options.spin');
+  ch.disconnect();
+  Channel.unlink(name);
+});

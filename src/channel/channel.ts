@@ -141,7 +141,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly f64: Float64Array;
   private readonly ring: Buffer;
   private readonly ringI32: Int32Array;
-  private readonly slab = new Slab();
+  private slabStore: Slab | null = null;
+  private get slab(): Slab {
+    return (this.slabStore ??= new Slab());
+  }
   private readonly mask: number;
   private readonly ringWord: number; // u32 index of ring byte 0
   private readonly iTail: number;
@@ -492,13 +495,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   /** One attempt under the multi-producer lock (or the held role). */
-  private attemptSend(data: Encoded, len: number): boolean {
+  /** `deadline` null: do not wait for the producer lock (trySend). */
+  private attemptSend(data: Encoded, len: number, deadline: Deadline | null): boolean {
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
     if (!this.multiProducer) {
       if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
       return this.put(data, len);
     }
-    this.producerLock.lock();
+    if (deadline === null) {
+      if (this.producerLock.tryLock() === null) return false;
+    } else {
+      const left = deadline.remaining();
+      if (left === 0 && this.producerLock.tryLock() === null) throw timeoutError(`channel "${this.name}" send`, deadline.timeoutMs, this.name);
+      else if (left !== 0) this.producerLock.lock(left === Infinity ? undefined : { timeout: left });
+    }
     try {
       if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
       this.loadTail();
@@ -530,7 +540,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.claimProducer();
     const data = this.encode(value);
     const len = this.byteLength(data);
-    const ok = this.attemptSend(data, len);
+    const ok = this.attemptSend(data, len, null);
     if (ok) this.wakeConsumers(false);
     return ok;
   }
@@ -570,23 +580,23 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Sends, waiting while the ring is full (backpressure). ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   send(value: T, options?: ChannelWaitOptions): void {
-    if (this.fastSend && this.sendFast(value)) return;
+    if (options === undefined && this.fastSend && this.sendFast(value)) return;
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
     this.live();
     this.claimProducer();
     const data = this.encode(value);
     const len = this.byteLength(data);
-    if (this.attemptSend(data, len)) {
+    if (this.attemptSend(data, len, deadline)) {
       this.wakeConsumers(false);
       return;
     }
-    const o = parseChannelWait(options, false);
-    const deadline = new Deadline(o.timeout);
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
     for (;;) {
       if (!this.waitSync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
         throw timeoutError(`channel "${this.name}" send`, o.timeout, this.name);
       }
-      if (this.attemptSend(data, len)) {
+      if (this.attemptSend(data, len, deadline)) {
         this.wakeConsumers(false);
         return;
       }
@@ -601,30 +611,32 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const len = this.byteLength(data);
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
     if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
-    if (await this.attemptSendAsync(data, len, o)) {
+    const deadline = new Deadline(o.timeout);
+    if (await this.attemptSendAsync(data, len, o, deadline)) {
       this.wakeConsumers(false);
       return;
     }
-    const deadline = new Deadline(o.timeout);
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
     for (;;) {
       if (!(await this.waitAsync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER, 'sendAsync'))) {
         throw timeoutError(`channel "${this.name}" sendAsync`, o.timeout, this.name);
       }
-      if (await this.attemptSendAsync(data, len, o)) {
+      if (await this.attemptSendAsync(data, len, o, deadline)) {
         this.wakeConsumers(false);
         return;
       }
     }
   }
 
-  private async attemptSendAsync(data: Encoded, len: number, o: ParsedChannelWait): Promise<boolean> {
-    if (!this.multiProducer) return this.attemptSend(data, len);
+  private async attemptSendAsync(data: Encoded, len: number, o: ParsedChannelWait, deadline: Deadline): Promise<boolean> {
+    if (!this.multiProducer) return this.attemptSend(data, len, deadline);
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
-    const lockOptions: { signal?: AbortSignal; spin?: number } = {};
+    const lockOptions: { signal?: AbortSignal; spin?: number; timeout?: number } = {};
     if (o.signal) lockOptions.signal = o.signal;
     if (o.spin >= 0) lockOptions.spin = o.spin;
+    const left = deadline.remaining();
+    if (left !== Infinity) lockOptions.timeout = left;
     const g = await this.producerLock.lockAsync(lockOptions);
     try {
       if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
@@ -846,11 +858,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * (blocking, sync callers), 'try' (give up if another consumer holds it: try* calls and async
    * callers, which then wait for the lock with lockAsync), or 'held' (the caller holds it).
    */
-  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait'): T | typeof NONE {
+  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline): T | typeof NONE {
     let v: T | typeof NONE = NONE;
+    if (this.outstanding === 'view') {
+      if (lock === 'held') this.consumerLock.unlock();
+      throw this.busy('a received view is outstanding; release it first');
+    }
     try {
       if (!this.multiConsumer) return (v = this.takeLocked(max, into));
-      if (lock === 'wait') this.consumerLock.lock();
+      if (lock === 'wait') {
+        const left = deadline ? deadline.remaining() : Infinity;
+        if (left === 0) {
+          if (!this.tryConsumerLock()) return NONE;
+        } else this.consumerLock.lock(left === Infinity ? undefined : { timeout: left });
+      }
       else if (lock === 'try' && !this.tryConsumerLock()) return NONE;
       try {
         this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
@@ -970,17 +991,16 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Receives, waiting while empty. Throws ERR_SHMKIT_CLOSED once closed and drained. */
   receive(options?: ChannelWaitOptions): T {
-    if (this.fastReceive) {
+    if (this.fastReceive && options === undefined) {
       const v = this.receiveFast();
       if (v !== NONE) return v;
-      if (options === undefined) {
-        const w = this.spinForData();
-        if (w !== NONE) return w;
-      }
+      const w = this.spinForData();
+      if (w !== NONE) return w;
     }
+    const o = parseChannelWait(options, false);
     this.live();
     this.claimConsumer();
-    const v = this.take(1, null);
+    const v = this.take(1, null, 'wait', new Deadline(o.timeout));
     if (v !== NONE) return v;
     const r = this.receiveSlow(options, 1, null);
     if (r === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
@@ -991,10 +1011,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const o = parseChannelWait(options, false);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = this.take(max, into);
+      const v = this.take(max, into, 'wait', deadline);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = this.take(max, into);
+        const again = this.take(max, into, 'wait', deadline);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
@@ -1053,8 +1073,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.live();
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
+    const o = parseChannelWait(options, false);
     const out: T[] = [];
-    this.take(max, out);
+    this.take(max, out, 'wait', new Deadline(o.timeout));
     if (out.length > 0) return out;
     this.receiveSlow(options, max, out);
     return out;
@@ -1201,6 +1222,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (spin(ready, o.spin)) return true;
     const i32 = this.i32;
     Atomics.add(i32, sleepIdx, 1);
+    let counted = false;
     try {
       for (;;) {
         const s = Atomics.load(i32, seqIdx);
@@ -1208,7 +1230,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
         const left = deadline.remaining();
         if (left === 0) return false;
-        this.f64[statIdx]! += 1;
+        if (!counted) {
+          counted = true;
+          this.f64[statIdx]! += 1; // a statistic: racy increments between processes may be lost
+        }
         // Sliced: a peer killed between publishing and waking cannot strand us; liveness is re-checked.
         parkSync(i32, seqIdx, s, Math.min(left, tuning.livenessIntervalMs));
       }
@@ -1222,6 +1247,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const i32 = this.i32;
     Atomics.add(i32, sleepIdx, 1);
     const undo = onClose(this.segment, () => Atomics.sub(i32, sleepIdx, 1));
+    let counted = false;
     try {
       for (;;) {
         const s = Atomics.load(i32, seqIdx);
@@ -1229,7 +1255,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
         const left = deadline.remaining();
         if (left === 0) return false;
-        this.f64[statIdx]! += 1;
+        if (!counted) {
+          counted = true;
+          this.f64[statIdx]! += 1;
+        }
         await parkAsync(i32, seqIdx, s, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, `channel "${this.name}" ${what}`);
       }
     } finally {

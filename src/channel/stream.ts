@@ -43,8 +43,14 @@ export class ShmStream extends Duplex {
     this.in = inbound;
     this.owner = owner;
     // Take both roles at once: the peer can tell if this end dies even before any byte moves.
-    out.claim('producer');
-    inbound.claim('consumer');
+    try {
+      out.claim('producer');
+      inbound.claim('consumer');
+    } catch (err) {
+      out.disconnect();
+      inbound.disconnect();
+      throw err;
+    }
   }
 
   /** Creates the stream's two channels and returns the creator's end. */
