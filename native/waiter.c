@@ -62,7 +62,6 @@ typedef struct state {
   int signalled;
   /* main thread only */
   napi_threadsafe_function tsfn;
-  napi_env env;
   uint32_t next_id;
   int64_t pending;
   int refd;
@@ -217,7 +216,6 @@ static napi_value async_init(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "shmkit.wait", NAPI_AUTO_LENGTH, &name);
   CALL(env, napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, st, call_js, &st->tsfn));
   CALL(env, napi_unref_threadsafe_function(env, st->tsfn));
-  st->env = env;
   /* Registered after the threadsafe function, so it runs before that function is torn down. */
   napi_add_env_cleanup_hook(env, cleanup, st);
   return make_int(env, 0);

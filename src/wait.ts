@@ -78,7 +78,6 @@ export function wake(words: Int32Array, index: number, count: number): void {
 interface Pending {
   resolve(timedOut: boolean): void;
   reject(err: unknown): void;
-  owner: WaitOwner | undefined;
 }
 
 /** Something that can be closed under a pending wait (a Segment): it rejects them on close. */
@@ -138,7 +137,6 @@ export function parkAsync(
     pending.set(id, {
       resolve: (t) => { cleanup(); resolve(t); },
       reject: (e) => { cleanup(); reject(e); },
-      owner,
     });
     if (signal) {
       onAbort = () => cancel(abortError(signal, what));

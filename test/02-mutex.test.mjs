@@ -89,7 +89,7 @@ describe('Mutex', () => {
   test('lockAsync waits for a holder in the same process, and AbortSignal cancels it', async () => {
     const name = uniq('mxa');
     const m = Mutex.create(name);
-    const g = await m.lockAsync();
+    const g = await m.lockAsync({ timeout: 10000 });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 2);
     const p = m.lockAsync({ spin: 0 });

@@ -35,7 +35,7 @@ describe('Condition', () => {
       const ws = [run('condWaiter', { name, target, async: mode === 'async' }), run('condWaiter', { name, target, async: mode === 'async' })];
       for (const w of ws) await w.waitFor(/waiting/);
       for (let v = 1; v <= target; v++) {
-        const g = await m.lockAsync();
+        const g = await m.lockAsync({ timeout: 30000 });
         i32[6] = v;
         c.broadcast();
         g.unlock();

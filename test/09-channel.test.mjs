@@ -103,7 +103,7 @@ describe('Channel basics', () => {
     assert.equal(ch.closed, true);
     assert.throws(() => ch.send({ a: 4 }), code(ErrorCodes.CLOSED));
     const got = [];
-    for await (const m of rx) got.push(m);
+    await watchdog((async () => { for await (const m of rx) got.push(m); })(), 10000, 'iteration to the end');
     assert.deepEqual(got, [{ a: 2 }, { a: 3 }]);
     assert.throws(() => waiter.receive(), code(ErrorCodes.CLOSED));
     await assert.rejects(waiter.receiveAsync(), code(ErrorCodes.CLOSED));

@@ -470,10 +470,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.f64[this.fSentBytes]! += len;
   }
 
-  private wakeConsumers(all: boolean): void {
+  private wakeConsumers(): void {
     if (Atomics.load(this.i32, this.iCSleep) !== 0) {
       Atomics.add(this.i32, this.iCSeq, 1);
-      wake(this.i32, this.iCSeq, all ? 0 : 1);
+      wake(this.i32, this.iCSeq, 1);
     }
   }
 
@@ -494,8 +494,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return true;
   }
 
-  /** One attempt under the multi-producer lock (or the held role). */
-  /** `deadline` null: do not wait for the producer lock (trySend). */
+  /**
+   * One attempt under the multi-producer lock (or the held role). `deadline` null: do not wait
+   * for the producer lock (trySend).
+   */
   private attemptSend(data: Encoded, len: number, deadline: Deadline | null): boolean {
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
     if (!this.multiProducer) {
@@ -510,17 +512,17 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       else if (left !== 0) this.producerLock.lock(left === Infinity ? undefined : { timeout: left });
     }
     try {
-      if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
-      this.loadTail();
-      return this.put(data, len);
+      return this.putLocked(data, len);
     } finally {
       this.producerLock.unlock();
     }
   }
 
-  /** Multi-producer, under the lock: re-read tail (it cannot have moved) for the publishing CAS. */
-  private loadTailKeep(): void {
-    this.tail = this.loadTailPos();
+  /** Multi-producer, holding the producer lock: refuse if closed, re-read the indexes, write. */
+  private putLocked(data: Encoded, len: number): boolean {
+    if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
+    this.loadTail();
+    return this.put(data, len);
   }
 
   private loadTail(): void {
@@ -541,7 +543,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const data = this.encode(value);
     const len = this.byteLength(data);
     const ok = this.attemptSend(data, len, null);
-    if (ok) this.wakeConsumers(false);
+    if (ok) this.wakeConsumers();
     return ok;
   }
 
@@ -574,7 +576,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const f = this.f64;
     f[this.fSent]! += 1;
     f[this.fSentBytes]! += len;
-    if (Atomics.load(i32, this.iCSleep) !== 0) this.wakeConsumers(false);
+    if (Atomics.load(i32, this.iCSleep) !== 0) this.wakeConsumers();
     return true;
   }
 
@@ -588,7 +590,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const data = this.encode(value);
     const len = this.byteLength(data);
     if (this.attemptSend(data, len, deadline)) {
-      this.wakeConsumers(false);
+      this.wakeConsumers();
       return;
     }
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
@@ -597,7 +599,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         throw timeoutError(`channel "${this.name}" send`, o.timeout, this.name);
       }
       if (this.attemptSend(data, len, deadline)) {
-        this.wakeConsumers(false);
+        this.wakeConsumers();
         return;
       }
     }
@@ -613,7 +615,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
     const deadline = new Deadline(o.timeout);
     if (await this.attemptSendAsync(data, len, o, deadline)) {
-      this.wakeConsumers(false);
+      this.wakeConsumers();
       return;
     }
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
@@ -622,7 +624,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         throw timeoutError(`channel "${this.name}" sendAsync`, o.timeout, this.name);
       }
       if (await this.attemptSendAsync(data, len, o, deadline)) {
-        this.wakeConsumers(false);
+        this.wakeConsumers();
         return;
       }
     }
@@ -639,9 +641,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (left !== Infinity) lockOptions.timeout = left;
     const g = await this.producerLock.lockAsync(lockOptions);
     try {
-      if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
-      this.loadTail();
-      return this.put(data, len);
+      return this.putLocked(data, len);
     } finally {
       g.unlock();
     }
@@ -667,18 +667,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const o = parseChannelWait(options, false);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      if (this.multiProducer) {
-        this.producerLock.lock(deadline.timeoutMs === Infinity ? undefined : { timeout: deadline.remaining() });
-        try {
-          this.loadTail();
-        } catch (err) {
-          this.producerLock.unlock();
-          throw err;
-        }
-      }
+      if (this.multiProducer) this.producerLock.lock(deadline.timeoutMs === Infinity ? undefined : { timeout: deadline.remaining() });
       let off: number;
       try {
         if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
+        if (this.multiProducer) this.loadTail();
         off = this.reserve(size);
       } catch (err) {
         if (this.multiProducer) this.producerLock.unlock();
@@ -716,12 +709,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         this.u32[w] = length;
         const next = (reservedNext - L.recordSize(size) + L.recordSize(length)) >>> 0;
         try {
-          if (this.multiProducer) this.loadTailKeep();
-          this.publish(length, next);
+          this.publish(length, next); // multi-producer: we hold the lock, so this.tail is current
         } finally {
           finish();
         }
-        this.wakeConsumers(false);
+        this.wakeConsumers();
       },
       abort: () => {
         if (done) return;
@@ -738,17 +730,15 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   close(): void {
     this.live();
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it before close()');
-    if (this.multiProducer) {
-      // Under the producer lock: no send is half-way, and every send before this is published.
-      this.producerLock.lock();
+    // Multi-producer: under the producer lock, so no send is half-way. Either way the tail's closed
+    // bit comes first: from then on no producer's publishing CAS succeeds, so a receiver that sees
+    // the flag and an empty ring has really seen the end.
+    if (this.multiProducer) this.producerLock.lock();
+    try {
       Atomics.or(this.i32, this.iTail, 1);
       Atomics.store(this.i32, this.iClosed, 1);
-      this.producerLock.unlock();
-    } else {
-      // The tail's closed bit first: from then on no producer's publishing CAS can succeed, so a
-      // receiver that sees the flag and an empty ring has really seen the end.
-      Atomics.or(this.i32, this.iTail, 1);
-      Atomics.store(this.i32, this.iClosed, 1);
+    } finally {
+      if (this.multiProducer) this.producerLock.unlock();
     }
     Atomics.add(this.i32, this.iCSeq, 1);
     wake(this.i32, this.iCSeq, 0);
@@ -822,7 +812,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Takes up to `max` messages (1 for a single receive). Returns NONE if empty. Holds consumer rights. */
   private takeLocked(max: number, into: T[] | null): T | typeof NONE {
-    if (this.outstanding === 'view') throw this.busy('a received view is outstanding; release it first');
     let first: T | typeof NONE = NONE;
     let n = 0;
     let bytes = 0;
@@ -859,13 +848,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * callers, which then wait for the lock with lockAsync), or 'held' (the caller holds it).
    */
   private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline): T | typeof NONE {
-    let v: T | typeof NONE = NONE;
     if (this.outstanding === 'view') {
       if (lock === 'held') this.consumerLock.unlock();
       throw this.busy('a received view is outstanding; release it first');
     }
     try {
-      if (!this.multiConsumer) return (v = this.takeLocked(max, into));
+      if (!this.multiConsumer) return this.takeLocked(max, into);
       if (lock === 'wait') {
         const left = deadline ? deadline.remaining() : Infinity;
         if (left === 0) {
@@ -876,13 +864,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       try {
         this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
         this.tailCache = this.loadTailPos();
-        v = this.takeLocked(max, into);
+        return this.takeLocked(max, into);
       } finally {
         this.consumerLock.unlock();
       }
-      return v;
     } finally {
-      if (v !== NONE || (into && into.length) || this.outstanding === null) this.wakeProducers();
+      this.wakeProducers(); // one load unless a sender sleeps
     }
   }
 
@@ -952,21 +939,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.recStart = idx + L.RECORD_HEADER;
     this.recLen = len;
     this.recNext = (pos + rec) >>> 0;
-    let v: T;
     try {
-      v = this.fastDecode === 1 ? (this.slab.copy(this.ring, this.ringI32, this.recStart, len) as unknown as T) : this.decode();
-    } catch (err) {
-      this.consumed(1, len); // a poison message must not block the channel
+      return this.fastDecode === 1 ? (this.slab.copy(this.ring, this.ringI32, this.recStart, len) as unknown as T) : this.decode();
+    } finally {
+      this.consumed(1, len); // after the copy; also for a poison message, which must not block the channel
       this.wakeProducers();
-      throw err;
     }
-    this.head = this.recNext;
-    Atomics.store(this.i32, this.iHead, this.head | 0);
-    const f = this.f64;
-    f[this.fRecv]! += 1;
-    f[this.fRecvBytes]! += len;
-    if (Atomics.load(this.i32, this.iPSleep) !== 0) this.wakeProducers();
-    return v;
   }
 
   /**
@@ -1000,15 +978,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const o = parseChannelWait(options, false);
     this.live();
     this.claimConsumer();
-    const v = this.take(1, null, 'wait', new Deadline(o.timeout));
-    if (v !== NONE) return v;
-    const r = this.receiveSlow(options, 1, null);
+    const r = this.receiveSlow(o, 1, null);
     if (r === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
     return r as T;
   }
 
-  private receiveSlow(options: ChannelWaitOptions | undefined, max: number, into: T[] | null): T | typeof END | typeof NONE {
-    const o = parseChannelWait(options, false);
+  /** Takes, or waits and takes; END once closed and drained. `o` is parsed, its clock starts here. */
+  private receiveSlow(o: ParsedChannelWait, max: number, into: T[] | null): T | typeof END | typeof NONE {
     const deadline = new Deadline(o.timeout);
     for (;;) {
       const v = this.take(max, into, 'wait', deadline);
@@ -1036,14 +1012,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private async receiveAsyncOrEnd(options: ChannelAsyncOptions | undefined): Promise<T | typeof END> {
     const v = this.fastReceive ? this.receiveFast() : NONE;
     if (v !== NONE) return v;
-    return this.receiveAsyncOrEndSlow(options);
-  }
-
-  private async receiveAsyncOrEndSlow(options: ChannelAsyncOptions | undefined): Promise<T | typeof END> {
-    const v = await this.takeAsync(1, null, options?.signal);
-    if (v !== NONE) return v;
-    const r = await this.receiveAsyncSlow(options, 1, null);
-    return r as T | typeof END;
+    return (await this.receiveAsyncSlow(options, 1, null)) as T | typeof END;
   }
 
   private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null): Promise<T | typeof END | typeof NONE> {
@@ -1073,11 +1042,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.live();
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
-    const o = parseChannelWait(options, false);
     const out: T[] = [];
-    this.take(max, out, 'wait', new Deadline(o.timeout));
-    if (out.length > 0) return out;
-    this.receiveSlow(options, max, out);
+    this.receiveSlow(parseChannelWait(options, false), max, out);
     return out;
   }
 
@@ -1086,8 +1052,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
-    await this.takeAsync(max, out, options?.signal);
-    if (out.length > 0) return out;
     await this.receiveAsyncSlow(options, max, out);
     return out;
   }
@@ -1196,7 +1160,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (this.disconnected) return Promise.resolve(done);
         const v = this.fastReceive ? this.receiveFast() : NONE;
         if (v !== NONE) return Promise.resolve({ value: v, done: false });
-        return this.receiveAsyncOrEndSlow(undefined).then((r) => (r === END ? done : { value: r, done: false }));
+        return this.receiveAsyncSlow(undefined, 1, null).then((r) => (r === END ? done : { value: r as T, done: false }));
       },
       return: (): Promise<IteratorResult<T>> => Promise.resolve(done),
       [Symbol.asyncIterator]() {
