@@ -8,7 +8,8 @@
         "native/bind_futex.c",
         "native/waiter.c",
         "native/bind_identity.c",
-        "native/bind_namedsem.c"
+        "native/bind_namedsem.c",
+        "native/bind_bell.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [

@@ -86,6 +86,7 @@ static napi_value init(napi_env env, napi_value exports) {
   init_waiter(env, exports);
   init_identity(env, exports);
   init_namedsem(env, exports);
+  init_bell(env, exports);
   return exports;
 }
 

@@ -30,5 +30,6 @@ void init_futex(napi_env env, napi_value exports);
 void init_waiter(napi_env env, napi_value exports);
 void init_identity(napi_env env, napi_value exports);
 void init_namedsem(napi_env env, napi_value exports);
+void init_bell(napi_env env, napi_value exports);
 
 #endif

@@ -61,6 +61,24 @@ int plat_self_identity(uint32_t *pid, uint64_t *start);
  * low `start_bits` bits of the start time are compared. */
 int plat_identity_alive(uint32_t pid, uint64_t start, int start_bits);
 
+/* Doorbells ------------------------------------------------------------------------------------
+ * A doorbell is a wake-up that an event loop can poll like any file descriptor, and that any
+ * process on the machine can ring knowing only a 32-bit id (kept in shared memory). It lets an
+ * asynchronous waiter sleep in the event loop itself instead of in a helper thread: one thread
+ * wake-up per wake instead of two. Linux: a datagram socket in the abstract namespace (no file to
+ * clean up; the kernel drops the name when the process dies). */
+
+/* Opens a doorbell: returns its pollable fd (non-blocking) or -errno; `*id` is never 0. */
+int plat_bell_open(uint32_t *id);
+/* Opens a socket to ring doorbells from: fd or -errno. */
+int plat_bell_sender(void);
+/* Rings doorbell `id`. 0 (also when the bell already has rings pending), -ECONNREFUSED when no
+ * such doorbell exists any more (its process is gone), other -errno. */
+int plat_bell_ring(int sender, uint32_t id);
+/* Consumes every pending ring; returns how many or -errno. */
+int plat_bell_drain(int fd);
+void plat_bell_close(int fd);
+
 /* POSIX named semaphores ---------------------------------------------------------------------- */
 typedef struct plat_sem plat_sem;
 int plat_sem_open(const char *name, int create, int exclusive, int mode, unsigned value,

@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -248,3 +251,65 @@ int plat_sem_close(plat_sem *s) {
 }
 
 int plat_sem_unlink(const char *name) { return sem_unlink(name) == 0 ? 0 : -errno; }
+
+/* Doorbells ------------------------------------------------------------------------------------ */
+
+/* "\0shmkit.bell.xxxxxxxx": an abstract-namespace address (Linux only; nothing on disk). */
+static socklen_t bell_addr(uint32_t id, struct sockaddr_un *a) {
+  memset(a, 0, sizeof *a);
+  a->sun_family = AF_UNIX;
+  int n = snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "shmkit.bell.%08x", id);
+  return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
+int plat_bell_open(uint32_t *id) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  for (int attempt = 0; attempt < 64; attempt++) {
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)(plat_monotonic_ns() ^ ((uint64_t)getpid() << 16) ^ (uint32_t)attempt);
+    if (r == 0) continue;
+    struct sockaddr_un a;
+    socklen_t len = bell_addr(r, &a);
+    if (bind(fd, (struct sockaddr *)&a, len) == 0) {
+      *id = r;
+      return fd;
+    }
+    if (errno != EADDRINUSE) break;
+  }
+  int err = -errno;
+  close(fd);
+  return err ? err : -EADDRINUSE;
+}
+
+int plat_bell_sender(void) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
+}
+
+int plat_bell_ring(int sender, uint32_t id) {
+  struct sockaddr_un a;
+  socklen_t len = bell_addr(id, &a);
+  const char one = 1;
+  for (;;) {
+    if (sendto(sender, &one, 1, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&a, len) == 1) return 0;
+    if (errno == EINTR) continue;
+    /* A full queue means rings are already pending: the owner will wake anyway. */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return 0;
+    return -errno;
+  }
+}
+
+int plat_bell_drain(int fd) {
+  char buf[64];
+  int n = 0;
+  for (;;) {
+    ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (r >= 0) { n++; continue; }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return n;
+    return -errno;
+  }
+}
+
+void plat_bell_close(int fd) { close(fd); }

@@ -39,6 +39,10 @@ export interface NativeAddon {
   asyncCancel(id: number): number;
   asyncStats(): [threads: number, pending: number];
 
+  bellOpen(callback: () => void): number;
+  bellRing(id: number): number;
+  bellStats(): [id: number, rings: number];
+
   selfIdentity(): [pid: number, start: number, threadSlot: number] | NativeFailure;
   processAlive(pid: number, start: number, startBits: number): number;
   slotLive(slot: number): number;

@@ -4,7 +4,7 @@
  * Layout (little-endian, see docs/design.md):
  *
  *   0  u32  magic 0x4b4d4853 ("SHMK")
- *   4  u32  layout version (1)
+ *   4  u32  layout version (2)
  *   8  u32  kind (Kind)
  *   12 u32  state: 1 = ready (set last, before the segment gets its name)
  *   16 u64  total size in bytes, header included
@@ -32,7 +32,7 @@ import { checkFunction, checkInt, checkObject, describe } from './validate';
 import type { WaitOwner } from './wait';
 
 export const MAGIC = 0x4b4d4853;
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 export const HEADER_SIZE = 128;
 export const PARAMS_OFFSET = 64;
 export const STATE_READY = 1;

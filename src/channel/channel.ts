@@ -27,12 +27,13 @@
 import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { checkName, Kind, Segment } from '../segment';
 import { Mutex, type MutexGuard } from '../sync/mutex';
-import { onClose, parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
+import { parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
 import { checkInt, checkObject, describe } from '../validate';
 import { Deadline, parkAsync, parkSync, pause, spin, tuning, wake } from '../wait';
+import { bellWait, disableBells, ownBell, registerBell, ringAll, unregisterBell } from '../bell';
 import { bytes as bytesCodec, type Codec, json as jsonCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
 import * as L from './layout';
-import { Slab } from './slab';
+import { bufferView, Slab } from './slab';
 import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
 
 export interface ChannelOptions<T = unknown> {
@@ -150,10 +151,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly iTail: number;
   private readonly iHead: number;
   private readonly iClosed: number;
-  private readonly iPSleep: number;
-  private readonly iPSeq: number;
-  private readonly iCSleep: number;
-  private readonly iCSeq: number;
+  private readonly iPBells: number; // first slot of the producers' doorbell table
+  private readonly iCBells: number; // consumers'
   private readonly fSent: number;
   private readonly fSentBytes: number;
   private readonly fSendWaits: number;
@@ -211,10 +210,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.iTail = w(L.TAIL);
     this.iHead = w(L.HEAD);
     this.iClosed = w(L.CLOSED);
-    this.iPSleep = w(L.PRODUCER_SLEEPERS);
-    this.iPSeq = w(L.PRODUCER_SEQ);
-    this.iCSleep = w(L.CONSUMER_SLEEPERS);
-    this.iCSeq = w(L.CONSUMER_SEQ);
+    this.iPBells = w(L.PRODUCER_BELLS);
+    this.iCBells = w(L.CONSUMER_BELLS);
     this.fSent = d(L.SENT);
     this.fSentBytes = d(L.SENT_BYTES);
     this.fSendWaits = d(L.SEND_WAITS);
@@ -320,7 +317,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       sendWaits: f[this.fSendWaits]!,
       receiveWaits: f[this.fRecvWaits]!,
       depth: Math.max(0, sent - received),
-      depthBytes: Math.min(this.capacity, (this.loadTailPos() - Atomics.load(this.i32, this.iHead)) >>> 0),
+      depthBytes: Math.min(this.capacity, (this.loadTailPos() - this.loadHeadPos()) >>> 0),
       capacity: this.capacity,
       closed: Atomics.load(this.i32, this.iClosed) !== 0,
       producers: this.peers.liveOthers(ROLE_PRODUCER) + (this.producer ? 1 : 0),
@@ -340,20 +337,35 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * compare-and-swap fails once it is set, so no send can succeed after a receiver saw the end.
    */
   private loadTailPos(): number {
-    return (Atomics.load(this.i32, this.iTail) & ~7) >>> 0;
+    return (Atomics.load(this.i32, this.iTail) & L.POS_MASK) >>> 0;
   }
 
-  /** Publishes `next` as the new tail if the word still holds `prev`; false if closed meanwhile. */
+  private loadHeadPos(): number {
+    return (Atomics.load(this.i32, this.iHead) & L.POS_MASK) >>> 0;
+  }
+
+  /**
+   * Publishes `next` as the new tail if the word still holds position `prev`; false if closed
+   * meanwhile. If a receiver advertised that it sleeps (a waiting bit), the same CAS clears the bit
+   * and we wake it: the publishing CAS fails while the bit is set, so it cannot be missed.
+   */
   private casTail(prev: number, next: number): boolean {
-    const seen = Atomics.compareExchange(this.i32, this.iTail, prev | 0, next | 0);
-    if (seen === (prev | 0)) return true;
-    if ((seen & 1) !== 0) return false;
-    throw this.corrupt(`tail changed under the producer (expected ${prev}, found ${seen >>> 0})`);
+    let expect = prev | 0;
+    for (;;) {
+      const seen = Atomics.compareExchange(this.i32, this.iTail, expect, next | 0);
+      if (seen === expect) break;
+      if ((seen & L.POS_MASK) !== (prev | 0)) throw this.corrupt(`tail changed under the producer (expected ${prev}, found ${seen >>> 0})`);
+      if ((seen & L.CLOSED_BIT) !== 0) return false;
+      expect = seen;
+    }
+    if (expect !== (prev | 0)) this.wakeWord(this.iTail, this.iCBells, expect);
+    return true;
   }
 
-  private checkAligned(pos: number, what: string): number {
-    if ((pos & 7) !== 0) throw this.corrupt(`${what} position ${pos} is not 8-aligned`);
-    return pos;
+  /** Wakes the waiters that `flags` (the old value of a TAIL or HEAD word) says are there. */
+  private wakeWord(word: number, bells: number, flags: number): void {
+    if ((flags & L.FUTEX_WAITING) !== 0) wake(this.i32, word, 0);
+    if ((flags & L.BELL_WAITING) !== 0) ringAll(this.i32, bells, L.BELL_SLOTS);
   }
 
   private corrupt(why: string): ShmkitError {
@@ -381,7 +393,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (g === null) throw new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}" is single-producer and another live producer holds that role`, { segment: this.name });
       this.producerGuard = g;
       this.tail = this.loadTailPos();
-      this.headCache = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
+      this.headCache = this.loadHeadPos();
     }
     this.peers.addRole(ROLE_PRODUCER);
     this.producer = true;
@@ -394,7 +406,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const g = this.consumerLock.tryLock();
       if (g === null) throw new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}" is single-consumer and another live consumer holds that role`, { segment: this.name });
       this.consumerGuard = g;
-      this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
+      this.head = this.loadHeadPos();
       this.tailCache = this.loadTailPos();
     }
     this.peers.addRole(ROLE_CONSUMER);
@@ -432,7 +444,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private free(pos: number, need: number): boolean {
     let used = (pos - this.headCache) >>> 0;
     if (this.capacity - used >= need) return true;
-    this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
+    this.headCache = this.loadHeadPos();
     used = (pos - this.headCache) >>> 0;
     if (used > this.capacity) throw this.corrupt(`head ${this.headCache} and tail ${pos} are ${used} bytes apart, more than the capacity`);
     return this.capacity - used >= need;
@@ -468,20 +480,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.tail = next;
     this.f64[this.fSent]! += 1;
     this.f64[this.fSentBytes]! += len;
-  }
-
-  private wakeConsumers(): void {
-    if (Atomics.load(this.i32, this.iCSleep) !== 0) {
-      Atomics.add(this.i32, this.iCSeq, 1);
-      wake(this.i32, this.iCSeq, 1);
-    }
-  }
-
-  private wakeProducers(): void {
-    if (Atomics.load(this.i32, this.iPSleep) !== 0) {
-      Atomics.add(this.i32, this.iPSeq, 1);
-      wake(this.i32, this.iPSeq, 0);
-    }
   }
 
   /** One attempt to write `data`; false if the ring is full. Caller holds producer rights. */
@@ -526,8 +524,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private loadTail(): void {
-    this.tail = this.checkAligned(this.loadTailPos(), 'tail');
-    this.headCache = Atomics.load(this.i32, this.iHead) >>> 0;
+    this.tail = this.loadTailPos();
+    this.headCache = this.loadHeadPos();
     if (((this.tail - this.headCache) >>> 0) > this.capacity) throw this.corrupt('tail is more than a capacity ahead of head');
   }
 
@@ -542,9 +540,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.claimProducer();
     const data = this.encode(value);
     const len = this.byteLength(data);
-    const ok = this.attemptSend(data, len, null);
-    if (ok) this.wakeConsumers();
-    return ok;
+    return this.attemptSend(data, len, null);
   }
 
   /**
@@ -555,14 +551,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (!(data instanceof Uint8Array)) return false;
     const len = data.byteLength;
     if (len > this.maxMessageSize || this.i32.length === 0) return false;
-    const i32 = this.i32;
-    if (Atomics.load(i32, this.iClosed) !== 0) return false;
     const pos = this.tail;
     const rec = L.RECORD_HEADER + ((len + 7) & ~7);
     const idx = pos & this.mask;
     if (rec > this.capacity - idx) return false; // needs padding: general path
     if (this.capacity - ((pos - this.headCache) >>> 0) < rec) {
-      this.headCache = Atomics.load(i32, this.iHead) >>> 0;
+      this.headCache = this.loadHeadPos();
       const used = (pos - this.headCache) >>> 0;
       if (used > this.capacity || this.capacity - used < rec) return false;
     }
@@ -576,7 +570,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const f = this.f64;
     f[this.fSent]! += 1;
     f[this.fSentBytes]! += len;
-    if (Atomics.load(i32, this.iCSleep) !== 0) this.wakeConsumers();
     return true;
   }
 
@@ -589,19 +582,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.claimProducer();
     const data = this.encode(value);
     const len = this.byteLength(data);
-    if (this.attemptSend(data, len, deadline)) {
-      this.wakeConsumers();
-      return;
-    }
+    if (this.attemptSend(data, len, deadline)) return;
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
     for (;;) {
-      if (!this.waitSync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
+      if (!this.waitSync(this.iHead, this.iPBells, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
         throw timeoutError(`channel "${this.name}" send`, o.timeout, this.name);
       }
-      if (this.attemptSend(data, len, deadline)) {
-        this.wakeConsumers();
-        return;
-      }
+      if (this.attemptSend(data, len, deadline)) return;
     }
   }
 
@@ -614,19 +601,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
     if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
     const deadline = new Deadline(o.timeout);
-    if (await this.attemptSendAsync(data, len, o, deadline)) {
-      this.wakeConsumers();
-      return;
-    }
+    if (await this.attemptSendAsync(data, len, o, deadline)) return;
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
     for (;;) {
-      if (!(await this.waitAsync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER, 'sendAsync'))) {
+      if (!(await this.waitAsync(this.iHead, this.iPBells, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER, 'sendAsync'))) {
         throw timeoutError(`channel "${this.name}" sendAsync`, o.timeout, this.name);
       }
-      if (await this.attemptSendAsync(data, len, o, deadline)) {
-        this.wakeConsumers();
-        return;
-      }
+      if (await this.attemptSendAsync(data, len, o, deadline)) return;
     }
   }
 
@@ -650,7 +631,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   /** Whether a record of `len` would fit now (racy snapshot; used to decide whether to wake up). */
   private spaceFor(len: number): boolean {
     const tail = this.multiProducer ? this.loadTailPos() : this.tail;
-    const used = (tail - (Atomics.load(this.i32, this.iHead) >>> 0)) >>> 0;
+    const used = (tail - this.loadHeadPos()) >>> 0;
     return used > this.capacity || this.capacity - used >= this.need(tail, len);
   }
 
@@ -680,7 +661,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (off >= 0) return this.makeLoan(off, size);
       if (this.multiProducer) this.producerLock.unlock();
       const spaceOrClosed = (): boolean => this.spaceFor(size) || Atomics.load(this.i32, this.iClosed) !== 0;
-      if (!this.waitSync(this.iPSeq, this.iPSleep, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
+      if (!this.waitSync(this.iHead, this.iPBells, this.fSendWaits, o, deadline, spaceOrClosed, ROLE_CONSUMER)) {
         throw timeoutError(`channel "${this.name}" loan`, o.timeout, this.name);
       }
     }
@@ -691,7 +672,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const reservedNext = this.prodNext;
     const fast = this.fastSend;
     this.fastSend = false;
-    const view = this.ring.subarray(off, off + size);
+    const view = bufferView(this.ring.buffer, this.ring.byteOffset + off, size);
     let done = false;
     const finish = (): void => {
       done = true;
@@ -713,7 +694,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         } finally {
           finish();
         }
-        this.wakeConsumers();
       },
       abort: () => {
         if (done) return;
@@ -735,15 +715,15 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     // the flag and an empty ring has really seen the end.
     if (this.multiProducer) this.producerLock.lock();
     try {
-      Atomics.or(this.i32, this.iTail, 1);
+      Atomics.or(this.i32, this.iTail, L.CLOSED_BIT);
       Atomics.store(this.i32, this.iClosed, 1);
     } finally {
       if (this.multiProducer) this.producerLock.unlock();
     }
-    Atomics.add(this.i32, this.iCSeq, 1);
-    wake(this.i32, this.iCSeq, 0);
-    Atomics.add(this.i32, this.iPSeq, 1);
-    wake(this.i32, this.iPSeq, 0);
+    // The HEAD word changes too, so a sender about to park on it sees a new value and re-checks.
+    Atomics.or(this.i32, this.iHead, L.CLOSED_BIT);
+    this.wakeWord(this.iTail, this.iCBells, L.FUTEX_WAITING | L.BELL_WAITING);
+    this.wakeWord(this.iHead, this.iPBells, L.FUTEX_WAITING | L.BELL_WAITING);
   }
 
   // Consumer side --------------------------------------------------------------------------------------
@@ -803,11 +783,19 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
+  /**
+   * Publishes the head after consuming n messages: their space goes back to producers. The exchange
+   * returns the flags a waiting sender set, and clears them: we wake it (see casTail).
+   */
   private consumed(n: number, bytes: number): void {
     this.head = this.recNext;
-    Atomics.store(this.i32, this.iHead, this.head | 0);
     this.f64[this.fRecv]! += n;
     this.f64[this.fRecvBytes]! += bytes;
+    const old = Atomics.exchange(this.i32, this.iHead, this.head | 0);
+    if ((old & 7) !== 0) {
+      if ((old & L.CLOSED_BIT) !== 0) Atomics.or(this.i32, this.iHead, L.CLOSED_BIT);
+      this.wakeWord(this.iHead, this.iPBells, old);
+    }
   }
 
   /** Takes up to `max` messages (1 for a single receive). Returns NONE if empty. Holds consumer rights. */
@@ -852,24 +840,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (lock === 'held') this.consumerLock.unlock();
       throw this.busy('a received view is outstanding; release it first');
     }
+    if (!this.multiConsumer) return this.takeLocked(max, into);
+    if (lock === 'wait') {
+      const left = deadline ? deadline.remaining() : Infinity;
+      if (left === 0) {
+        if (!this.tryConsumerLock()) return NONE;
+      } else this.consumerLock.lock(left === Infinity ? undefined : { timeout: left });
+    }
+    else if (lock === 'try' && !this.tryConsumerLock()) return NONE;
     try {
-      if (!this.multiConsumer) return this.takeLocked(max, into);
-      if (lock === 'wait') {
-        const left = deadline ? deadline.remaining() : Infinity;
-        if (left === 0) {
-          if (!this.tryConsumerLock()) return NONE;
-        } else this.consumerLock.lock(left === Infinity ? undefined : { timeout: left });
-      }
-      else if (lock === 'try' && !this.tryConsumerLock()) return NONE;
-      try {
-        this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
-        this.tailCache = this.loadTailPos();
-        return this.takeLocked(max, into);
-      } finally {
-        this.consumerLock.unlock();
-      }
+      this.head = this.loadHeadPos();
+      this.tailCache = this.loadTailPos();
+      return this.takeLocked(max, into);
     } finally {
-      this.wakeProducers(); // one load unless a sender sleeps
+      this.consumerLock.unlock();
     }
   }
 
@@ -895,7 +879,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private isEmpty(): boolean {
-    const head = this.multiConsumer ? Atomics.load(this.i32, this.iHead) >>> 0 : this.head;
+    const head = this.multiConsumer ? this.loadHeadPos() : this.head;
     const tail = this.loadTailPos();
     if (tail === head) return true;
     // Only padding left is also empty for a receiver.
@@ -943,7 +927,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       return this.fastDecode === 1 ? (this.slab.copy(this.ring, this.ringI32, this.recStart, len) as unknown as T) : this.decode();
     } finally {
       this.consumed(1, len); // after the copy; also for a poison message, which must not block the channel
-      this.wakeProducers();
     }
   }
 
@@ -959,8 +942,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const end = performance.now() + budget / 1000;
     for (;;) {
       for (let k = 0; k < 64; k++) {
-        if (((Atomics.load(i32, this.iTail) & ~7) >>> 0) !== this.head) return this.receiveFast();
-        if (Atomics.load(i32, this.iClosed) !== 0) return NONE;
+        const t = Atomics.load(i32, this.iTail);
+        if (((t & L.POS_MASK) >>> 0) !== this.head) return this.receiveFast();
+        if ((t & L.CLOSED_BIT) !== 0) return NONE;
         pause();
       }
       if (performance.now() >= end) return NONE;
@@ -994,7 +978,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
-      if (!this.waitSync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
+      if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
         throw timeoutError(`channel "${this.name}" receive`, o.timeout, this.name);
       }
     }
@@ -1027,7 +1011,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
-      if (!(await this.waitAsync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveAsync'))) {
+      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveAsync'))) {
         throw timeoutError(`channel "${this.name}" receiveAsync`, o.timeout, this.name);
       }
       this.live();
@@ -1072,7 +1056,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     let found = false;
     try {
       if (this.multiConsumer) {
-        this.head = this.checkAligned(Atomics.load(this.i32, this.iHead) >>> 0, 'head');
+        this.head = this.loadHeadPos();
         this.tailCache = this.loadTailPos();
       }
       found = this.locate();
@@ -1083,7 +1067,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.outstanding = 'view';
     const fast = this.fastReceive;
     this.fastReceive = false;
-    const view = this.ring.subarray(this.recStart, this.recStart + this.recLen);
+    const view = bufferView(this.ring.buffer, this.ring.byteOffset + this.recStart, this.recLen);
     const len = this.recLen;
     const next = this.recNext; // the view's own end: other calls on this handle may move recNext
     let done = false;
@@ -1097,7 +1081,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         this.recNext = next;
         this.consumed(1, len);
         if (this.multiConsumer) this.consumerLock.unlock();
-        this.wakeProducers();
       },
     };
   }
@@ -1110,7 +1093,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const deadline = new Deadline(o.timeout);
     for (;;) {
       if (this.drainedAndClosed()) return this.tryReceiveView();
-      if (!this.waitSync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
+      if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
         throw timeoutError(`channel "${this.name}" receiveView`, o.timeout, this.name);
       }
       const v = this.tryReceiveView();
@@ -1131,7 +1114,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const deadline = new Deadline(o.timeout);
     for (;;) {
       if (this.drainedAndClosed()) return this.tryReceiveView();
-      if (!(await this.waitAsync(this.iCSeq, this.iCSleep, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveViewAsync'))) {
+      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveViewAsync'))) {
         throw timeoutError(`channel "${this.name}" receiveViewAsync`, o.timeout, this.name);
       }
       const v = this.tryReceiveView();
@@ -1181,53 +1164,70 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return new ShmkitError(ErrorCodes.PEER_GONE, `channel "${this.name}": no live ${who} is attached any more`, { segment: this.name });
   }
 
-  /** Spin, then park on `seqIdx` until ready() (true) or the deadline (false). */
-  private waitSync(seqIdx: number, sleepIdx: number, statIdx: number, o: ParsedChannelWait, deadline: Deadline, ready: () => boolean, peerRole: number): boolean {
+  /**
+   * Spin, then park on `word` (TAIL for receivers, HEAD for senders) until ready() (true) or the
+   * deadline (false). Before parking the waiter sets FUTEX_WAITING in the word with a CAS; the other
+   * side changes the word with a CAS or exchange that returns the bit, so it knows to wake us. The
+   * park expects the word with the bit set: any change in between makes it return at once.
+   */
+  private waitSync(word: number, bells: number, statIdx: number, o: ParsedChannelWait, deadline: Deadline, ready: () => boolean, peerRole: number): boolean {
     if (spin(ready, o.spin)) return true;
     const i32 = this.i32;
-    Atomics.add(i32, sleepIdx, 1);
     let counted = false;
-    try {
-      for (;;) {
-        const s = Atomics.load(i32, seqIdx);
-        if (ready()) return true;
-        if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
-        const left = deadline.remaining();
-        if (left === 0) return false;
-        if (!counted) {
-          counted = true;
-          this.f64[statIdx]! += 1; // a statistic: racy increments between processes may be lost
-        }
-        // Sliced: a peer killed between publishing and waking cannot strand us; liveness is re-checked.
-        parkSync(i32, seqIdx, s, Math.min(left, tuning.livenessIntervalMs));
+    for (;;) {
+      if (ready()) return true;
+      if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
+      const left = deadline.remaining();
+      if (left === 0) return false;
+      const cur = Atomics.load(i32, word);
+      if ((cur & L.FUTEX_WAITING) === 0 && Atomics.compareExchange(i32, word, cur, cur | L.FUTEX_WAITING) !== cur) continue;
+      if (ready()) return true; // changed between the first check and the CAS
+      if (!counted) {
+        counted = true;
+        this.f64[statIdx]! += 1; // a statistic: racy increments between processes may be lost
       }
-    } finally {
-      if (i32.length > 0) Atomics.sub(i32, sleepIdx, 1);
+      // Sliced: a peer killed between publishing and waking cannot strand us; liveness is re-checked.
+      parkSync(i32, word, cur | L.FUTEX_WAITING, Math.min(left, tuning.livenessIntervalMs));
     }
   }
 
-  private async waitAsync(seqIdx: number, sleepIdx: number, statIdx: number, o: ParsedChannelWait, deadline: Deadline, ready: () => boolean, peerRole: number, what: string): Promise<boolean> {
+  /**
+   * The async twin of waitSync. It sleeps in the event loop on this thread's doorbell (one wake-up
+   * instead of two, see bell.ts): register the doorbell in the side's table, set BELL_WAITING, and
+   * the other side rings it. Without a free slot or a doorbell it parks on a native waiter thread.
+   */
+  private async waitAsync(word: number, bells: number, statIdx: number, o: ParsedChannelWait, deadline: Deadline, ready: () => boolean, peerRole: number, what: string): Promise<boolean> {
     if (spin(ready, o.spin)) return true;
     const i32 = this.i32;
-    Atomics.add(i32, sleepIdx, 1);
-    const undo = onClose(this.segment, () => Atomics.sub(i32, sleepIdx, 1));
     let counted = false;
-    try {
-      for (;;) {
-        const s = Atomics.load(i32, seqIdx);
-        if (ready()) return true;
-        if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
-        const left = deadline.remaining();
-        if (left === 0) return false;
-        if (!counted) {
-          counted = true;
-          this.f64[statIdx]! += 1;
-        }
-        await parkAsync(i32, seqIdx, s, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, `channel "${this.name}" ${what}`);
+    for (;;) {
+      if (i32.length === 0) throw closedError(`channel "${this.name}" handle`, this.name);
+      if (ready()) return true;
+      if (o.failIfPeerGone && this.peerGone(peerRole)) throw this.peerGoneError(peerRole);
+      const left = deadline.remaining();
+      if (left === 0) return false;
+      const id = ownBell();
+      const slot = id === 0 ? -1 : registerBell(i32, bells, L.BELL_SLOTS, id);
+      const flag = slot < 0 ? L.FUTEX_WAITING : L.BELL_WAITING;
+      const cur = Atomics.load(i32, word);
+      if ((cur & flag) === 0 && Atomics.compareExchange(i32, word, cur, cur | flag) !== cur) {
+        if (slot >= 0) unregisterBell(i32, slot, id);
+        continue;
       }
-    } finally {
-      undo();
-      if (i32.length > 0) Atomics.sub(i32, sleepIdx, 1);
+      if (!counted) {
+        counted = true;
+        this.f64[statIdx]! += 1;
+      }
+      const slice = Math.min(left, tuning.livenessIntervalMs);
+      try {
+        if (ready()) return true;
+        if (slot >= 0) await bellWait(slice, o.signal, this.segment, `channel "${this.name}" ${what}`);
+        else await parkAsync(i32, word, cur | flag, slice, o.signal, this.segment, `channel "${this.name}" ${what}`);
+      } finally {
+        // Someone else cleared our slot: a ringer could not reach our doorbell (another network
+        // namespace?). Fall back to futex waits for good in this thread.
+        if (slot >= 0 && i32.length > 0 && !unregisterBell(i32, slot, id)) disableBells();
+      }
     }
   }
 

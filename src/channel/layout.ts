@@ -11,24 +11,32 @@
 import { ErrorCodes, ShmkitError } from '../errors';
 import type { Segment } from '../segment';
 
-export const CLOSED = 0; // i32: 1 once closed
-export const TAIL = 128; // i32 position (mod 2^32) after the last published record
+export const CLOSED = 0; // i32: 1 once closed (the tail's CLOSED_BIT is the authoritative copy)
+export const TAIL = 128; // i32: position (mod 2^32) after the last published record | flag bits
 export const SENT = 136; // f64 messages sent
 export const SENT_BYTES = 144; // f64 payload bytes sent
 export const SEND_WAITS = 152; // f64 times a sender parked
 export const PRODUCER_LOCK = 160; // Mutex (16 bytes)
-export const HEAD = 256; // i32 position of the next record to consume
+export const HEAD = 256; // i32: position of the next record to consume | flag bits
 export const RECEIVED = 264; // f64
 export const RECEIVED_BYTES = 272; // f64
 export const RECEIVE_WAITS = 280; // f64
 export const CONSUMER_LOCK = 288; // Mutex (16 bytes)
-export const PRODUCER_SLEEPERS = 384; // i32 senders parked waiting for space
-export const PRODUCER_SEQ = 388; // i32 futex word senders park on
-export const CONSUMER_SLEEPERS = 512; // i32 receivers parked waiting for messages
-export const CONSUMER_SEQ = 516; // i32 futex word receivers park on
+export const PRODUCER_BELLS = 384; // BELL_SLOTS x u32: doorbells of senders waiting for space
+export const CONSUMER_BELLS = 512; // BELL_SLOTS x u32: doorbells of receivers waiting for messages
+export const BELL_SLOTS = 16;
 export const PEERS = 640; // PEER_SLOTS x 16 bytes: i64 token, i32 roles, i32 reserved
 export const PEER_SLOTS = 32;
 export const RING = 2048;
+
+// Positions are 8-aligned, so the low 3 bits of the TAIL and HEAD words carry flags:
+export const POS_MASK = ~7;
+/** TAIL: the channel is closed; no publishing CAS succeeds any more. HEAD: mirrors it (wakes). */
+export const CLOSED_BIT = 1;
+/** Someone sleeps in a futex wait on this word: whoever changes it clears the bit and wakes. */
+export const FUTEX_WAITING = 2;
+/** Someone awaits a doorbell registered in this side's BELL table: clear the bit and ring. */
+export const BELL_WAITING = 4;
 
 export const RECORD_HEADER = 8; // u32 length, u32 tag
 export const PAD = 0xffffffff; // length of a padding record that fills the ring's end

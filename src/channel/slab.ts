@@ -5,6 +5,18 @@
  * view it; a slab is replaced when full and freed by the GC once no message from it is referenced.
  * (A small message kept alive keeps its slab alive: the same trade-off Node's pool makes.)
  */
+type BufferCtor = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => Buffer;
+const species = (Buffer as unknown as { [Symbol.species]?: BufferCtor })[Symbol.species];
+/**
+ * A Buffer viewing `length` bytes of `buffer` at `byteOffset`. Node's own Buffer class (FastBuffer,
+ * which `Buffer[Symbol.species]` returns) constructed directly costs about half of Buffer.from(),
+ * which validates its arguments first; ours are computed, not user input.
+ */
+export const bufferView: (buffer: ArrayBufferLike, byteOffset: number, length: number) => Buffer =
+  typeof species === 'function' && species.prototype === Buffer.prototype
+    ? (b, o, l) => new species(b, o, l)
+    : (b, o, l) => Buffer.from(b, o, l);
+
 export const SLAB_SIZE = 256 * 1024;
 export const SLAB_MAX = 16 * 1024;
 const WORD_COPY_MAX = 256;
@@ -44,6 +56,6 @@ export class Slab {
     }
     this.off = at + size;
     // A real Buffer (same prototype as Buffer.from's), viewing the slab.
-    return Buffer.from(this.buf, at, len);
+    return bufferView(this.buf, at, len);
   }
 }

@@ -1,0 +1,115 @@
+/**
+ * Doorbells: asynchronous waits that sleep in the event loop itself.
+ *
+ * A parked async wait normally sleeps in a native helper thread (futex_waitv) that then wakes the
+ * event loop: two thread wake-ups, each ~20 µs on a VM. A doorbell (native/bind_bell.c) is a
+ * pollable socket of this process that any process can ring by a 32-bit id. A waiter writes its
+ * process's id into a slot table next to the word it waits on, sets a "bell waiter" bit in that
+ * word, and awaits a ring; the process that changes the word sees the bit, clears it, and rings
+ * every registered id: one wake-up, straight into the loop. See docs/design.md ("Waking").
+ *
+ * One doorbell serves every async wait of this thread: a ring resolves all of them and each
+ * re-checks its own condition (they all tolerate spurious wake-ups).
+ */
+import { abortError, ErrorCodes, ShmkitError } from './errors';
+import { native } from './native';
+import type { WaitOwner } from './wait';
+
+const ECONNREFUSED = -111;
+
+let state: 'unopened' | 'open' | 'off' = 'unopened';
+let ownId = 0;
+let waiters = new Set<() => void>();
+
+function onRing(): void {
+  if (waiters.size === 0) return;
+  const list = waiters;
+  waiters = new Set();
+  for (const w of list) w();
+}
+
+/** This thread's doorbell id, or 0 when doorbells are unavailable (then use a futex wait). */
+export function ownBell(): number {
+  if (state === 'unopened') {
+    const id = native.bellOpen(onRing);
+    if (id > 0) {
+      ownId = id;
+      state = 'open';
+    } else state = 'off';
+  }
+  return state === 'open' ? ownId : 0;
+}
+
+/**
+ * Stops using doorbells in this thread (async waits fall back to futex waits). Called when a
+ * ringer reported our bell unreachable, e.g. a peer in another network namespace.
+ */
+export function disableBells(): void {
+  state = 'off';
+}
+
+/** Puts `id` in a free slot of the table of `n` words at `base`; the slot's index, or -1 if full. */
+export function registerBell(words: Int32Array, base: number, n: number, id: number): number {
+  for (let k = base; k < base + n; k++) {
+    if (Atomics.compareExchange(words, k, 0, id | 0) === 0) return k;
+  }
+  return -1;
+}
+
+/** Frees our slot. False if someone else cleared it first (a ringer found our bell unreachable). */
+export function unregisterBell(words: Int32Array, slot: number, id: number): boolean {
+  return Atomics.compareExchange(words, slot, id | 0, 0) === (id | 0);
+}
+
+/**
+ * Rings every doorbell registered in the table. A slot whose doorbell no longer exists (its
+ * process died) is cleared. Values are untrusted: any value is only ever used as a bell id.
+ */
+export function ringAll(words: Int32Array, base: number, n: number): void {
+  for (let k = base; k < base + n; k++) {
+    const id = Atomics.load(words, k);
+    if (id === 0) continue;
+    if (native.bellRing(id >>> 0) === ECONNREFUSED) Atomics.compareExchange(words, k, id, 0);
+  }
+}
+
+/**
+ * Resolves when this thread's doorbell rings (true) or after `timeoutMs` (false). Rejects with
+ * ABORTED if the signal fires, or CLOSED if `owner` closes. The timer keeps the process alive.
+ */
+export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, owner: WaitOwner | undefined, what: string): Promise<boolean> {
+  if (signal?.aborted) return Promise.reject(abortError(signal, what));
+  return new Promise<boolean>((resolve, reject) => {
+    const finish = (): void => {
+      waiters.delete(onBell);
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener('abort', onAbort);
+      owner?.pendingWaits.delete(onClose);
+    };
+    const onBell = (): void => {
+      finish();
+      resolve(true);
+    };
+    const onAbort = (): void => {
+      finish();
+      reject(abortError(signal!, what));
+    };
+    const onClose = (): void => {
+      finish();
+      reject(new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
+    };
+    const timer = setTimeout(() => {
+      finish();
+      resolve(false);
+    }, timeoutMs);
+    waiters.add(onBell);
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    owner?.pendingWaits.add(onClose);
+  });
+}
+
+/** This thread's doorbell id (0: not open) and how many times it woke the loop. */
+export function bellStats(): { id: number; rings: number } {
+  const [id, rings] = native.bellStats();
+  return { id, rings };
+}
