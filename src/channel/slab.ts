@@ -19,7 +19,7 @@ export const bufferView: (buffer: ArrayBufferLike, byteOffset: number, length: n
 
 export const SLAB_SIZE = 256 * 1024;
 export const SLAB_MAX = 16 * 1024;
-const WORD_COPY_MAX = 256;
+const WORD_COPY_MAX = 96;
 
 export class Slab {
   private buf = new ArrayBuffer(SLAB_SIZE);
@@ -34,7 +34,7 @@ export class Slab {
   copy(src: Uint8Array, srcWords: Int32Array, start: number, len: number): Buffer {
     if (len > SLAB_MAX) {
       const out = Buffer.allocUnsafe(len);
-      out.set(src.subarray(start, start + len));
+      out.set(new Uint8Array(src.buffer, src.byteOffset + start, len));
       return out;
     }
     const size = (len + 7) & ~7;
@@ -46,13 +46,26 @@ export class Slab {
     }
     const at = this.off;
     if (len <= WORD_COPY_MAX) {
+      // Small: a word loop unrolled by four (measured 2x faster than a plain loop, and faster than
+      // constructing a source view for set() up to ~100 bytes). `size` is a multiple of 8.
       const dst = this.i32;
       let d = at >> 2;
       let s = (src.byteOffset + start - srcWords.byteOffset) >> 2;
       const end = d + (size >> 2);
-      while (d < end) dst[d++] = srcWords[s++]!;
+      while (d + 4 <= end) {
+        dst[d] = srcWords[s]!;
+        dst[d + 1] = srcWords[s + 1]!;
+        dst[d + 2] = srcWords[s + 2]!;
+        dst[d + 3] = srcWords[s + 3]!;
+        d += 4;
+        s += 4;
+      }
+      if (d < end) {
+        dst[d] = srcWords[s]!;
+        dst[d + 1] = srcWords[s + 1]!;
+      }
     } else {
-      this.u8.set(src.subarray(start, start + len), at);
+      this.u8.set(new Uint8Array(src.buffer, src.byteOffset + start, len), at);
     }
     this.off = at + size;
     // A real Buffer (same prototype as Buffer.from's), viewing the slab.
