@@ -146,10 +146,14 @@ export function parkAsync(
   });
 }
 
-/** Number of asynchronous waits this process has pending, and native waiter threads. */
-export function asyncWaitStats(): { pending: number; threads: number } {
+/**
+ * Asynchronous waits of this thread: futex waits pending on native waiter threads and those threads,
+ * and this thread's doorbell (0 if not opened) with the number of times it woke the event loop.
+ */
+export function asyncWaitStats(): { pending: number; threads: number; doorbell: number; doorbellRings: number } {
   const [threads, n] = native.asyncStats();
-  return { pending: n, threads };
+  const [doorbell, doorbellRings] = native.bellStats();
+  return { pending: n, threads, doorbell, doorbellRings };
 }
 
 // Deadlines ------------------------------------------------------------------------------------------

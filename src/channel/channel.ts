@@ -117,6 +117,9 @@ const utf8Write = hasUtf8
   ? (b: Buffer, str: string, off: number, len: number): number => (b as Utf8Buffer).utf8Write!(str, off, len)
   : (b: Buffer, str: string, off: number, len: number): number => b.write(str, off, len, 'utf8');
 
+/** Strings up to this many UTF-16 units reserve 3 bytes per unit and shrink after writing. */
+const STRING_BOUND_CHARS = 4096;
+
 const NONE: unique symbol = Symbol('none');
 const END: unique symbol = Symbol('end');
 
@@ -425,7 +428,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return data;
   }
 
+  /**
+   * Bytes to reserve for `data`. For a string up to STRING_BOUND_CHARS long this is an upper bound
+   * (3 bytes per UTF-16 unit) and put() shrinks the record to what utf8Write wrote: measuring a
+   * fresh string's UTF-8 length first costs about as much as writing it.
+   */
   private byteLength(data: Encoded): number {
+    if (typeof data === 'string' && data.length <= STRING_BOUND_CHARS && data.length * 3 <= this.maxMessageSize) return data.length * 3;
     const len = typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : data.byteLength;
     if (len > this.maxMessageSize) {
       throw new ShmkitError(ErrorCodes.TOO_LARGE, `channel "${this.name}": a ${len}-byte message exceeds the maximum of ${this.maxMessageSize} bytes; nothing was sent`, { segment: this.name });
@@ -486,8 +495,15 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private put(data: Encoded, len: number): boolean {
     const off = this.reserve(len);
     if (off < 0) return false;
-    if (typeof data === 'string') utf8Write(this.ring, data, off, len);
-    else this.ring.set(data, off);
+    if (typeof data === 'string') {
+      const n = utf8Write(this.ring, data, off, len);
+      if (n !== len) {
+        // `len` was an upper bound (see byteLength): the record shrinks to the bytes written.
+        this.u32[this.ringWord + ((off - L.RECORD_HEADER) >> 2)] = n;
+        this.prodNext = (this.prodNext - L.recordSize(len) + L.recordSize(n)) >>> 0;
+        len = n;
+      }
+    } else this.ring.set(data, off);
     this.publish(len);
     return true;
   }
@@ -577,11 +593,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   send(value: T, options?: ChannelWaitOptions): void {
     if (options === undefined && this.fastSend && this.sendFast(value)) return;
     const o = parseChannelWait(options, false);
-    const deadline = new Deadline(o.timeout);
     this.live();
     this.claimProducer();
     const data = this.encode(value);
     const len = this.byteLength(data);
+    // Single producer with room: no deadline needed (the clock starts if we have to wait).
+    if (!this.multiProducer && this.outstanding === null && Atomics.load(this.i32, this.iClosed) === 0 && this.put(data, len)) return;
+    const deadline = new Deadline(o.timeout);
     if (this.attemptSend(data, len, deadline)) return;
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
     for (;;) {
