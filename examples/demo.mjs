@@ -18,12 +18,17 @@ if (role === 'producer') {
   const end = Date.now() + SECONDS * 1000;
   let i = 0;
   while (Date.now() < end) {
-    for (let k = 0; k < 1000; k++, i++) ch.send({ id: i, item: `widget-${i % 97}`, qty: 1 + (i % 5), price: 9.99 });
+    for (let k = 0; k < 1000; k++, i++) {
+      const order = { id: i, item: `widget-${i % 97}`, qty: 1 + (i % 5), price: 9.99 };
+      // When the ring is full, wait, but give up (ERR_SHMKIT_PEER_GONE) if the consumer died.
+      if (!ch.trySend(order)) ch.send(order, { failIfPeerGone: true });
+    }
   }
   ch.close(); // the consumer drains what is queued, then sees the end
   ch.disconnect();
   process.send({ sent: i });
 } else if (role === 'consumer') {
+  process.on('disconnect', () => process.exit(1)); // the demo's parent is gone
   const ch = Channel.open(name, { codec: 'json' });
   let n = 0;
   let bad = 0;
