@@ -28,7 +28,6 @@ if (role === 'producer') {
   ch.disconnect();
   process.send({ sent: i });
 } else if (role === 'consumer') {
-  process.on('disconnect', () => process.exit(1)); // the demo's parent is gone
   const ch = Channel.open(name, { codec: 'json' });
   let n = 0;
   let bad = 0;
