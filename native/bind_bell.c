@@ -88,17 +88,10 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
-static bell_state *get_state(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  void *data = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok || argc < want) return NULL;
-  return data;
-}
-
 /* bellOpen(callback) -> id (> 0) | -errno. Idempotent: later calls return the same id. */
 static napi_value bell_open(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  bell_state *b = get_state(env, info, 1, argv);
+  bell_state *b = get_args_data(env, info, 1, argv);
   if (!b) return make_int(env, -EINVAL);
   if (b->fd >= 0) return make_int(env, b->id);
   napi_valuetype t;
@@ -138,7 +131,7 @@ static napi_value bell_open(napi_env env, napi_callback_info info) {
 /* bellRing(id) -> 0 | -errno */
 static napi_value bell_ring(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  bell_state *b = get_state(env, info, 1, argv);
+  bell_state *b = get_args_data(env, info, 1, argv);
   if (!b) return make_int(env, -EINVAL);
   double d = get_double(env, argv[0]);
   if (!(d >= 1 && d <= 4294967295.0)) return make_int(env, -EINVAL);
@@ -152,7 +145,7 @@ static napi_value bell_ring(napi_env env, napi_callback_info info) {
 /* bellStats() -> [id (0: not open), wake-ups delivered] */
 static napi_value bell_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  bell_state *b = get_state(env, info, 0, argv);
+  bell_state *b = get_args_data(env, info, 0, argv);
   napi_value arr;
   napi_create_array_with_length(env, 2, &arr);
   napi_set_element(env, arr, 0, make_int(env, b && b->fd >= 0 ? b->id : 0));

@@ -42,6 +42,13 @@ int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *arg
   return argc < want ? -1 : 0;
 }
 
+void *get_args_data(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok || argc < want) return NULL;
+  return data;
+}
+
 int get_string(napi_env env, napi_value v, char *buf, size_t cap) {
   size_t len = 0;
   if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok) return -1;

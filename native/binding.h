@@ -17,6 +17,8 @@ napi_value throw_last(napi_env env);
 napi_value make_int(napi_env env, int64_t v);
 napi_value make_failure(napi_env env, int neg_errno, const char *syscall);
 int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
+/* Like get_args, returning the function's data pointer (its per-environment state), or NULL. */
+void *get_args_data(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
 int get_string(napi_env env, napi_value v, char *buf, size_t cap);
 double get_double(napi_env env, napi_value v);
 /* Resolves (Int32Array, index) to the address of that 32-bit word, or NULL. */

@@ -201,17 +201,10 @@ static void cleanup(void *arg) {
   st->ndone = st->capdone = 0;
 }
 
-static state *get_state(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  void *data = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok || argc < want) return NULL;
-  return data;
-}
-
 /* asyncInit(callback(id, status)) — once per environment. */
 static napi_value async_init(napi_env env, napi_callback_info info) {
   napi_value argv[1], name;
-  state *st = get_state(env, info, 1, argv);
+  state *st = get_args_data(env, info, 1, argv);
   if (!st || st->tsfn) return make_int(env, -EINVAL);
   napi_create_string_utf8(env, "shmkit.wait", NAPI_AUTO_LENGTH, &name);
   CALL(env, napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, st, call_js, &st->tsfn));
@@ -242,7 +235,7 @@ static int start_thread(state *st) {
 /* asyncWait(int32array, index, expected, timeoutMs) -> id (>0) | -errno */
 static napi_value async_wait(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  state *st = get_state(env, info, 4, argv);
+  state *st = get_args_data(env, info, 4, argv);
   if (!st || !st->tsfn) return make_int(env, -EINVAL);
   uint32_t *addr = word_address(env, argv[0], argv[1]);
   if (!addr) return make_int(env, -EINVAL);
@@ -284,7 +277,7 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
 /* asyncCancel(id) -> 0 | -ENOENT. The wait completes later with status 2 (cancelled). */
 static napi_value async_cancel(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  state *st = get_state(env, info, 1, argv);
+  state *st = get_args_data(env, info, 1, argv);
   if (!st) return make_int(env, -EINVAL);
   uint32_t id = (uint32_t)get_double(env, argv[0]);
   pthread_mutex_lock(&st->lock);
@@ -310,7 +303,7 @@ static napi_value async_cancel(napi_env env, napi_callback_info info) {
 /* asyncStats() -> [threads, pending] (for tests and the CLI) */
 static napi_value async_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  state *st = get_state(env, info, 0, argv);
+  state *st = get_args_data(env, info, 0, argv);
   napi_value arr;
   napi_create_array_with_length(env, 2, &arr);
   napi_set_element(env, arr, 0, make_int(env, st ? st->nthreads : 0));

@@ -107,9 +107,3 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
     owner?.pendingWaits.add(onClose);
   });
 }
-
-/** This thread's doorbell id (0: not open) and how many times it woke the loop. */
-export function bellStats(): { id: number; rings: number } {
-  const [id, rings] = native.bellStats();
-  return { id, rings };
-}

@@ -9,8 +9,8 @@
  * - A record is `u32 length, u32 tag, payload`, padded to 8 bytes. `tag = pos ^ TAG_MAGIC` ties the
  *   record to its position: bytes left from an earlier lap never pass for a record. A record never
  *   wraps: a PAD record fills the end of the ring instead.
- * - A producer writes the whole record, then publishes it with one sequentially consistent store of
- *   `tail`. A consumer reads `tail`, reads the records before it, then stores `head`. So a consumer
+ * - A producer writes the whole record, then publishes it with one sequentially consistent CAS of
+ *   `tail`. A consumer reads `tail`, reads the records before it, then exchanges `head`. So a consumer
  *   never sees a record that is not completely written, and a producer never overwrites bytes a
  *   consumer may still read.
  * - Multi-producer channels serialize producers with a robust Mutex held across reserve, copy and
@@ -18,9 +18,10 @@
  *   recovers the lock and writes over its unpublished bytes. Consumers likewise. Single-producer
  *   (single-consumer) channels hold that lock for the life of the handle instead: the role is
  *   exclusive, no per-message lock is taken, and a dead holder's role can be taken over.
- * - Blocked senders and receivers park on their own futex word (`*_SEQ`) after advertising
- *   themselves in a sleepers counter; the other side bumps the word and wakes only when that
- *   counter is non-zero, so a flowing channel makes no system call.
+ * - The low 3 bits of the `tail` and `head` words are flags (closed, futex waiter, doorbell
+ *   waiter). A blocked receiver (sender) sets its bit in `tail` (`head`) and parks; the publishing
+ *   CAS (the consuming exchange) returns the bit, clears it and wakes. A flowing channel makes no
+ *   system call and no atomic access beyond that CAS and that exchange.
  * - Everything read from shared memory is checked before use: a garbage `tail`, `head`, length or
  *   tag raises ERR_SHMKIT_CORRUPT; no read leaves the ring, and no loop runs without progress.
  */
@@ -597,8 +598,6 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.claimProducer();
     const data = this.encode(value);
     const len = this.byteLength(data);
-    // Single producer with room: no deadline needed (the clock starts if we have to wait).
-    if (!this.multiProducer && this.outstanding === null && Atomics.load(this.i32, this.iClosed) === 0 && this.put(data, len)) return;
     const deadline = new Deadline(o.timeout);
     if (this.attemptSend(data, len, deadline)) return;
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
@@ -646,11 +645,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** Whether a record of `len` would fit now (racy snapshot; used to decide whether to wake up). */
-  private spaceFor(len: number): boolean {
+  /**
+   * Whether a record of `len` would fit now, with `slack` bytes to spare (racy snapshot; used to
+   * decide whether to wake up). Garbage indexes count as "fits": the caller's checks report them.
+   */
+  private spaceFor(len: number, slack = 0): boolean {
     const tail = this.multiProducer ? this.loadTailPos() : this.tail;
     const used = (tail - this.loadHeadPos()) >>> 0;
-    return used > this.capacity || this.capacity - used >= this.need(tail, len);
+    return used > this.capacity || this.capacity - used >= Math.min(this.capacity, this.need(tail, len) + slack);
   }
 
   /**
@@ -667,11 +669,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const end = performance.now() + budget / 1000;
     for (;;) {
       for (let k = 0; k < 24; k++) pause();
-      if (this.i32.length === 0 || Atomics.load(this.i32, this.iClosed) !== 0) return true;
-      const tail = this.multiProducer ? this.loadTailPos() : this.tail;
-      const used = (tail - this.loadHeadPos()) >>> 0;
-      if (used > this.capacity) return true; // garbage: let the caller's checks report it
-      if (this.capacity - used >= Math.min(this.capacity, this.need(tail, len) + slack)) return true;
+      if (this.i32.length === 0 || Atomics.load(this.i32, this.iClosed) !== 0 || this.spaceFor(len, slack)) return true;
       if (performance.now() >= end) return false;
     }
   }
@@ -761,7 +759,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     } finally {
       if (this.multiProducer) this.producerLock.unlock();
     }
-    // The HEAD word changes too, so a sender about to park on it sees a new value and re-checks.
+    // Change the HEAD word too, so a sender about to park on its old value returns at once and
+    // re-checks (a consumer's exchange may clear this bit again; nothing reads it).
     Atomics.or(this.i32, this.iHead, L.CLOSED_BIT);
     this.wakeWord(this.iTail, this.iCBells, L.FUTEX_WAITING | L.BELL_WAITING);
     this.wakeWord(this.iHead, this.iPBells, L.FUTEX_WAITING | L.BELL_WAITING);
@@ -833,10 +832,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.f64[this.fRecv]! += n;
     this.f64[this.fRecvBytes]! += bytes;
     const old = Atomics.exchange(this.i32, this.iHead, this.head | 0);
-    if ((old & 7) !== 0) {
-      if ((old & L.CLOSED_BIT) !== 0) Atomics.or(this.i32, this.iHead, L.CLOSED_BIT);
-      this.wakeWord(this.iHead, this.iPBells, old);
-    }
+    if ((old & (L.FUTEX_WAITING | L.BELL_WAITING)) !== 0) this.wakeWord(this.iHead, this.iPBells, old);
   }
 
   /** Takes up to `max` messages (1 for a single receive). Returns NONE if empty. Holds consumer rights. */

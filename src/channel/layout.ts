@@ -31,7 +31,8 @@ export const RING = 2048;
 
 // Positions are 8-aligned, so the low 3 bits of the TAIL and HEAD words carry flags:
 export const POS_MASK = ~7;
-/** TAIL: the channel is closed; no publishing CAS succeeds any more. HEAD: mirrors it (wakes). */
+/** TAIL: the channel is closed; no publishing CAS succeeds any more. HEAD: set by close() only to
+ * change the word under parked senders; a consumer's exchange may clear it; never read. */
 export const CLOSED_BIT = 1;
 /** Someone sleeps in a futex wait on this word: whoever changes it clears the bit and wakes. */
 export const FUTEX_WAITING = 2;
