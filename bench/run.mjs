@@ -20,6 +20,7 @@ const progress = !argv.includes('--silent');
 const transports = [
   { id: 'shmkit', mode: 'spin', label: 'shmkit channel (default: spin, then park)', json: ['shmkit', 'spin'] },
   { id: 'shmkit', mode: 'async', label: 'shmkit channel, async-only (spin 0, for await)', json: ['shmkit', 'async'] },
+  { id: 'shmkit', mode: 'jsonb', label: 'shmkit channel, jsonb codec (binary JSON values)', json: ['shmkit', 'jsonb'], only: ['json'] },
   { id: 'shmkit', mode: 'view', label: 'shmkit channel, zero-copy receive (views)', json: ['shmkit', 'zero-copy'], only: ['tp64', 'tp4k', 'tp1m'] },
   { id: 'uds', mode: '-', label: 'Unix domain socket, length-prefixed', json: ['unix_socket', 'default'] },
   { id: 'tcp', mode: '-', label: 'TCP 127.0.0.1, noDelay, length-prefixed', json: ['tcp', 'default'] },
@@ -93,7 +94,8 @@ const checks = [
   ['throughput at 1 MiB ≥ 10x the Unix socket (zero-copy receive)', med('shmkit', 'view', 'tp1m') / med('uds', '-', 'tp1m'), 10],
   ['round trip (spin) ≥ 100x lower than the Unix socket', udsRtt / med('shmkit', 'spin', 'rtt'), 100],
   ['round trip in async-only mode no slower than the Unix socket', udsRtt / med('shmkit', 'async', 'rtt'), 1],
-  ['JSON objects ≥ 5x child_process IPC (json)', med('shmkit', 'spin', 'json') / med('ipc-json', '-', 'json'), 5],
+  ['JSON objects ≥ 5x child_process IPC (json), jsonb codec', med('shmkit', 'jsonb', 'json') / med('ipc-json', '-', 'json'), 5],
+  ['JSON objects ≥ 5x child_process IPC (json), json text codec', med('shmkit', 'spin', 'json') / med('ipc-json', '-', 'json'), 5],
 ];
 console.log('\n## Targets\n');
 console.log(table(['target', 'measured', 'met?'], checks.map(([label, x, want]) => [label, ratio(x), x >= want ? 'yes' : 'no'])));

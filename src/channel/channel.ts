@@ -30,9 +30,10 @@ import { checkName, Kind, Segment } from '../segment';
 import { Mutex, type MutexGuard } from '../sync/mutex';
 import { parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
 import { checkInt, checkObject, describe } from '../validate';
-import { Deadline, parkAsync, parkSync, pause, spin, tuning, wake } from '../wait';
+import { Deadline, parkAsync, parkSync, pause, spin, spinEnd, tuning, wake } from '../wait';
 import { bellWait, disableBells, ownBell, registerBell, ringAll, unregisterBell } from '../bell';
-import { bytes as bytesCodec, type Codec, json as jsonCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
+import { bytes as bytesCodec, type Codec, json as jsonCodec, jsonb as jsonbCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
+import { decodeRange as jsonbDecode, encodeShared as jsonbEncode, JsonbError } from './jsonb';
 import * as L from './layout';
 import { bufferView, Slab } from './slab';
 import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
@@ -166,7 +167,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly producerLock: Mutex;
   private readonly consumerLock: Mutex;
   private readonly peers: PeerTable;
-  private readonly fastDecode: 0 | 1 | 2 | 3; // custom, bytes, utf8, json
+  private readonly fastDecode: 0 | 1 | 2 | 3 | 4; // custom, bytes, utf8, json, jsonb
 
   // Producer state: `tail` is authoritative while this handle holds the producer role.
   private tail = 0;
@@ -227,7 +228,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.peers = new PeerTable(this.i32, segment.bigint64, base);
     this.peers.register();
     const c = codec as Codec<unknown>;
-    this.fastDecode = c === bytesCodec ? 1 : c === utf8Codec ? 2 : c === jsonCodec ? 3 : 0;
+    this.fastDecode = c === bytesCodec ? 1 : c === utf8Codec ? 2 : c === jsonCodec ? 3 : c === jsonbCodec ? 4 : 0;
   }
 
   // Creation -------------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     this.peers.addRole(ROLE_PRODUCER);
     this.producer = true;
-    this.fastSend = !this.multiProducer && this.fastDecode === 1;
+    this.fastSend = !this.multiProducer && (this.fastDecode === 1 || this.fastDecode === 4);
   }
 
   private claimConsumer(): void {
@@ -420,7 +421,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   // Producer side --------------------------------------------------------------------------------------
 
+  /**
+   * The message bytes (or a string, written as UTF-8 by put()). jsonb encodes into a buffer that
+   * the next jsonb encode on this thread reuses: callers that may yield before the bytes are in the
+   * ring (sendAsync) must copy them first.
+   */
   private encode(value: T): Encoded {
+    if (this.fastDecode === 4) {
+      try {
+        return jsonbEncode(value);
+      } catch (err) {
+        if (err instanceof JsonbError) throw invalidArg('message', err.message);
+        throw err;
+      }
+    }
     const data = this.codec.encode(value);
     if (typeof data !== 'string' && !(data instanceof Uint8Array)) {
       if (ArrayBuffer.isView(data)) return new Uint8Array((data as ArrayBufferView).buffer, (data as ArrayBufferView).byteOffset, (data as ArrayBufferView).byteLength);
@@ -552,7 +566,16 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Sends without waiting. Returns false if the ring is full. */
   trySend(value: T): boolean {
-    if (this.fastSend && this.sendFast(value)) return true;
+    if (this.fastSend) {
+      if (this.fastDecode === 1) {
+        if (this.sendFast(value)) return true;
+      } else {
+        const data = this.encode(value);
+        if (this.sendFast(data)) return true;
+        this.live();
+        return this.attemptSend(data, this.byteLength(data), null);
+      }
+    }
     this.live();
     this.claimProducer();
     const data = this.encode(value);
@@ -561,7 +584,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   /**
-   * The common case written out flat: single producer (role held), bytes codec, room in the ring,
+   * The common case written out flat: single producer (role held), bytes (or jsonb-encoded bytes), room in the ring,
    * no padding needed. Returns false to fall back to the general path (which re-checks everything).
    */
   private sendFast(data: unknown): boolean {
@@ -592,11 +615,24 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Sends, waiting while the ring is full (backpressure). ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   send(value: T, options?: ChannelWaitOptions): void {
-    if (options === undefined && this.fastSend && this.sendFast(value)) return;
+    if (options === undefined && this.fastSend) {
+      if (this.fastDecode === 1) {
+        if (this.sendFast(value)) return;
+      } else {
+        // jsonb: encoded once; sendFast takes the bytes if there is room, else the general path.
+        const data = this.encode(value);
+        if (!this.sendFast(data)) this.sendEncoded(data, DEFAULT_CHANNEL);
+        return;
+      }
+    }
     const o = parseChannelWait(options, false);
     this.live();
     this.claimProducer();
-    const data = this.encode(value);
+    this.sendEncoded(this.encode(value), o);
+  }
+
+  private sendEncoded(data: Encoded, o: ParsedChannelWait): void {
+    this.live();
     const len = this.byteLength(data);
     const deadline = new Deadline(o.timeout);
     if (this.attemptSend(data, len, deadline)) return;
@@ -613,7 +649,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   async sendAsync(value: T, options?: ChannelAsyncOptions): Promise<void> {
     this.live();
     this.claimProducer();
-    const data = this.encode(value);
+    let data = this.encode(value);
+    if (this.fastDecode === 4) data = Buffer.from(data as Uint8Array); // see encode()
     const len = this.byteLength(data);
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
     if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
@@ -666,11 +703,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const budget = micros < 0 ? tuning.spinMicros : micros;
     if (budget <= 0) return false;
     const slack = Math.min(this.capacity >>> 2, 1 << 18);
-    const end = performance.now() + budget / 1000;
-    for (;;) {
-      for (let k = 0; k < 24; k++) pause();
+    let end = 0;
+    for (let k = 1; ; k++) {
+      for (let j = 0; j < 24; j++) pause();
       if (this.i32.length === 0 || Atomics.load(this.i32, this.iClosed) !== 0 || this.spaceFor(len, slack)) return true;
-      if (performance.now() >= end) return false;
+      if ((k & 7) === 0 && (end = spinEnd(end, budget)) < 0) return false;
     }
   }
 
@@ -815,6 +852,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
           return utf8Slice(this.ring, s, e) as unknown as T;
         case 3:
           return JSON.parse(utf8Slice(this.ring, s, e)) as T;
+        case 4:
+          return jsonbDecode(this.ring, s, e) as T;
         default:
           return this.codec.decode(this.ring.subarray(s, e));
       }
@@ -976,7 +1015,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const budget = tuning.spinMicros;
     if (budget <= 0 || this.i32.length === 0) return NONE;
     const i32 = this.i32;
-    const end = performance.now() + budget / 1000;
+    let end = 0;
     for (;;) {
       for (let k = 0; k < 64; k++) {
         const t = Atomics.load(i32, this.iTail);
@@ -984,7 +1023,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if ((t & L.CLOSED_BIT) !== 0) return NONE;
         pause();
       }
-      if (performance.now() >= end) return NONE;
+      if ((end = spinEnd(end, budget)) < 0) return NONE;
     }
   }
 

@@ -8,6 +8,7 @@
  */
 import * as v8 from 'node:v8';
 import { invalidArg } from '../errors';
+import * as jsonbFormat from './jsonb';
 import { describe } from '../validate';
 
 export interface Codec<T = unknown> {
@@ -53,6 +54,27 @@ export const json: Codec<unknown> = {
   },
 };
 
+/**
+ * JSON values in a binary form (see jsonb.ts): the same values out as JSON.parse(JSON.stringify(v)),
+ * about twice as fast to encode and decode as JSON text, because object keys are cached per shape
+ * and numbers are not printed and parsed. Peers in other languages would need this format; use
+ * `json` for them.
+ */
+export const jsonb: Codec<unknown> = {
+  name: 'jsonb',
+  encode(value) {
+    try {
+      return jsonbFormat.encode(value);
+    } catch (err) {
+      if (err instanceof jsonbFormat.JsonbError) throw invalidArg('message', err.message);
+      throw err;
+    }
+  },
+  decode(b) {
+    return jsonbFormat.decode(b);
+  },
+};
+
 /** Structured clone (node:v8 serialize / deserialize): Maps, Sets, Dates, typed arrays, cycles... */
 export const structured: Codec<unknown> = {
   name: 'structured',
@@ -64,7 +86,7 @@ export const structured: Codec<unknown> = {
   },
 };
 
-export const codecs = { bytes, utf8, json, structured } as const;
+export const codecs = { bytes, utf8, json, jsonb, structured } as const;
 export type CodecName = keyof typeof codecs;
 
 export function resolveCodec(v: unknown, argument = 'options.codec'): Codec<unknown> {

@@ -1,0 +1,662 @@
+/**
+ * jsonb: JSON values in a binary form that is faster to write and to read than JSON text.
+ *
+ * The value model is JSON's: what comes out is what `JSON.parse(JSON.stringify(value))` gives
+ * (toJSON is called with the right key, undefined/functions/symbols are dropped from objects and
+ * become null in arrays, NaN and Infinity become null, -0 becomes 0, boxed primitives are unwrapped,
+ * BigInt and cycles throw, getters run once each in the same order, JSON.rawJSON is honoured).
+ * Strings are exact, lone surrogates included. Only the bytes differ.
+ *
+ * Why it is faster: an object's keys are written as one "key block" that the encoder caches per
+ * shape, and the decoder turns a key block it has seen before into a cached constructor that builds
+ * the object as one literal, instead of parsing and interning every key of every message. Numbers
+ * are not printed and re-parsed. Every message is self-describing (no state shared between
+ * messages), so any consumer can decode any message, and a crash loses nothing but that message.
+ *
+ * Format (little-endian), one value per message:
+ *   0x00 null | 0x01 false | 0x02 true
+ *   0x03 i32                     0x04 f64
+ *   0x05 u32 n, n bytes          one-byte string (char codes 0..255)
+ *   0x06 u32 n, 2n bytes         two-byte string (UTF-16LE code units, exact)
+ *   0x07 u32 n, n values         array
+ *   0x08 u16 k, k-byte key block, one value per key   object
+ *   0x09 u32 n, n x (string, value)                    object with inline keys (rare shapes)
+ *   0x0a                         (object member only) the member is absent: its value was dropped
+ *   key block: u16 count, count x (u8 kind 0x05|0x06, u16 length in code units, the units)
+ *
+ * Decoding treats the bytes as untrusted: every read is bounds-checked against the message end,
+ * counts are bounded by the bytes left, the message must be consumed exactly, and any violation is
+ * a thrown error (the channel reports it as ERR_SHMKIT_DECODE). It never reads outside the message.
+ */
+
+import { bufferView } from './slab';
+
+const T_NULL = 0x00;
+const T_FALSE = 0x01;
+const T_TRUE = 0x02;
+const T_I32 = 0x03;
+const T_F64 = 0x04;
+const T_STR1 = 0x05;
+const T_STR2 = 0x06;
+const T_ARRAY = 0x07;
+const T_OBJECT = 0x08;
+const T_OBJECT_INLINE = 0x09;
+const T_ABSENT = 0x0a;
+
+/** Objects with more keys than this, or with a key longer than MAX_KEY_UNITS, use the inline form. */
+const MAX_SHAPE_KEYS = 128;
+const MAX_KEY_UNITS = 1024;
+/** Shapes the encoder remembers (key-trie nodes); past this, new shapes are written inline. */
+const MAX_TRIE_NODES = 8192;
+/** Shapes the decoder remembers; the cache is cleared when full (a hostile peer cannot grow it). */
+const MAX_DECODER_SHAPES = 1024;
+/** Strings up to this many code units are written by a charCodeAt loop (no native call). */
+const SHORT_STRING = 64;
+
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
+const objectProto = Object.prototype;
+const arrayProto = Array.prototype;
+const isRawJSON = (JSON as unknown as { isRawJSON?: (v: unknown) => boolean }).isRawJSON;
+const hasTwoByte = /[^\x00-\xff]/;
+
+interface Utf16Buffer extends Buffer {
+  latin1Write(s: string, offset: number, length?: number): number;
+  ucs2Write(s: string, offset: number, length?: number): number;
+  latin1Slice(start: number, end: number): string;
+  ucs2Slice(start: number, end: number): string;
+}
+
+export class JsonbError extends TypeError {}
+
+// Encoder -----------------------------------------------------------------------------------------------
+
+interface TrieNode {
+  next: Map<string, TrieNode> | null;
+  block: Uint8Array | null; // the key block of the shape that ends here
+}
+
+interface Memo {
+  keys: string[];
+  block: Uint8Array;
+}
+
+/** Boxed primitives (new Number(1) ...): JSON unwraps them. Probed through their internal slots. */
+function unbox(v: object): unknown {
+  const p = Object.getPrototypeOf(v);
+  if (p === Number.prototype || hasSlot(Number.prototype.valueOf, v)) return Number(v);
+  if (p === String.prototype || hasSlot(String.prototype.valueOf, v)) return String(v);
+  if (p === Boolean.prototype || hasSlot(Boolean.prototype.valueOf, v)) return Boolean.prototype.valueOf.call(v);
+  if (p === BigInt.prototype || hasSlot(BigInt.prototype.valueOf, v)) return BigInt.prototype.valueOf.call(v);
+  return v;
+}
+
+function hasSlot(valueOf: (this: unknown) => unknown, v: object): boolean {
+  try {
+    valueOf.call(v);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+class Encoder {
+  buf: Utf16Buffer = Buffer.allocUnsafe(4096) as Utf16Buffer;
+  pos = 0;
+  private depth = 0;
+  private readonly stack: (object | null)[] = [];
+  private readonly memo: (Memo | undefined)[] = [];
+  private readonly root: TrieNode = { next: null, block: null };
+  private nodes = 0;
+
+  /** Encodes `value` at the start of this.buf; returns the byte length. */
+  encode(value: unknown): number {
+    this.pos = 0;
+    this.depth = 0;
+    if (!this.value(value, '')) throw new JsonbError(`cannot be represented as JSON, got ${typeof value}`);
+    return this.pos;
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n)) as Utf16Buffer;
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  private u32(at: number, v: number): void {
+    const b = this.buf;
+    b[at] = v;
+    b[at + 1] = v >>> 8;
+    b[at + 2] = v >>> 16;
+    b[at + 3] = v >>> 24;
+  }
+
+  /**
+   * Writes one value (SerializeJSONProperty). Returns false, writing nothing, for a value JSON
+   * leaves out (undefined, a function, a symbol): the caller drops the member or writes null.
+   * `key` is the member name, or the array index (made a string only if a toJSON needs it).
+   */
+  private value(v: unknown, key: string | number): boolean {
+    if ((typeof v === 'object' && v !== null) || typeof v === 'bigint') {
+      const toJSON = (v as { toJSON?: unknown }).toJSON;
+      if (typeof toJSON === 'function') v = toJSON.call(v, typeof key === 'number' ? String(key) : key);
+    }
+    switch (typeof v) {
+      case 'string':
+        this.string(v);
+        return true;
+      case 'number':
+        this.number(v);
+        return true;
+      case 'boolean':
+        this.ensure(1);
+        this.buf[this.pos++] = v ? T_TRUE : T_FALSE;
+        return true;
+      case 'object': {
+        if (v === null) {
+          this.ensure(1);
+          this.buf[this.pos++] = T_NULL;
+          return true;
+        }
+        if (Array.isArray(v)) {
+          this.enter(v);
+          this.array(v);
+          this.leave();
+          return true;
+        }
+        const p = Object.getPrototypeOf(v);
+        if (p !== objectProto) {
+          if (p === null && isRawJSON !== undefined && isRawJSON(v)) return this.value(JSON.parse((v as { rawJSON: string }).rawJSON), key);
+          if (p !== null && p !== arrayProto) {
+            const u = unbox(v);
+            if (u !== v) return this.value(u, key);
+          }
+        }
+        this.enter(v);
+        this.object(v);
+        this.leave();
+        return true;
+      }
+      case 'bigint':
+        throw new JsonbError('a BigInt cannot be represented as JSON');
+      default:
+        return false; // undefined, function, symbol
+    }
+  }
+
+  /** Cycles: JSON throws. A cycle makes the nesting unbounded, so look for one only when deep. */
+  private enter(v: object): void {
+    const d = this.depth;
+    if (d >= 64) {
+      for (let i = 0; i < d; i++) if (this.stack[i] === v) throw new JsonbError('cannot encode a circular structure as JSON');
+    }
+    this.stack[d] = v;
+    this.depth = d + 1;
+  }
+
+  private leave(): void {
+    this.stack[--this.depth] = null;
+  }
+
+  private number(v: number): void {
+    this.ensure(9);
+    const b = this.buf;
+    if ((v | 0) === v) {
+      b[this.pos] = T_I32;
+      this.u32(this.pos + 1, v);
+      this.pos += 5;
+    } else if (v - v === 0) {
+      b[this.pos] = T_F64;
+      f64[0] = v;
+      const p = this.pos + 1;
+      for (let i = 0; i < 8; i++) b[p + i] = f64Bytes[i]!;
+      this.pos += 9;
+    } else b[this.pos++] = T_NULL; // NaN, Infinity
+  }
+
+  private string(s: string): void {
+    const n = s.length;
+    this.ensure(5 + 2 * n);
+    const b = this.buf;
+    const start = this.pos;
+    const p = start + 5;
+    let oneByte = true;
+    if (n <= SHORT_STRING) {
+      for (let i = 0; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0xff) {
+          oneByte = false;
+          break;
+        }
+        b[p + i] = c;
+      }
+    } else if (hasTwoByte.test(s)) oneByte = false;
+    else b.latin1Write(s, p, n);
+    if (oneByte) {
+      b[start] = T_STR1;
+      this.u32(start + 1, n);
+      this.pos = p + n;
+    } else {
+      b[start] = T_STR2;
+      this.u32(start + 1, n);
+      b.ucs2Write(s, p, 2 * n);
+      this.pos = p + 2 * n;
+    }
+  }
+
+  private array(a: unknown[]): void {
+    const n = a.length;
+    this.ensure(5);
+    this.buf[this.pos] = T_ARRAY;
+    this.u32(this.pos + 1, n);
+    this.pos += 5;
+    for (let i = 0; i < n; i++) {
+      if (!this.value(a[i], i)) {
+        this.ensure(1);
+        this.buf[this.pos++] = T_NULL;
+      }
+    }
+  }
+
+  private object(o: object): void {
+    const keys = Object.keys(o);
+    const block = this.shape(keys);
+    if (block === null) return this.objectInline(o, keys);
+    const k = block.length;
+    this.ensure(3 + k);
+    const b = this.buf;
+    b[this.pos] = T_OBJECT;
+    b[this.pos + 1] = k;
+    b[this.pos + 2] = k >>> 8;
+    b.set(block, this.pos + 3);
+    this.pos += 3 + k;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (!this.value((o as Record<string, unknown>)[key], key)) {
+        this.ensure(1);
+        this.buf[this.pos++] = T_ABSENT;
+      }
+    }
+  }
+
+  private objectInline(o: object, keys: string[]): void {
+    this.ensure(5);
+    const at = this.pos;
+    this.buf[at] = T_OBJECT_INLINE;
+    this.pos += 5;
+    let n = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const mark = this.pos;
+      this.string(key);
+      if (this.value((o as Record<string, unknown>)[key], key)) n++;
+      else this.pos = mark; // dropped member: take its key back
+    }
+    this.u32(at + 1, n);
+  }
+
+  /** The key block for `keys`, from the memo of this depth or the trie; null: use the inline form. */
+  private shape(keys: string[]): Uint8Array | null {
+    const n = keys.length;
+    if (n > MAX_SHAPE_KEYS) return null;
+    const d = this.depth;
+    const m = d < 32 ? this.memo[d] : undefined;
+    if (m !== undefined && m.keys.length === n) {
+      let i = 0;
+      while (i < n && m.keys[i] === keys[i]) i++;
+      if (i === n) return m.block;
+    }
+    let node = this.root;
+    for (let i = 0; i < n; i++) {
+      const key = keys[i]!;
+      if (key.length > MAX_KEY_UNITS) return null;
+      let next = node.next?.get(key);
+      if (next === undefined) {
+        if (this.nodes >= MAX_TRIE_NODES) return null;
+        this.nodes++;
+        next = { next: null, block: null };
+        (node.next ??= new Map()).set(key, next);
+      }
+      node = next;
+    }
+    const block = (node.block ??= keyBlock(keys));
+    if (d < 32) this.memo[d] = { keys, block };
+    return block;
+  }
+}
+
+function keyBlock(keys: string[]): Uint8Array {
+  let size = 2;
+  for (const k of keys) size += 3 + (hasTwoByte.test(k) ? 2 : 1) * k.length;
+  const b = Buffer.alloc(size) as Utf16Buffer;
+  b.writeUInt16LE(keys.length, 0);
+  let p = 2;
+  for (const k of keys) {
+    const two = hasTwoByte.test(k);
+    b[p] = two ? T_STR2 : T_STR1;
+    b.writeUInt16LE(k.length, p + 1);
+    p += 3;
+    p += two ? b.ucs2Write(k, p) : b.latin1Write(k, p);
+  }
+  return new Uint8Array(b.buffer, b.byteOffset, size);
+}
+
+const shared = new Encoder();
+let sharedBusy = false;
+
+/**
+ * Encodes into a buffer that is reused by the next call: returns [buffer, length]. Valid only until
+ * the next encode on this thread, so copy it before anything else can run. (A toJSON or getter that
+ * itself encodes gets an encoder of its own.)
+ */
+export function encodeShared(value: unknown): Buffer {
+  if (sharedBusy) {
+    const e = new Encoder();
+    const n = e.encode(value);
+    return bufferView(e.buf.buffer, e.buf.byteOffset, n);
+  }
+  sharedBusy = true;
+  try {
+    const n = shared.encode(value);
+    return bufferView(shared.buf.buffer, shared.buf.byteOffset, n);
+  } finally {
+    sharedBusy = false;
+  }
+}
+
+/** Encodes into a new Buffer of its own. */
+export function encode(value: unknown): Buffer {
+  return Buffer.from(encodeShared(value));
+}
+
+// Decoder -----------------------------------------------------------------------------------------------
+
+type Make = (r: () => unknown) => Record<string, unknown>;
+interface Shape {
+  bytes: Uint8Array;
+  keys: string[];
+  make: Make;
+}
+
+const ABSENT: unique symbol = Symbol('absent');
+let src: Utf16Buffer = Buffer.alloc(0) as Utf16Buffer;
+let rp = 0;
+let end = 0;
+let depth = 0;
+let sawAbsent = false;
+const shapes = new Map<number, Shape>();
+const shapeMemo: (Shape | undefined)[] = [];
+let codegen = true;
+
+function fail(why: string): never {
+  throw new JsonbError(`malformed jsonb at byte ${rp}: ${why}`);
+}
+
+function need(n: number): void {
+  if (n > end - rp) fail(`needs ${n} more bytes, ${end - rp} left`);
+}
+
+function readU32(): number {
+  need(4);
+  const b = src;
+  const v = (b[rp]! | (b[rp + 1]! << 8) | (b[rp + 2]! << 16) | (b[rp + 3]! << 24)) >>> 0;
+  rp += 4;
+  return v;
+}
+
+/** Reads a string of `n` one-byte units at rp. */
+function str1(n: number): string {
+  need(n);
+  const c = src;
+  const s = rp;
+  rp += n;
+  switch (n) {
+    case 0: return '';
+    case 1: return String.fromCharCode(c[s]!);
+    case 2: return String.fromCharCode(c[s]!, c[s + 1]!);
+    case 3: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!);
+    case 4: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!);
+    case 5: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!);
+    case 6: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!);
+    case 7: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!, c[s + 6]!);
+    case 8: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!, c[s + 6]!, c[s + 7]!);
+    case 9: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!, c[s + 6]!, c[s + 7]!, c[s + 8]!);
+    case 10: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!, c[s + 6]!, c[s + 7]!, c[s + 8]!, c[s + 9]!);
+    case 11: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!, c[s + 6]!, c[s + 7]!, c[s + 8]!, c[s + 9]!, c[s + 10]!);
+    case 12: return String.fromCharCode(c[s]!, c[s + 1]!, c[s + 2]!, c[s + 3]!, c[s + 4]!, c[s + 5]!, c[s + 6]!, c[s + 7]!, c[s + 8]!, c[s + 9]!, c[s + 10]!, c[s + 11]!);
+    default: return c.latin1Slice(s, rp);
+  }
+}
+
+/** Reads a string of `n` two-byte units at rp. */
+function str2(n: number): string {
+  if (n > (end - rp) / 2) fail(`a ${n}-unit string needs ${2 * n} bytes, ${end - rp} left`);
+  const s = rp;
+  rp += 2 * n;
+  return src.ucs2Slice(s, rp);
+}
+
+/** Reads one value; ABSENT only where `member` allows it. */
+function read(): unknown {
+  need(1);
+  const t = src[rp++]!;
+  switch (t) {
+    case T_NULL:
+      return null;
+    case T_FALSE:
+      return false;
+    case T_TRUE:
+      return true;
+    case T_I32:
+      return readU32() | 0;
+    case T_F64: {
+      need(8);
+      for (let i = 0; i < 8; i++) f64Bytes[i] = src[rp + i]!;
+      rp += 8;
+      return f64[0];
+    }
+    case T_STR1:
+      return str1(readU32());
+    case T_STR2:
+      return str2(readU32());
+    case T_ARRAY: {
+      const n = readU32();
+      if (n > end - rp) fail(`an array of ${n} values cannot fit in ${end - rp} bytes`);
+      enter();
+      const a: unknown[] = [];
+      for (let i = 0; i < n; i++) a.push(read());
+      depth--;
+      return a;
+    }
+    case T_OBJECT:
+      return object();
+    case T_OBJECT_INLINE:
+      return objectInline();
+    case T_ABSENT:
+      if (member) {
+        sawAbsent = true;
+        return ABSENT;
+      }
+      return fail('an absent marker outside an object');
+    default:
+      return fail(`unknown tag 0x${t.toString(16)}`);
+  }
+}
+
+/** True while reading the values of a shaped object (where T_ABSENT may appear). */
+let member = false;
+
+/** The reader that shaped-object constructors call: one member value. */
+const readMember = (): unknown => {
+  member = true;
+  const v = read();
+  member = true; // read() of a nested object resets it
+  return v;
+};
+
+function enter(): void {
+  member = false;
+  if (++depth > 4096) fail('nested more than 4096 levels deep');
+}
+
+function object(): Record<string, unknown> {
+  need(2);
+  const k = src[rp]! | (src[rp + 1]! << 8);
+  rp += 2;
+  need(k);
+  const s = rp;
+  rp += k;
+  const d = depth;
+  let shape = d < 32 ? shapeMemo[d] : undefined;
+  if (shape === undefined || !sameBytes(shape.bytes, s, k)) {
+    let h = k | 0;
+    for (let i = s; i < s + k; i++) h = Math.imul(h ^ src[i]!, 16777619);
+    shape = shapes.get(h);
+    if (shape === undefined || !sameBytes(shape.bytes, s, k)) {
+      shape = compileShape(s, k);
+      if (shapes.size >= MAX_DECODER_SHAPES) shapes.clear();
+      shapes.set(h, shape);
+    }
+    if (d < 32) shapeMemo[d] = shape;
+  }
+  if (shape.keys.length > end - rp) fail(`an object of ${shape.keys.length} members cannot fit in ${end - rp} bytes`);
+  enter();
+  const outerAbsent = sawAbsent;
+  sawAbsent = false;
+  let o = shape.make(readMember);
+  if (sawAbsent) o = withoutAbsent(o, shape.keys);
+  sawAbsent = outerAbsent;
+  member = false;
+  depth--;
+  return o;
+}
+
+function objectInline(): Record<string, unknown> {
+  const n = readU32();
+  if (n > (end - rp) / 6) fail(`an object of ${n} members cannot fit in ${end - rp} bytes`);
+  enter();
+  const o: Record<string, unknown> = {};
+  for (let i = 0; i < n; i++) {
+    need(1);
+    const t = src[rp++]!;
+    let key: string;
+    if (t === T_STR1) key = str1(readU32());
+    else if (t === T_STR2) key = str2(readU32());
+    else fail(`an object key with tag 0x${t.toString(16)}`);
+    member = false;
+    define(o, key, read());
+  }
+  depth--;
+  return o;
+}
+
+/** Like JSON.parse's CreateDataProperty: "__proto__" becomes an own property, no setter runs. */
+function define(o: Record<string, unknown>, key: string, v: unknown): void {
+  if (key === '__proto__' || key in objectProto) Object.defineProperty(o, key, { value: v, writable: true, enumerable: true, configurable: true });
+  else o[key] = v;
+}
+
+function withoutAbsent(o: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of keys) {
+    const v = o[key];
+    if (v !== ABSENT && Object.prototype.hasOwnProperty.call(o, key)) define(out, key, v);
+  }
+  return out;
+}
+
+function sameBytes(b: Uint8Array, s: number, k: number): boolean {
+  if (b.length !== k) return false;
+  const c = src;
+  for (let i = 0; i < k; i++) if (b[i] !== c[s + i]) return false;
+  return true;
+}
+
+/** Parses a key block (untrusted) and builds the constructor of its shape. */
+function compileShape(s: number, k: number): Shape {
+  const bytes = new Uint8Array(k);
+  for (let i = 0; i < k; i++) bytes[i] = src[s + i]!;
+  const outerRp = rp;
+  const outerEnd = end;
+  rp = s;
+  end = s + k;
+  const keys: string[] = [];
+  try {
+    need(2);
+    const n = src[rp]! | (src[rp + 1]! << 8);
+    rp += 2;
+    if (n > k / 3) fail(`a key block of ${k} bytes cannot hold ${n} keys`);
+    for (let i = 0; i < n; i++) {
+      need(3);
+      const t = src[rp]!;
+      const len = src[rp + 1]! | (src[rp + 2]! << 8);
+      rp += 3;
+      if (t === T_STR1) keys.push(str1(len));
+      else if (t === T_STR2) keys.push(str2(len));
+      else fail(`a key with tag 0x${t.toString(16)}`);
+    }
+    if (rp !== end) fail('trailing bytes in a key block');
+  } finally {
+    rp = outerRp;
+    end = outerEnd;
+  }
+  return { bytes, keys, make: makeConstructor(keys) };
+}
+
+/**
+ * The constructor of a shape: one object literal, so the engine creates the object with its final
+ * hidden class at once. The keys are embedded as JSON string literals (JSON.stringify escapes
+ * everything a peer could put in a key). Without code generation (--disallow-code-generation-from-
+ * strings), a loop defines the members one by one.
+ */
+function makeConstructor(keys: string[]): Make {
+  if (codegen) {
+    const body = keys.map((key) => `${key === '__proto__' ? '["__proto__"]' : JSON.stringify(key)}: r()`).join(', ');
+    try {
+      return new Function('r', `"use strict"; return { ${body} };`) as Make;
+    } catch {
+      codegen = false;
+    }
+  }
+  return (r) => {
+    const o: Record<string, unknown> = {};
+    for (const key of keys) define(o, key, r());
+    return o;
+  };
+}
+
+/** Decodes the message in `bytes` [from, to). Throws JsonbError on malformed input. */
+export function decodeRange(bytes: Buffer, from: number, to: number): unknown {
+  const outerSrc = src;
+  const outerRp = rp;
+  const outerEnd = end;
+  const outerDepth = depth;
+  src = bytes as Utf16Buffer;
+  rp = from;
+  end = to;
+  depth = 0;
+  member = false;
+  sawAbsent = false;
+  try {
+    const v = read();
+    if (rp !== end) fail(`${end - rp} bytes left after the value`);
+    return v;
+  } finally {
+    src = outerSrc;
+    rp = outerRp;
+    end = outerEnd;
+    depth = outerDepth;
+  }
+}
+
+export function decode(bytes: Buffer): unknown {
+  return decodeRange(bytes, 0, bytes.length);
+}
+
+/** For tests: forget the decoder's shapes, or force the no-code-generation path. */
+export function resetShapes(useCodegen = true): void {
+  shapes.clear();
+  shapeMemo.length = 0;
+  codegen = useCodegen;
+}
