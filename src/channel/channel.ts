@@ -498,12 +498,22 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return idx + L.RECORD_HEADER;
   }
 
-  /** Publishes the reserved record (ending at `next`). Throws CLOSED if close() won the race. */
+  /**
+   * Publishes the reserved record (ending at `next`). Throws CLOSED if close() won the race.
+   * The counters share the tail's cache line and are updated before the publishing CAS: after it, a
+   * spinning consumer pulls the line, and writing the counters then would take it back (a second
+   * transfer per message). Counted a moment early is harmless (statistics are racy snapshots).
+   */
   private publish(len: number, next = this.prodNext): void {
-    if (!this.casTail(this.tail, next)) throw closedError(`channel "${this.name}"`, this.name);
+    const f = this.f64;
+    f[this.fSent]! += 1;
+    f[this.fSentBytes]! += len;
+    if (!this.casTail(this.tail, next)) {
+      f[this.fSent]! -= 1;
+      f[this.fSentBytes]! -= len;
+      throw closedError(`channel "${this.name}"`, this.name);
+    }
     this.tail = next;
-    this.f64[this.fSent]! += 1;
-    this.f64[this.fSentBytes]! += len;
   }
 
   /** One attempt to write `data`; false if the ring is full. Caller holds producer rights. */
@@ -605,11 +615,15 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.u32[w + 1] = (pos ^ L.TAG_MAGIC) >>> 0;
     this.ring.set(data, idx + L.RECORD_HEADER);
     const next = (pos + rec) >>> 0;
-    if (!this.casTail(pos, next)) return false; // closed meanwhile: the general path reports it
-    this.tail = next;
     const f = this.f64;
-    f[this.fSent]! += 1;
+    f[this.fSent]! += 1; // before the CAS: see publish()
     f[this.fSentBytes]! += len;
+    if (!this.casTail(pos, next)) {
+      f[this.fSent]! -= 1;
+      f[this.fSentBytes]! -= len;
+      return false; // closed meanwhile: the general path reports it
+    }
+    this.tail = next;
     return true;
   }
 
@@ -1019,7 +1033,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     for (;;) {
       for (let k = 0; k < 64; k++) {
         const t = Atomics.load(i32, this.iTail);
-        if (((t & L.POS_MASK) >>> 0) !== this.head) return this.receiveFast();
+        if (((t & L.POS_MASK) >>> 0) !== this.head) {
+          this.tailCache = (t & L.POS_MASK) >>> 0;
+          return this.receiveFast();
+        }
         if ((t & L.CLOSED_BIT) !== 0) return NONE;
         pause();
       }
