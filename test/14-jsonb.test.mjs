@@ -214,3 +214,22 @@ describe('jsonb over a channel between processes', () => {
     Channel.unlink(name);
   });
 });
+
+describe('jsonb codec: boxed values and class instances', () => {
+  test('class instances are serialized by their own enumerable members, boxed primitives unwrapped', () => {
+    class Money {
+      constructor(amount, currency) {
+        this.amount = amount;
+        this.currency = currency;
+      }
+      get label() {
+        return `${this.amount} ${this.currency}`;
+      }
+    }
+    const fakeNumber = Object.create(Number.prototype); // instanceof Number, but no [[NumberData]]
+    fakeNumber.x = 1;
+    const values = [new Money(5, 'EUR'), [new Money(1, 'USD'), new Number(2), new String('s'), new Boolean(true)], { fakeNumber }];
+    for (const v of values) for (let i = 0; i < 10; i++) assertLikeJson(roundTrip(v), v, 'instances');
+    assert.throws(() => codecs.jsonb.encode({ b: Object(1n) }), code(ErrorCodes.INVALID_ARGUMENT));
+  });
+});

@@ -58,6 +58,8 @@ const MAX_DECODER_SHAPES = 1024;
  * as dictionaries) keep the generic loops.
  */
 const COMPILE_AFTER = 8;
+/** The encoding buffer grows as needed; past this size it is dropped before the next encode. */
+const MAX_RETAINED = 1 << 20;
 /** Strings up to this many code units are written by a charCodeAt loop (no native call). */
 const SHORT_STRING = 64;
 
@@ -96,13 +98,16 @@ interface Memo {
 /** Whether `new Function` works here (not under --disallow-code-generation-from-strings). */
 let codegen = true;
 
-/** Boxed primitives (new Number(1) ...): JSON unwraps them. Probed through their internal slots. */
+/**
+ * Boxed primitives (new Number(1) ...): JSON unwraps them, by their internal slot. instanceof
+ * filters first (cheap, and false for ordinary class instances); the slot is then confirmed by the
+ * brand check of valueOf. A boxed primitive from another realm is not recognised (it becomes {}).
+ */
 function unbox(v: object): unknown {
-  const p = Object.getPrototypeOf(v);
-  if (p === Number.prototype || hasSlot(Number.prototype.valueOf, v)) return Number(v);
-  if (p === String.prototype || hasSlot(String.prototype.valueOf, v)) return String(v);
-  if (p === Boolean.prototype || hasSlot(Boolean.prototype.valueOf, v)) return Boolean.prototype.valueOf.call(v);
-  if (p === BigInt.prototype || hasSlot(BigInt.prototype.valueOf, v)) return BigInt.prototype.valueOf.call(v);
+  if (v instanceof Number) return hasSlot(Number.prototype.valueOf, v) ? Number(v) : v;
+  if (v instanceof String) return hasSlot(String.prototype.valueOf, v) ? String(v) : v;
+  if (v instanceof Boolean) return hasSlot(Boolean.prototype.valueOf, v) ? Boolean.prototype.valueOf.call(v) : v;
+  if (v instanceof BigInt) return hasSlot(BigInt.prototype.valueOf, v) ? BigInt.prototype.valueOf.call(v) : v;
   return v;
 }
 
@@ -128,6 +133,7 @@ class Encoder {
   encode(value: unknown): number {
     this.pos = 0;
     this.depth = 0;
+    if (this.buf.length > MAX_RETAINED) this.buf = Buffer.allocUnsafe(4096) as Utf16Buffer; // after one huge message
     if (!this.value(value, '')) throw new JsonbError(`cannot be represented as JSON, got ${typeof value}`);
     return this.pos;
   }
@@ -185,7 +191,11 @@ class Encoder {
           if (p === null && isRawJSON !== undefined && isRawJSON(v)) return this.value(JSON.parse((v as { rawJSON: string }).rawJSON), key);
           if (p !== null && p !== arrayProto) {
             const u = unbox(v);
-            if (u !== v) return this.value(u, key);
+            if (u !== v) {
+              // Unboxed after the toJSON step, as in JSON (a BigInt then throws without a toJSON).
+              if (typeof u === 'bigint') throw new JsonbError('a BigInt cannot be represented as JSON');
+              return this.value(u, key);
+            }
           }
         }
         this.enter(v);
