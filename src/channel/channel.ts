@@ -594,8 +594,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   /**
-   * The common case written out flat: single producer (role held), bytes (or jsonb-encoded bytes), room in the ring,
-   * no padding needed. Returns false to fall back to the general path (which re-checks everything).
+   * The common case written out flat: single producer (role held), bytes (the bytes codec's value
+   * or jsonb's encoding), room in the ring, no padding needed. Returns false to fall back to the
+   * general path (which re-checks everything).
    */
   private sendFast(data: unknown): boolean {
     if (!(data instanceof Uint8Array)) return false;
