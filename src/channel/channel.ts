@@ -33,7 +33,7 @@ import { checkInt, checkObject, describe } from '../validate';
 import { Deadline, parkAsync, parkSync, pause, spin, spinEnd, tuning, wake } from '../wait';
 import { bellWait, disableBells, ownBell, registerBell, ringAll, unregisterBell } from '../bell';
 import { bytes as bytesCodec, type Codec, json as jsonCodec, jsonb as jsonbCodec, resolveCodec, utf8 as utf8Codec, type CodecName } from './codec';
-import { decodeRange as jsonbDecode, encodeShared as jsonbEncode, JsonbError } from './jsonb';
+import { decodeRange as jsonbDecode, encodeShared as jsonbEncode } from './jsonb';
 import * as L from './layout';
 import { bufferView, Slab } from './slab';
 import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
@@ -427,14 +427,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * ring (sendAsync) must copy them first.
    */
   private encode(value: T): Encoded {
-    if (this.fastDecode === 4) {
-      try {
-        return jsonbEncode(value);
-      } catch (err) {
-        if (err instanceof JsonbError) throw invalidArg('message', err.message);
-        throw err;
-      }
-    }
+    if (this.fastDecode === 4) return jsonbEncode(value);
     const data = this.codec.encode(value);
     if (typeof data !== 'string' && !(data instanceof Uint8Array)) {
       if (ArrayBuffer.isView(data)) return new Uint8Array((data as ArrayBufferView).buffer, (data as ArrayBufferView).byteOffset, (data as ArrayBufferView).byteLength);

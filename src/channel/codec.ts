@@ -63,12 +63,7 @@ export const json: Codec<unknown> = {
 export const jsonb: Codec<unknown> = {
   name: 'jsonb',
   encode(value) {
-    try {
-      return jsonbFormat.encode(value);
-    } catch (err) {
-      if (err instanceof jsonbFormat.JsonbError) throw invalidArg('message', err.message);
-      throw err;
-    }
+    return jsonbFormat.encode(value);
   },
   decode(b) {
     return jsonbFormat.decode(b);

@@ -31,6 +31,7 @@
  * a thrown error (the channel reports it as ERR_SHMKIT_DECODE). It never reads outside the message.
  */
 
+import { invalidArg } from '../errors';
 import { bufferView } from './slab';
 
 const T_NULL = 0x00;
@@ -77,7 +78,11 @@ interface Utf16Buffer extends Buffer {
   ucs2Slice(start: number, end: number): string;
 }
 
+/** Malformed bytes on decode (the channel reports it as ERR_SHMKIT_DECODE). */
 export class JsonbError extends TypeError {}
+
+/** A value JSON refuses (the same refusals as JSON.stringify), as ERR_SHMKIT_INVALID_ARGUMENT. */
+const refuse = (why: string): Error => invalidArg('message', why);
 
 // Encoder -----------------------------------------------------------------------------------------------
 
@@ -134,7 +139,7 @@ class Encoder {
     this.pos = 0;
     this.depth = 0;
     if (this.buf.length > MAX_RETAINED) this.buf = Buffer.allocUnsafe(4096) as Utf16Buffer; // after one huge message
-    if (!this.value(value, '')) throw new JsonbError(`cannot be represented as JSON, got ${typeof value}`);
+    if (!this.value(value, '')) throw refuse(`cannot be represented as JSON, got ${typeof value}`);
     return this.pos;
   }
 
@@ -193,7 +198,7 @@ class Encoder {
             const u = unbox(v);
             if (u !== v) {
               // Unboxed after the toJSON step, as in JSON (a BigInt then throws without a toJSON).
-              if (typeof u === 'bigint') throw new JsonbError('a BigInt cannot be represented as JSON');
+              if (typeof u === 'bigint') throw refuse('a BigInt cannot be represented as JSON');
               return this.value(u, key);
             }
           }
@@ -204,7 +209,7 @@ class Encoder {
         return true;
       }
       case 'bigint':
-        throw new JsonbError('a BigInt cannot be represented as JSON');
+        throw refuse('a BigInt cannot be represented as JSON');
       default:
         return false; // undefined, function, symbol
     }
@@ -214,7 +219,7 @@ class Encoder {
   private enter(v: object): void {
     const d = this.depth;
     if (d >= 64) {
-      for (let i = 0; i < d; i++) if (this.stack[i] === v) throw new JsonbError('cannot encode a circular structure as JSON');
+      for (let i = 0; i < d; i++) if (this.stack[i] === v) throw refuse('cannot encode a circular structure as JSON');
     }
     this.stack[d] = v;
     this.depth = d + 1;
@@ -437,7 +442,8 @@ interface Shape {
 }
 
 const ABSENT: unique symbol = Symbol('absent');
-let src: Utf16Buffer = Buffer.alloc(0) as Utf16Buffer;
+const NO_BYTES = Buffer.alloc(0) as Utf16Buffer;
+let src: Utf16Buffer = NO_BYTES;
 let rp = 0;
 let end = 0;
 let depth = 0;
@@ -561,9 +567,7 @@ let member = false;
 /** The reader that shaped-object constructors call: one member value. */
 const readMember = (): unknown => {
   member = true;
-  const v = read();
-  member = true; // read() of a nested object resets it
-  return v;
+  return read();
 };
 
 function enter(): void {
@@ -704,10 +708,6 @@ function genericConstructor(keys: string[]): Make {
 
 /** Decodes the message in `bytes` [from, to). Throws JsonbError on malformed input. */
 export function decodeRange(bytes: Buffer, from: number, to: number): unknown {
-  const outerSrc = src;
-  const outerRp = rp;
-  const outerEnd = end;
-  const outerDepth = depth;
   src = bytes as Utf16Buffer;
   rp = from;
   end = to;
@@ -719,10 +719,7 @@ export function decodeRange(bytes: Buffer, from: number, to: number): unknown {
     if (rp !== end) fail(`${end - rp} bytes left after the value`);
     return v;
   } finally {
-    src = outerSrc;
-    rp = outerRp;
-    end = outerEnd;
-    depth = outerDepth;
+    src = NO_BYTES; // do not keep the channel's memory reachable from here
   }
 }
 
