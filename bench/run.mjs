@@ -21,6 +21,7 @@ const transports = [
   { id: 'shmkit', mode: 'spin', label: 'shmkit channel (default: spin, then park)', json: ['shmkit', 'spin'] },
   { id: 'shmkit', mode: 'async', label: 'shmkit channel, async-only (spin 0, for await)', json: ['shmkit', 'async'] },
   { id: 'shmkit', mode: 'jsonb', label: 'shmkit channel, jsonb codec (binary JSON values)', json: ['shmkit', 'jsonb'], only: ['json'] },
+  { id: 'shmkit', mode: 'into', label: 'shmkit channel, receiveInto (copy into a reused buffer)', json: ['shmkit', 'receive_into'], only: ['tp4k', 'tp1m'] },
   { id: 'shmkit', mode: 'view', label: 'shmkit channel, zero-copy receive (views)', json: ['shmkit', 'zero-copy'], only: ['tp64', 'tp4k', 'tp1m'] },
   { id: 'uds', mode: '-', label: 'Unix domain socket, length-prefixed', json: ['unix_socket', 'default'] },
   { id: 'tcp', mode: '-', label: 'TCP 127.0.0.1, noDelay, length-prefixed', json: ['tcp', 'default'] },
@@ -100,6 +101,7 @@ console.log(table(['transport', ...cols.map((c) => c[1])], transports.map((t) =>
 const checks = [
   ['throughput at 64 B ≥ 20x the Unix socket', med('shmkit', 'spin', 'tp64') / med('uds', '-', 'tp64'), 20],
   ['throughput at 1 MiB ≥ 10x the Unix socket (copying receive)', med('shmkit', 'spin', 'tp1m') / med('uds', '-', 'tp1m'), 10],
+  ['throughput at 1 MiB ≥ 10x the Unix socket (receiveInto a reused buffer)', med('shmkit', 'into', 'tp1m') / med('uds', '-', 'tp1m'), 10],
   ['throughput at 1 MiB ≥ 10x the Unix socket (zero-copy receive)', med('shmkit', 'view', 'tp1m') / med('uds', '-', 'tp1m'), 10],
   ['round trip (spin) ≥ 100x lower than the Unix socket', udsRtt / med('shmkit', 'spin', 'rtt'), 100],
   ['round trip in async-only mode no slower than the Unix socket', udsRtt / med('shmkit', 'async', 'rtt'), 1],

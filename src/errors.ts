@@ -37,7 +37,7 @@ export const ErrorCodes = {
   WOULD_DEADLOCK: 'ERR_SHMKIT_WOULD_DEADLOCK',
   /** A counter would overflow (e.g. Semaphore.post beyond 2^31-1). */
   OVERFLOW: 'ERR_SHMKIT_OVERFLOW',
-  /** A message is larger than the channel's maximum message size; nothing was written. */
+  /** A message is larger than the channel's maximum message size (nothing was written), or than receiveInto's target (it stays queued). */
   TOO_LARGE: 'ERR_SHMKIT_TOO_LARGE',
   /** A role is taken: a single-producer/consumer channel already has a live one, or a view/loan is outstanding. */
   BUSY: 'ERR_SHMKIT_BUSY',

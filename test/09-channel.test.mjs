@@ -176,6 +176,39 @@ describe('Channel basics', () => {
     Channel.unlink(name);
   });
 
+  test('receiveInto copies into the caller\'s buffer; a message longer than it stays queued', async () => {
+    const name = uniq('into');
+    const ch = Channel.create(name, { capacity: 4096, codec: 'utf8' });
+    const target = Buffer.alloc(8, 0xee);
+    assert.equal(ch.tryReceiveInto(target), undefined, 'empty');
+    ch.send('héllo'); // 6 bytes as sent: receiveInto gives the encoded bytes, the codec is not applied
+    ch.send('a longer message');
+    ch.send('');
+    assert.equal(ch.receiveInto(target), 6);
+    assert.equal(target.subarray(0, 6).toString(), 'héllo');
+    assert.deepEqual([...target.subarray(6)], [0xee, 0xee], 'bytes past the message are untouched');
+    assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.TOO_LARGE && /16 bytes/.test(e.message));
+    assert.equal(ch.stats().depth, 2, 'the long message stays queued');
+    const big = new Uint8Array(64);
+    assert.equal(await ch.receiveIntoAsync(big), 16);
+    assert.equal(Buffer.from(big.subarray(0, 16)).toString(), 'a longer message');
+    assert.equal(ch.tryReceiveInto(target), 0, 'a 0-byte message');
+    assert.throws(() => ch.receiveInto('nope'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'target');
+    assert.throws(() => ch.receiveInto(target, { timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT);
+    const ac = new AbortController();
+    const pending = ch.receiveIntoAsync(target, { signal: ac.signal });
+    ac.abort();
+    await assert.rejects(watchdog(pending, 10000, 'aborted receiveIntoAsync'), (e) => e.code === ErrorCodes.ABORTED);
+    const view = (ch.send('v'), ch.receiveView());
+    assert.throws(() => ch.tryReceiveInto(target), (e) => e.code === ErrorCodes.BUSY, 'not while a view is outstanding');
+    view.release();
+    ch.close();
+    assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.CLOSED);
+    await assert.rejects(ch.receiveIntoAsync(target), (e) => e.code === ErrorCodes.CLOSED);
+    ch.disconnect();
+    Channel.unlink(name);
+  });
+
   test('single-producer/consumer roles are exclusive while their holder lives', async () => {
     const name = uniq('spsc');
     const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
@@ -222,6 +255,7 @@ describe('Channel across processes', () => {
     ['multi producer, multi consumer, async receive', {}, 'async'],
     ['multi producer, multi consumer, batches', {}, 'batch'],
     ['multi producer, multi consumer, views', {}, 'view'],
+    ['multi producer, multi consumer, receiveInto (sync and async)', {}, 'into'],
   ]) {
     test(`exactly once and in order per producer: ${label}`, async () => {
       const name = uniq('mp');
@@ -230,7 +264,7 @@ describe('Channel across processes', () => {
       const max = ch.maxMessageSize;
       const producers = 3;
       const count = 1500;
-      const cs = [0, 1].map(() => crun('consumer', { name, mode: consumerMode === 'async' ? 'receive' : consumerMode, async: consumerMode === 'async' }));
+      const cs = [0, 1].map((k) => crun('consumer', { name, mode: consumerMode === 'async' ? 'receive' : consumerMode, async: consumerMode === 'async' || (consumerMode === 'into' && k === 1) }));
       const ps = Array.from({ length: producers }, (_, id) => crun('producer', { name, id, count, async: id === 1 }));
       for (const [i, p] of ps.entries()) await result(p, 120000, `producer ${i}`);
       ch.close();

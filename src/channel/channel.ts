@@ -1176,39 +1176,110 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   receiveView(options?: ChannelWaitOptions): ReceivedView | null {
     const first = this.tryReceiveView();
     if (first) return first;
-    const o = parseChannelWait(options, false);
-    const deadline = new Deadline(o.timeout);
-    for (;;) {
-      if (this.drainedAndClosed()) return this.tryReceiveView();
-      if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
-        throw timeoutError(`channel "${this.name}" receiveView`, o.timeout, this.name);
-      }
-      const v = this.tryReceiveView();
-      if (v) return v;
-      if (this.multiConsumer && this.consumerLock.locked) {
-        // Data is there but another consumer holds the lock (e.g. a view): wait for the lock.
-        const left = deadline.remaining();
-        if (left === 0) throw timeoutError(`channel "${this.name}" receiveView`, o.timeout, this.name);
-        this.consumerLock.lock(left === Infinity ? undefined : { timeout: left }).unlock();
-      }
-    }
+    return this.waitToTake(() => this.tryReceiveView(), options, 'receiveView');
   }
 
   async receiveViewAsync(options?: ChannelAsyncOptions): Promise<ReceivedView | null> {
     const first = this.tryReceiveView();
     if (first) return first;
+    return this.waitToTakeAsync(() => this.tryReceiveView(), options, 'receiveViewAsync');
+  }
+
+  /**
+   * Copies the next message's bytes (as sent: the codec is not applied) into `target` at offset 0
+   * and returns their count; undefined if the channel is empty or ended. Nothing is allocated, so
+   * a loop that reuses one buffer receives large messages at memcpy speed. A message longer than
+   * `target` throws ERR_SHMKIT_TOO_LARGE and stays queued.
+   */
+  tryReceiveInto(target: Uint8Array): number | undefined {
+    checkTarget(target);
+    const n = this.takeInto(target, 'tryReceiveInto');
+    return n < 0 ? undefined : n;
+  }
+
+  /** Waits for a message and copies it into `target` (see tryReceiveInto). ERR_SHMKIT_CLOSED once ended. */
+  receiveInto(target: Uint8Array, options?: ChannelWaitOptions): number {
+    checkTarget(target);
+    const attempt = (): number | null => {
+      const n = this.takeInto(target, 'receiveInto');
+      return n < 0 ? null : n;
+    };
+    const n = attempt() ?? this.waitToTake(attempt, options, 'receiveInto');
+    if (n === null) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+    return n;
+  }
+
+  async receiveIntoAsync(target: Uint8Array, options?: ChannelAsyncOptions): Promise<number> {
+    checkTarget(target);
+    const attempt = (): number | null => {
+      const n = this.takeInto(target, 'receiveIntoAsync');
+      return n < 0 ? null : n;
+    };
+    const n = attempt() ?? (await this.waitToTakeAsync(attempt, options, 'receiveIntoAsync'));
+    if (n === null) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+    return n;
+  }
+
+  /** One copying take for the receiveInto family: the byte count, or -1 if nothing is there. */
+  private takeInto(target: Uint8Array, what: string): number {
+    this.live();
+    this.claimConsumer();
+    if (this.outstanding === 'view') throw this.busy('a received view is outstanding; release it first');
+    if (this.multiConsumer && !this.tryConsumerLock()) return -1; // another consumer is busy: wait and retry
+    try {
+      if (this.multiConsumer) {
+        this.head = this.loadHeadPos();
+        this.tailCache = this.loadTailPos();
+      }
+      if (!this.locate()) return -1;
+      const n = this.recLen;
+      if (n > target.byteLength) {
+        throw new ShmkitError(ErrorCodes.TOO_LARGE, `channel "${this.name}" ${what}: the next message has ${n} bytes, more than target's ${target.byteLength}; it stays queued`, { segment: this.name });
+      }
+      target.set(new Uint8Array(this.ring.buffer, this.ring.byteOffset + this.recStart, n));
+      this.consumed(1, n);
+      return n;
+    } finally {
+      if (this.multiConsumer) this.consumerLock.unlock();
+    }
+  }
+
+  /**
+   * The waiting loop of the view and receiveInto families: waits until `attempt` takes something
+   * (its result) or the channel is closed and drained (null). In a multi-consumer channel, data may
+   * be there while another consumer holds the lock (e.g. a view): then it waits for the lock.
+   */
+  private waitToTake<R>(attempt: () => R | null, options: ChannelWaitOptions | undefined, what: string): R | null {
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      if (this.drainedAndClosed()) return attempt();
+      if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
+        throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
+      }
+      const v = attempt();
+      if (v !== null) return v;
+      if (this.multiConsumer && this.consumerLock.locked) {
+        const left = deadline.remaining();
+        if (left === 0) throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
+        this.consumerLock.lock(left === Infinity ? undefined : { timeout: left }).unlock();
+      }
+    }
+  }
+
+  private async waitToTakeAsync<R>(attempt: () => R | null, options: ChannelAsyncOptions | undefined, what: string): Promise<R | null> {
     const o = parseChannelWait(options, true);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      if (this.drainedAndClosed()) return this.tryReceiveView();
-      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveViewAsync'))) {
-        throw timeoutError(`channel "${this.name}" receiveViewAsync`, o.timeout, this.name);
+      if (this.drainedAndClosed()) return attempt();
+      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, what))) {
+        throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
       }
-      const v = this.tryReceiveView();
-      if (v) return v;
+      const v = attempt();
+      if (v !== null) return v;
       if (this.multiConsumer && this.consumerLock.locked) {
         const left = deadline.remaining();
-        if (left === 0) throw timeoutError(`channel "${this.name}" receiveViewAsync`, o.timeout, this.name);
+        if (left === 0) throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
         const opts: { timeout?: number; signal?: AbortSignal } = {};
         if (left !== Infinity) opts.timeout = left;
         if (o.signal) opts.signal = o.signal;
@@ -1351,6 +1422,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
 interface ParsedChannelWait extends ParsedWait {
   failIfPeerGone: boolean;
+}
+
+function checkTarget(target: unknown): void {
+  if (!(target instanceof Uint8Array)) throw invalidArg('target', `must be a Uint8Array or Buffer, got ${describe(target)}`);
 }
 
 const DEFAULT_CHANNEL: ParsedChannelWait = Object.freeze({ ...DEFAULT, failIfPeerGone: false });
