@@ -1,5 +1,5 @@
 // Shared benchmark helpers: fresh-process trials, interleaved repetitions, medians with min-max.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
@@ -7,11 +7,11 @@ export const BENCH = dirname(fileURLToPath(import.meta.url));
 export const fixture = (name) => join(BENCH, 'fixtures', name);
 
 /** Runs `node fixture args...` and returns the JSON object it prints last. */
-export function trial(file, args = [], { timeoutMs = 120000, prefix = [] } = {}) {
+export function trial(file, args = [], { timeoutMs = 120000, prefix = [], env = {} } = {}) {
   return new Promise((resolve, reject) => {
     const cmd = prefix.length ? prefix[0] : process.execPath;
     const argv = prefix.length ? [...prefix.slice(1), process.execPath, fixture(file), ...args.map(String)] : [fixture(file), ...args.map(String)];
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -57,4 +57,20 @@ export function ratio(a, b) {
 
 export function machine() {
   return `node ${process.version}, ${process.platform}-${process.arch}`;
+}
+
+/**
+ * Two CPUs this process may run on, for placement experiments with taskset, or null (no taskset,
+ * or fewer than two CPUs allowed).
+ */
+export function cpuPair() {
+  const r = spawnSync('taskset', ['-pc', String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0) return null;
+  const list = r.stdout.split(':').pop().trim();
+  const cpus = [];
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (b ?? a) && cpus.length < 2; c++) cpus.push(c);
+  }
+  return cpus.length === 2 && cpus.every(Number.isInteger) ? cpus : null;
 }

@@ -9,7 +9,7 @@
 // Figures are medians over repetitions; ratios are against the Unix domain socket measured in the
 // same run (JSON also against child_process IPC), so the machine's noise cancels as far as it can.
 import { writeFileSync } from 'node:fs';
-import { fmt, machine, median, table, trial } from './lib.mjs';
+import { cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -32,8 +32,17 @@ const transports = [
 ];
 
 const q = quick ? 0.25 : 1;
+const pair = cpuPair();
+const rttCount = (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'spin' ? 50000 : 4000) : 4000) * q);
 const metrics = [
-  { key: 'rtt', metric: 'rtt', size: '64', count: (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'spin' ? 50000 : 4000) : 4000) * q) },
+  { key: 'rtt', metric: 'rtt', size: '64', count: rttCount },
+  // The same round trips with both processes pinned to one CPU, and to two different CPUs (see
+  // docs/benchmarks.md: a socket's round trip depends on this placement more than on anything else).
+  // Spinning on one CPU only burns the slice the peer needs, so shmkit spin is not run there.
+  ...(pair ? [
+    { key: 'rtt_same', metric: 'rtt', size: '64', count: rttCount, place: 'same', skip: (t) => t.mode === 'spin' || t.id === 'worker' },
+    { key: 'rtt_split', metric: 'rtt', size: '64', count: rttCount, place: 'split', skip: (t) => t.id === 'worker' },
+  ] : []),
   { key: 'tp64', metric: 'tp', size: '64', count: (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'async' ? 1_000_000 : 3_000_000) : 200_000) * q) },
   { key: 'tp4k', metric: 'tp', size: '4096', count: (t) => Math.round((t.id === 'shmkit' ? 300_000 : 50_000) * q) },
   { key: 'tp1m', metric: 'tp', size: '1048576', count: (t) => Math.max(50, Math.round((t.id === 'shmkit' ? 3000 : 500) * q)) },
@@ -48,7 +57,7 @@ const RTT_TRIALS = 3;
 const plan = [];
 for (const m of metrics) {
   for (let k = 0; k < (m.metric === 'rtt' ? RTT_TRIALS : 1); k++) {
-    for (const t of transports) if (!t.only || t.only.includes(m.key)) plan.push({ t, m });
+    for (const t of transports) if ((!t.only || t.only.includes(m.metric === 'rtt' ? 'rtt' : m.key)) && !m.skip?.(t)) plan.push({ t, m });
   }
 }
 
@@ -59,7 +68,9 @@ console.log(`# shmkit transport benchmark\n\n${machine()}; ${reps} repetition(s)
 for (let r = 0; r < reps; r++) {
   for (const [i, { t, m }] of plan.entries()) {
     if (progress) process.stderr.write(`\r  repetition ${r + 1}/${reps}: trial ${i + 1}/${plan.length} ${t.id} ${t.mode} ${m.key}        `);
-    const { result } = await trial('transport.mjs', [t.id, t.mode, m.metric, m.size, m.count(t)], { timeoutMs: 180000 });
+    // Placement: the parent on the first CPU of the pair, the child on the same one or the other.
+    const pin = m.place ? { prefix: ['taskset', '-c', String(pair[0])], env: { BENCH_CHILD_CPU: String(pair[m.place === 'same' ? 0 : 1]) } } : {};
+    const { result } = await trial('transport.mjs', [t.id, t.mode, m.metric, m.size, m.count(t)], { timeoutMs: 180000, ...pin });
     const k = key(t, m);
     if (!results.has(k)) results.set(k, { value: [], p99: [], unit: result.unit ?? 'us' });
     const e = results.get(k);
@@ -78,10 +89,16 @@ const ratio = (x) => (Number.isFinite(x) ? (x >= 10 ? `${x.toFixed(0)}x` : `${x.
 // Round trip
 console.log('## Round trip, 64 bytes (lower is better)\n');
 const udsRtt = med('uds', '-', 'rtt');
-console.log(table(['transport', 'median µs', 'p99 µs', 'Unix socket median / this'], transports.filter((t) => get(t.id, t.mode, 'rtt')).map((t) => {
-  const e = get(t.id, t.mode, 'rtt');
-  return [t.label, fmt(e.value), fmt(e.p99), ratio(udsRtt / median(e.value))];
-})));
+const places = [['rtt', 'unpinned'], ...(pair ? [['rtt_same', 'one CPU'], ['rtt_split', 'two CPUs']] : [])];
+console.log(table(['transport', ...places.flatMap(([, p]) => [`${p}: median µs (p99)`, 'socket / this'])], transports.filter((t) => get(t.id, t.mode, 'rtt')).map((t) => [
+  t.label,
+  ...places.flatMap(([k]) => {
+    const e = get(t.id, t.mode, k);
+    if (!e) return ['-', '-'];
+    return [`${fmt(e.value)} (${fmt([median(e.p99)])})`, ratio(med('uds', '-', k) / median(e.value))];
+  }),
+])));
+if (pair) console.log(`\nPinned with taskset: "one CPU" runs both processes on CPU ${pair[0]}, "two CPUs" the parent on ${pair[0]} and the child on ${pair[1]}. Spinning needs two CPUs, so shmkit spin is not run on one.`);
 
 // Throughput
 console.log('\n## Throughput (higher is better); ratio to the Unix socket in parentheses\n');
@@ -103,8 +120,13 @@ const checks = [
   ['throughput at 1 MiB ≥ 10x the Unix socket (copying receive)', med('shmkit', 'spin', 'tp1m') / med('uds', '-', 'tp1m'), 10],
   ['throughput at 1 MiB ≥ 10x the Unix socket (receiveInto a reused buffer)', med('shmkit', 'into', 'tp1m') / med('uds', '-', 'tp1m'), 10],
   ['throughput at 1 MiB ≥ 10x the Unix socket (zero-copy receive)', med('shmkit', 'view', 'tp1m') / med('uds', '-', 'tp1m'), 10],
-  ['round trip (spin) ≥ 100x lower than the Unix socket', udsRtt / med('shmkit', 'spin', 'rtt'), 100],
-  ['round trip in async-only mode no slower than the Unix socket', udsRtt / med('shmkit', 'async', 'rtt'), 1],
+  ['round trip (spin) ≥ 100x lower than the Unix socket, unpinned', udsRtt / med('shmkit', 'spin', 'rtt'), 100],
+  ...(pair ? [['round trip (spin) ≥ 100x lower than the Unix socket, two CPUs', med('uds', '-', 'rtt_split') / med('shmkit', 'spin', 'rtt_split'), 100]] : []),
+  ['round trip in async-only mode no slower than the Unix socket, unpinned', udsRtt / med('shmkit', 'async', 'rtt'), 1],
+  ...(pair ? [
+    ['round trip in async-only mode no slower than the Unix socket, one CPU', med('uds', '-', 'rtt_same') / med('shmkit', 'async', 'rtt_same'), 1],
+    ['round trip in async-only mode no slower than the Unix socket, two CPUs', med('uds', '-', 'rtt_split') / med('shmkit', 'async', 'rtt_split'), 1],
+  ] : []),
   ['JSON objects ≥ 5x child_process IPC (json), jsonb codec', med('shmkit', 'jsonb', 'json') / med('ipc-json', '-', 'json'), 5],
   ['JSON objects ≥ 5x child_process IPC (json), json text codec', med('shmkit', 'spin', 'json') / med('ipc-json', '-', 'json'), 5],
 ];
@@ -122,8 +144,10 @@ if (jsonFile) {
     const size = m.size === 'json' ? 'json' : Number(m.size);
     const [transport, mode] = t.json;
     if (m.metric === 'rtt') {
-      rows.push({ transport, mode, metric: 'rtt_median', size, value: median(e.value), unit: 'us' });
-      rows.push({ transport, mode, metric: 'rtt_p99', size, value: median(e.p99), unit: 'us' });
+      // An extra field says where the processes ran: unpinned, or pinned to one CPU or two.
+      const placement = m.place === 'same' ? 'one_cpu' : m.place === 'split' ? 'two_cpus' : 'unpinned';
+      rows.push({ transport, mode, metric: 'rtt_median', size, value: median(e.value), unit: 'us', placement });
+      rows.push({ transport, mode, metric: 'rtt_p99', size, value: median(e.p99), unit: 'us', placement });
     } else rows.push({ transport, mode, metric: 'throughput', size, value: median(e.value), unit: e.unit });
   }
   writeFileSync(jsonFile, JSON.stringify(rows, null, 2) + '\n');
