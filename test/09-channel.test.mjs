@@ -194,6 +194,11 @@ describe('Channel basics', () => {
     assert.equal(Buffer.from(big.subarray(0, 16)).toString(), 'a longer message');
     assert.equal(ch.tryReceiveInto(target), 0, 'a 0-byte message');
     assert.throws(() => ch.receiveInto('nope'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'target');
+    ch.send('x');
+    assert.throws(() => ch.receiveInto(target, { timeout: -1 }), (e) => e.argument === 'options.timeout');
+    await assert.rejects(ch.receiveIntoAsync(target, { signal: 'no' }), (e) => e.argument === 'options.signal');
+    assert.throws(() => ch.receiveView({ timeout: 'soon' }), (e) => e.argument === 'options.timeout');
+    assert.equal(ch.tryReceiveInto(target), 1, 'bad options consumed nothing');
     assert.throws(() => ch.receiveInto(target, { timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT);
     const ac = new AbortController();
     const pending = ch.receiveIntoAsync(target, { signal: ac.signal });

@@ -1174,15 +1174,17 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Waits for a message and returns a zero-copy view of it (see tryReceiveView). Null once ended. */
   receiveView(options?: ChannelWaitOptions): ReceivedView | null {
+    const o = parseChannelWait(options, false); // before anything is consumed
     const first = this.tryReceiveView();
     if (first) return first;
-    return this.waitToTake(() => this.tryReceiveView(), options, 'receiveView');
+    return this.waitToTake(() => this.tryReceiveView(), o, 'receiveView');
   }
 
   async receiveViewAsync(options?: ChannelAsyncOptions): Promise<ReceivedView | null> {
+    const o = parseChannelWait(options, true);
     const first = this.tryReceiveView();
     if (first) return first;
-    return this.waitToTakeAsync(() => this.tryReceiveView(), options, 'receiveViewAsync');
+    return this.waitToTakeAsync(() => this.tryReceiveView(), o, 'receiveViewAsync');
   }
 
   /**
@@ -1200,22 +1202,24 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   /** Waits for a message and copies it into `target` (see tryReceiveInto). ERR_SHMKIT_CLOSED once ended. */
   receiveInto(target: Uint8Array, options?: ChannelWaitOptions): number {
     checkTarget(target);
+    const o = parseChannelWait(options, false);
     const attempt = (): number | null => {
       const n = this.takeInto(target, 'receiveInto');
       return n < 0 ? null : n;
     };
-    const n = attempt() ?? this.waitToTake(attempt, options, 'receiveInto');
+    const n = attempt() ?? this.waitToTake(attempt, o, 'receiveInto');
     if (n === null) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
     return n;
   }
 
   async receiveIntoAsync(target: Uint8Array, options?: ChannelAsyncOptions): Promise<number> {
     checkTarget(target);
+    const o = parseChannelWait(options, true);
     const attempt = (): number | null => {
       const n = this.takeInto(target, 'receiveIntoAsync');
       return n < 0 ? null : n;
     };
-    const n = attempt() ?? (await this.waitToTakeAsync(attempt, options, 'receiveIntoAsync'));
+    const n = attempt() ?? (await this.waitToTakeAsync(attempt, o, 'receiveIntoAsync'));
     if (n === null) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
     return n;
   }
@@ -1249,8 +1253,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * (its result) or the channel is closed and drained (null). In a multi-consumer channel, data may
    * be there while another consumer holds the lock (e.g. a view): then it waits for the lock.
    */
-  private waitToTake<R>(attempt: () => R | null, options: ChannelWaitOptions | undefined, what: string): R | null {
-    const o = parseChannelWait(options, false);
+  private waitToTake<R>(attempt: () => R | null, o: ParsedChannelWait, what: string): R | null {
     const deadline = new Deadline(o.timeout);
     for (;;) {
       if (this.drainedAndClosed()) return attempt();
@@ -1267,8 +1270,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  private async waitToTakeAsync<R>(attempt: () => R | null, options: ChannelAsyncOptions | undefined, what: string): Promise<R | null> {
-    const o = parseChannelWait(options, true);
+  private async waitToTakeAsync<R>(attempt: () => R | null, o: ParsedChannelWait, what: string): Promise<R | null> {
     const deadline = new Deadline(o.timeout);
     for (;;) {
       if (this.drainedAndClosed()) return attempt();
