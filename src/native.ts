@@ -41,6 +41,7 @@ export interface NativeAddon {
 
   bellOpen(callback: () => void): number;
   bellRing(id: number): number;
+  bellRef(on: boolean): number;
   bellStats(): [id: number, rings: number];
 
   selfIdentity(): [pid: number, start: number, threadSlot: number] | NativeFailure;

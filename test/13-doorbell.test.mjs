@@ -46,6 +46,26 @@ test('an async receive parked on the doorbell is woken by a send from another pr
   Channel.unlink(name);
 });
 
+test('a pending doorbell wait keeps its process alive across liveness ticks, and the process exits by itself after its last wait', async () => {
+  const name = uniq('dk');
+  const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single', codec: 'utf8' });
+  const child = run('receive', { name, count: 2 }, { script: BELL });
+  // Parked: its doorbell id is in the consumers' table.
+  await watchdog((async () => {
+    while (slots(ch, CONSUMER_BELLS).every((v) => v === 0)) await sleep(10);
+  })(), 30000, 'child parks on its doorbell');
+  await sleep(350); // several liveness intervals (100 ms): each tick ends the wait, which re-arms
+  assert.equal(child.child.exitCode, null, 'still alive while waiting');
+  assert.equal(child.child.signalCode, null);
+  ch.send('a');
+  await sleep(50);
+  ch.send('b');
+  const r = await result(child, 30000, 'receiver');
+  assert.deepEqual(r.got, ['a', 'b']);
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
 test('a sender waiting async for space is woken when a receiver frees it', async () => {
   const name = uniq('ds');
   const ch = Channel.create(name, { capacity: 1024, producers: 'single', consumers: 'single', codec: 'utf8' });
