@@ -4,11 +4,9 @@
 // the bare serializers as peers.
 //   npm run bench:codecs [-- --reps N] [-- --quick]
 // Every trial runs in a fresh process; repetitions are interleaved; medians (min-max).
-import { fmt, machine, median, ratio, table, trial } from './lib.mjs';
+import { benchArgs, fmt, machine, median, ratio, table, trial } from './lib.mjs';
 
-const argv = process.argv.slice(2);
-const quick = argv.includes('--quick');
-const reps = Number(argv[argv.indexOf('--reps') + 1]) || (quick ? 1 : 3);
+const { quick, reps } = benchArgs();
 const count = quick ? 100_000 : 500_000;
 const rows = [
   ['jsonb', 'shmkit channel, jsonb codec'],

@@ -74,3 +74,12 @@ export function cpuPair() {
   }
   return cpus.length === 2 && cpus.every(Number.isInteger) ? cpus : null;
 }
+
+/** The options every bench program takes: `--quick` (1 repetition, smaller counts) and `--reps N`. */
+export function benchArgs() {
+  const argv = process.argv.slice(2);
+  const quick = argv.includes('--quick');
+  const i = argv.indexOf('--reps');
+  const reps = (i >= 0 && Number(argv[i + 1])) || (quick ? 1 : 3);
+  return { argv, quick, reps };
+}

@@ -9,11 +9,9 @@
 // Figures are medians over repetitions; ratios are against the Unix domain socket measured in the
 // same run (JSON also against child_process IPC), so the machine's noise cancels as far as it can.
 import { writeFileSync } from 'node:fs';
-import { cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
+import { benchArgs, cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
 
-const argv = process.argv.slice(2);
-const quick = argv.includes('--quick');
-const reps = Number(argv[argv.indexOf('--reps') + 1]) || (quick ? 1 : 3);
+const { argv, quick, reps } = benchArgs();
 const jsonFile = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : null;
 const progress = !argv.includes('--silent');
 

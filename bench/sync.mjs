@@ -8,11 +8,9 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixture, fmt, machine, median, ratio, table, trial } from './lib.mjs';
+import { benchArgs, fixture, fmt, machine, median, ratio, table, trial } from './lib.mjs';
 
-const argv = process.argv.slice(2);
-const quick = argv.includes('--quick');
-const reps = Number(argv[argv.indexOf('--reps') + 1]) || (quick ? 1 : 3);
+const { quick, reps } = benchArgs();
 const N_UNC = quick ? 1_000_000 : 5_000_000;
 const N_RT = quick ? 3000 : 20000;
 

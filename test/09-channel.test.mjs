@@ -190,13 +190,13 @@ describe('Channel basics', () => {
     assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.TOO_LARGE && /16 bytes/.test(e.message));
     assert.equal(ch.stats().depth, 2, 'the long message stays queued');
     const big = new Uint8Array(64);
-    assert.equal(await ch.receiveIntoAsync(big), 16);
+    assert.equal(await watchdog(ch.receiveIntoAsync(big), 10000, 'receiveIntoAsync'), 16);
     assert.equal(Buffer.from(big.subarray(0, 16)).toString(), 'a longer message');
     assert.equal(ch.tryReceiveInto(target), 0, 'a 0-byte message');
     assert.throws(() => ch.receiveInto('nope'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'target');
     ch.send('x');
     assert.throws(() => ch.receiveInto(target, { timeout: -1 }), (e) => e.argument === 'options.timeout');
-    await assert.rejects(ch.receiveIntoAsync(target, { signal: 'no' }), (e) => e.argument === 'options.signal');
+    await assert.rejects(watchdog(ch.receiveIntoAsync(target, { signal: 'no' }), 10000, 'receiveIntoAsync, bad signal'), (e) => e.argument === 'options.signal');
     assert.throws(() => ch.receiveView({ timeout: 'soon' }), (e) => e.argument === 'options.timeout');
     assert.equal(ch.tryReceiveInto(target), 1, 'bad options consumed nothing');
     assert.throws(() => ch.receiveInto(target, { timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT);
@@ -209,7 +209,7 @@ describe('Channel basics', () => {
     view.release();
     ch.close();
     assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.CLOSED);
-    await assert.rejects(ch.receiveIntoAsync(target), (e) => e.code === ErrorCodes.CLOSED);
+    await assert.rejects(watchdog(ch.receiveIntoAsync(target), 10000, 'receiveIntoAsync at the end'), (e) => e.code === ErrorCodes.CLOSED);
     ch.disconnect();
     Channel.unlink(name);
   });

@@ -941,6 +941,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
+  /**
+   * Multi-consumer: takes the consumer lock without waiting and reloads the shared positions; false
+   * if another consumer holds the lock. Single consumer: true (the role is held for good).
+   */
+  private tryEnterConsumer(): boolean {
+    if (!this.multiConsumer) return true;
+    if (!this.tryConsumerLock()) return false;
+    this.head = this.loadHeadPos();
+    this.tailCache = this.loadTailPos();
+    return true;
+  }
+
   /** The consumer lock without waiting (a plain CAS; liveness of a holder is checked by waits). */
   private tryConsumerLock(): boolean {
     return this.consumerLock.tryLock() !== null;
@@ -1137,15 +1149,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.live();
     this.claimConsumer();
     if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
-    if (this.multiConsumer) {
-      if (!this.tryConsumerLock()) return null; // another consumer is busy; a later call retries
-    }
+    if (!this.tryEnterConsumer()) return null; // another consumer is busy; a later call retries
     let found = false;
     try {
-      if (this.multiConsumer) {
-        this.head = this.loadHeadPos();
-        this.tailCache = this.loadTailPos();
-      }
       found = this.locate();
     } finally {
       if (!found && this.multiConsumer) this.consumerLock.unlock();
@@ -1195,18 +1201,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    */
   tryReceiveInto(target: Uint8Array): number | undefined {
     checkTarget(target);
-    const n = this.takeInto(target, 'tryReceiveInto');
-    return n < 0 ? undefined : n;
+    return this.takeInto(target, 'tryReceiveInto') ?? undefined;
   }
 
   /** Waits for a message and copies it into `target` (see tryReceiveInto). ERR_SHMKIT_CLOSED once ended. */
   receiveInto(target: Uint8Array, options?: ChannelWaitOptions): number {
     checkTarget(target);
     const o = parseChannelWait(options, false);
-    const attempt = (): number | null => {
-      const n = this.takeInto(target, 'receiveInto');
-      return n < 0 ? null : n;
-    };
+    const attempt = (): number | null => this.takeInto(target, 'receiveInto');
     const n = attempt() ?? this.waitToTake(attempt, o, 'receiveInto');
     if (n === null) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
     return n;
@@ -1215,27 +1217,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   async receiveIntoAsync(target: Uint8Array, options?: ChannelAsyncOptions): Promise<number> {
     checkTarget(target);
     const o = parseChannelWait(options, true);
-    const attempt = (): number | null => {
-      const n = this.takeInto(target, 'receiveIntoAsync');
-      return n < 0 ? null : n;
-    };
+    const attempt = (): number | null => this.takeInto(target, 'receiveIntoAsync');
     const n = attempt() ?? (await this.waitToTakeAsync(attempt, o, 'receiveIntoAsync'));
     if (n === null) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
     return n;
   }
 
-  /** One copying take for the receiveInto family: the byte count, or -1 if nothing is there. */
-  private takeInto(target: Uint8Array, what: string): number {
+  /** One copying take for the receiveInto family: the byte count, or null if nothing is there. */
+  private takeInto(target: Uint8Array, what: string): number | null {
     this.live();
     this.claimConsumer();
     if (this.outstanding === 'view') throw this.busy('a received view is outstanding; release it first');
-    if (this.multiConsumer && !this.tryConsumerLock()) return -1; // another consumer is busy: wait and retry
+    if (!this.tryEnterConsumer()) return null; // another consumer is busy: wait and retry
     try {
-      if (this.multiConsumer) {
-        this.head = this.loadHeadPos();
-        this.tailCache = this.loadTailPos();
-      }
-      if (!this.locate()) return -1;
+      if (!this.locate()) return null;
       const n = this.recLen;
       if (n > target.byteLength) {
         throw new ShmkitError(ErrorCodes.TOO_LARGE, `channel "${this.name}" ${what}: the next message has ${n} bytes, more than target's ${target.byteLength}; it stays queued`, { segment: this.name });
