@@ -18,11 +18,26 @@
 /* Shared memory segments ------------------------------------------------------------------- */
 
 /* Creates a new object `name` (exclusive), sets its mode exactly, reserves `size` bytes of backing
- * store (so a full filesystem fails here, not with SIGBUS later) and maps it read/write. */
-int plat_shm_create(const char *name, size_t size, int mode, void **addr, const char **syscall);
+ * store (so a full filesystem fails here, not with SIGBUS later) and maps it read/write. The
+ * descriptor stays open (`*fd`) for plat_shm_check; plat_close closes it with the mapping. */
+int plat_shm_create(const char *name, size_t size, int mode, void **addr, int *fd, const char **syscall);
 
-/* Opens an existing object. `*size` comes from fstat. A zero size is returned without mapping. */
-int plat_shm_open(const char *name, void **addr, size_t *size, const char **syscall);
+typedef struct {
+  size_t size;
+  uint32_t uid, gid, mode;
+  int regular;
+} plat_shm_info;
+
+/* Opens an existing object (never through a symbolic link). `info` comes from fstat. A zero size,
+ * or an object that is not a regular file, is returned without mapping (`*addr` NULL, `*fd` -1).
+ * Missing backing pages are reserved before mapping. */
+int plat_shm_open(const char *name, void **addr, plat_shm_info *info, int *fd, const char **syscall);
+
+/* Checks that the object behind `fd` still has `size` bytes with every page reserved, and repairs
+ * it if a peer truncated it: 0 intact, 1 it had shrunk (size restored, lost bytes now zero),
+ * 2 pages had been discarded (reserved again), or -errno (e.g. -ENOSPC). */
+int plat_shm_check(int fd, size_t size);
+int plat_close(int fd);
 
 /* Atomically gives the fully initialized object `tmp` its final `name`; fails with -EEXIST if the
  * name is taken. On success `tmp` no longer exists. */

@@ -34,7 +34,7 @@ static int shm_path(const char *name, char *out, size_t cap) {
   return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
 }
 
-int plat_shm_create(const char *name, size_t size, int mode, void **addr, const char **syscall) {
+int plat_shm_create(const char *name, size_t size, int mode, void **addr, int *fdout, const char **syscall) {
   *syscall = "shm_open";
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
   if (fd < 0) return -errno;
@@ -46,8 +46,8 @@ int plat_shm_create(const char *name, size_t size, int mode, void **addr, const 
   if (rc != 0) { err = -rc; *syscall = "posix_fallocate"; goto fail; }
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) { err = -errno; *syscall = "mmap"; goto fail; }
-  close(fd);
   *addr = p;
+  *fdout = fd;
   return 0;
 fail:
   close(fd);
@@ -55,22 +55,56 @@ fail:
   return err;
 }
 
-int plat_shm_open(const char *name, void **addr, size_t *size, const char **syscall) {
+int plat_shm_open(const char *name, void **addr, plat_shm_info *info, int *fdout, const char **syscall) {
   *syscall = "shm_open";
-  int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+  int fd = shm_open(name, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
   if (fd < 0) return -errno;
   struct stat st;
   if (fstat(fd, &st) != 0) { int e = -errno; *syscall = "fstat"; close(fd); return e; }
-  *size = (size_t)st.st_size;
+  info->size = (size_t)st.st_size;
+  info->uid = (uint32_t)st.st_uid;
+  info->gid = (uint32_t)st.st_gid;
+  info->mode = (uint32_t)(st.st_mode & 07777);
+  info->regular = S_ISREG(st.st_mode) ? 1 : 0;
   *addr = NULL;
-  if (st.st_size > 0) {
+  *fdout = -1;
+  if (st.st_size > 0 && info->regular) {
+    /* A sparse object (made with ftruncate alone, or truncated and grown again by a peer) would
+     * raise SIGBUS at the first touch of a page when /dev/shm is full: reserve its pages now, so
+     * that a full filesystem fails here with ENOSPC instead. */
+    if ((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size) {
+      int rc = posix_fallocate(fd, 0, st.st_size);
+      if (rc != 0) { *syscall = "posix_fallocate"; close(fd); return -rc; }
+    }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) { int e = -errno; *syscall = "mmap"; close(fd); return e; }
     *addr = p;
+    *fdout = fd;
+    return 0;
   }
   close(fd);
   return 0;
 }
+
+int plat_shm_check(int fd, size_t size) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  int status = 0;
+  if ((uint64_t)st.st_size < (uint64_t)size) {
+    /* A peer shrank the object under our mapping: touching the lost pages would raise SIGBUS.
+     * Give it its size back (the lost bytes read as zeros), then reserve the pages again. */
+    if (ftruncate(fd, (off_t)size) != 0) return -errno;
+    status = 1;
+  }
+  if ((uint64_t)st.st_blocks * 512 < (uint64_t)size || status) {
+    int rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) return -rc;
+    if (!status) status = 2;
+  }
+  return status;
+}
+
+int plat_close(int fd) { return close(fd) == 0 ? 0 : -errno; }
 
 int plat_shm_publish(const char *tmp, const char *name, const char **syscall) {
   char from[PATH_MAX], to[PATH_MAX];

@@ -25,6 +25,8 @@
 
 #define PER_THREAD (PLAT_WAITV_MAX - 1)
 #define MAX_THREADS 256
+/* A waiter thread with nothing to wait for exits after this long: idle costs no thread. */
+#define IDLE_EXIT_NS (1000LL * 1000 * 1000)
 #define ST_WOKEN 0
 #define ST_TIMEDOUT 1
 #define ST_CANCELLED 2
@@ -40,7 +42,7 @@ typedef struct req {
 
 struct state;
 
-typedef struct {
+typedef struct wthread_ {
   struct state *st;
   pthread_t th;
   _Atomic uint32_t ctl;
@@ -49,6 +51,7 @@ typedef struct {
   req *incoming;           /* under st->lock */
   int assigned;            /* incoming + active, under st->lock */
   int stop;                /* under st->lock */
+  struct wthread_ *next_exited; /* under st->lock: threads that left, to be joined */
 } wthread;
 
 typedef struct { uint32_t id; int32_t status; } done_t;
@@ -57,6 +60,7 @@ typedef struct state {
   pthread_mutex_t lock;
   wthread *threads[MAX_THREADS];
   int nthreads;
+  wthread *exited; /* threads that left st->threads after idling; joined by reap() */
   done_t *done;
   size_t ndone, capdone;
   int signalled;
@@ -100,6 +104,7 @@ static void *thread_main(void *arg) {
   wthread *w = arg;
   state *st = w->st;
   plat_waitv_entry vec[PLAT_WAITV_MAX];
+  int64_t idle_since = 0;
   pthread_mutex_lock(&st->lock);
   while (!w->stop) {
     while (w->incoming && w->nactive < PER_THREAD) {
@@ -116,6 +121,19 @@ static void *thread_main(void *arg) {
       else if (r->deadline < deadline) deadline = r->deadline;
     }
     signal_js(st);
+    int idle = w->nactive == 0 && w->incoming == NULL;
+    if (idle) {
+      if (idle_since == 0) idle_since = now;
+      else if (now - idle_since >= IDLE_EXIT_NS && w->assigned == 0) {
+        /* Leave: nobody can reach this thread once it is off the list (wakers hold st->lock). */
+        for (int i = 0; i < st->nthreads; i++)
+          if (st->threads[i] == w) { st->threads[i] = st->threads[--st->nthreads]; break; }
+        w->next_exited = st->exited;
+        st->exited = w;
+        break;
+      }
+      deadline = idle_since + IDLE_EXIT_NS;
+    } else idle_since = 0;
     uint32_t c = atomic_load(&w->ctl);
     vec[0].addr = (uint32_t *)&w->ctl;
     vec[0].expected = c;
@@ -181,8 +199,23 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   }
 }
 
+/* Joins the threads that exited after idling (they are past their last use of st->lock). */
+static void reap(state *st) {
+  pthread_mutex_lock(&st->lock);
+  wthread *list = st->exited;
+  st->exited = NULL;
+  pthread_mutex_unlock(&st->lock);
+  while (list) {
+    wthread *w = list;
+    list = w->next_exited;
+    pthread_join(w->th, NULL);
+    free(w);
+  }
+}
+
 static void cleanup(void *arg) {
   state *st = arg;
+  reap(st);
   pthread_mutex_lock(&st->lock);
   for (int i = 0; i < st->nthreads; i++) st->threads[i]->stop = 1;
   pthread_mutex_unlock(&st->lock);
@@ -196,6 +229,7 @@ static void cleanup(void *arg) {
     free(w);
   }
   st->nthreads = 0;
+  reap(st);
   free(st->done);
   st->done = NULL;
   st->ndone = st->capdone = 0;
@@ -263,9 +297,12 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
   r->next = w->incoming;
   w->incoming = r;
   w->assigned++;
-  pthread_mutex_unlock(&st->lock);
+  /* Woken under the lock: an idle thread leaves only under it, so w cannot be freed meanwhile. */
   atomic_fetch_add(&w->ctl, 1);
   plat_futex_wake_private((uint32_t *)&w->ctl, 1);
+  int reaping = st->exited != NULL;
+  pthread_mutex_unlock(&st->lock);
+  if (reaping) reap(st);
 
   if (st->pending++ == 0 && !st->refd) {
     napi_ref_threadsafe_function(env, st->tsfn);
@@ -290,9 +327,9 @@ static napi_value async_cancel(napi_env env, napi_callback_info info) {
       if (r->id == id) found = r;
     if (found) {
       found->cancelled = 1;
-      pthread_mutex_unlock(&st->lock);
       atomic_fetch_add(&w->ctl, 1);
       plat_futex_wake_private((uint32_t *)&w->ctl, 1);
+      pthread_mutex_unlock(&st->lock);
       return make_int(env, 0);
     }
   }
@@ -304,6 +341,7 @@ static napi_value async_cancel(napi_env env, napi_callback_info info) {
 static napi_value async_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   state *st = get_args_data(env, info, 0, argv);
+  if (st) reap(st);
   napi_value arr;
   napi_create_array_with_length(env, 2, &arr);
   napi_set_element(env, arr, 0, make_int(env, st ? st->nthreads : 0));

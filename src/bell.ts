@@ -12,6 +12,7 @@
  * re-checks its own condition (they all tolerate spurious wake-ups).
  */
 import { abortError, ErrorCodes, ShmkitError } from './errors';
+import { isAborted, onAbort as listenAbort } from './abort';
 import { native } from './native';
 import { tuning, type WaitOwner } from './wait';
 
@@ -119,15 +120,16 @@ function holdAlive(): void {
  * alive.
  */
 export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, owner: WaitOwner | undefined, what: string): Promise<boolean> {
-  if (signal?.aborted) return Promise.reject(abortError(signal, what));
+  if (isAborted(signal)) return Promise.reject(abortError(signal, what));
   return new Promise<boolean>((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | null = null;
+    let unlisten: (() => void) | null = null;
     const finish = (): void => {
       waiters.delete(onBell);
       ticking.delete(onSlice);
       holdAlive();
       if (timer !== null) clearTimeout(timer);
-      if (signal) signal.removeEventListener('abort', onAbort);
+      unlisten?.();
       owner?.pendingWaits.delete(onClose);
     };
     const onBell = (): void => {
@@ -150,7 +152,7 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
     else timer = setTimeout(onSlice, timeoutMs);
     waiters.add(onBell);
     holdAlive();
-    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    if (signal) unlisten = listenAbort(signal, onAbort);
     owner?.pendingWaits.add(onClose);
   });
 }

@@ -23,6 +23,8 @@ export const ErrorCodes = {
   CORRUPT: 'ERR_SHMKIT_CORRUPT',
   /** The OS refused access (EACCES, EPERM). */
   PERMISSION: 'ERR_SHMKIT_PERMISSION',
+  /** open()/openOrCreate() found an object owned by another user that options.trustedOwners does not accept. */
+  UNTRUSTED_OWNER: 'ERR_SHMKIT_UNTRUSTED_OWNER',
   /** No room to reserve the segment's memory (ENOSPC, ENOMEM). */
   NO_SPACE: 'ERR_SHMKIT_NO_SPACE',
   /** The object was closed. */
@@ -77,6 +79,8 @@ export class ShmkitError extends Error {
   declare readonly errno?: number;
   declare readonly errnoCode?: string;
   declare readonly syscall?: string;
+  /** On errors from a channel send: false, the message was not published (nothing of it is delivered). */
+  declare readonly published?: boolean;
 
   constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -146,6 +150,8 @@ export function timeoutError(what: string, ms: number, segment?: string): Shmkit
   return new ShmkitError(ErrorCodes.TIMEOUT, `${what}: timed out after ${ms} ms`, segment === undefined ? {} : { segment });
 }
 
+const reasonGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'reason')!.get!;
+
 export function abortError(signal: AbortSignal, what: string): ShmkitError {
-  return new ShmkitError(ErrorCodes.ABORTED, `${what}: aborted`, { cause: signal.reason });
+  return new ShmkitError(ErrorCodes.ABORTED, `${what}: aborted`, { cause: reasonGetter.call(signal) });
 }

@@ -10,6 +10,7 @@
  * time exists and is not a zombie. A reused pid has another start time, so it does not count.
  */
 import { osError } from './errors';
+import { checkInt } from './validate';
 import { isFailure, native } from './native';
 
 export interface ProcessIdentity {
@@ -62,6 +63,8 @@ export function tokenAlive(token: bigint): boolean {
 
 /** Whether a process is alive, by pid and start time (for headers that record both). */
 export function processAlive(pid: number, startTime: number): boolean {
+  checkInt('pid', pid, 0, 0x3fffff);
+  checkInt('startTime', startTime, 0, Number.MAX_SAFE_INTEGER);
   if (pid <= 0) return false;
   return native.processAlive(pid, startTime % 2 ** START_BITS, START_BITS) !== 0;
 }

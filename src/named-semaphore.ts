@@ -9,10 +9,13 @@
  * (Node runs timers shorter than 1 ms after 1 ms): its wake-up latency is 1 to 5 ms, and it never
  * blocks the event loop.
  */
+import { chmodSync, closeSync, constants as fsConstants, fstatSync, openSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { checkOwner, parseTrust, type Trust, type TrustedOwners } from './trust';
 import { abortError, closedError, invalidArg, osError, timeoutError } from './errors';
 import { isFailure, native } from './native';
-import { checkInt, checkObject, checkSignal, checkTimeout, describe } from './validate';
+import { checkInt, checkObject, checkTimeout, describe } from './validate';
+import { checkSignal, isAborted } from './abort';
 import { Deadline } from './wait';
 
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
@@ -30,11 +33,47 @@ function checkSemName(name: unknown): string {
 export interface NamedSemaphoreOptions {
   /** Initial value when created. Default 0. */
   initial?: number;
-  /** Permission bits when created. Default 0o600. */
+  /** Permission bits when created, applied exactly (not filtered by the umask). Default 0o600. */
   mode?: number;
+  /** Owners accepted by open/openOrCreate besides this user (see Segment.open). */
+  trustedOwners?: TrustedOwners | 'any';
 }
 
 const SEM_VALUE_MAX = 0x7fffffff;
+const ENOENT = 2;
+const EEXIST = 17;
+
+/** Where glibc keeps a named semaphore: /dev/shm/sem.<name>. */
+const semPath = (name: string): string => `/dev/shm/sem.${name}`;
+
+/**
+ * Opens an existing named semaphore if its owner is trusted; null if there is none. The file is
+ * opened (never through a symbolic link) and checked first; sem_open then opens it by name. Only
+ * its owner (or root) can remove or replace a file in the sticky /dev/shm, so a file owned by this
+ * user that we hold open is the one sem_open finds.
+ */
+function openExisting(name: string, trust: Trust, how: string): object | null {
+  let fd: number;
+  try {
+    fd = openSync(semPath(name), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') return null;
+    throw osError(e.errno !== undefined ? -e.errno : 1, 'open', `${how} named semaphore "${name}"`, name);
+  }
+  try {
+    const st = fstatSync(fd);
+    checkOwner(`${how} named semaphore "${name}"`, name, st.uid, st.gid, trust);
+    const h = native.semOpen('/' + name, false, false, 0, 0);
+    if (isFailure(h)) {
+      if (h.errno === ENOENT) return null; // removed meanwhile: create it
+      throw osError(h.errno, h.syscall, `${how} named semaphore "${name}"`, name);
+    }
+    return h;
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export class NamedSemaphore {
   readonly name: string;
@@ -50,17 +89,39 @@ export class NamedSemaphore {
     const o = checkObject('options', options);
     const initial = o.initial === undefined ? 0 : checkInt('options.initial', o.initial, 0, SEM_VALUE_MAX);
     const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
-    const h = native.semOpen('/' + n, how !== 'open', how === 'create', mode, initial);
-    if (isFailure(h)) throw osError(h.errno, h.syscall, `${how} named semaphore "${n}"`, n);
-    return new NamedSemaphore(n, h);
+    const trust = parseTrust(o.trustedOwners);
+    let last: unknown;
+    // Open first (checking the owner), create if absent; if a racer created it meanwhile, go round.
+    for (let attempt = 0; attempt < 16; attempt++) {
+      if (how !== 'create') {
+        const h = openExisting(n, trust, how);
+        if (h !== null) return new NamedSemaphore(n, h);
+        if (how === 'open') throw osError(ENOENT, 'open', `open named semaphore "${n}"`, n);
+      }
+      const h = native.semOpen('/' + n, true, true, mode, initial);
+      if (!isFailure(h)) {
+        // sem_open applied the umask; the caller asked for exactly `mode`. Only this user's own
+        // new object is changed (the name was created exclusively, in the sticky /dev/shm).
+        try {
+          chmodSync(semPath(n), mode);
+        } catch (err) {
+          native.semClose(h);
+          throw osError((err as NodeJS.ErrnoException).errno !== undefined ? -(err as NodeJS.ErrnoException).errno! : 1, 'chmod', `create named semaphore "${n}"`, n);
+        }
+        return new NamedSemaphore(n, h);
+      }
+      last = osError(h.errno, h.syscall, `${how} named semaphore "${n}"`, n);
+      if (how === 'create' || h.errno !== EEXIST) throw last;
+    }
+    throw last;
   }
 
   /** Creates it; fails with ERR_SHMKIT_EXISTS if it exists. */
   static create(name: string, options?: NamedSemaphoreOptions): NamedSemaphore {
     return NamedSemaphore.open_('create', name, options);
   }
-  static open(name: string): NamedSemaphore {
-    return NamedSemaphore.open_('open', name, undefined);
+  static open(name: string, options?: { trustedOwners?: TrustedOwners | 'any' }): NamedSemaphore {
+    return NamedSemaphore.open_('open', name, options);
   }
   static openOrCreate(name: string, options?: NamedSemaphoreOptions): NamedSemaphore {
     return NamedSemaphore.open_('openOrCreate', name, options);
@@ -116,7 +177,7 @@ export class NamedSemaphore {
     const deadline = new Deadline(timeout);
     let delay = 0.05;
     for (;;) {
-      if (signal?.aborted) throw abortError(signal, `named semaphore "${this.name}" waitAsync`);
+      if (isAborted(signal)) throw abortError(signal, `named semaphore "${this.name}" waitAsync`);
       if (this.tryWait()) return;
       const left = deadline.remaining();
       if (left === 0) throw timeoutError(`named semaphore "${this.name}" waitAsync`, timeout, this.name);

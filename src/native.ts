@@ -24,9 +24,17 @@ export interface NativeEmptyMapping {
   size: number;
 }
 
+/** Owner and permission bits of an opened object (from fstat). */
+export interface NativeStat {
+  uid: number;
+  gid: number;
+  mode: number;
+}
+
 export interface NativeAddon {
   shmCreate(name: string, size: number, mode: number): NativeMapping | NativeFailure;
-  shmOpen(name: string): NativeMapping | NativeEmptyMapping | NativeFailure;
+  shmOpen(name: string): ((NativeMapping | NativeEmptyMapping) & NativeStat) | NativeFailure;
+  shmCheck(handle: object): number;
   shmPublish(tmp: string, name: string): 0 | NativeFailure;
   shmUnlink(name: string): number;
   unmap(handle: object, buffer: ArrayBuffer): number;

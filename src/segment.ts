@@ -30,6 +30,7 @@ import { self } from './identity';
 import { isFailure, native, type NativeMapping } from './native';
 import { checkFunction, checkInt, checkObject, describe } from './validate';
 import type { WaitOwner } from './wait';
+import { checkOwner, parseTrust, type Trust, type TrustedOwners } from './trust';
 
 export const MAGIC = 0x4b4d4853;
 export const LAYOUT_VERSION = 2;
@@ -73,7 +74,18 @@ export function checkName(name: unknown, argument = 'name'): string {
   return name;
 }
 
-export interface SegmentOptions {
+/** Options of open(): which owners to accept besides this process's user. */
+export interface OpenOptions {
+  /**
+   * Accept an object owned by these users or groups (or by anyone: 'any'). By default open() and
+   * openOrCreate() refuse an object that another user owns, with ERR_SHMKIT_UNTRUSTED_OWNER: any
+   * local user could have created it first to read or plant data. Every id listed is trusted
+   * with what this process writes.
+   */
+  trustedOwners?: TrustedOwners | 'any';
+}
+
+export interface SegmentOptions extends OpenOptions {
   /** Bytes of user data (the header is extra). */
   size: number;
   /** Permission bits, applied exactly (not filtered by the umask). Default 0o600. */
@@ -88,6 +100,8 @@ export interface InternalCreate {
   size: number;
   mode: number;
   initialize: ((segment: Segment) => void) | undefined;
+  /** Owners accepted when an existing object is opened (openOrCreate). */
+  trust: Trust;
 }
 
 function fnv1a(bytes: Uint8Array, ranges: Array<[number, number]>): number {
@@ -153,10 +167,10 @@ export class Segment implements WaitOwner {
     return Segment.createKind(name, parseOptions(options));
   }
 
-  /** Opens an existing segment. */
-  static open(name: string): Segment {
+  /** Opens an existing segment (owned by this user, or by one `options.trustedOwners` accepts). */
+  static open(name: string, options?: OpenOptions): Segment {
     checkName(name);
-    return Segment.openKind(name, Kind.SEGMENT);
+    return Segment.openKind(name, Kind.SEGMENT, parseTrust(checkObject('options', options).trustedOwners));
   }
 
   /**
@@ -200,6 +214,7 @@ export class Segment implements WaitOwner {
     const seg = new Segment(name, m, true);
     try {
       c.initialize?.(seg);
+      if (seg.#closed) throw invalidArg('options.initialize', `closed segment "${name}" while initializing it; nothing was created`);
       Atomics.store(seg.#i32, 3, STATE_READY);
       const r = native.shmPublish(tmp, NAME_PREFIX + name);
       if (isFailure(r)) throw osError(r.errno, r.syscall, `create segment "${name}"`, name);
@@ -212,9 +227,15 @@ export class Segment implements WaitOwner {
   }
 
   /** @internal */
-  static openKind(name: string, kind: number): Segment {
+  static openKind(name: string, kind: number, trust: Trust): Segment {
     const m = native.shmOpen(NAME_PREFIX + name);
     if (isFailure(m)) throw osError(m.errno, m.syscall, `open segment "${name}"`, name);
+    try {
+      checkOwner(`open segment "${name}"`, name, m.uid, m.gid, trust);
+    } catch (err) {
+      if (m.buffer !== null) native.unmap(m.handle, m.buffer);
+      throw err;
+    }
     if (m.buffer === null) {
       throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${name}": it is empty (0 bytes), not a shmkit segment`, { segment: name });
     }
@@ -234,7 +255,7 @@ export class Segment implements WaitOwner {
     let last: unknown;
     for (let attempt = 0; attempt < 16; attempt++) {
       try {
-        return Segment.openKind(name, c.kind);
+        return Segment.openKind(name, c.kind, c.trust);
       } catch (err) {
         if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.NOT_FOUND) throw err;
         last = err;
@@ -281,6 +302,29 @@ export class Segment implements WaitOwner {
     return this.#i64;
   }
 
+  /**
+   * Checks that no other process shrank this object or discarded its pages (with ftruncate) since
+   * it was mapped, and repairs the object if one did, so that touching it cannot raise SIGBUS:
+   * the size is restored and the pages reserved again. Their old contents are lost, so a repair
+   * throws ERR_SHMKIT_CORRUPT (or ERR_SHMKIT_NO_SPACE if /dev/shm has no room for the pages).
+   * Channels call this before every park; call it yourself before touching a segment that a peer
+   * with write access might have truncated. One fstat system call when intact.
+   */
+  verify(): void {
+    if (this.#closed) throw closedError(`segment "${this.name}"`, this.name);
+    const rc = native.shmCheck(this.#handle);
+    if (rc === 0) return;
+    if (rc === 1 || rc === 2) {
+      throw new ShmkitError(
+        ErrorCodes.CORRUPT,
+        `segment "${this.name}": another process ${rc === 1 ? 'shrank the object' : 'discarded its pages'} under this mapping; ` +
+          'its size and pages were restored, its contents are lost',
+        { segment: this.name },
+      );
+    }
+    throw osError(-rc, 'fstat/ftruncate/posix_fallocate', `verify segment "${this.name}"`, this.name);
+  }
+
   /** @internal the kind-specific parameter area (header bytes 64..127). */
   params(): DataView {
     return new DataView(this.#buffer, PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET);
@@ -323,7 +367,7 @@ function parseOptions(options: unknown): InternalCreate {
   const size = checkInt('options.size', o.size, 0, MAX_SEGMENT_SIZE - HEADER_SIZE);
   const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
   const initialize = checkFunction('options.initialize', o.initialize) as SegmentOptions['initialize'];
-  return { kind: Kind.SEGMENT, size, mode, initialize };
+  return { kind: Kind.SEGMENT, size, mode, initialize, trust: parseTrust(o.trustedOwners) };
 }
 
 function validateHeader(name: string, buffer: ArrayBuffer, kind: number): void {

@@ -14,17 +14,15 @@ export function checkTimeout(name: string, v: unknown): number {
   return v;
 }
 
-export function checkSignal(name: string, v: unknown): AbortSignal | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== 'object' || v === null || typeof (v as AbortSignal).aborted !== 'boolean' || typeof (v as AbortSignal).addEventListener !== 'function') {
-    throw invalidArg(name, `must be an AbortSignal, got ${describe(v)}`);
-  }
-  return v as AbortSignal;
-}
-
 export function checkObject(name: string, v: unknown): Record<string, unknown> {
   if (v === undefined) return {};
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalidArg(name, `must be an object, got ${describe(v)}`);
+  let isArray: boolean;
+  try {
+    isArray = Array.isArray(v); // throws for a revoked Proxy
+  } catch {
+    throw invalidArg(name, 'must be an object, got a revoked Proxy');
+  }
+  if (typeof v !== 'object' || v === null || isArray) throw invalidArg(name, `must be an object, got ${describe(v)}`);
   return v as Record<string, unknown>;
 }
 
@@ -35,6 +33,14 @@ export function checkFunction(name: string, v: unknown): ((...a: never[]) => unk
 }
 
 export function describe(v: unknown): string {
+  try {
+    return describeUnsafe(v);
+  } catch {
+    return 'an unreadable object'; // e.g. a revoked Proxy
+  }
+}
+
+function describeUnsafe(v: unknown): string {
   if (v === null) return 'null';
   if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
   if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);

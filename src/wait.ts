@@ -11,6 +11,7 @@
  * only when someone sleeps.
  */
 import { abortError, closedError, ErrorCodes, osError, ShmkitError } from './errors';
+import { isAborted, onAbort as listenAbort } from './abort';
 import { native, Status } from './native';
 
 export interface WaitTuning {
@@ -88,33 +89,100 @@ export function wake(words: Int32Array, index: number, count: number): void {
 }
 
 // Asynchronous waits -------------------------------------------------------------------------------
-
-interface Pending {
-  resolve(timedOut: boolean): void;
-  reject(err: unknown): void;
-}
+//
+// Idle waiting costs close to nothing:
+// - Waits on the same word with the same expected value share one native wait (a Semaphore with
+//   5,000 pending waitAsync() calls holds one slot of one waiter thread, not 5,000).
+// - A native wait has no liveness slice. One ticker per thread (unref'd, running only while waits
+//   are pending) looks at every shared wait once per liveness interval: if the word no longer holds
+//   the expected value (a peer changed it and died before waking), or the wait's `recheck` says so
+//   (a lock owner died), the wait ends and its callers re-check; otherwise nothing happens. So an
+//   idle wait costs one Atomics.load per interval, and is never re-registered.
+// - Each caller's own deadline is a timer of its own, armed only when it has one.
 
 /** Something that can be closed under a pending wait (a Segment): it rejects them on close. */
 export interface WaitOwner {
   readonly pendingWaits: Set<() => void>;
 }
 
-const pending = new Map<number, Pending>();
+interface Sub {
+  resolve(timedOut: boolean): void;
+  reject(err: unknown): void;
+}
+
+interface Shared {
+  readonly words: Int32Array;
+  readonly index: number;
+  readonly expected: number;
+  readonly key: string;
+  readonly subs: Set<Sub>;
+  recheck: (() => boolean) | undefined;
+  id: number;
+}
+
+/** Native wait id -> shared wait. */
+const byId = new Map<number, Shared>();
+/** Word (buffer + index + expected value) -> shared wait. */
+const byWord = new Map<ArrayBufferLike, Map<string, Shared>>();
 let initialized = false;
 
 function onComplete(id: number, status: number): void {
-  const p = pending.get(id);
-  if (p === undefined) return; // already settled (aborted or closed)
-  pending.delete(id);
-  if (status === 0) p.resolve(false);
-  else if (status === 1) p.resolve(true);
-  else if (status === 2) p.resolve(false); // cancelled natively: the JS side already settled
-  else p.reject(osError(-status, 'futex_waitv', 'asynchronous wait'));
+  const sh = byId.get(id);
+  if (sh === undefined) return; // already ended (all callers left, or the ticker ended it)
+  if (status === 2) return; // cancelled natively: whoever cancelled already settled
+  endShared(sh, false);
+  if (status < 0) {
+    const err = osError(-status, 'futex_waitv', 'asynchronous wait');
+    for (const sub of [...sh.subs]) sub.reject(err);
+  } else for (const sub of [...sh.subs]) sub.resolve(status === 1);
+}
+
+/** Removes a shared wait from the tables; cancels its native wait unless it has completed. */
+function endShared(sh: Shared, cancelNative: boolean): void {
+  byId.delete(sh.id);
+  const m = byWord.get(sh.words.buffer);
+  if (m !== undefined && m.get(sh.key) === sh) {
+    m.delete(sh.key);
+    if (m.size === 0) byWord.delete(sh.words.buffer);
+  }
+  if (cancelNative) native.asyncCancel(sh.id);
+  if (byId.size === 0) stopTicker();
+}
+
+let ticker: ReturnType<typeof setInterval> | null = null;
+
+function startTicker(): void {
+  if (ticker !== null) return;
+  ticker = setInterval(tick, tuning.livenessIntervalMs);
+  ticker.unref(); // the native wait keeps the process alive while it is pending
+}
+
+function stopTicker(): void {
+  if (ticker === null) return;
+  clearInterval(ticker);
+  ticker = null;
+}
+
+function tick(): void {
+  for (const sh of [...byId.values()]) {
+    if (!byId.has(sh.id)) continue;
+    let end: boolean;
+    try {
+      end = sh.words.length === 0 || Atomics.load(sh.words, sh.index) !== sh.expected || (sh.recheck !== undefined && sh.recheck());
+    } catch {
+      end = true; // a check that fails is for the callers' own loop to report
+    }
+    if (!end) continue;
+    endShared(sh, true);
+    for (const sub of [...sh.subs]) sub.resolve(true);
+  }
 }
 
 /**
- * Resolves when words[index] may have changed from `expected` (true if the timeout passed
- * instead). Rejects with ABORTED if the signal fires, or CLOSED if the owner segment closes.
+ * Resolves when words[index] may have changed from `expected`: false when woken, true when
+ * `timeoutMs` passed or, at a liveness tick, `recheck()` returned true or the word changed without
+ * a wake-up. Rejects with ABORTED if the signal fires, or CLOSED if the owner segment closes.
+ * Callers re-check their condition in a loop in every case.
  */
 export function parkAsync(
   words: Int32Array,
@@ -124,38 +192,49 @@ export function parkAsync(
   signal: AbortSignal | undefined,
   owner: WaitOwner | undefined,
   what: string,
+  recheck?: () => boolean,
 ): Promise<boolean> {
   if (!initialized) {
     native.asyncInit(onComplete);
     initialized = true;
   }
-  if (signal?.aborted) return Promise.reject(abortError(signal, what));
-  const id = native.asyncWait(words, index, expected, timeoutMs === Infinity ? -1 : timeoutMs);
-  if (id < 0) {
-    if (id === Status.EINVAL) return Promise.reject(closedError('the shared memory behind this object'));
-    return Promise.reject(osError(-id, 'asyncWait', what));
-  }
-  return new Promise<boolean>((resolve, reject) => {
-    let onAbort: (() => void) | undefined;
-    const cancel = (err: unknown): void => {
-      if (!pending.delete(id)) return;
-      native.asyncCancel(id);
-      cleanup();
-      reject(err);
-    };
-    const onClose = (): void => cancel(new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
-    const cleanup = (): void => {
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
-      owner?.pendingWaits.delete(onClose);
-    };
-    pending.set(id, {
-      resolve: (t) => { cleanup(); resolve(t); },
-      reject: (e) => { cleanup(); reject(e); },
-    });
-    if (signal) {
-      onAbort = () => cancel(abortError(signal, what));
-      signal.addEventListener('abort', onAbort, { once: true });
+  if (isAborted(signal)) return Promise.reject(abortError(signal!, what));
+  if (words.length === 0) return Promise.reject(closedError('the shared memory behind this object'));
+  const key = `${index}:${expected | 0}`;
+  let m = byWord.get(words.buffer);
+  let sh = m?.get(key);
+  if (sh === undefined) {
+    const id = native.asyncWait(words, index, expected, -1);
+    if (id < 0) {
+      if (id === Status.EINVAL) return Promise.reject(closedError('the shared memory behind this object'));
+      return Promise.reject(osError(-id, 'asyncWait', what));
     }
+    sh = { words, index, expected: expected | 0, key, subs: new Set(), recheck, id };
+    byId.set(id, sh);
+    if (m === undefined) byWord.set(words.buffer, (m = new Map()));
+    m.set(key, sh);
+    startTicker();
+  } else if (sh.recheck === undefined) sh.recheck = recheck;
+  const shared = sh;
+  return new Promise<boolean>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let unlisten: (() => void) | null = null;
+    const leave = (): void => {
+      shared.subs.delete(sub);
+      if (timer !== null) clearTimeout(timer);
+      unlisten?.();
+      owner?.pendingWaits.delete(onClose);
+      // The last caller to leave early ends the native wait.
+      if (shared.subs.size === 0 && byId.get(shared.id) === shared) endShared(shared, true);
+    };
+    const sub: Sub = {
+      resolve: (t) => { leave(); resolve(t); },
+      reject: (e) => { leave(); reject(e); },
+    };
+    const onClose = (): void => sub.reject(new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
+    shared.subs.add(sub);
+    if (timeoutMs !== Infinity) timer = setTimeout(() => sub.resolve(true), timeoutMs);
+    if (signal) unlisten = listenAbort(signal, () => sub.reject(abortError(signal, what)));
     owner?.pendingWaits.add(onClose);
   });
 }
@@ -165,7 +244,9 @@ export function parkAsync(
  * and this thread's doorbell (0 if not opened) with the number of times it woke the event loop.
  */
 export function asyncWaitStats(): { pending: number; threads: number; doorbell: number; doorbellRings: number } {
-  const [threads, n] = native.asyncStats();
+  const [threads] = native.asyncStats();
+  let n = 0;
+  for (const sh of byId.values()) n += sh.subs.size;
   const [doorbell, doorbellRings] = native.bellStats();
   return { pending: n, threads, doorbell, doorbellRings };
 }

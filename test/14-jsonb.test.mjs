@@ -79,6 +79,19 @@ describe('jsonb codec: same values as JSON', () => {
     }
   });
 
+  test('objects whose key block passes 64 KiB (the u16 block length) round-trip, inline', () => {
+    // 128 keys (the most a cached shape has) of 600 one-byte or 300 two-byte characters: the key
+    // block would be ~77 KiB, more than its u16 length can say. It used to be written truncated.
+    jsonb.resetShapes(true); // an empty trie: the shape would be cached
+    for (const unit of ['x', 'é', '€']) {
+      const n = unit === '€' ? 300 : 600;
+      const o = {};
+      for (let i = 0; i < 128; i++) o[`k${i}_${unit.repeat(n)}`] = i % 2 ? [i] : { i };
+      for (let r = 0; r < 10; r++) assertLikeJson(roundTrip(o), o, `${unit} keys, round ${r}`);
+      assertLikeJson(roundTrip({ outer: o, n: 1 }), { outer: o, n: 1 }, `${unit} keys, nested`);
+    }
+  });
+
   test('a toJSON that itself encodes does not disturb the outer encode', () => {
     const inner = { toJSON: () => codecs.jsonb.decode(codecs.jsonb.encode({ nested: [true, 'x'.repeat(100)] })) };
     const v = { before: 'x'.repeat(10), inner, after: [1, 2, 3] };

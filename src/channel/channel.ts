@@ -26,7 +26,10 @@
  *   tag raises ERR_SHMKIT_CORRUPT; no read leaves the ring, and no loop runs without progress.
  */
 import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
-import { checkName, Kind, Segment } from '../segment';
+import { isAborted } from '../abort';
+import { checkName, Kind, type OpenOptions, Segment } from '../segment';
+import { lockWithin, lockWithinAsync } from '../sync/lock-within';
+import { parseTrust, type Trust } from '../trust';
 import { Mutex, type MutexGuard } from '../sync/mutex';
 import { parseWait, type ParsedWait, DEFAULT } from '../sync/primitive';
 import { checkInt, checkObject, describe } from '../validate';
@@ -38,7 +41,7 @@ import * as L from './layout';
 import { bufferView, Slab } from './slab';
 import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
 
-export interface ChannelOptions<T = unknown> {
+export interface ChannelOptions<T = unknown> extends OpenOptions {
   /** Ring size in bytes, rounded up to a power of two (1 KiB .. 1 GiB). Default 1 MiB. */
   capacity?: number;
   /** Largest message in bytes. Default and maximum: capacity / 2 - 8. */
@@ -53,7 +56,7 @@ export interface ChannelOptions<T = unknown> {
   mode?: number;
 }
 
-export interface OpenChannelOptions<T = unknown> {
+export interface OpenChannelOptions<T = unknown> extends OpenOptions {
   codec?: CodecName | Codec<T>;
 }
 
@@ -89,6 +92,9 @@ export interface ChannelStats {
   producers: number;
   consumers: number;
 }
+
+/** What tryReceiveResult() found. */
+export type TryReceiveResult<T> = { ok: true; value: T } | { ok: false; reason: 'empty' | 'ended' | 'busy' };
 
 /** A zero-copy view of a received message, valid until release(). */
 export interface ReceivedView {
@@ -187,6 +193,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   // the consumer side's recNext: a handle may send and receive, with a loan or view outstanding).
   private prodNext = 0;
   private outstanding: 'view' | 'loan' | null = null;
+  /** Set by a try-take that found the consumer lock held by another consumer (tryReceiveResult). */
+  private lastTryBusy = false;
   private disconnected = false;
   /** Single-producer role held, bytes codec, no loan: send() takes sendFast(). */
   private fastSend = false;
@@ -233,7 +241,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   // Creation -------------------------------------------------------------------------------------------
 
-  private static parseCreate(options: unknown): { params: L.ChannelParams; mode: number; codec: Codec<unknown> } {
+  private static parseCreate(options: unknown): { params: L.ChannelParams; mode: number; codec: Codec<unknown>; trust: Trust } {
     const o = checkObject('options', options);
     const capRaw = o.capacity === undefined ? 1 << 20 : checkInt('options.capacity', o.capacity, 1, L.MAX_CAPACITY);
     const capacity = roundUpPow2(capRaw);
@@ -250,14 +258,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const multiProducer = side('options.producers', o.producers);
     const multiConsumer = side('options.consumers', o.consumers);
     const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
-    return { params: { capacity, maxMessageSize, multiProducer, multiConsumer }, mode, codec: resolveCodec(o.codec) };
+    return { params: { capacity, maxMessageSize, multiProducer, multiConsumer }, mode, codec: resolveCodec(o.codec), trust: parseTrust(o.trustedOwners) };
   }
 
   /** Creates a channel; ERR_SHMKIT_EXISTS if the name is taken. */
   static create<T = unknown>(name: string, options?: ChannelOptions<T>): Channel<T> {
     checkName(name);
-    const { params, mode, codec } = Channel.parseCreate(options);
-    const seg = Segment.createKind(name, { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, initialize: (s) => L.writeParams(s, params) });
+    const { params, mode, codec, trust } = Channel.parseCreate(options);
+    const seg = Segment.createKind(name, { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, initialize: (s) => L.writeParams(s, params), trust });
     return new Channel<T>(seg, params, codec as Codec<T>);
   }
 
@@ -266,7 +274,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     checkName(name);
     const o = checkObject('options', options);
     const codec = resolveCodec(o.codec);
-    const seg = Segment.openKind(name, Kind.CHANNEL);
+    const seg = Segment.openKind(name, Kind.CHANNEL, parseTrust(o.trustedOwners));
     try {
       return new Channel<T>(seg, L.readParams(seg), codec as Codec<T>);
     } catch (err) {
@@ -278,8 +286,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   /** Opens the channel, or creates it with `options` if it does not exist. */
   static openOrCreate<T = unknown>(name: string, options?: ChannelOptions<T>): Channel<T> {
     checkName(name);
-    const { params, mode, codec } = Channel.parseCreate(options);
-    const seg = Segment.openOrCreateKind(name, { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, initialize: (s) => L.writeParams(s, params) });
+    const { params, mode, codec, trust } = Channel.parseCreate(options);
+    const seg = Segment.openOrCreateKind(name, { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, initialize: (s) => L.writeParams(s, params), trust });
     try {
       return new Channel<T>(seg, seg.created ? params : L.readParams(seg), codec as Codec<T>);
     } catch (err) {
@@ -538,11 +546,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     if (deadline === null) {
       if (this.producerLock.tryLock() === null) return false;
-    } else {
-      const left = deadline.remaining();
-      if (left === 0 && this.producerLock.tryLock() === null) throw timeoutError(`channel "${this.name}" send`, deadline.timeoutMs, this.name);
-      else if (left !== 0) this.producerLock.lock(left === Infinity ? undefined : { timeout: left });
-    }
+    } else lockWithin(this.producerLock, deadline, `channel "${this.name}" send`, this.name);
     try {
       return this.putLocked(data, len);
     } finally {
@@ -592,7 +596,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * general path (which re-checks everything).
    */
   private sendFast(data: unknown): boolean {
-    if (!(data instanceof Uint8Array)) return false;
+    if (!ArrayBuffer.isView(data) || !(data instanceof Uint8Array)) return false; // isView first: it never throws (a revoked Proxy)
     const len = data.byteLength;
     if (len > this.maxMessageSize || this.i32.length === 0) return false;
     const pos = this.tail;
@@ -639,7 +643,16 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.sendEncoded(this.encode(value), o);
   }
 
+  /** Sends, or throws with `published: false`: a send that throws never published its message. */
   private sendEncoded(data: Encoded, o: ParsedChannelWait): void {
+    try {
+      this.sendEncodedOrThrow(data, o);
+    } catch (err) {
+      throw notPublished(err);
+    }
+  }
+
+  private sendEncodedOrThrow(data: Encoded, o: ParsedChannelWait): void {
     this.live();
     const len = this.byteLength(data);
     const deadline = new Deadline(o.timeout);
@@ -653,15 +666,27 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** Like send(), without blocking the event loop. Accepts an AbortSignal. */
+  /**
+   * Like send(), without blocking the event loop. Accepts an AbortSignal. A sendAsync that rejects
+   * (timeout, abort, close, peer gone) never published its message: the error has
+   * `published: false`.
+   */
   async sendAsync(value: T, options?: ChannelAsyncOptions): Promise<void> {
+    try {
+      await this.sendAsyncOrThrow(value, options);
+    } catch (err) {
+      throw notPublished(err);
+    }
+  }
+
+  private async sendAsyncOrThrow(value: T, options?: ChannelAsyncOptions): Promise<void> {
     this.live();
     this.claimProducer();
     let data = this.encode(value);
     if (this.fastDecode === 4) data = Buffer.from(data as Uint8Array); // see encode()
     const len = this.byteLength(data);
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
-    if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
+    if (isAborted(o.signal)) throw abortError(o.signal, `channel "${this.name}" sendAsync`);
     const deadline = new Deadline(o.timeout);
     if (await this.attemptSendAsync(data, len, o, deadline)) return;
     const spaceOrClosed = (): boolean => this.spaceFor(len) || Atomics.load(this.i32, this.iClosed) !== 0;
@@ -677,12 +702,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     if (!this.multiProducer) return this.attemptSend(data, len, deadline);
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
-    const lockOptions: { signal?: AbortSignal; spin?: number; timeout?: number } = {};
-    if (o.signal) lockOptions.signal = o.signal;
-    if (o.spin >= 0) lockOptions.spin = o.spin;
-    const left = deadline.remaining();
-    if (left !== Infinity) lockOptions.timeout = left;
-    const g = await this.producerLock.lockAsync(lockOptions);
+    const g = await lockWithinAsync(this.producerLock, deadline, o.signal, `channel "${this.name}" sendAsync`, this.name);
     try {
       return this.putLocked(data, len);
     } finally {
@@ -732,7 +752,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const o = parseChannelWait(options, false);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      if (this.multiProducer) this.producerLock.lock(deadline.timeoutMs === Infinity ? undefined : { timeout: deadline.remaining() });
+      if (this.multiProducer) lockWithin(this.producerLock, deadline, `channel "${this.name}" loan`, this.name);
       let off: number;
       try {
         if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
@@ -788,22 +808,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /**
    * Closes the channel for everyone: further sends fail with ERR_SHMKIT_CLOSED; receivers get what
-   * is queued, then the end. In a multi-producer channel this waits for a send in progress to
-   * finish. This handle stays usable for receiving; disconnect() releases it.
+   * is queued, then the end. Never waits: a send in progress in another process either published
+   * its message before the close (it is delivered) or fails with ERR_SHMKIT_CLOSED (nothing of it
+   * is delivered). This handle stays usable for receiving; disconnect() releases it.
    */
   close(): void {
     this.live();
     if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it before close()');
-    // Multi-producer: under the producer lock, so no send is half-way. Either way the tail's closed
-    // bit comes first: from then on no producer's publishing CAS succeeds, so a receiver that sees
-    // the flag and an empty ring has really seen the end.
-    if (this.multiProducer) this.producerLock.lock();
-    try {
-      Atomics.or(this.i32, this.iTail, L.CLOSED_BIT);
-      Atomics.store(this.i32, this.iClosed, 1);
-    } finally {
-      if (this.multiProducer) this.producerLock.unlock();
-    }
+    // The tail's closed bit comes first: from then on no producer's publishing CAS succeeds (the
+    // CAS expects the word without it), so a receiver that sees the flag and an empty ring has
+    // really seen the end. No lock is needed, so no live producer can hold close() up.
+    Atomics.or(this.i32, this.iTail, L.CLOSED_BIT);
+    Atomics.store(this.i32, this.iClosed, 1);
     // Change the HEAD word too, so a sender about to park on its old value returns at once and
     // re-checks (a consumer's exchange may clear this bit again; nothing reads it).
     Atomics.or(this.i32, this.iHead, L.CLOSED_BIT);
@@ -919,19 +935,19 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * (blocking, sync callers), 'try' (give up if another consumer holds it: try* calls and async
    * callers, which then wait for the lock with lockAsync), or 'held' (the caller holds it).
    */
-  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline): T | typeof NONE {
+  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receive'): T | typeof NONE {
     if (this.outstanding === 'view') {
       if (lock === 'held') this.consumerLock.unlock();
       throw this.busy('a received view is outstanding; release it first');
     }
     if (!this.multiConsumer) return this.takeLocked(max, into);
-    if (lock === 'wait') {
-      const left = deadline ? deadline.remaining() : Infinity;
-      if (left === 0) {
-        if (!this.tryConsumerLock()) return NONE;
-      } else this.consumerLock.lock(left === Infinity ? undefined : { timeout: left });
+    // 'wait': another consumer may hold the lock (e.g. with a view) while data is queued; waiting
+    // for it honours the caller's deadline (timeout 0: one try, then ERR_SHMKIT_TIMEOUT).
+    if (lock === 'wait') lockWithin(this.consumerLock, deadline ?? NO_DEADLINE, `channel "${this.name}" ${what}`, this.name);
+    else if (lock === 'try' && !this.tryConsumerLock()) {
+      this.lastTryBusy = true;
+      return NONE;
     }
-    else if (lock === 'try' && !this.tryConsumerLock()) return NONE;
     try {
       this.head = this.loadHeadPos();
       this.tailCache = this.loadTailPos();
@@ -958,12 +974,15 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return this.consumerLock.tryLock() !== null;
   }
 
-  /** Multi-consumer async: wait for the consumer lock without blocking the event loop, then take. */
-  private async takeAsync(max: number, into: T[] | null, signal: AbortSignal | undefined): Promise<T | typeof NONE> {
+  /**
+   * Multi-consumer async: wait for the consumer lock without blocking the event loop (within the
+   * caller's deadline and signal), then take.
+   */
+  private async takeAsync(max: number, into: T[] | null, signal: AbortSignal | undefined, deadline: Deadline, what: string): Promise<T | typeof NONE> {
     if (!this.multiConsumer) return this.take(max, into);
     const v = this.take(max, into, 'try');
     if (v !== NONE || (into && into.length) || !this.consumerLock.locked) return v;
-    await this.consumerLock.lockAsync(signal ? { signal } : undefined);
+    await lockWithinAsync(this.consumerLock, deadline, signal, `channel "${this.name}" ${what}`, this.name);
     return this.take(max, into, 'held');
   }
 
@@ -985,6 +1004,22 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private dataOrClosed = (): boolean => !this.isEmpty() || Atomics.load(this.i32, this.iClosed) !== 0;
+
+  /**
+   * Like tryReceive(), and says why nothing was received: `{ ok: true, value }`, or
+   * `{ ok: false, reason }` where reason is 'empty' (nothing queued now), 'ended' (closed and
+   * drained: nothing will ever come) or 'busy' (another consumer holds the consumer lock, e.g.
+   * with a view, so a queued message cannot be taken now; multi-consumer channels only).
+   */
+  tryReceiveResult(): TryReceiveResult<T> {
+    this.live();
+    this.claimConsumer();
+    this.lastTryBusy = false;
+    const v = this.take(1, null, 'try');
+    if (v !== NONE) return { ok: true, value: v };
+    if (this.lastTryBusy) return { ok: false, reason: 'busy' };
+    return { ok: false, reason: this.drainedAndClosed() ? 'ended' : 'empty' };
+  }
 
   /** Receives a message if one is queued; undefined if none (or the channel ended). */
   tryReceive(): T | undefined {
@@ -1067,18 +1102,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   /** Takes, or waits and takes; END once closed and drained. `o` is parsed, its clock starts here. */
-  private receiveSlow(o: ParsedChannelWait, max: number, into: T[] | null): T | typeof END | typeof NONE {
+  private receiveSlow(o: ParsedChannelWait, max: number, into: T[] | null, what = 'receive'): T | typeof END | typeof NONE {
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = this.take(max, into, 'wait', deadline);
+      const v = this.take(max, into, 'wait', deadline, what);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = this.take(max, into, 'wait', deadline);
+        const again = this.take(max, into, 'wait', deadline, what);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
       if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER)) {
-        throw timeoutError(`channel "${this.name}" receive`, o.timeout, this.name);
+        throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
       }
     }
   }
@@ -1098,20 +1133,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return (await this.receiveAsyncSlow(options, 1, null)) as T | typeof END;
   }
 
-  private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null): Promise<T | typeof END | typeof NONE> {
+  private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null, what = 'receiveAsync'): Promise<T | typeof END | typeof NONE> {
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
-    if (o.signal?.aborted) throw abortError(o.signal, `channel "${this.name}" receiveAsync`);
+    if (isAborted(o.signal)) throw abortError(o.signal, `channel "${this.name}" ${what}`);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = await this.takeAsync(max, into, o.signal);
+      const v = await this.takeAsync(max, into, o.signal, deadline, what);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = await this.takeAsync(max, into, o.signal);
+        const again = await this.takeAsync(max, into, o.signal, deadline, what);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
-      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, 'receiveAsync'))) {
-        throw timeoutError(`channel "${this.name}" receiveAsync`, o.timeout, this.name);
+      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, what))) {
+        throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
       }
       this.live();
     }
@@ -1126,7 +1161,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
-    this.receiveSlow(parseChannelWait(options, false), max, out);
+    this.receiveSlow(parseChannelWait(options, false), max, out, 'receiveBatch');
     return out;
   }
 
@@ -1135,7 +1170,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
-    await this.receiveAsyncSlow(options, max, out);
+    await this.receiveAsyncSlow(options, max, out, 'receiveBatchAsync');
     return out;
   }
 
@@ -1257,11 +1292,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       const v = attempt();
       if (v !== null) return v;
-      if (this.multiConsumer && this.consumerLock.locked) {
-        const left = deadline.remaining();
-        if (left === 0) throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
-        this.consumerLock.lock(left === Infinity ? undefined : { timeout: left }).unlock();
-      }
+      if (this.multiConsumer && this.consumerLock.locked) lockWithin(this.consumerLock, deadline, `channel "${this.name}" ${what}`, this.name).unlock();
     }
   }
 
@@ -1274,14 +1305,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       const v = attempt();
       if (v !== null) return v;
-      if (this.multiConsumer && this.consumerLock.locked) {
-        const left = deadline.remaining();
-        if (left === 0) throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
-        const opts: { timeout?: number; signal?: AbortSignal } = {};
-        if (left !== Infinity) opts.timeout = left;
-        if (o.signal) opts.signal = o.signal;
-        (await this.consumerLock.lockAsync(opts)).unlock();
-      }
+      if (this.multiConsumer && this.consumerLock.locked) (await lockWithinAsync(this.consumerLock, deadline, o.signal, `channel "${this.name}" ${what}`, this.name)).unlock();
     }
   }
 
@@ -1343,6 +1367,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       // Sliced: a peer killed between publishing and waking cannot strand us; liveness is re-checked.
       parkSync(i32, word, cur | L.FUTEX_WAITING, Math.min(left, tuning.livenessIntervalMs));
+      this.segment.verify(); // a peer may have truncated the object while we slept (see Segment.verify)
     }
   }
 
@@ -1383,6 +1408,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         // namespace?). Fall back to futex waits for good in this thread.
         if (slot >= 0 && i32.length > 0 && !unregisterBell(i32, slot, id)) disableBells();
       }
+      if (i32.length > 0) this.segment.verify(); // a peer may have truncated the object while we slept
+
     }
   }
 
@@ -1417,6 +1444,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 }
 
+/** Marks an error from a send as "the message was not published" (every send error means that). */
+function notPublished(err: unknown): unknown {
+  if (err instanceof ShmkitError && err.published === undefined) (err as { published?: boolean }).published = false;
+  return err;
+}
+
 interface ParsedChannelWait extends ParsedWait {
   failIfPeerGone: boolean;
 }
@@ -1424,6 +1457,8 @@ interface ParsedChannelWait extends ParsedWait {
 function checkTarget(target: unknown): void {
   if (!(target instanceof Uint8Array)) throw invalidArg('target', `must be a Uint8Array or Buffer, got ${describe(target)}`);
 }
+
+const NO_DEADLINE = new Deadline(Infinity);
 
 const DEFAULT_CHANNEL: ParsedChannelWait = Object.freeze({ ...DEFAULT, failIfPeerGone: false });
 

@@ -7,9 +7,34 @@
  * toString and v8.deserialize all do).
  */
 import * as v8 from 'node:v8';
-import { invalidArg } from '../errors';
+import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
 import * as jsonbFormat from './jsonb';
-import { describe } from '../validate';
+import { describe as describeValue } from '../validate';
+
+/** describe(), which must not throw (a revoked Proxy throws on any inspection). */
+function describe(v: unknown): string {
+  try {
+    return describeValue(v);
+  } catch {
+    return 'an unreadable object (a revoked Proxy?)';
+  }
+}
+
+/**
+ * What an encoder threw, as ERR_SHMKIT_INVALID_ARGUMENT (argument 'message') with the original
+ * error as `cause`: the message was refused, nothing was sent. A ShmkitError about the message
+ * (e.g. a nested codec's refusal) passes through.
+ */
+function encodeError(codec: string, err: unknown): ShmkitError {
+  let why: string;
+  try {
+    if (err instanceof ShmkitError && err.code === ErrorCodes.INVALID_ARGUMENT && err.argument === 'message') return err;
+    why = err instanceof Error ? err.message : String(err);
+  } catch {
+    why = 'an unreadable exception'; // e.g. a revoked Proxy thrown as the error
+  }
+  return new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `message: the ${codec} codec could not encode it: ${why}`, { argument: 'message', cause: err });
+}
 
 export interface Codec<T = unknown> {
   readonly name: string;
@@ -45,7 +70,13 @@ export const utf8: Codec<string> = {
 export const json: Codec<unknown> = {
   name: 'json',
   encode(value) {
-    const s = JSON.stringify(value);
+    let s: string | undefined;
+    try {
+      s = JSON.stringify(value);
+    } catch (err) {
+      throw encodeError('json', err); // a BigInt, a cycle, a throwing toJSON or getter, a revoked Proxy...
+    }
+    // undefined, a function or a symbol (or a toJSON returning one): JSON.stringify returns undefined.
     if (s === undefined) throw invalidArg('message', `cannot be represented as JSON, got ${describe(value)}`);
     return s;
   },
@@ -74,7 +105,11 @@ export const jsonb: Codec<unknown> = {
 export const structured: Codec<unknown> = {
   name: 'structured',
   encode(value) {
-    return v8.serialize(value);
+    try {
+      return v8.serialize(value);
+    } catch (err) {
+      throw encodeError('structured', err); // a function, a symbol, a WeakMap, a revoked Proxy...
+    }
   },
   decode(b) {
     return v8.deserialize(b);
@@ -84,15 +119,70 @@ export const structured: Codec<unknown> = {
 export const codecs = { bytes, utf8, json, jsonb, structured } as const;
 export type CodecName = keyof typeof codecs;
 
+/** The built-in codecs by name: a Map, so 'toString' or '__proto__' are not names. */
+const byName = new Map<string, Codec<unknown>>(Object.entries(codecs) as [string, Codec<unknown>][]);
+
+/**
+ * The codec for the `codec` option: a built-in by name, the built-in objects themselves, or a custom
+ * codec object, checked here (a string `name`, `encode` and `decode` functions, read once) and
+ * wrapped so that what its encode throws or returns is reported like the built-ins do.
+ */
 export function resolveCodec(v: unknown, argument = 'options.codec'): Codec<unknown> {
   if (v === undefined) return bytes as Codec<unknown>;
   if (typeof v === 'string') {
-    const c = (codecs as Record<string, Codec<unknown>>)[v];
-    if (!c) throw invalidArg(argument, `must be one of ${Object.keys(codecs).join(', ')} or a codec object, got ${describe(v)}`);
+    const c = byName.get(v);
+    if (c === undefined) throw invalidArg(argument, `must be one of ${[...byName.keys()].join(', ')} or a codec object, got ${describe(v)}`);
     return c;
   }
-  if (typeof v === 'object' && v !== null && typeof (v as Codec).encode === 'function' && typeof (v as Codec).decode === 'function') {
-    return v as Codec<unknown>;
+  if (typeof v !== 'object' || v === null) throw invalidArg(argument, `must be a codec name or a codec object ({ name, encode, decode }), got ${describe(v)}`);
+  for (const c of byName.values()) if (v === c) return c;
+  if (wrappers.has(v)) return v as Codec<unknown>; // another handle's `codec`: already checked
+  let name: unknown;
+  let encode: unknown;
+  let decode: unknown;
+  try {
+    ({ name, encode, decode } = v as Codec<unknown>);
+  } catch (err) {
+    throw new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `${argument}: the codec object could not be read (a revoked Proxy?)`, { argument, cause: err });
   }
-  throw invalidArg(argument, `must be a codec name or an object with encode() and decode(), got ${describe(v)}`);
+  const bad = (what: string, got: unknown): ShmkitError => invalidArg(argument, `a codec object needs ${what}, got ${describe(got)}`);
+  if (typeof name !== 'string' || name === '') throw bad('a non-empty string name', name);
+  if (typeof encode !== 'function') throw bad('an encode function', encode);
+  if (typeof decode !== 'function') throw bad('a decode function', decode);
+  return wrapCodec(v as Codec<unknown>, name, encode as Codec<unknown>['encode'], decode as Codec<unknown>['decode']);
+}
+
+/**
+ * A custom codec as the channel uses it: it inherits from the user's object (so its other members
+ * stay reachable from `channel.codec`), calls the user's functions with the user's object as `this`,
+ * and turns what encode throws, or a result that is neither bytes nor a string, into
+ * ERR_SHMKIT_INVALID_ARGUMENT (argument 'message', `cause`: the error). decode's errors are left to
+ * the channel, which reports them as ERR_SHMKIT_DECODE.
+ */
+const wrappers = new WeakSet<object>();
+
+function wrapCodec(user: Codec<unknown>, name: string, encode: Codec<unknown>['encode'], decode: Codec<unknown>['decode']): Codec<unknown> {
+  const wrapped: Codec<unknown> = Object.create(user, {
+    name: { value: name, enumerable: true },
+    encode: {
+      value(value: unknown): Uint8Array | string {
+        let data: unknown;
+        try {
+          data = encode.call(user, value);
+        } catch (err) {
+          throw encodeError(name, err);
+        }
+        // ArrayBuffer.isView never throws, nor runs user code (a Proxy is not a view).
+        if (typeof data !== 'string' && !ArrayBuffer.isView(data)) throw invalidArg('message', `the ${name} codec returned ${describe(data)}, not bytes or a string`);
+        return data as Uint8Array | string;
+      },
+    },
+    decode: {
+      value(bytes: Buffer): unknown {
+        return decode.call(user, bytes);
+      },
+    },
+  });
+  wrappers.add(wrapped);
+  return Object.freeze(wrapped);
 }

@@ -31,7 +31,8 @@
  * a thrown error (the channel reports it as ERR_SHMKIT_DECODE). It never reads outside the message.
  */
 
-import { invalidArg } from '../errors';
+import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
+import { compileFunction } from 'node:vm';
 import { bufferView } from './slab';
 
 const T_NULL = 0x00;
@@ -46,13 +47,43 @@ const T_OBJECT = 0x08;
 const T_OBJECT_INLINE = 0x09;
 const T_ABSENT = 0x0a;
 
-/** Objects with more keys than this, or with a key longer than MAX_KEY_UNITS, use the inline form. */
+/**
+ * Objects with more keys than this, with a key longer than MAX_KEY_UNITS, or whose key block would
+ * not fit its u16 length, use the inline form. The decoder caches no shape with more keys (no
+ * encoder of this module makes one).
+ */
 const MAX_SHAPE_KEYS = 128;
 const MAX_KEY_UNITS = 1024;
-/** Shapes the encoder remembers (key-trie nodes); past this, new shapes are written inline. */
+const MAX_KEY_BLOCK = 0xffff;
+
+/*
+ * Shape caches are bounded by count and by bytes, on both sides; when an addition would pass either
+ * bound, the whole cache is cleared (see docs/codecs.md for why clearing rather than LRU). The bytes
+ * are an estimate of the heap each entry keeps, calibrated against the V8 of Node 20 (measured
+ * retained heap per shape after GC, with short and long keys, few and many): it errs on the high
+ * side. A single shape always fits the byte budget, so a clear always makes room.
+ */
+/** Key-trie nodes the encoder remembers (each a key of some shape). */
 const MAX_TRIE_NODES = 8192;
-/** Shapes the decoder remembers; the cache is cleared when full (a hostile peer cannot grow it). */
+/** Bytes the encoder's trie may hold: keys, key blocks, generated member writers. */
+const MAX_ENCODER_BYTES = 4 << 20;
+/** A trie node: the node object and its entry in the parent's Map (plus 2 bytes per key unit). */
+const NODE_COST = 160;
+/** A key block, beyond its bytes (the Buffer and its ArrayBuffer). */
+const BLOCK_COST = 128;
+/** A generated member writer: its source holds each key twice, ~300 bytes of code per member. */
+const WRITER_COST = 1024;
+const WRITER_MEMBER_COST = 320;
+/** Shapes the decoder remembers. */
 const MAX_DECODER_SHAPES = 1024;
+/** Bytes the decoder's shapes may hold: key blocks, key strings, generated constructors. */
+const MAX_DECODER_BYTES = 4 << 20;
+/** A decoder shape: the block's copy and the key strings (2 bytes per block byte), plus per key. */
+const SHAPE_COST = 256;
+const SHAPE_KEY_COST = 32;
+/** A generated constructor: its source and literal hold the keys once more, plus per member. */
+const MAKE_COST = 1024;
+const MAKE_MEMBER_COST = 64;
 /**
  * A shape gets generated code (an encoder's member writer, a decoder's object literal) once it has
  * been used this many times: compiling costs tens of microseconds, so shapes seen once (objects used
@@ -84,6 +115,22 @@ export class JsonbError extends TypeError {}
 /** A value JSON refuses (the same refusals as JSON.stringify), as ERR_SHMKIT_INVALID_ARGUMENT. */
 const refuse = (why: string): Error => invalidArg('message', why);
 
+/**
+ * Anything else thrown while encoding (by a toJSON, a getter, a Proxy trap, a revoked Proxy, a
+ * stack overflow...) becomes ERR_SHMKIT_INVALID_ARGUMENT too, with the original error as `cause`.
+ * Our own refusals (argument 'message', also from a nested encode) pass through.
+ */
+function encodeFailure(err: unknown): Error {
+  let why: string;
+  try {
+    if (err instanceof ShmkitError && err.code === ErrorCodes.INVALID_ARGUMENT && err.argument === 'message') return err;
+    why = err instanceof Error ? err.message : String(err);
+  } catch {
+    why = 'an unreadable exception'; // e.g. a revoked Proxy thrown as the error
+  }
+  return new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `message: cannot be encoded as JSON: ${why}`, { argument: 'message', cause: err });
+}
+
 // Encoder -----------------------------------------------------------------------------------------------
 
 type Writer = (e: Encoder, o: object) => void;
@@ -100,8 +147,34 @@ interface Memo {
   node: TrieNode;
 }
 
-/** Whether `new Function` works here (not under --disallow-code-generation-from-strings). */
-let codegen = true;
+/**
+ * Whether code may be generated: not under --disallow-code-generation-from-strings (the policy is
+ * probed once with `new Function`, and honoured), nor after a generation failed.
+ */
+const codegenAllowed = ((): boolean => {
+  try {
+    return new Function('return true')() === true;
+  } catch {
+    return false;
+  }
+})();
+let codegen = codegenAllowed;
+
+/**
+ * Compiles generated code. vm.compileFunction, not `new Function`: V8 keeps every distinct
+ * `new Function` source in its eval cache until several full GCs have aged it out (measured: ~130
+ * KiB per 64 KiB shape, never released by forced GCs), so shapes dropped from our caches would
+ * still hold memory. A compiled function (same realm, same code) is freed with its last reference.
+ */
+function generate<F>(params: string[], body: string): F | null {
+  if (!codegen) return null;
+  try {
+    return compileFunction(body, params) as unknown as F;
+  } catch {
+    codegen = false;
+    return null;
+  }
+}
 
 /**
  * Boxed primitives (new Number(1) ...): JSON unwraps them, by their internal slot. instanceof
@@ -131,8 +204,11 @@ class Encoder {
   private depth = 0;
   private readonly stack: (object | null)[] = [];
   private readonly memo: (Memo | undefined)[] = [];
-  private readonly root: TrieNode = { next: null, block: null, uses: 0, writer: null };
-  private nodes = 0;
+  private root: TrieNode = { next: null, block: null, uses: 0, writer: null };
+  /** Trie nodes and estimated bytes held by the trie (see MAX_TRIE_NODES, MAX_ENCODER_BYTES). */
+  nodes = 0;
+  bytes = 0;
+  evictions = 0;
 
   /** Encodes `value` at the start of this.buf; returns the byte length. */
   encode(value: unknown): number {
@@ -306,7 +382,7 @@ class Encoder {
     b.set(block, this.pos + 3);
     this.pos += 3 + k;
     if (node.writer !== null) return node.writer(this, o);
-    if (++node.uses === COMPILE_AFTER) node.writer = compileWriter(keys);
+    if (++node.uses === COMPILE_AFTER) node.writer = this.writerFor(keys, k);
     // Reading o[key] with a different key each time is a megamorphic lookup (~10 ns per member);
     // the generated writer reads each member by its constant name.
     for (let i = 0; i < keys.length; i++) {
@@ -348,24 +424,81 @@ class Encoder {
       while (i < n && m.keys[i] === keys[i]) i++;
       if (i === n) return m.node;
     }
+    let node = this.find(keys);
+    if (node === undefined) {
+      // Over budget: start afresh. One shape alone always fits (at most MAX_SHAPE_KEYS nodes of
+      // MAX_KEY_UNITS units and a MAX_KEY_BLOCK block, far below both bounds).
+      this.clearShapes();
+      node = this.find(keys);
+    }
+    if (node === null || node === undefined) return null;
+    if (d < 32) this.memo[d] = { keys, node };
+    return node;
+  }
+
+  /**
+   * Walks the trie along `keys`, adding the missing nodes and the key block. null: the inline form
+   * (a key too long, a block too large); undefined: no room within the bounds.
+   */
+  private find(keys: string[]): TrieNode | null | undefined {
     let node = this.root;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
-      if (key.length > MAX_KEY_UNITS) return null;
       let next = node.next?.get(key);
       if (next === undefined) {
-        if (this.nodes >= MAX_TRIE_NODES) return null;
+        if (key.length > MAX_KEY_UNITS) return null; // never in the trie
+        const cost = NODE_COST + 2 * key.length;
+        if (this.nodes >= MAX_TRIE_NODES || this.bytes + cost > MAX_ENCODER_BYTES) return undefined;
         this.nodes++;
+        this.bytes += cost;
         next = { next: null, block: null, uses: 0, writer: null };
         (node.next ??= new Map()).set(key, next);
       }
       node = next;
     }
-    node.block ??= keyBlock(keys);
-    if (d < 32) this.memo[d] = { keys, node };
+    if (node.block === null) {
+      const size = keyBlockSize(keys);
+      if (size > MAX_KEY_BLOCK) {
+        node.block = TOO_LARGE; // remembered, so the size is not measured again
+        return null;
+      }
+      if (this.bytes + BLOCK_COST + size > MAX_ENCODER_BYTES) return undefined;
+      this.bytes += BLOCK_COST + size;
+      node.block = keyBlock(keys, size);
+    } else if (node.block === TOO_LARGE) return null;
     return node;
   }
+
+  /** The generated writer of a shape, if it fits the budget; else the trie starts afresh. */
+  private writerFor(keys: string[], blockBytes: number): Writer | null {
+    if (!codegen) return null;
+    const cost = WRITER_COST + 2 * blockBytes + WRITER_MEMBER_COST * keys.length;
+    if (this.bytes + cost > MAX_ENCODER_BYTES) {
+      this.clearShapes(); // the node in use is no longer in the trie: no point compiling for it
+      return null;
+    }
+    this.bytes += cost;
+    return compileWriter(keys);
+  }
+
+  /** Forgets every shape (the trie and the memo). */
+  private clearShapes(): void {
+    this.root = { next: null, block: null, uses: 0, writer: null };
+    this.nodes = 0;
+    this.bytes = 0;
+    this.memo.length = 0;
+    this.evictions++;
+  }
+
+  /** After a failed encode: drop the references to the value's objects. */
+  abandon(): void {
+    this.stack.fill(null);
+    this.depth = 0;
+  }
 }
+
+/** The block of a shape whose key block would exceed MAX_KEY_BLOCK bytes: always written inline. */
+const TOO_LARGE = new Uint8Array(0);
 
 /**
  * The member writer of a shape: reads each member by its constant name (keys are embedded as JSON
@@ -379,17 +512,16 @@ function compileWriter(keys: string[]): Writer | null {
     // Strings and numbers (no toJSON to consider) skip value()'s dispatch.
     return `v = o[${lit}]; if (typeof v === "string") e.string(v); else if (typeof v === "number") e.number(v); else if (!e.value(v, ${lit})) e.absent();`;
   });
-  try {
-    return new Function('e', 'o', `"use strict";\nlet v;\n${body.join('\n')}`) as Writer;
-  } catch {
-    codegen = false;
-    return null;
-  }
+  return generate<Writer>(['e', 'o'], `"use strict";\nlet v;\n${body.join('\n')}`);
 }
 
-function keyBlock(keys: string[]): Uint8Array {
+function keyBlockSize(keys: string[]): number {
   let size = 2;
   for (const k of keys) size += 3 + (hasTwoByte.test(k) ? 2 : 1) * k.length;
+  return size;
+}
+
+function keyBlock(keys: string[], size: number): Uint8Array {
   const b = Buffer.alloc(size) as Utf16Buffer;
   b.writeUInt16LE(keys.length, 0);
   let p = 2;
@@ -414,13 +546,20 @@ let sharedBusy = false;
 export function encodeShared(value: unknown): Buffer {
   if (sharedBusy) {
     const e = new Encoder();
-    const n = e.encode(value);
-    return bufferView(e.buf.buffer, e.buf.byteOffset, n);
+    try {
+      const n = e.encode(value);
+      return bufferView(e.buf.buffer, e.buf.byteOffset, n);
+    } catch (err) {
+      throw encodeFailure(err);
+    }
   }
   sharedBusy = true;
   try {
     const n = shared.encode(value);
     return bufferView(shared.buf.buffer, shared.buf.byteOffset, n);
+  } catch (err) {
+    shared.abandon();
+    throw encodeFailure(err);
   } finally {
     sharedBusy = false;
   }
@@ -439,6 +578,9 @@ interface Shape {
   keys: string[];
   make: Make;
   uses: number;
+  hash: number;
+  /** Estimated bytes held (SHAPE_COST..., plus MAKE_COST... once compiled). */
+  cost: number;
 }
 
 const ABSENT: unique symbol = Symbol('absent');
@@ -448,8 +590,11 @@ let rp = 0;
 let end = 0;
 let depth = 0;
 let sawAbsent = false;
+/** The shapes seen, by hash of the key block; every shape in shapeMemo is also in shapes. */
 const shapes = new Map<number, Shape>();
 const shapeMemo: (Shape | undefined)[] = [];
+let shapeBytes = 0;
+let shapeEvictions = 0;
 
 function fail(why: string): never {
   throw new JsonbError(`malformed jsonb at byte ${rp}: ${why}`);
@@ -589,17 +734,17 @@ function object(): Record<string, unknown> {
     for (let i = s; i < s + k; i++) h = Math.imul(h ^ src[i]!, 16777619);
     shape = shapes.get(h);
     if (shape === undefined || !sameBytes(shape.bytes, s, k)) {
-      shape = compileShape(s, k);
-      if (shapes.size >= MAX_DECODER_SHAPES) shapes.clear();
-      shapes.set(h, shape);
+      shape = compileShape(s, k, h);
+      if (shape.keys.length <= MAX_SHAPE_KEYS) remember(shape);
+      else shape.uses = UNCACHED; // no encoder makes such shapes: neither cached nor compiled
     }
-    if (d < 32) shapeMemo[d] = shape;
+    if (d < 32 && shape.uses !== UNCACHED) shapeMemo[d] = shape;
   }
   if (shape.keys.length > end - rp) fail(`an object of ${shape.keys.length} members cannot fit in ${end - rp} bytes`);
   enter();
   const outerAbsent = sawAbsent;
   sawAbsent = false;
-  if (shape.uses < COMPILE_AFTER && ++shape.uses === COMPILE_AFTER) shape.make = makeConstructor(shape.keys);
+  if (shape.uses < COMPILE_AFTER && ++shape.uses === COMPILE_AFTER) compileConstructor(shape);
   let o = shape.make(readMember);
   if (sawAbsent) o = withoutAbsent(o, shape.keys);
   sawAbsent = outerAbsent;
@@ -642,6 +787,43 @@ function withoutAbsent(o: Record<string, unknown>, keys: string[]): Record<strin
   return out;
 }
 
+/** `uses` of a shape that is not cached (too many keys): past COMPILE_AFTER, so never compiled. */
+const UNCACHED = COMPILE_AFTER + 1;
+
+/** Adds a new shape to the cache, clearing the cache first if it would pass a bound. */
+function remember(shape: Shape): void {
+  const old = shapes.get(shape.hash);
+  if (old !== undefined) {
+    // Another block with the same hash: replaced, and out of the memo too.
+    shapeBytes -= old.cost;
+    for (let i = 0; i < shapeMemo.length; i++) if (shapeMemo[i] === old) shapeMemo[i] = undefined;
+  } else if (shapes.size >= MAX_DECODER_SHAPES) clearShapes();
+  if (shapeBytes + shape.cost > MAX_DECODER_BYTES) clearShapes();
+  shapes.set(shape.hash, shape);
+  shapeBytes += shape.cost;
+}
+
+/** Generates a cached shape's constructor, within the byte budget (clearing the cache if need be). */
+function compileConstructor(shape: Shape): void {
+  if (!codegen) return;
+  const cost = MAKE_COST + shape.bytes.length + MAKE_MEMBER_COST * shape.keys.length;
+  if (shapeBytes + cost > MAX_DECODER_BYTES) {
+    clearShapes();
+    shapes.set(shape.hash, shape); // the shape in use stays, alone: it always fits
+    shapeBytes = shape.cost;
+  }
+  shape.make = makeConstructor(shape.keys);
+  shape.cost += cost;
+  shapeBytes += cost;
+}
+
+function clearShapes(): void {
+  shapes.clear();
+  shapeMemo.length = 0;
+  shapeBytes = 0;
+  shapeEvictions++;
+}
+
 function sameBytes(b: Uint8Array, s: number, k: number): boolean {
   if (b.length !== k) return false;
   const c = src;
@@ -650,7 +832,7 @@ function sameBytes(b: Uint8Array, s: number, k: number): boolean {
 }
 
 /** Parses a key block (untrusted) and builds the constructor of its shape. */
-function compileShape(s: number, k: number): Shape {
+function compileShape(s: number, k: number, hash: number): Shape {
   const bytes = new Uint8Array(k);
   for (let i = 0; i < k; i++) bytes[i] = src[s + i]!;
   const outerRp = rp;
@@ -677,7 +859,7 @@ function compileShape(s: number, k: number): Shape {
     rp = outerRp;
     end = outerEnd;
   }
-  return { bytes, keys, make: genericConstructor(keys), uses: 0 };
+  return { bytes, keys, make: genericConstructor(keys), uses: 0, hash, cost: SHAPE_COST + 2 * k + SHAPE_KEY_COST * keys.length };
 }
 
 /**
@@ -689,11 +871,8 @@ function compileShape(s: number, k: number): Shape {
 function makeConstructor(keys: string[]): Make {
   if (codegen) {
     const body = keys.map((key) => `${key === '__proto__' ? '["__proto__"]' : JSON.stringify(key)}: r()`).join(', ');
-    try {
-      return new Function('r', `"use strict"; return { ${body} };`) as Make;
-    } catch {
-      codegen = false;
-    }
+    const make = generate<Make>(['r'], `"use strict"; return { ${body} };`);
+    if (make !== null) return make;
   }
   return genericConstructor(keys);
 }
@@ -730,7 +909,23 @@ export function decode(bytes: Buffer): unknown {
 /** For tests: forget every shape (encoder and decoder), and force or allow code generation. */
 export function resetShapes(useCodegen = true): void {
   shared = new Encoder();
-  shapes.clear();
-  shapeMemo.length = 0;
-  codegen = useCodegen;
+  clearShapes();
+  shapeEvictions = 0;
+  codegen = useCodegen && codegenAllowed;
 }
+
+/** For tests and diagnostics: what the shape caches of this thread hold (bytes are estimates). */
+export function shapeCacheStats(): { encoder: { nodes: number; bytes: number; evictions: number }; decoder: { shapes: number; bytes: number; evictions: number } } {
+  return {
+    encoder: { nodes: shared.nodes, bytes: shared.bytes, evictions: shared.evictions },
+    decoder: { shapes: shapes.size, bytes: shapeBytes, evictions: shapeEvictions },
+  };
+}
+
+/** The bounds of the shape caches (per thread), as documented in docs/codecs.md. */
+export const shapeCacheLimits = {
+  encoderNodes: MAX_TRIE_NODES,
+  encoderBytes: MAX_ENCODER_BYTES,
+  decoderShapes: MAX_DECODER_SHAPES,
+  decoderBytes: MAX_DECODER_BYTES,
+} as const;

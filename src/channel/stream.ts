@@ -10,17 +10,30 @@
  */
 import { Duplex, type DuplexOptions } from 'node:stream';
 import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
-import { checkName, MAX_NAME_LENGTH } from '../segment';
+import { checkName, MAX_NAME_LENGTH, type OpenOptions } from '../segment';
+import { describe } from '../validate';
 import { checkInt, checkObject } from '../validate';
 import { Channel } from './channel';
 
-export interface ShmStreamOptions {
+export interface ShmStreamOptions extends OpenOptions {
   /** Bytes of each direction's ring (power of two). Default 1 MiB. */
   capacity?: number;
   /** Permission bits of the two segments. Default 0o600. */
   mode?: number;
   /** Options passed to stream.Duplex (highWaterMark, allowHalfOpen...). */
   duplex?: DuplexOptions;
+}
+
+/** Checks Duplex options by building a throwaway Duplex: before any segment exists. */
+function checkDuplex(v: unknown): DuplexOptions | undefined {
+  if (v === undefined) return undefined;
+  const d = checkObject('options.duplex', v) as DuplexOptions;
+  try {
+    new Duplex(d).destroy();
+  } catch (err) {
+    throw new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `options.duplex: ${err instanceof Error ? err.message : describe(err)}`, { argument: 'options.duplex', cause: err });
+  }
+  return d;
 }
 
 function names(name: string): [string, string] {
@@ -58,32 +71,38 @@ export class ShmStream extends Duplex {
     const [a, b] = names(name);
     const o = checkObject('options', options);
     const capacity = o.capacity === undefined ? 1 << 20 : checkInt('options.capacity', o.capacity, 1024, 2 ** 30);
+    const duplex = checkDuplex(o.duplex);
     const common = { capacity, producers: 'single' as const, consumers: 'single' as const, ...(o.mode === undefined ? {} : { mode: o.mode as number }) };
     const out = Channel.create<Uint8Array>(a, common);
-    let inbound: Channel<Uint8Array>;
+    let inbound: Channel<Uint8Array> | undefined;
     try {
       inbound = Channel.create<Uint8Array>(b, common);
+      return new ShmStream(name, out, inbound, true, duplex);
     } catch (err) {
+      // Nothing of a stream that failed to build stays in /dev/shm.
       out.disconnect();
+      inbound?.disconnect();
       Channel.unlink(a);
+      if (inbound) Channel.unlink(b);
       throw err;
     }
-    return new ShmStream(name, out, inbound, true, o.duplex as DuplexOptions | undefined);
   }
 
   /** Connects to a stream created by another process and returns the other end. */
-  static connect(name: string, options?: Pick<ShmStreamOptions, 'duplex'>): ShmStream {
+  static connect(name: string, options?: Pick<ShmStreamOptions, 'duplex' | 'trustedOwners'>): ShmStream {
     const [a, b] = names(name);
     const o = checkObject('options', options);
-    const inbound = Channel.open<Uint8Array>(a);
+    const duplex = checkDuplex(o.duplex);
+    const open = o.trustedOwners === undefined ? {} : { trustedOwners: o.trustedOwners as OpenOptions['trustedOwners'] };
+    const inbound = Channel.open<Uint8Array>(a, open);
     let out: Channel<Uint8Array>;
     try {
-      out = Channel.open<Uint8Array>(b);
+      out = Channel.open<Uint8Array>(b, open);
     } catch (err) {
       inbound.disconnect();
       throw err;
     }
-    return new ShmStream(name, out, inbound, false, o.duplex as DuplexOptions | undefined);
+    return new ShmStream(name, out, inbound, false, duplex);
   }
 
   /** Removes the stream's names (connected ends keep working). */

@@ -15,10 +15,11 @@
  * A participant that dies after arriving stays counted; the others then need a timeout.
  */
 import { abortError, ErrorCodes, ShmkitError, timeoutError } from '../errors';
+import { isAborted } from '../abort';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface BarrierOptions extends NamedOptions {
   /** How many participants each round waits for (1..65535). */
@@ -53,8 +54,8 @@ export class Barrier extends Primitive {
   static create(name: string, options: BarrierOptions): Barrier {
     return Barrier.named('create', name, options);
   }
-  static open(name: string): Barrier {
-    return new Barrier(namedSegment('open', name, Kind.BARRIER, Barrier.SIZE, {}, () => {}), 0, true);
+  static open(name: string, options?: OpenOptions): Barrier {
+    return new Barrier(namedSegment('open', name, Kind.BARRIER, Barrier.SIZE, checkObject('options', options), () => {}), 0, true);
   }
   static openOrCreate(name: string, options: BarrierOptions): Barrier {
     return Barrier.named('openOrCreate', name, options);
@@ -129,6 +130,7 @@ export class Barrier extends Primitive {
         const left = deadline.remaining();
         if (left === 0) break;
         parkSync(i32, this.st, w, Math.min(left, tuning.livenessIntervalMs));
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       Atomics.sub(i32, this.sl, 1);
@@ -140,7 +142,7 @@ export class Barrier extends Primitive {
   async waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
     this.live();
     const o = parseWait(options, true);
-    if (o.signal?.aborted) throw abortError(o.signal, 'Barrier.waitAsync');
+    if (isAborted(o.signal)) throw abortError(o.signal, 'Barrier.waitAsync');
     const gen = this.arrive();
     if (gen < 0) return true;
     const i32 = this.i32;
@@ -157,7 +159,8 @@ export class Barrier extends Primitive {
         if (GEN(w) !== gen) return false;
         const left = deadline.remaining();
         if (left === 0) break;
-        await parkAsync(i32, this.st, w, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, 'Barrier.waitAsync');
+        await parkAsync(i32, this.st, w, left, o.signal, this.segment, 'Barrier.waitAsync');
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } catch (err) {
       if (i32.length > 0 && this.withdraw(gen)) return false;

@@ -15,7 +15,7 @@ import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
 import { Mutex, type MutexGuard } from './mutex';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export class Condition extends Primitive {
   static readonly SIZE = 8;
@@ -31,8 +31,8 @@ export class Condition extends Primitive {
   static create(name: string, options?: NamedOptions): Condition {
     return new Condition(namedSegment('create', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
   }
-  static open(name: string): Condition {
-    return new Condition(namedSegment('open', name, Kind.CONDITION, Condition.SIZE, {}, () => {}), 0, true);
+  static open(name: string, options?: OpenOptions): Condition {
+    return new Condition(namedSegment('open', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
   }
   static openOrCreate(name: string, options?: NamedOptions): Condition {
     return new Condition(namedSegment('openOrCreate', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
@@ -77,6 +77,7 @@ export class Condition extends Primitive {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
           const timedOut = !parkSync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs));
+          this.segment.verify(); // before touching memory a peer may have truncated meanwhile
           if (!timedOut || Atomics.load(i32, this.q) !== seq) break;
         }
       }
@@ -105,7 +106,8 @@ export class Condition extends Primitive {
         for (;;) {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
-          const timedOut = await parkAsync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, 'Condition.waitAsync');
+          const timedOut = await parkAsync(i32, this.q, seq, left, o.signal, this.segment, 'Condition.waitAsync');
+          this.segment.verify(); // before touching memory a peer may have truncated meanwhile
           if (!timedOut || Atomics.load(i32, this.q) !== seq) break;
         }
       }

@@ -18,23 +18,33 @@
  * `livenessIntervalMs` to check whether the owner is alive; a dead owner's token is replaced by
  * CAS, so exactly one waiter recovers the lock.
  */
-import { abortError, ErrorCodes, ShmkitError, timeoutError } from '../errors';
-import { SELF_TOKEN, tokenAlive } from '../identity';
+import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { isAborted } from '../abort';
+import { fromToken, type ProcessIdentity, SELF_TOKEN, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+
+const GUARD_KEY = Symbol('MutexGuard');
 
 /** A held lock. `using guard = mutex.lock()` unlocks at the end of the block. */
 export class MutexGuard {
-  /** True if the previous owner died holding the lock: the protected state may be half-updated. */
+  /**
+   * True if the previous owner died holding the lock, so inside its critical section: the
+   * protected state may be half-updated. Exactly one acquirer is told.
+   */
   readonly recovered: boolean;
+  /** The process (pid, start time, thread slot) that died holding the lock, when `recovered`. */
+  readonly deadOwner: ProcessIdentity | null;
   #mutex: Mutex | null;
 
   /** @internal */
-  constructor(mutex: Mutex, recovered: boolean) {
+  constructor(key: symbol, mutex: Mutex, deadToken: bigint) {
+    if (key !== GUARD_KEY) throw invalidArg('MutexGuard', 'is returned by the Mutex methods; it cannot be constructed');
     this.#mutex = mutex;
-    this.recovered = recovered;
+    this.recovered = deadToken !== 0n;
+    this.deadOwner = deadToken === 0n ? null : fromToken(deadToken);
   }
 
   /** Unlocks (once; later calls do nothing). */
@@ -56,6 +66,8 @@ export class Mutex extends Primitive {
   private readonly o: number; // index of owner in i64
   private readonly q: number; // index of seq in i32
   private readonly sl: number; // index of sleepers in i32
+  /** The dead owner's token taken over by the last attempt() that returned 1 (read at once by guard()). */
+  private dead = 0n;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
@@ -68,8 +80,8 @@ export class Mutex extends Primitive {
     return new Mutex(namedSegment('create', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
   }
 
-  static open(name: string): Mutex {
-    return new Mutex(namedSegment('open', name, Kind.MUTEX, Mutex.SIZE, {}, () => {}), 0, true);
+  static open(name: string, options?: OpenOptions): Mutex {
+    return new Mutex(namedSegment('open', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
   }
 
   static openOrCreate(name: string, options?: NamedOptions): Mutex {
@@ -107,7 +119,7 @@ export class Mutex extends Primitive {
   tryLock(): MutexGuard | null {
     this.live();
     const r = this.attempt(true);
-    return r < 0 ? null : new MutexGuard(this, r === 1);
+    return r < 0 ? null : this.guard(r);
   }
 
   /**
@@ -117,13 +129,13 @@ export class Mutex extends Primitive {
   lock(options?: WaitOptions): MutexGuard {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
-    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
+    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
     if (Atomics.load(this.i64, this.o) === SELF_TOKEN) {
       throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lock: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
     }
     const deadline = new Deadline(o.timeout);
     let r = -1;
-    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);
+    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.guard(r);
     const i32 = this.i32;
     Atomics.add(i32, this.sl, 1);
     try {
@@ -131,11 +143,12 @@ export class Mutex extends Primitive {
       for (;;) {
         const seq = Atomics.load(i32, this.q);
         r = this.attempt(checkOwner);
-        if (r >= 0) return new MutexGuard(this, r === 1);
+        if (r >= 0) return this.guard(r);
         const left = deadline.remaining();
         if (left === 0) break;
         const slice = Math.min(left, tuning.livenessIntervalMs);
         checkOwner = !parkSync(i32, this.q, seq, slice); // timed out: look at the owner next round
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       Atomics.sub(i32, this.sl, 1);
@@ -148,11 +161,11 @@ export class Mutex extends Primitive {
   async lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (o.signal?.aborted) throw abortError(o.signal, 'Mutex.lockAsync');
-    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(this, false);
+    if (isAborted(o.signal)) throw abortError(o.signal, 'Mutex.lockAsync');
+    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
     const deadline = new Deadline(o.timeout);
     let r = -1;
-    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return new MutexGuard(this, r === 1);
+    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.guard(r);
     const i32 = this.i32;
     Atomics.add(i32, this.sl, 1);
     const undo = onClose(this.segment, () => {
@@ -165,11 +178,11 @@ export class Mutex extends Primitive {
       for (;;) {
         const seq = Atomics.load(i32, this.q);
         r = this.attempt(checkOwner);
-        if (r >= 0) { got = true; return new MutexGuard(this, r === 1); }
+        if (r >= 0) { got = true; return this.guard(r); }
         const left = deadline.remaining();
         if (left === 0) break;
-        const slice = Math.min(left, tuning.livenessIntervalMs);
-        checkOwner = await parkAsync(i32, this.q, seq, slice, o.signal, this.segment, 'Mutex.lockAsync');
+        checkOwner = await parkAsync(i32, this.q, seq, left, o.signal, this.segment, 'Mutex.lockAsync', this.ownerGone);
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       undo();
@@ -198,8 +211,15 @@ export class Mutex extends Primitive {
     }
   }
 
+  /** The guard for a successful attempt() (1: recovered from `this.dead`). */
+  private guard(r: number): MutexGuard {
+    const dead = r === 1 ? this.dead : 0n;
+    this.dead = 0n;
+    return new MutexGuard(GUARD_KEY, this, dead);
+  }
+
   /**
-   * One acquisition attempt: 0 taken, 1 taken from a dead owner (recovered), -1 busy.
+   * One acquisition attempt: 0 taken, 1 taken from a dead owner (recovered; its token in `dead`), -1 busy.
    * With `checkOwner`, a held lock's owner is checked for liveness (reads /proc: slow path only).
    */
   private attempt(checkOwner: boolean): number {
@@ -208,8 +228,16 @@ export class Mutex extends Primitive {
     if (cur === 0n) return 0;
     if (!checkOwner || cur === SELF_TOKEN || tokenAlive(cur)) return -1;
     // The owner is gone. Exactly one CAS replaces its token.
-    return Atomics.compareExchange(i64, this.o, cur, SELF_TOKEN) === cur ? 1 : -1;
+    if (Atomics.compareExchange(i64, this.o, cur, SELF_TOKEN) !== cur) return -1;
+    this.dead = cur;
+    return 1;
   }
+
+  /** For the liveness tick of async waits: the lock is free (an unlocker died before waking) or its owner died. */
+  private readonly ownerGone = (): boolean => {
+    const cur = Atomics.load(this.i64, this.o);
+    return cur === 0n || (cur !== SELF_TOKEN && !tokenAlive(cur));
+  };
 
   private passOn(): void {
     if (Atomics.load(this.i64, this.o) === 0n && Atomics.load(this.i32, this.sl) > 0) {

@@ -3,8 +3,12 @@
  * is created by name or placed at an offset inside a user segment, and the wait options.
  */
 import { closedError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
-import { checkName, HEADER_SIZE, type InternalCreate, kindName, Segment } from '../segment';
-import { checkInt, checkObject, checkSignal, checkTimeout } from '../validate';
+import { checkName, HEADER_SIZE, type InternalCreate, kindName, type OpenOptions, Segment } from '../segment';
+import { parseTrust } from '../trust';
+
+export type { OpenOptions };
+import { checkInt, checkObject, checkTimeout } from '../validate';
+import { checkSignal } from '../abort';
 
 export interface WaitOptions {
   /** Milliseconds to wait at most; the operation then fails with ERR_SHMKIT_TIMEOUT. Default: forever. */
@@ -18,7 +22,7 @@ export interface AsyncWaitOptions extends WaitOptions {
   signal?: AbortSignal;
 }
 
-export interface NamedOptions {
+export interface NamedOptions extends OpenOptions {
   /** Permission bits of the segment. Default 0o600. */
   mode?: number;
 }
@@ -114,8 +118,9 @@ export function namedSegment(
   initialize: (segment: Segment) => void,
 ): Segment {
   const n = checkName(name);
-  const c: InternalCreate = { kind, size, mode: parseMode(options), initialize };
-  const seg = how === 'open' ? Segment.openKind(n, kind) : how === 'create' ? Segment.createKind(n, c) : Segment.openOrCreateKind(n, c);
+  const trust = parseTrust(options.trustedOwners);
+  const c: InternalCreate = { kind, size, mode: how === 'open' ? 0o600 : parseMode(options), initialize, trust };
+  const seg = how === 'open' ? Segment.openKind(n, kind, trust) : how === 'create' ? Segment.createKind(n, c) : Segment.openOrCreateKind(n, c);
   if (seg.size < size) {
     seg.close();
     throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${n}": ${seg.size} data bytes cannot hold a ${kindName(kind)} (${size})`, { segment: n });

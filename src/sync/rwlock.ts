@@ -13,34 +13,56 @@
  * sequentially consistent, so at least one of them sees the other (Dekker). Because a pending
  * writer blocks new readers, a stream of readers cannot starve writers.
  *
- * Robustness: a dead writer's token is replaced (by the next writer, which gets `recovered`) or
- * cleared (by a reader, which gets `recovered`). A dead reader's slot is cleared by a writer
- * waiting for the readers to drain. At most 64 read holds can exist at once; more readers wait.
+ * Robustness: the recovery notice of a dead writer lives in shared memory, so exactly one writer
+ * receives it whatever the interleaving. The writer word holds 0 (free), a positive owner token
+ * (a writer claims or holds it), or a "dirty" value: the dead writer's token with bit 63 set, which
+ * means "free, but the last writer died holding it and no writer has been told yet". A reader that
+ * finds a dead writer turns its token dirty (one CAS) and reads on, warned (`recovered: true` on a
+ * read guard). A writer claims with one CAS from 0, from a dirty value or from a dead token; the
+ * last two hand it the notice, and only one CAS can succeed. A writer that gives its claim back
+ * without entering (tryWriteLock finding readers, a timeout while draining) puts the notice back.
+ * A dead reader's slot is simply cleared (readers change nothing): no notice. At most 64 read
+ * holds can exist at once; more readers wait.
  */
-import { abortError, ErrorCodes, ShmkitError, timeoutError } from '../errors';
-import { SELF_TOKEN, self, tokenAlive } from '../identity';
+import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { isAborted } from '../abort';
+import { fromToken, type ProcessIdentity, SELF_TOKEN, self, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions, type ParsedWait } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions, type ParsedWait, type OpenOptions } from './primitive';
 
 const SLOTS = 64;
 const BUSY = -1;
+const DIRTY_BIT = 1n << 63n;
+const TOKEN_MASK = DIRTY_BIT - 1n;
+/** The writer word's "dirty" value for a dead writer's token (negative as a signed 64-bit word). */
+const dirty = (token: bigint): bigint => BigInt.asIntN(64, (token & TOKEN_MASK) | DIRTY_BIT);
+
+const GUARD_KEY = Symbol('RwLockGuard');
 
 /** A held read or write lock; `using` releases it. */
 export class RwLockGuard {
   readonly mode: 'read' | 'write';
-  /** True if this acquisition cleared a holder that had died: shared state may be half-updated. */
+  /**
+   * Write guard: true if this writer took over from a writer that died holding the lock; it is
+   * the one acquirer told, and should repair the protected state. Read guard: true if a writer died
+   * holding the lock and no writer has taken over since: the state may be half-updated.
+   */
   readonly recovered: boolean;
+  /** The process that died holding the write lock, when `recovered` is true. */
+  readonly deadOwner: ProcessIdentity | null;
   #lock: RwLock | null;
   readonly #slot: number;
 
   /** @internal */
-  constructor(lock: RwLock, mode: 'read' | 'write', slot: number, recovered: boolean) {
+  constructor(key: symbol, lock: RwLock, mode: 'read' | 'write', slot: number, deadToken: bigint) {
+    if (key !== GUARD_KEY) throw invalidArg('RwLockGuard', 'is returned by the RwLock methods; it cannot be constructed');
     this.#lock = lock;
     this.mode = mode;
     this.#slot = slot;
-    this.recovered = recovered;
+    this.recovered = deadToken !== 0n;
+    this.deadOwner = deadToken === 0n ? null : fromToken(deadToken & TOKEN_MASK);
   }
 
   unlock(): void {
@@ -65,7 +87,8 @@ export class RwLock extends Primitive {
   private readonly q: number;
   private readonly sl: number;
   private readonly r0: number; // i64 index of readers[0]
-  private recoveredFlag = false;
+  /** The writer word seen by the last successful tryRead (0, or a dirty value: the read guard's warning). */
+  private readWarning = 0n;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
@@ -78,8 +101,8 @@ export class RwLock extends Primitive {
   static create(name: string, options?: NamedOptions): RwLock {
     return new RwLock(namedSegment('create', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), () => {}), 0, true);
   }
-  static open(name: string): RwLock {
-    return new RwLock(namedSegment('open', name, Kind.RWLOCK, RwLock.SIZE, {}, () => {}), 0, true);
+  static open(name: string, options?: OpenOptions): RwLock {
+    return new RwLock(namedSegment('open', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), () => {}), 0, true);
   }
   static openOrCreate(name: string, options?: NamedOptions): RwLock {
     return new RwLock(namedSegment('openOrCreate', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), () => {}), 0, true);
@@ -98,19 +121,22 @@ export class RwLock extends Primitive {
     return l;
   }
 
-  /** Snapshot: number of read holds, and whether a writer holds or is claiming the lock. */
-  get state(): { readers: number; writer: boolean } {
+  /**
+   * Snapshot: number of read holds, whether a writer holds or is claiming the lock, and whether a
+   * dead writer's recovery notice is waiting for the next writer.
+   */
+  get state(): { readers: number; writer: boolean; recoveryPending: boolean } {
     this.live();
     let readers = 0;
     for (let i = 0; i < SLOTS; i++) if (Atomics.load(this.i64, this.r0 + i) !== 0n) readers++;
-    return { readers, writer: Atomics.load(this.i64, this.wr) !== 0n };
+    const w = Atomics.load(this.i64, this.wr);
+    return { readers, writer: w > 0n, recoveryPending: w < 0n };
   }
 
   // Read side ------------------------------------------------------------------------------------------
 
   tryReadLock(): RwLockGuard | null {
     this.live();
-    this.recoveredFlag = false;
     const s = this.tryRead(true);
     return s === BUSY ? null : this.readGuard(s);
   }
@@ -118,7 +144,6 @@ export class RwLock extends Primitive {
   readLock(options?: WaitOptions): RwLockGuard {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
-    this.recoveredFlag = false;
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
     if (Atomics.load(this.i64, this.wr) === SELF_TOKEN) throw this.deadlock('readLock', 'holds the write lock');
@@ -129,8 +154,7 @@ export class RwLock extends Primitive {
   async readLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (o.signal?.aborted) throw abortError(o.signal, 'RwLock.readLockAsync');
-    this.recoveredFlag = false;
+    if (isAborted(o.signal)) throw abortError(o.signal!, 'RwLock.readLockAsync');
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
     s = await this.blockAsync(o, (check) => this.tryRead(check), 'RwLock.readLockAsync');
@@ -141,11 +165,10 @@ export class RwLock extends Primitive {
 
   tryWriteLock(): RwLockGuard | null {
     this.live();
-    this.recoveredFlag = false;
-    if (this.claimWriter(true) === BUSY) return null;
-    if (this.drained(true)) return new RwLockGuard(this, 'write', -1, this.takeRecovered());
-    this.writeUnlock();
-    this.recoveredFlag = false;
+    const notice = this.claimWriter(true);
+    if (notice === null) return null;
+    if (this.drained(true)) return new RwLockGuard(GUARD_KEY, this, 'write', -1, notice);
+    this.giveBack(notice);
     return null;
   }
 
@@ -154,40 +177,41 @@ export class RwLock extends Primitive {
     const o = parseWait(options, false);
     const w = Atomics.load(this.i64, this.wr);
     if (w === SELF_TOKEN) throw this.deadlock('writeLock', 'holds the write lock');
-    this.recoveredFlag = false;
     const deadline = new Deadline(o.timeout);
-    this.blockSync(o, (check) => this.claimWriter(check), 'RwLock.writeLock');
+    let notice: bigint | null = null;
+    this.blockSync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLock');
+    const got = notice as unknown as bigint;
     if (this.ownReadSlot() >= 0) {
-      this.writeUnlock();
+      this.giveBack(got);
       throw this.deadlock('writeLock', 'holds a read lock');
     }
     try {
       this.blockSync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLock', o.timeout);
     } catch (err) {
-      this.writeUnlock();
+      this.giveBack(got);
       throw err;
     }
-    return new RwLockGuard(this, 'write', -1, this.takeRecovered());
+    return new RwLockGuard(GUARD_KEY, this, 'write', -1, got);
   }
 
   async writeLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
     this.live();
     const o = parseWait(options, true);
-    this.recoveredFlag = false;
     const deadline = new Deadline(o.timeout);
-    await this.blockAsync(o, (check) => this.claimWriter(check), 'RwLock.writeLockAsync');
-    const recovered = this.takeRecovered();
-    // If the segment closes while we wait for readers to drain, give the writer claim back first.
-    const undo = onClose(this.segment, () => this.writeUnlock());
+    let notice: bigint | null = null;
+    await this.blockAsync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLockAsync');
+    const got = notice as unknown as bigint;
+    // If the segment closes while we wait for readers to drain, give the claim (and notice) back first.
+    const undo = onClose(this.segment, () => this.giveBack(got));
     try {
       await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockAsync', o.timeout);
     } catch (err) {
-      if (this.i32.length > 0) this.writeUnlock();
+      if (this.i32.length > 0) this.giveBack(got);
       throw err;
     } finally {
       undo();
     }
-    return new RwLockGuard(this, 'write', -1, recovered || this.takeRecovered());
+    return new RwLockGuard(GUARD_KEY, this, 'write', -1, got);
   }
 
   /** Releases the write lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
@@ -221,40 +245,37 @@ export class RwLock extends Primitive {
   // Internals ------------------------------------------------------------------------------------------
 
   private readGuard(slot: number): RwLockGuard {
-    return new RwLockGuard(this, 'read', slot, this.takeRecovered());
-  }
-
-  private takeRecovered(): boolean {
-    const r = this.recoveredFlag;
-    this.recoveredFlag = false;
-    return r;
+    const w = this.readWarning;
+    this.readWarning = 0n;
+    return new RwLockGuard(GUARD_KEY, this, 'read', slot, w);
   }
 
   private deadlock(op: string, why: string): ShmkitError {
     return new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `RwLock.${op}: this thread ${why} in segment "${this.segment.name}"`, { segment: this.segment.name });
   }
 
-  /** Clears a dead writer if `check`; returns true if the writer field is (now) free. */
-  private writerFree(check: boolean): boolean {
-    const w = Atomics.load(this.i64, this.wr);
-    if (w === 0n) return true;
-    if (!check || w === SELF_TOKEN || tokenAlive(w)) return false;
-    if (Atomics.compareExchange(this.i64, this.wr, w, 0n) === w) {
-      this.recoveredFlag = true;
-      this.wakeAll();
-    }
-    return Atomics.load(this.i64, this.wr) === 0n;
-  }
-
-  /** One read attempt: a slot index, or BUSY. */
+  /**
+   * One read attempt: a slot index, or BUSY. With `check`, a dead writer's token is turned dirty
+   * (the notice stays for the next writer) and, when every slot is taken, dead readers' slots are
+   * cleared. On success `readWarning` holds the writer word if it was dirty.
+   */
   private tryRead(check: boolean): number {
     const i64 = this.i64;
-    if (Atomics.load(i64, this.wr) !== 0n && !this.writerFree(check)) return BUSY;
+    const w = Atomics.load(i64, this.wr);
+    if (w > 0n) {
+      if (!check || w === SELF_TOKEN || tokenAlive(w)) return BUSY;
+      if (Atomics.compareExchange(i64, this.wr, w, dirty(w)) === w) this.wakeAll();
+      if (Atomics.load(i64, this.wr) > 0n) return BUSY;
+    }
     const start = (self.pid * 7 + self.threadSlot) % SLOTS;
     for (let k = 0; k < SLOTS; k++) {
       const i = (start + k) % SLOTS;
       if (Atomics.load(i64, this.r0 + i) === 0n && Atomics.compareExchange(i64, this.r0 + i, 0n, SELF_TOKEN) === 0n) {
-        if (Atomics.load(i64, this.wr) === 0n) return i;
+        const now = Atomics.load(i64, this.wr);
+        if (now <= 0n) {
+          this.readWarning = now;
+          return i;
+        }
         // A writer came: give the slot back and let it drain.
         Atomics.store(i64, this.r0 + i, 0n);
         this.wakeAll();
@@ -265,15 +286,24 @@ export class RwLock extends Primitive {
     return BUSY;
   }
 
-  private claimWriter(check: boolean): number {
-    const cur = Atomics.compareExchange(this.i64, this.wr, 0n, SELF_TOKEN);
-    if (cur === 0n) return 0;
-    if (!check || cur === SELF_TOKEN || tokenAlive(cur)) return BUSY;
-    if (Atomics.compareExchange(this.i64, this.wr, cur, SELF_TOKEN) === cur) {
-      this.recoveredFlag = true;
-      return 0;
-    }
-    return BUSY;
+  /**
+   * One claim of the writer word: null if busy; otherwise 0n (a clean claim) or the token of the
+   * dead writer whose recovery notice this claim took over (from a dirty value or a dead token).
+   */
+  private claimWriter(check: boolean): bigint | null {
+    const i64 = this.i64;
+    const cur = Atomics.compareExchange(i64, this.wr, 0n, SELF_TOKEN);
+    if (cur === 0n) return 0n;
+    if (cur < 0n) return Atomics.compareExchange(i64, this.wr, cur, SELF_TOKEN) === cur ? cur & TOKEN_MASK : null;
+    if (!check || cur === SELF_TOKEN || tokenAlive(cur)) return null;
+    return Atomics.compareExchange(i64, this.wr, cur, SELF_TOKEN) === cur ? cur : null;
+  }
+
+  /** Gives a claim back without having entered: the notice it carried (if any) goes back too. */
+  private giveBack(notice: bigint): void {
+    if (this.i32.length === 0) return;
+    Atomics.compareExchange(this.i64, this.wr, SELF_TOKEN, notice === 0n ? 0n : dirty(notice));
+    this.wakeAll();
   }
 
   /** True when no read hold remains. With `check`, slots of dead readers are cleared. */
@@ -283,10 +313,7 @@ export class RwLock extends Primitive {
     for (let i = 0; i < SLOTS; i++) {
       const t = Atomics.load(i64, this.r0 + i);
       if (t === 0n) continue;
-      if (check && t !== SELF_TOKEN && !tokenAlive(t) && Atomics.compareExchange(i64, this.r0 + i, t, 0n) === t) {
-        this.recoveredFlag = true;
-        continue;
-      }
+      if (check && t !== SELF_TOKEN && !tokenAlive(t) && Atomics.compareExchange(i64, this.r0 + i, t, 0n) === t) continue;
       busy = true;
     }
     return !busy;
@@ -300,6 +327,18 @@ export class RwLock extends Primitive {
     }
     if (cleared) this.wakeAll();
   }
+
+  /** For the liveness tick of async waits (no side effects): is a holder dead, or the writer word free? */
+  private readonly holderGone = (): boolean => {
+    const w = Atomics.load(this.i64, this.wr);
+    if (w <= 0n) return true;
+    if (w !== SELF_TOKEN && !tokenAlive(w)) return true;
+    for (let i = 0; i < SLOTS; i++) {
+      const t = Atomics.load(this.i64, this.r0 + i);
+      if (t !== 0n && t !== SELF_TOKEN && !tokenAlive(t)) return true;
+    }
+    return false;
+  };
 
   private ownReadSlot(): number {
     for (let i = 0; i < SLOTS; i++) if (Atomics.load(this.i64, this.r0 + i) === SELF_TOKEN) return i;
@@ -329,6 +368,7 @@ export class RwLock extends Primitive {
         const left = deadline.remaining();
         if (left === 0) break;
         check = !parkSync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs));
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       Atomics.sub(i32, this.sl, 1);
@@ -337,7 +377,7 @@ export class RwLock extends Primitive {
   }
 
   private async blockAsync(o: ParsedWait, attempt: (check: boolean) => number, what: string, reportMs = o.timeout): Promise<number> {
-    if (o.signal?.aborted) throw abortError(o.signal, what);
+    if (isAborted(o.signal)) throw abortError(o.signal!, what);
     const deadline = new Deadline(o.timeout);
     let r = BUSY;
     if (spin(() => (r = attempt(false)) !== BUSY, o.spin)) return r;
@@ -352,7 +392,8 @@ export class RwLock extends Primitive {
         if (r !== BUSY) return r;
         const left = deadline.remaining();
         if (left === 0) break;
-        check = await parkAsync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, what);
+        check = await parkAsync(i32, this.q, seq, left, o.signal, this.segment, what, this.holderGone);
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       undo();

@@ -12,10 +12,11 @@
  * post and wait touch only memory.
  */
 import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { isAborted } from '../abort';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface SemaphoreOptions extends NamedOptions {
   /** Initial count. Default 0. */
@@ -41,8 +42,8 @@ export class Semaphore extends Primitive {
     return Semaphore.named('create', name, options);
   }
 
-  static open(name: string): Semaphore {
-    return Semaphore.named('open', name, undefined);
+  static open(name: string, options?: OpenOptions): Semaphore {
+    return Semaphore.named('open', name, options);
   }
 
   /** Opens the named semaphore or creates it with `options.initial`. */
@@ -130,6 +131,7 @@ export class Semaphore extends Primitive {
         const left = deadline.remaining();
         if (left === 0) break;
         parkSync(i32, this.c, v, Math.min(left, tuning.livenessIntervalMs)); // v <= 0; slices re-check (a poster may die before waking)
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       Atomics.sub(i32, this.s, 1);
@@ -142,7 +144,7 @@ export class Semaphore extends Primitive {
   async waitAsync(options?: AsyncWaitOptions): Promise<void> {
     this.live();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (o.signal?.aborted) throw abortError(o.signal, 'Semaphore.waitAsync');
+    if (isAborted(o.signal)) throw abortError(o.signal, 'Semaphore.waitAsync');
     if (this.take()) return;
     const deadline = new Deadline(o.timeout);
     if (spin(() => this.take(), o.spin)) return;
@@ -162,7 +164,10 @@ export class Semaphore extends Primitive {
         }
         const left = deadline.remaining();
         if (left === 0) break;
-        await parkAsync(i32, this.c, v, Math.min(left, tuning.livenessIntervalMs), o.signal, this.segment, 'Semaphore.waitAsync');
+        // No liveness slice: a poster that died between its add and its wake left the count changed,
+        // which the shared liveness tick notices (see parkAsync).
+        await parkAsync(i32, this.c, v, left, o.signal, this.segment, 'Semaphore.waitAsync');
+        this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       undo();
