@@ -5,7 +5,8 @@
  * segments, either one per named primitive or at offsets inside a user segment.
  */
 export { ErrorCodes, ShmkitError, type ErrorCode, type ErrorDetails } from './errors';
-export { Segment, Kind, NAME_PREFIX, MAX_NAME_LENGTH, HEADER_SIZE, type SegmentOptions } from './segment';
+export { Segment, Kind, NAME_PREFIX, MAX_NAME_LENGTH, HEADER_SIZE, type SegmentOptions, type OpenOptions } from './segment';
+export type { TrustedOwners } from './trust';
 export { Semaphore, type SemaphoreOptions } from './sync/semaphore';
 export { Mutex, MutexGuard } from './sync/mutex';
 export { RwLock, RwLockGuard } from './sync/rwlock';
@@ -16,7 +17,7 @@ export { NamedSemaphore, type NamedSemaphoreOptions } from './named-semaphore';
 export { configure } from './config';
 export { asyncWaitStats, type WaitTuning } from './wait';
 export { self as processIdentity, processAlive, type ProcessIdentity } from './identity';
-export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWaitOptions, type ChannelAsyncOptions, type ChannelStats, type ReceivedView, type Loan } from './channel/channel';
+export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWaitOptions, type ChannelAsyncOptions, type ChannelStats, type ReceivedView, type Loan, type Delivery, type TryReceiveResult } from './channel/channel';
 export { codecs, type Codec, type CodecName } from './channel/codec';
 export type { PeerInfo } from './channel/peers';
 export { ShmStream, type ShmStreamOptions } from './channel/stream';

@@ -40,6 +40,7 @@ import { decodeRange as jsonbDecode, encodeShared as jsonbEncode } from './jsonb
 import * as L from './layout';
 import { bufferView, Slab } from './slab';
 import { PeerTable, type PeerInfo, ROLE_CONSUMER, ROLE_PRODUCER } from './peers';
+import { ACKED, LeaseTable } from './leases';
 
 export interface ChannelOptions<T = unknown> extends OpenOptions {
   /** Ring size in bytes, rounded up to a power of two (1 KiB .. 1 GiB). Default 1 MiB. */
@@ -50,6 +51,13 @@ export interface ChannelOptions<T = unknown> extends OpenOptions {
   producers?: 'single' | 'multi';
   /** 'multi' (default): any number of consumers. 'single': one at a time, no per-message lock. */
   consumers?: 'single' | 'multi';
+  /**
+   * 'at-most-once' (default): a message is consumed when it is received; if the receiver dies
+   * before it is done with it, it is lost. 'at-least-once': consumers take() a message and ack()
+   * it when done; a message whose taker dies (or nacks) before acking is delivered again to
+   * another consumer. Fixed at creation.
+   */
+  delivery?: 'at-most-once' | 'at-least-once';
   /** 'bytes' (default), 'utf8', 'json', 'structured', or a Codec object. Per handle, not stored. */
   codec?: CodecName | Codec<T>;
   /** Permission bits of the segment. Default 0o600. */
@@ -91,6 +99,20 @@ export interface ChannelStats {
   /** Live peers (processes or threads) that have sent / received on this channel. */
   producers: number;
   consumers: number;
+}
+
+/**
+ * A message taken from an at-least-once channel. It stays in the channel, leased to this handle,
+ * until ack(); if this process dies first (or calls nack()), another consumer gets it again.
+ */
+export interface Delivery<T> {
+  readonly value: T;
+  /** True if a consumer took this message before and died (or nacked) without acknowledging it. */
+  readonly redelivered: boolean;
+  /** Acknowledges the message: it is done, and its space goes back to producers. Idempotent. */
+  ack(): void;
+  /** Gives the message back unacknowledged, for another delivery at once. */
+  nack(): void;
 }
 
 /** What tryReceiveResult() found. */
@@ -146,6 +168,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   readonly maxMessageSize: number;
   readonly multiProducer: boolean;
   readonly multiConsumer: boolean;
+  /** 'at-least-once' channels: take()/ack(), redelivery after a consumer's death. */
+  readonly atLeastOnce: boolean;
   readonly codec: Codec<T>;
 
   private readonly i32: Int32Array;
@@ -173,6 +197,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly producerLock: Mutex;
   private readonly consumerLock: Mutex;
   private readonly peers: PeerTable;
+  private readonly leases: LeaseTable | null;
+  private readonly iRead: number;
+  /** At-least-once: when the lease table was last checked for dead takers (performance.now()). */
+  private deadCheckedAt = 0;
+  private takesSinceDeadCheck = 0;
   private readonly fastDecode: 0 | 1 | 2 | 3 | 4; // custom, bytes, utf8, json, jsonb
 
   // Producer state: `tail` is authoritative while this handle holds the producer role.
@@ -208,6 +237,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.maxMessageSize = params.maxMessageSize;
     this.multiProducer = params.multiProducer;
     this.multiConsumer = params.multiConsumer;
+    this.atLeastOnce = params.atLeastOnce;
     this.codec = codec;
     const base = segment.dataOffset;
     const buf = segment.buffer;
@@ -223,6 +253,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.iTail = w(L.TAIL);
     this.iHead = w(L.HEAD);
     this.iClosed = w(L.CLOSED);
+    this.iRead = w(L.READ);
     this.iPBells = w(L.PRODUCER_BELLS);
     this.iCBells = w(L.CONSUMER_BELLS);
     this.fSent = d(L.SENT);
@@ -234,6 +265,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.producerLock = Mutex.at(segment, L.PRODUCER_LOCK);
     this.consumerLock = Mutex.at(segment, L.CONSUMER_LOCK);
     this.peers = new PeerTable(this.i32, segment.bigint64, base);
+    this.leases = params.atLeastOnce ? new LeaseTable(this.i32, segment.bigint64, base) : null;
     this.peers.register();
     const c = codec as Codec<unknown>;
     this.fastDecode = c === bytesCodec ? 1 : c === utf8Codec ? 2 : c === jsonCodec ? 3 : c === jsonbCodec ? 4 : 0;
@@ -257,8 +289,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     };
     const multiProducer = side('options.producers', o.producers);
     const multiConsumer = side('options.consumers', o.consumers);
+    if (o.delivery !== undefined && o.delivery !== 'at-most-once' && o.delivery !== 'at-least-once') {
+      throw invalidArg('options.delivery', `must be 'at-most-once' or 'at-least-once', got ${describe(o.delivery)}`);
+    }
+    const atLeastOnce = o.delivery === 'at-least-once';
     const mode = o.mode === undefined ? 0o600 : checkInt('options.mode', o.mode, 0, 0o777);
-    return { params: { capacity, maxMessageSize, multiProducer, multiConsumer }, mode, codec: resolveCodec(o.codec), trust: parseTrust(o.trustedOwners) };
+    return { params: { capacity, maxMessageSize, multiProducer, multiConsumer, atLeastOnce }, mode, codec: resolveCodec(o.codec), trust: parseTrust(o.trustedOwners) };
   }
 
   /** Creates a channel; ERR_SHMKIT_EXISTS if the name is taken. */
@@ -421,10 +457,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       this.consumerGuard = g;
       this.head = this.loadHeadPos();
       this.tailCache = this.loadTailPos();
+      if (g.recovered && this.leases) this.repairLeases(); // the previous consumer died mid-step
     }
     this.peers.addRole(ROLE_CONSUMER);
     this.consumer = true;
-    this.fastReceive = !this.multiConsumer;
+    this.fastReceive = !this.multiConsumer && !this.atLeastOnce;
   }
 
   // Producer side --------------------------------------------------------------------------------------
@@ -935,7 +972,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * (blocking, sync callers), 'try' (give up if another consumer holds it: try* calls and async
    * callers, which then wait for the lock with lockAsync), or 'held' (the caller holds it).
    */
-  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receive'): T | typeof NONE {
+  private takeMessages(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receive'): T | typeof NONE {
     if (this.outstanding === 'view') {
       if (lock === 'held') this.consumerLock.unlock();
       throw this.busy('a received view is outstanding; release it first');
@@ -978,12 +1015,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * Multi-consumer async: wait for the consumer lock without blocking the event loop (within the
    * caller's deadline and signal), then take.
    */
-  private async takeAsync(max: number, into: T[] | null, signal: AbortSignal | undefined, deadline: Deadline, what: string): Promise<T | typeof NONE> {
-    if (!this.multiConsumer) return this.take(max, into);
-    const v = this.take(max, into, 'try');
+  private async takeMessagesAsync(max: number, into: T[] | null, signal: AbortSignal | undefined, deadline: Deadline, what: string): Promise<T | typeof NONE> {
+    if (!this.multiConsumer) return this.takeMessages(max, into);
+    const v = this.takeMessages(max, into, 'try');
     if (v !== NONE || (into && into.length) || !this.consumerLock.locked) return v;
     await lockWithinAsync(this.consumerLock, deadline, signal, `channel "${this.name}" ${what}`, this.name);
-    return this.take(max, into, 'held');
+    return this.takeMessages(max, into, 'held');
   }
 
   /** True if nothing is queued and the channel is closed. */
@@ -1015,7 +1052,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     this.live();
     this.claimConsumer();
     this.lastTryBusy = false;
-    const v = this.take(1, null, 'try');
+    if (this.atLeastOnce) {
+      const d = this.takeAcked(null, 'tryReceiveResult', true);
+      if (d !== NONE) return { ok: true, value: d.value };
+      if (this.lastTryBusy) return { ok: false, reason: 'busy' };
+      return { ok: false, reason: this.ackedEnded() ? 'ended' : 'empty' };
+    }
+    const v = this.takeMessages(1, null, 'try');
     if (v !== NONE) return { ok: true, value: v };
     if (this.lastTryBusy) return { ok: false, reason: 'busy' };
     return { ok: false, reason: this.drainedAndClosed() ? 'ended' : 'empty' };
@@ -1029,7 +1072,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     this.live();
     this.claimConsumer();
-    const v = this.take(1, null, 'try');
+    if (this.atLeastOnce) {
+      const d = this.takeAcked(null, 'tryReceive', true);
+      return d === NONE ? undefined : d.value;
+    }
+    const v = this.takeMessages(1, null, 'try');
     return v === NONE ? undefined : v;
   }
 
@@ -1096,6 +1143,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const o = parseChannelWait(options, false);
     this.live();
     this.claimConsumer();
+    if (this.atLeastOnce) {
+      const d = this.takeWait(o, 'receive', true);
+      if (d === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+      return d.value;
+    }
     const r = this.receiveSlow(o, 1, null);
     if (r === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
     return r as T;
@@ -1105,10 +1157,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private receiveSlow(o: ParsedChannelWait, max: number, into: T[] | null, what = 'receive'): T | typeof END | typeof NONE {
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = this.take(max, into, 'wait', deadline, what);
+      const v = this.takeMessages(max, into, 'wait', deadline, what);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = this.take(max, into, 'wait', deadline, what);
+        const again = this.takeMessages(max, into, 'wait', deadline, what);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
@@ -1136,12 +1188,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null, what = 'receiveAsync'): Promise<T | typeof END | typeof NONE> {
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal, `channel "${this.name}" ${what}`);
+    if (this.atLeastOnce) return this.receiveAckedAsync(o, max, into, what);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = await this.takeAsync(max, into, o.signal, deadline, what);
+      const v = await this.takeMessagesAsync(max, into, o.signal, deadline, what);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = await this.takeAsync(max, into, o.signal, deadline, what);
+        const again = await this.takeMessagesAsync(max, into, o.signal, deadline, what);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
@@ -1161,7 +1214,15 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
-    this.receiveSlow(parseChannelWait(options, false), max, out, 'receiveBatch');
+    const o = parseChannelWait(options, false);
+    if (this.atLeastOnce) {
+      const first = this.takeWait(o, 'receiveBatch', true);
+      if (first === END) return out;
+      out.push(first.value);
+      for (let d; out.length < max && (d = this.takeAcked(null, 'receiveBatch', true)) !== NONE; ) out.push(d.value);
+      return out;
+    }
+    this.receiveSlow(o, max, out, 'receiveBatch');
     return out;
   }
 
@@ -1183,6 +1244,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   tryReceiveView(): ReceivedView | null {
     this.live();
     this.claimConsumer();
+    this.notOnAtLeastOnce('tryReceiveView');
     if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
     if (!this.tryEnterConsumer()) return null; // another consumer is busy; a later call retries
     let found = false;
@@ -1262,6 +1324,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private takeInto(target: Uint8Array, what: string): number | null {
     this.live();
     this.claimConsumer();
+    this.notOnAtLeastOnce(what);
     if (this.outstanding === 'view') throw this.busy('a received view is outstanding; release it first');
     if (!this.tryEnterConsumer()) return null; // another consumer is busy: wait and retry
     try {
@@ -1330,6 +1393,298 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       },
     };
     return it;
+  }
+
+
+  // At-least-once consumers ----------------------------------------------------------------------------
+  //
+  // See leases.ts and docs/design.md ("At-least-once channels"). READ is the position of the next
+  // record to hand out; HEAD..READ are in flight, each with a lease. Every step runs under the
+  // consumer lock (held briefly: never while the caller processes a message), or, single-consumer,
+  // under the role held for the handle's life.
+
+  /**
+   * Takes a message of an at-least-once channel if one can be had now: a new one, or one whose
+   * taker died (or nacked) without acknowledging it. Undefined if none.
+   */
+  tryTake(): Delivery<T> | undefined {
+    this.startTake('tryTake');
+    const d = this.takeAcked(null, 'tryTake', false);
+    return d === NONE ? undefined : d;
+  }
+
+  /** Waits for a message of an at-least-once channel and takes it (see tryTake). ERR_SHMKIT_CLOSED once ended. */
+  take(options?: ChannelWaitOptions): Delivery<T> {
+    const o = parseChannelWait(options, false);
+    this.startTake('take');
+    const d = this.takeWait(o, 'take', false);
+    if (d === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+    return d;
+  }
+
+  /** Like take(), without blocking the event loop. Accepts an AbortSignal. */
+  async takeAsync(options?: ChannelAsyncOptions): Promise<Delivery<T>> {
+    const o = parseChannelWait(options, true);
+    this.startTake('takeAsync');
+    if (isAborted(o.signal)) throw abortError(o.signal, `channel "${this.name}" takeAsync`);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const d = await this.takeAckedAsync(o, deadline, 'takeAsync', false);
+      if (d !== NONE) return d;
+      if (this.ackedEnded()) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
+      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.ackedReady, ROLE_PRODUCER, 'takeAsync'))) {
+        throw timeoutError(`channel "${this.name}" takeAsync`, o.timeout, this.name);
+      }
+    }
+  }
+
+  private startTake(what: string): void {
+    this.live();
+    if (!this.atLeastOnce) {
+      throw new ShmkitError(ErrorCodes.UNSUPPORTED, `channel "${this.name}" ${what}: only at-least-once channels take and ack (create it with delivery: 'at-least-once')`, { segment: this.name });
+    }
+    this.claimConsumer();
+  }
+
+  private notOnAtLeastOnce(what: string): void {
+    if (this.atLeastOnce) {
+      throw new ShmkitError(ErrorCodes.UNSUPPORTED, `channel "${this.name}" ${what}: not available on an at-least-once channel; use take() and ack()`, { segment: this.name });
+    }
+  }
+
+  private loadReadPos(): number {
+    return (Atomics.load(this.i32, this.iRead) & L.POS_MASK) >>> 0;
+  }
+
+  /** Positions HEAD..READ (in flight), checked against TAIL: they are untrusted. */
+  private ackedPositions(): { head: number; read: number; tail: number } {
+    const head = this.loadHeadPos();
+    const read = this.loadReadPos();
+    const tail = this.loadTailPos();
+    const inUse = (tail - head) >>> 0;
+    if (inUse > this.capacity || ((read - head) >>> 0) > inUse) throw this.corrupt(`head ${head}, read ${read} and tail ${tail} are inconsistent`);
+    return { head, read, tail };
+  }
+
+  private inFlightTest(head: number, read: number): (pos: number) => boolean {
+    const n = (read - head) >>> 0;
+    return (pos) => ((pos - head) >>> 0) < n;
+  }
+
+  /** Nothing left to hand out (only padding, perhaps) between READ and TAIL. */
+  private unreadEmpty(): boolean {
+    const read = this.loadReadPos();
+    const tail = this.loadTailPos();
+    if (read === tail) return true;
+    const idx = read & this.mask;
+    return ((tail - read) >>> 0) === this.capacity - idx && this.u32[this.ringWord + (idx >> 2)] === L.PAD;
+  }
+
+  /** Closed, nothing left to hand out, and nothing in flight: no message will ever come. */
+  private ackedEnded(): boolean {
+    if (Atomics.load(this.i32, this.iClosed) === 0 || !this.unreadEmpty()) return false;
+    return this.loadHeadPos() === this.loadReadPos() || !this.leases!.busy();
+  }
+
+  /** Ready for another take attempt: something new and a free lease, a dead taker, or the end. */
+  private ackedReady = (): boolean => {
+    if (this.i32.length === 0) return true;
+    if (!this.unreadEmpty() && this.leases!.hasFree()) return true;
+    if (this.ackedEnded()) return true;
+    const now = performance.now();
+    if (now - this.deadCheckedAt < tuning.livenessIntervalMs) return false;
+    this.deadCheckedAt = now;
+    const { head, read } = this.ackedPositions();
+    return this.leases!.anyDead(this.inFlightTest(head, read));
+  };
+
+  /** Multi-consumer: the consumer lock (null deadline: without waiting; false if busy). */
+  private enterAcked(deadline: Deadline | null, what: string): boolean {
+    if (!this.multiConsumer) return true;
+    let g: MutexGuard | null;
+    if (deadline === null) {
+      g = this.consumerLock.tryLock();
+      if (g === null) {
+        this.lastTryBusy = true;
+        return false;
+      }
+    } else g = lockWithin(this.consumerLock, deadline, `channel "${this.name}" ${what}`, this.name);
+    if (g.recovered) this.repairLeases();
+    return true;
+  }
+
+  private leaveAcked(): void {
+    if (this.multiConsumer) this.consumerLock.unlock();
+  }
+
+  /** After a consumer died holding the consumer lock (or role): drop leases it left half-made. */
+  private repairLeases(): void {
+    const { head, read } = this.ackedPositions();
+    this.leases!.repair(this.inFlightTest(head, read));
+  }
+
+  /** One take (sync): a delivery, or NONE. `autoAck`: acknowledged at once (the receive family). */
+  private takeAcked(deadline: Deadline | null, what: string, autoAck: boolean): Delivery<T> | typeof NONE {
+    if (!this.enterAcked(deadline, what)) return NONE;
+    try {
+      return this.takeAckedLocked(autoAck);
+    } finally {
+      this.leaveAcked();
+    }
+  }
+
+  private async takeAckedAsync(o: ParsedChannelWait, deadline: Deadline, what: string, autoAck: boolean): Promise<Delivery<T> | typeof NONE> {
+    if (this.multiConsumer) {
+      const g = this.consumerLock.tryLock() ?? (await lockWithinAsync(this.consumerLock, deadline, o.signal, `channel "${this.name}" ${what}`, this.name));
+      if (g.recovered) this.repairLeases();
+    }
+    try {
+      return this.takeAckedLocked(autoAck);
+    } finally {
+      this.leaveAcked();
+    }
+  }
+
+  /** The waiting loop of take() and of the receive family on an at-least-once channel. */
+  private takeWait(o: ParsedChannelWait, what: string, autoAck: boolean): Delivery<T> | typeof END {
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const d = this.takeAcked(deadline, what, autoAck);
+      if (d !== NONE) return d;
+      if (this.ackedEnded()) return END;
+      if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.ackedReady, ROLE_PRODUCER)) {
+        throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
+      }
+    }
+  }
+
+  /** receiveAsync / receiveBatchAsync / for await on an at-least-once channel: take, ack at once. */
+  private async receiveAckedAsync(o: ParsedChannelWait, max: number, into: T[] | null, what: string): Promise<T | typeof END | typeof NONE> {
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const d = await this.takeAckedAsync(o, deadline, what, true);
+      if (d !== NONE) {
+        if (into === null) return d.value;
+        into.push(d.value);
+        for (let e; into.length < max && (e = this.takeAcked(null, what, true)) !== NONE; ) into.push(e.value);
+        return NONE;
+      }
+      if (this.ackedEnded()) return END;
+      if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.ackedReady, ROLE_PRODUCER, what))) {
+        throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
+      }
+      this.live();
+    }
+  }
+
+  /** Holding consumer rights: lease the next new record, or take over a dead taker's. */
+  private takeAckedLocked(autoAck: boolean): Delivery<T> | typeof NONE {
+    const leases = this.leases!;
+    const { head, read, tail } = this.ackedPositions();
+    const inFlight = this.inFlightTest(head, read);
+    let slot = -1;
+    let pos = 0;
+    let redelivered = false;
+    this.head = read;
+    this.tailCache = tail;
+    const fresh = read !== tail && this.locate(); // moves this.head past padding, to the record
+    // Messages given back or left by a dead taker go first (they are older). Dead takers are looked
+    // for (a /proc read each) only when nothing new can be taken, and every 64th take.
+    const probe = !fresh || ++this.takesSinceDeadCheck >= 64;
+    if (probe) this.takesSinceDeadCheck = 0;
+    slot = leases.takeOverDead(inFlight, probe);
+    if (slot >= 0) {
+      pos = leases.pos(slot);
+      redelivered = true;
+      this.head = pos;
+      this.tailCache = tail;
+      if (!this.locate() || this.head !== pos) throw this.corrupt(`leased record at ${pos} is not a record`);
+    } else if (fresh) {
+      pos = this.head;
+      slot = leases.lease(pos);
+      if (slot >= 0) Atomics.store(this.i32, this.iRead, this.recNext | 0); // after the lease: see leases.ts
+    }
+    if (slot < 0) {
+      if (fresh) this.lastTryBusy = true; // every lease is in use
+      return NONE;
+    }
+    const len = this.recLen;
+    this.f64[this.fRecv]! += 1;
+    this.f64[this.fRecvBytes]! += len;
+    let value: T;
+    try {
+      value = this.decode();
+    } catch (err) {
+      // A poison message is consumed (acknowledged) once and reported, as in at-most-once channels.
+      leases.ack(slot, pos);
+      this.advanceHead();
+      throw err;
+    }
+    if (autoAck) {
+      leases.ack(slot, pos);
+      this.advanceHead();
+    }
+    return this.delivery(value, slot, pos, redelivered, autoAck);
+  }
+
+  private delivery(value: T, slot: number, pos: number, redelivered: boolean, done: boolean): Delivery<T> {
+    const leases = this.leases!;
+    const finish = (how: 'ack' | 'nack'): void => {
+      if (done) return;
+      this.live();
+      done = true;
+      const ok = how === 'ack' ? leases.ack(slot, pos) : leases.giveBack(slot, pos);
+      if (!ok) throw new ShmkitError(ErrorCodes.NOT_OWNER, `channel "${this.name}" ${how}: this delivery's lease was taken over`, { segment: this.name });
+      if (how === 'ack') {
+        this.enterAcked(NO_DEADLINE, 'ack');
+        try {
+          this.advanceHead();
+        } finally {
+          this.leaveAcked();
+        }
+      }
+      // Wake parked consumers: a lease is free again, the end may have come, or a message is back.
+      const t = Atomics.load(this.i32, this.iTail);
+      if ((t & (L.FUTEX_WAITING | L.BELL_WAITING)) !== 0 || how === 'nack') this.wakeWord(this.iTail, this.iCBells, L.FUTEX_WAITING | L.BELL_WAITING);
+    };
+    return { value, redelivered, ack: () => finish('ack'), nack: () => finish('nack') };
+  }
+
+  /**
+   * Holding consumer rights: moves HEAD past the acknowledged records at the front of the in-flight
+   * span (and padding), then frees their leases. HEAD moves first: a crash in between leaves stale
+   * leases (freed by repair), never an in-flight record without a lease.
+   */
+  private advanceHead(): void {
+    const leases = this.leases!;
+    const { head, read } = this.ackedPositions();
+    let h = head;
+    const passed: number[] = [];
+    while (h !== read) {
+      const idx = h & this.mask;
+      const w = this.ringWord + (idx >> 2);
+      if (this.u32[w + 1] !== ((h ^ L.TAG_MAGIC) >>> 0)) throw this.corrupt(`record at position ${h} has a bad tag`);
+      const len = this.u32[w]!;
+      if (len === L.PAD) {
+        h = (h + (this.capacity - idx)) >>> 0;
+        continue;
+      }
+      if (len > this.maxMessageSize || idx + L.recordSize(len) > this.capacity) throw this.corrupt(`record at ${h} claims ${len} bytes`);
+      const slot = leases.find(h);
+      if (slot < 0) {
+        // In flight without a lease (only damage makes this): hand it out again.
+        const s = leases.lease(h);
+        if (s >= 0) leases.giveBack(s, h);
+        break;
+      }
+      if (leases.state(slot) !== ACKED) break;
+      passed.push(slot);
+      h = (h + L.recordSize(len)) >>> 0;
+    }
+    if (h === head) return;
+    const old = Atomics.exchange(this.i32, this.iHead, h | 0);
+    if ((old & (L.FUTEX_WAITING | L.BELL_WAITING)) !== 0) this.wakeWord(this.iHead, this.iPBells, old);
+    for (const slot of passed) leases.free(slot);
   }
 
   // Waiting --------------------------------------------------------------------------------------------

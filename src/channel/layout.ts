@@ -6,7 +6,7 @@
  *
  * Parameters (segment header bytes 64..83, written once at creation, validated at every open):
  *   64 u32 capacity (power of two)   68 u32 max message size   72 u32 flags (1 multi-producer,
- *   2 multi-consumer)                76 u32 ring offset        80 u32 peer slots
+ *   2 multi-consumer, 4 at-least-once) 76 u32 ring offset      80 u32 peer slots
  */
 import { ErrorCodes, ShmkitError } from '../errors';
 import type { Segment } from '../segment';
@@ -22,11 +22,14 @@ export const RECEIVED = 264; // f64
 export const RECEIVED_BYTES = 272; // f64
 export const RECEIVE_WAITS = 280; // f64
 export const CONSUMER_LOCK = 288; // Mutex (16 bytes)
+export const READ = 304; // i32, at-least-once channels: position of the next record to hand out (HEAD..READ are in flight)
 export const PRODUCER_BELLS = 384; // BELL_SLOTS x u32: doorbells of senders waiting for space
 export const CONSUMER_BELLS = 512; // BELL_SLOTS x u32: doorbells of receivers waiting for messages
 export const BELL_SLOTS = 16;
 export const PEERS = 640; // PEER_SLOTS x 16 bytes: i64 token, i32 roles, i32 reserved
 export const PEER_SLOTS = 32;
+export const LEASES = 1152; // at-least-once channels: LEASE_SLOTS x 16 bytes: i64 taker token, u32 position, u32 state
+export const LEASE_SLOTS = 48;
 export const RING = 2048;
 
 // Positions are 8-aligned, so the low 3 bits of the TAIL and HEAD words carry flags:
@@ -48,12 +51,15 @@ export const MAX_CAPACITY = 2 ** 30;
 
 export const FLAG_MULTI_PRODUCER = 1;
 export const FLAG_MULTI_CONSUMER = 2;
+export const FLAG_AT_LEAST_ONCE = 4;
 
 export interface ChannelParams {
   capacity: number;
   maxMessageSize: number;
   multiProducer: boolean;
   multiConsumer: boolean;
+  /** Consumers take, then ack; a message taken by a consumer that died unacked is delivered again. */
+  atLeastOnce: boolean;
 }
 
 /** The largest message that always fits: a record plus the worst-case padding before it. */
@@ -69,7 +75,7 @@ export function writeParams(seg: Segment, p: ChannelParams): void {
   const dv = seg.params();
   dv.setUint32(0, p.capacity, true);
   dv.setUint32(4, p.maxMessageSize, true);
-  dv.setUint32(8, (p.multiProducer ? FLAG_MULTI_PRODUCER : 0) | (p.multiConsumer ? FLAG_MULTI_CONSUMER : 0), true);
+  dv.setUint32(8, (p.multiProducer ? FLAG_MULTI_PRODUCER : 0) | (p.multiConsumer ? FLAG_MULTI_CONSUMER : 0) | (p.atLeastOnce ? FLAG_AT_LEAST_ONCE : 0), true);
   dv.setUint32(12, RING, true);
   dv.setUint32(16, PEER_SLOTS, true);
 }
@@ -85,8 +91,8 @@ export function readParams(seg: Segment): ChannelParams {
   };
   if (capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) bad(`bad capacity ${capacity}`);
   if (maxMessageSize > maxMessageFor(capacity)) bad(`max message size ${maxMessageSize} too large for capacity ${capacity}`);
-  if ((flags & ~3) !== 0) bad(`bad flags ${flags}`);
+  if ((flags & ~7) !== 0) bad(`bad flags ${flags}`);
   if (dv.getUint32(12, true) !== RING || dv.getUint32(16, true) !== PEER_SLOTS) bad('bad ring offset or peer table');
   if (seg.size !== RING + capacity) bad(`data area is ${seg.size} bytes, expected ${RING + capacity}`);
-  return { capacity, maxMessageSize, multiProducer: (flags & 1) !== 0, multiConsumer: (flags & 2) !== 0 };
+  return { capacity, maxMessageSize, multiProducer: (flags & 1) !== 0, multiConsumer: (flags & 2) !== 0, atLeastOnce: (flags & 4) !== 0 };
 }

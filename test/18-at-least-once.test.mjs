@@ -1,0 +1,110 @@
+// At-least-once channels: take, process, ack; a message whose taker dies is delivered again.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Channel, ErrorCodes } from 'shmkit';
+import { cleanupAll, ROOT, run, sleep, uniq, watchdog } from './helpers.mjs';
+
+after(cleanupAll);
+
+const HCHILD = join(ROOT, 'test', 'fixtures', 'hardening-child.mjs');
+const code = (c) => (err) => {
+  assert.equal(err.code, c, `expected ${c}, got ${err.code}: ${err.message}`);
+  return true;
+};
+
+test('take, ack, nack and redelivery in one process', () => {
+  const name = uniq('al');
+  const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });
+  assert.equal(ch.atLeastOnce, true);
+  for (const s of ['a', 'b', 'c']) ch.send(s);
+  const a = ch.take();
+  const b = ch.take();
+  assert.deepEqual([a.value, a.redelivered, b.value], ['a', false, 'b']);
+  const used = ch.stats().depthBytes;
+  b.ack();
+  assert.equal(ch.stats().depthBytes, used, 'an unacked message before it holds the space');
+  a.nack();
+  const again = ch.take();
+  assert.deepEqual([again.value, again.redelivered], ['a', true]);
+  again.ack();
+  again.ack(); // idempotent
+  assert.ok(ch.stats().depthBytes < used, 'acked messages give their space back');
+  assert.equal(ch.receive(), 'c', 'receive() takes and acks at once');
+  assert.equal(ch.tryTake(), undefined);
+  ch.close();
+  assert.throws(() => ch.take({ timeout: 0 }), code(ErrorCodes.CLOSED));
+  assert.throws(() => ch.tryReceiveView(), code(ErrorCodes.UNSUPPORTED));
+  ch.disconnect();
+  Channel.unlink(name);
+
+  const plain = Channel.create(name, { capacity: 4096 });
+  assert.throws(() => plain.take(), code(ErrorCodes.UNSUPPORTED));
+  assert.throws(() => Channel.create(uniq('al'), { delivery: 'exactly-once' }), code(ErrorCodes.INVALID_ARGUMENT));
+  plain.disconnect();
+  Channel.unlink(name);
+});
+
+test('the end waits for messages in flight: a taker that dies leaves its message to a waiting consumer', async () => {
+  const name = uniq('ae');
+  const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });
+  const other = Channel.open(name, { codec: 'utf8' });
+  ch.send('only');
+  ch.close();
+  const d = ch.take();
+  const waiting = other.takeAsync({ timeout: 20000 });
+  await sleep(30);
+  d.nack(); // as if its taker had died
+  const r = await watchdog(waiting, 25000, 'redelivery to the waiting consumer');
+  assert.deepEqual([r.value, r.redelivered], ['only', true]);
+  r.ack();
+  await assert.rejects(watchdog(other.takeAsync({ timeout: 20000 }), 25000, 'end'), code(ErrorCodes.CLOSED));
+  other.disconnect();
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
+for (const mode of ['sync', 'async']) {
+  test(`SIGKILLed workers lose nothing: every message is reported done at least once (${mode})`, async () => {
+    const name = uniq('ak');
+    const N = 3000;
+    const ch = Channel.create(name, { capacity: 1 << 14, delivery: 'at-least-once', codec: 'utf8' });
+    const done = new Map();
+    const workers = new Set(); // alive
+    const everyone = []; // every worker started, the killed ones included
+    const start = () => {
+      const w = run('ackWorker', { name, async: mode === 'async', liveness: 20 }, { script: HCHILD });
+      workers.add(w);
+      everyone.push(w);
+      return w;
+    };
+    for (let i = 0; i < 3; i++) await start().waitFor(/ready/);
+    let killed = 0;
+    for (let i = 0; i < N; i++) {
+      ch.send(String(i), { timeout: 30000 });
+      if (i % 400 === 399) {
+        const victim = [...workers][0];
+        workers.delete(victim);
+        victim.child.kill('SIGKILL');
+        killed++;
+        await start().waitFor(/ready/);
+      }
+    }
+    ch.close();
+    const exits = await watchdog(Promise.all([...workers].map((w) => w.exited)), 90000, 'workers to drain and end');
+    for (const r of exits) assert.equal(r.code, 0, r.err);
+    // Every worker that ever ran, the killed ones included, printed its "done" lines synchronously.
+    const outs = await watchdog(Promise.all(everyone.map((w) => w.exited)), 30000, 'every worker');
+    for (const { out } of outs) for (const m of out.matchAll(/^done (\d+)( r)?$/gm)) done.set(m[1], (done.get(m[1]) ?? 0) + 1);
+    const missing = [];
+    for (let i = 0; i < N; i++) if (!done.has(String(i))) missing.push(i);
+    assert.deepEqual(missing, [], `${missing.length} messages were never processed`);
+    const dups = [...done.values()].filter((n) => n > 1).length;
+    assert.ok(killed > 0);
+    assert.equal(ch.stats().depthBytes, 0, 'every message was acknowledged');
+    ch.disconnect();
+    Channel.unlink(name);
+    console.log(`# ${mode}: ${N} messages, ${killed} workers killed, ${dups} delivered twice`);
+  });
+}
+
