@@ -146,7 +146,7 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
     };
     const onClose = (): void => {
       finish();
-      reject(new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
+      reject(owner?.damage ?? new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
     };
     if (timeoutMs >= tuning.livenessIntervalMs) joinTicker(onSlice);
     else timer = setTimeout(onSlice, timeoutMs);

@@ -139,6 +139,8 @@ export class Segment implements WaitOwner {
   #buffer: ArrayBuffer;
   #handle: object;
   #closed = false;
+  /** Set once verify()/check() found the object truncated by another process. */
+  #damage: ShmkitError | null = null;
   #data: Uint8Array;
   #i32: Int32Array;
   #i64: BigInt64Array;
@@ -312,17 +314,49 @@ export class Segment implements WaitOwner {
    */
   verify(): void {
     if (this.#closed) throw closedError(`segment "${this.name}"`, this.name);
+    if (this.#damage === null) this.check();
+    if (this.#damage !== null) throw this.#damage;
+  }
+
+  /**
+   * @internal verify() without throwing, for the liveness tick of async waits: false if the
+   * object was found damaged (then verify() throws the error, every time), or closed.
+   */
+  check(): boolean {
+    if (this.#closed) return false;
+    if (this.#damage !== null) return false;
     const rc = native.shmCheck(this.#handle);
-    if (rc === 0) return;
+    if (rc === 0) return true;
     if (rc === 1 || rc === 2) {
-      throw new ShmkitError(
+      this.#damage = new ShmkitError(
         ErrorCodes.CORRUPT,
         `segment "${this.name}": another process ${rc === 1 ? 'shrank the object' : 'discarded its pages'} under this mapping; ` +
           'its size and pages were restored, its contents are lost',
         { segment: this.name },
       );
+      return false;
     }
-    throw osError(-rc, 'fstat/ftruncate/posix_fallocate', `verify segment "${this.name}"`, this.name);
+    // The repair failed (e.g. ENOSPC: /dev/shm is full): some pages are holes, and touching one
+    // raises SIGBUS. Unmap at once, without running rollbacks (they would touch it): every view
+    // becomes empty and every later use a CLOSED or this error.
+    this.#damage = osError(-rc, 'ftruncate/posix_fallocate', `segment "${this.name}" was truncated by another process and cannot be restored`, this.name);
+    this.abandon();
+    return false;
+  }
+
+  /** @internal the error verify() throws once the object was found truncated (null otherwise). */
+  get damage(): ShmkitError | null {
+    return this.#damage;
+  }
+
+  /** Unmaps without touching the memory (no rollbacks): for a mapping that may no longer be backed. */
+  private abandon(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.closeHooks.clear();
+    for (const cancel of [...this.pendingWaits]) cancel();
+    this.pendingWaits.clear();
+    native.unmap(this.#handle, this.#buffer);
   }
 
   /** @internal the kind-specific parameter area (header bytes 64..127). */

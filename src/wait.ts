@@ -103,6 +103,10 @@ export function wake(words: Int32Array, index: number, count: number): void {
 /** Something that can be closed under a pending wait (a Segment): it rejects them on close. */
 export interface WaitOwner {
   readonly pendingWaits: Set<() => void>;
+  /** False if the memory behind the waits may no longer be safe to read (see Segment.check). */
+  check?(): boolean;
+  /** Why the owner was closed under its waits, if not by close() (e.g. it was truncated). */
+  readonly damage?: unknown;
 }
 
 interface Sub {
@@ -117,8 +121,11 @@ interface Shared {
   readonly key: string;
   readonly subs: Set<Sub>;
   recheck: (() => boolean) | undefined;
+  owner: WaitOwner | undefined;
   id: number;
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Native wait id -> shared wait. */
 const byId = new Map<number, Shared>();
@@ -150,10 +157,12 @@ function endShared(sh: Shared, cancelNative: boolean): void {
 }
 
 let ticker: ReturnType<typeof setInterval> | null = null;
+let tickerInterval = 0;
 
 function startTicker(): void {
   if (ticker !== null) return;
-  ticker = setInterval(tick, tuning.livenessIntervalMs);
+  tickerInterval = tuning.livenessIntervalMs;
+  ticker = setInterval(tick, tickerInterval);
   ticker.unref(); // the native wait keeps the process alive while it is pending
 }
 
@@ -164,17 +173,30 @@ function stopTicker(): void {
 }
 
 function tick(): void {
+  // Owners (segments) are checked once per tick, before any of their memory is read: another
+  // process may have truncated the object, and reading a lost page would raise SIGBUS.
+  const intact = new Map<WaitOwner, boolean>();
   for (const sh of [...byId.values()]) {
     if (!byId.has(sh.id)) continue;
     let end: boolean;
     try {
-      end = sh.words.length === 0 || Atomics.load(sh.words, sh.index) !== sh.expected || (sh.recheck !== undefined && sh.recheck());
+      const o = sh.owner;
+      let ok = true;
+      if (o?.check !== undefined) {
+        ok = intact.get(o) ?? o.check();
+        intact.set(o, ok);
+      }
+      end = !ok || sh.words.length === 0 || Atomics.load(sh.words, sh.index) !== sh.expected || (sh.recheck !== undefined && sh.recheck());
     } catch {
       end = true; // a check that fails is for the callers' own loop to report
     }
     if (!end) continue;
     endShared(sh, true);
     for (const sub of [...sh.subs]) sub.resolve(true);
+  }
+  if (ticker !== null && tickerInterval !== tuning.livenessIntervalMs) {
+    stopTicker(); // configure() changed the interval: restart with the new one
+    if (byId.size > 0) startTicker();
   }
 }
 
@@ -209,7 +231,7 @@ export function parkAsync(
       if (id === Status.EINVAL) return Promise.reject(closedError('the shared memory behind this object'));
       return Promise.reject(osError(-id, 'asyncWait', what));
     }
-    sh = { words, index, expected: expected | 0, key, subs: new Set(), recheck, id };
+    sh = { words, index, expected: expected | 0, key, subs: new Set(), recheck, owner, id };
     byId.set(id, sh);
     if (m === undefined) byWord.set(words.buffer, (m = new Map()));
     m.set(key, sh);
@@ -231,9 +253,10 @@ export function parkAsync(
       resolve: (t) => { leave(); resolve(t); },
       reject: (e) => { leave(); reject(e); },
     };
-    const onClose = (): void => sub.reject(new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
+    const onClose = (): void => sub.reject(owner?.damage ?? new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
     shared.subs.add(sub);
-    if (timeoutMs !== Infinity) timer = setTimeout(() => sub.resolve(true), timeoutMs);
+    // Node clamps a delay above 2^31-1 ms to 1 ms: cap it; the caller's loop waits again until its deadline.
+    if (timeoutMs !== Infinity) timer = setTimeout(() => sub.resolve(true), Math.min(timeoutMs, MAX_TIMER_MS));
     if (signal) unlisten = listenAbort(signal, () => sub.reject(abortError(signal, what)));
     owner?.pendingWaits.add(onClose);
   });

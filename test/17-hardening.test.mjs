@@ -2,7 +2,8 @@
 // fix: a hang, a crash of the process, a lost recovery notice, an accepted squatter, a wrong mode.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chownSync, closeSync, openSync, statSync, truncateSync, ftruncateSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chownSync, closeSync, openSync, statSync, truncateSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   asyncWaitStats, Barrier, Channel, Condition, ErrorCodes, Mutex, MutexGuard, NamedSemaphore, processAlive, RwLock, RwLockGuard,
@@ -202,6 +203,48 @@ test('Mutex: the recovery information names the dead owner', async () => {
   Segment.unlink(name);
 });
 
+test('RwLock: a reader that frees its slot and dies before waking does not strand an async writer', async () => {
+  const name = uniq('rs');
+  const l = RwLock.create(name);
+  const r = hrun('releaseSilently', { name });
+  await r.waitFor(/held/);
+  const g = await watchdog(l.writeLockAsync({ timeout: 20000 }), 25000, 'writeLockAsync');
+  assert.equal(g.recovered, false);
+  g.unlock();
+  await watchdog(r.exited, 10000, 'reader exit');
+  l.close();
+  Segment.unlink(name);
+});
+
+test('RwLock.writeLockAsync followed at once by close() gives its claim back', async () => {
+  const name = uniq('rc');
+  const l = RwLock.create(name);
+  const other = RwLock.open(name);
+  const p = l.writeLockAsync();
+  l.close();
+  await assert.rejects(watchdog(p, 10000, 'writeLockAsync'), code(ErrorCodes.CLOSED));
+  assert.deepEqual(other.state, { readers: 0, writer: false, recoveryPending: false });
+  other.readLock({ timeout: 1000 }).unlock();
+  other.close();
+  Segment.unlink(name);
+});
+
+test('an async wait with a timeout beyond 2^31-1 ms neither spins nor warns', async () => {
+  const seg = Segment.create(uniq('bt'), { size: 64 });
+  const s = Semaphore.init(seg, 0, 0);
+  const warnings = [];
+  const onWarning = (w) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  const p = s.waitAsync({ timeout: 30 * 24 * 3600 * 1000, spin: 0 });
+  await sleep(100);
+  s.post();
+  await watchdog(p, 10000, 'waitAsync with a 30-day timeout');
+  process.off('warning', onWarning);
+  assert.deepEqual(warnings, []);
+  seg.close();
+  seg.unlink();
+});
+
 // 5, 6: ownership and modes ----------------------------------------------------------------------
 
 test('open and openOrCreate refuse an object owned by another user unless trusted', { skip: !isRoot && 'needs root to give a file away' }, () => {
@@ -341,6 +384,34 @@ test('Channel.close() returns while a live process holds the producer lock', asy
 });
 
 // 11: truncation by a peer ------------------------------------------------------------------------------
+
+test('async waits on a segment that a peer truncated report CORRUPT instead of dying of SIGBUS', async () => {
+  for (const kind of ['semAsync', 'channelAsync']) {
+    const name = uniq('ta');
+    if (kind === 'channelAsync') Channel.create(name, { capacity: 4096 }).disconnect();
+    else Segment.create(name, { size: 64 }).close();
+    const victim = hrun('park', { name, kind, liveness: 20 });
+    await victim.waitFor(/waiting/);
+    await sleep(50);
+    truncateSync(`/dev/shm/shmkit-${name}`, 0);
+    const r = await watchdog(victim.exited, 30000, 'victim');
+    assert.equal(r.signal, null, `${kind}: the victim died of ${r.signal}`);
+    assert.match(r.out, /"code":"ERR_SHMKIT_CORRUPT"/, kind);
+    Segment.unlink(name);
+  }
+});
+
+const canUnshare = isRoot && spawnSync('unshare', ['-m', 'true']).status === 0;
+test('a truncation that cannot be repaired (full /dev/shm) is NO_SPACE, not SIGBUS', { skip: !canUnshare && 'needs root and unshare for a private tiny /dev/shm' }, () => {
+  for (const kind of ['sem', 'semAsync', 'channel', 'channelAsync']) {
+    const script = join(ROOT, 'test', 'fixtures', 'full-shm.mjs');
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs -o size=4m tmpfs /dev/shm && exec "${process.execPath}" "${script}" ${kind}`], { encoding: 'utf8', timeout: 60000 });
+    assert.equal(r.status, 0, `${kind}: ${r.stderr}`);
+    const res = JSON.parse(r.stdout.trim().split('\n').pop());
+    assert.equal(res.signal, null, `${kind}: the waiter died of ${res.signal}`);
+    assert.match(res.last, /ERR_SHMKIT_(NO_SPACE|CORRUPT)/, kind);
+  }
+});
 
 for (const how of ['shrunk', 'hollowed']) {
   test(`a waiter whose segment a peer ${how} reports CORRUPT instead of dying of SIGBUS`, async () => {

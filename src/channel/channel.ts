@@ -1759,11 +1759,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         if (slot >= 0) await bellWait(slice, o.signal, this.segment, `channel "${this.name}" ${what}`);
         else await parkAsync(i32, word, cur | flag, slice, o.signal, this.segment, `channel "${this.name}" ${what}`);
       } finally {
+        // Before touching the segment again: a peer may have truncated it while we slept.
+        if (i32.length > 0) this.segment.verify();
         // Someone else cleared our slot: a ringer could not reach our doorbell (another network
         // namespace?). Fall back to futex waits for good in this thread.
         if (slot >= 0 && i32.length > 0 && !unregisterBell(i32, slot, id)) disableBells();
       }
-      if (i32.length > 0) this.segment.verify(); // a peer may have truncated the object while we slept
 
     }
   }

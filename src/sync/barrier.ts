@@ -133,8 +133,8 @@ export class Barrier extends Primitive {
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      Atomics.sub(i32, this.sl, 1);
-    }
+      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+ }
     if (this.withdraw(gen)) return false;
     throw timeoutError('Barrier.wait', o.timeout, this.segment.name);
   }

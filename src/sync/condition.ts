@@ -82,8 +82,8 @@ export class Condition extends Primitive {
         }
       }
     } finally {
-      Atomics.sub(i32, this.sl, 1);
-    }
+      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+ }
     const guard = m.lock();
     if (!signalled) throw timeoutError('Condition.wait', o.timeout, this.segment.name);
     return guard;

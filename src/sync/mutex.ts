@@ -151,8 +151,8 @@ export class Mutex extends Primitive {
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      Atomics.sub(i32, this.sl, 1);
-    }
+      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+ }
     this.passOn();
     throw timeoutError('Mutex.lock', o.timeout, this.segment.name);
   }

@@ -199,19 +199,23 @@ export class RwLock extends Primitive {
     const o = parseWait(options, true);
     const deadline = new Deadline(o.timeout);
     let notice: bigint | null = null;
-    await this.blockAsync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLockAsync');
-    const got = notice as unknown as bigint;
-    // If the segment closes while we wait for readers to drain, give the claim (and notice) back first.
-    const undo = onClose(this.segment, () => this.giveBack(got));
+    // Registered before the claim: if the segment closes at any point after it (even before this
+    // function resumes), the claim and the notice it carries go back first.
+    const undo = onClose(this.segment, () => {
+      if (notice !== null) this.giveBack(notice);
+    });
     try {
+      await this.blockAsync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLockAsync');
+      this.live();
       await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockAsync', o.timeout);
+      this.live();
     } catch (err) {
-      if (this.i32.length > 0) this.giveBack(got);
+      if (this.i32.length > 0 && notice !== null) this.giveBack(notice);
       throw err;
     } finally {
       undo();
     }
-    return new RwLockGuard(GUARD_KEY, this, 'write', -1, got);
+    return new RwLockGuard(GUARD_KEY, this, 'write', -1, notice as unknown as bigint);
   }
 
   /** Releases the write lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
@@ -328,16 +332,24 @@ export class RwLock extends Primitive {
     if (cleared) this.wakeAll();
   }
 
-  /** For the liveness tick of async waits (no side effects): is a holder dead, or the writer word free? */
+  /**
+   * For the liveness tick of async waits (no side effects): could a waiter's next attempt succeed
+   * although nobody woke it? The writer word is free or dirty, or its holder died; or, for this
+   * thread's own draining claim, no other live reader holds a slot (a reader that released its slot,
+   * or gave it back, and died before waking us); or a reader holding a slot died.
+   */
   private readonly holderGone = (): boolean => {
     const w = Atomics.load(this.i64, this.wr);
     if (w <= 0n) return true;
     if (w !== SELF_TOKEN && !tokenAlive(w)) return true;
+    let liveOthers = false;
     for (let i = 0; i < SLOTS; i++) {
       const t = Atomics.load(this.i64, this.r0 + i);
-      if (t !== 0n && t !== SELF_TOKEN && !tokenAlive(t)) return true;
+      if (t === 0n || t === SELF_TOKEN) continue;
+      if (!tokenAlive(t)) return true;
+      liveOthers = true;
     }
-    return false;
+    return w === SELF_TOKEN && !liveOthers;
   };
 
   private ownReadSlot(): number {
@@ -371,8 +383,8 @@ export class RwLock extends Primitive {
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      Atomics.sub(i32, this.sl, 1);
-    }
+      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+ }
     throw timeoutError(what, reportMs, this.segment.name);
   }
 

@@ -134,8 +134,8 @@ export class Semaphore extends Primitive {
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      Atomics.sub(i32, this.s, 1);
-    }
+      if (i32.length > 0) Atomics.sub(i32, this.s, 1); // unmapped if a truncation could not be repaired
+ }
     this.passOn();
     throw timeoutError('Semaphore.wait', o.timeout, this.segment.name);
   }
