@@ -155,3 +155,19 @@ const reasonGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'rea
 export function abortError(signal: AbortSignal, what: string): ShmkitError {
   return new ShmkitError(ErrorCodes.ABORTED, `${what}: aborted`, { cause: reasonGetter.call(signal) });
 }
+
+/**
+ * What an encoder threw, as ERR_SHMKIT_INVALID_ARGUMENT (argument 'message') with the original
+ * error as `cause`: the message was refused, nothing was sent. A ShmkitError about the message
+ * (e.g. a nested codec's refusal) passes through.
+ */
+export function encodeError(codec: string, err: unknown): ShmkitError {
+  let why: string;
+  try {
+    if (err instanceof ShmkitError && err.code === ErrorCodes.INVALID_ARGUMENT && err.argument === 'message') return err;
+    why = err instanceof Error ? err.message : String(err);
+  } catch {
+    why = 'an unreadable exception'; // e.g. a revoked Proxy thrown as the error
+  }
+  return new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `message: the ${codec} codec could not encode it: ${why}`, { argument: 'message', cause: err });
+}

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Channel, ErrorCodes, ShmkitError, codecs } from 'shmkit';
 import * as jsonb from '../dist/channel/jsonb.js';
 import { ROOT, cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+import { craftedObject } from './fixtures/codec-craft.mjs';
 import { viaJson } from './fixtures/json-values.mjs';
 
 after(cleanupAll);
@@ -39,35 +40,6 @@ describe('jsonb shape caches stay bounded under a hostile stream', () => {
       assert.ok(r.messageBytes > 60000, msg);
       assert.ok(r.retained < 64 * MiB, msg);
     });
-  }
-
-  /** A hand-made jsonb object of `keys` one-byte keys (distinct per shape), one i32 value each. */
-  function craftedObject(shape, keys, keyLen) {
-    const names = [];
-    for (let j = 0; j < keys; j++) {
-      const head = `c${shape}k${j}_`;
-      names.push(head + 'q'.repeat(Math.max(0, keyLen - head.length)));
-    }
-    let k = 2;
-    for (const n of names) k += 3 + n.length;
-    const b = Buffer.alloc(3 + k + 5 * keys);
-    b[0] = 0x08;
-    b.writeUInt16LE(k, 1);
-    b.writeUInt16LE(keys, 3);
-    let p = 5;
-    for (const n of names) {
-      b[p] = 0x05;
-      b.writeUInt16LE(n.length, p + 1);
-      p += 3 + b.latin1Write(n, p + 3);
-    }
-    const expected = {};
-    for (let j = 0; j < keys; j++) {
-      b[p] = 0x03;
-      b.writeInt32LE(shape * 1000 + j, p + 1);
-      p += 5;
-      expected[names[j]] = shape * 1000 + j;
-    }
-    return { b, expected };
   }
 
   const assertLikeJson = (decoded, value, what) => {

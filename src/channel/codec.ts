@@ -7,7 +7,7 @@
  * toString and v8.deserialize all do).
  */
 import * as v8 from 'node:v8';
-import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
+import { encodeError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
 import * as jsonbFormat from './jsonb';
 import { describe as describeValue } from '../validate';
 
@@ -20,21 +20,6 @@ function describe(v: unknown): string {
   }
 }
 
-/**
- * What an encoder threw, as ERR_SHMKIT_INVALID_ARGUMENT (argument 'message') with the original
- * error as `cause`: the message was refused, nothing was sent. A ShmkitError about the message
- * (e.g. a nested codec's refusal) passes through.
- */
-function encodeError(codec: string, err: unknown): ShmkitError {
-  let why: string;
-  try {
-    if (err instanceof ShmkitError && err.code === ErrorCodes.INVALID_ARGUMENT && err.argument === 'message') return err;
-    why = err instanceof Error ? err.message : String(err);
-  } catch {
-    why = 'an unreadable exception'; // e.g. a revoked Proxy thrown as the error
-  }
-  return new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `message: the ${codec} codec could not encode it: ${why}`, { argument: 'message', cause: err });
-}
 
 export interface Codec<T = unknown> {
   readonly name: string;

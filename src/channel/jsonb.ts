@@ -31,7 +31,7 @@
  * a thrown error (the channel reports it as ERR_SHMKIT_DECODE). It never reads outside the message.
  */
 
-import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
+import { encodeError, invalidArg } from '../errors';
 import { compileFunction } from 'node:vm';
 import { bufferView } from './slab';
 
@@ -121,14 +121,7 @@ const refuse = (why: string): Error => invalidArg('message', why);
  * Our own refusals (argument 'message', also from a nested encode) pass through.
  */
 function encodeFailure(err: unknown): Error {
-  let why: string;
-  try {
-    if (err instanceof ShmkitError && err.code === ErrorCodes.INVALID_ARGUMENT && err.argument === 'message') return err;
-    why = err instanceof Error ? err.message : String(err);
-  } catch {
-    why = 'an unreadable exception'; // e.g. a revoked Proxy thrown as the error
-  }
-  return new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `message: cannot be encoded as JSON: ${why}`, { argument: 'message', cause: err });
+  return encodeError('jsonb', err);
 }
 
 // Encoder -----------------------------------------------------------------------------------------------
