@@ -17,7 +17,14 @@ const remove = EventTarget.prototype.removeEventListener;
 /** An AbortSignal option: undefined or a real AbortSignal; anything else is INVALID_ARGUMENT. */
 export function checkSignal(name: string, v: unknown): AbortSignal | undefined {
   if (v === undefined) return undefined;
-  if (v instanceof AbortSignal) return v;
+  if (v instanceof AbortSignal) {
+    try {
+      abortedGetter.call(v); // an object that only inherits from AbortSignal.prototype fails here
+      return v;
+    } catch {
+      // fall through
+    }
+  }
   throw invalidArg(name, `must be an AbortSignal, got ${describe(v)}`);
 }
 

@@ -72,6 +72,12 @@ test('receiveAsync, receiveBatchAsync and receiveViewAsync honour timeout and si
 
 test('a fake AbortSignal is refused with INVALID_ARGUMENT by every async wait', async () => {
   const name = uniq('fs');
+  for (const other of [Object.create(AbortSignal.prototype), { aborted: false, addEventListener() {}, removeEventListener() {} }]) {
+    const seg = Segment.create(uniq('fo'), { size: 64 });
+    await assert.rejects(Semaphore.init(seg, 0, 0).waitAsync({ signal: other }), code(ErrorCodes.INVALID_ARGUMENT));
+    seg.close();
+    seg.unlink();
+  }
   const fake = { aborted: false, addEventListener() {} };
   const ch = Channel.create(name, { capacity: 4096 });
   const seg = Segment.create(uniq('fg'), { size: 256 });
@@ -467,6 +473,8 @@ test('a send cut short by a timeout, an abort or a close says it published nothi
   setTimeout(() => ac.abort(), 10);
   await assert.rejects(watchdog(ch.sendAsync(Buffer.alloc(400), { signal: ac.signal }), 10000, 'sendAsync'), (err) => err.code === ErrorCodes.ABORTED && err.published === false);
   await assert.rejects(watchdog(ch.sendAsync(Buffer.alloc(400), { timeout: 10 }), 10000, 'sendAsync'), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
+  assert.throws(() => ch.send(42), (err) => err.code === ErrorCodes.INVALID_ARGUMENT && err.published === false, 'a codec refusal');
+  assert.throws(() => ch.trySend(Buffer.alloc(600)), (err) => err.code === ErrorCodes.TOO_LARGE && err.published === false);
   ch.close();
   assert.throws(() => ch.send(Buffer.alloc(4)), (err) => err.code === ErrorCodes.CLOSED && err.published === false);
   assert.equal(ch.stats().depth, depth, 'nothing was published');

@@ -45,6 +45,24 @@ test('take, ack, nack and redelivery in one process', () => {
   Channel.unlink(name);
 });
 
+test('a batch stops before a message that cannot be decoded; the next call reports it', async () => {
+  const name = uniq('ab');
+  const raw = Channel.create(name, { capacity: 4096, delivery: 'at-least-once' });
+  const js = Channel.open(name, { codec: 'json' });
+  for (const s of ['1', '2', '{bad', '4']) raw.send(Buffer.from(s));
+  assert.deepEqual(js.receiveBatch(10), [1, 2]);
+  assert.throws(() => js.receiveBatch(10), code(ErrorCodes.DECODE));
+  assert.deepEqual(js.receiveBatch(10), [4]);
+  for (const s of ['5', '{bad', '7']) raw.send(Buffer.from(s));
+  assert.deepEqual(await watchdog(js.receiveBatchAsync(10), 10000, 'batch'), [5]);
+  await assert.rejects(watchdog(js.receiveBatchAsync(10), 10000, 'batch'), code(ErrorCodes.DECODE));
+  assert.deepEqual(await watchdog(js.receiveBatchAsync(10), 10000, 'batch'), [7]);
+  assert.equal(raw.stats().depthBytes, 0);
+  raw.disconnect();
+  js.disconnect();
+  Channel.unlink(name);
+});
+
 test('the end waits for messages in flight: a taker that dies leaves its message to a waiting consumer', async () => {
   const name = uniq('ae');
   const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });

@@ -201,6 +201,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly iRead: number;
   /** At-least-once: when the lease table was last checked for dead takers (performance.now()). */
   private deadCheckedAt = 0;
+  /** At-least-once batches: a decode failure found after some messages, reported by the next take. */
+  private deferred: unknown = undefined;
   private takesSinceDeadCheck = 0;
   private readonly fastDecode: 0 | 1 | 2 | 3 | 4; // custom, bytes, utf8, json, jsonb
 
@@ -610,21 +612,25 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Sends without waiting. Returns false if the ring is full. */
   trySend(value: T): boolean {
-    if (this.fastSend) {
-      if (this.fastDecode === 1) {
-        if (this.sendFast(value)) return true;
-      } else {
-        const data = this.encode(value);
-        if (this.sendFast(data)) return true;
-        this.live();
-        return this.attemptSend(data, this.byteLength(data), null);
+    try {
+      if (this.fastSend) {
+        if (this.fastDecode === 1) {
+          if (this.sendFast(value)) return true;
+        } else {
+          const data = this.encode(value);
+          if (this.sendFast(data)) return true;
+          this.live();
+          return this.attemptSend(data, this.byteLength(data), null);
+        }
       }
+      this.live();
+      this.claimProducer();
+      const data = this.encode(value);
+      const len = this.byteLength(data);
+      return this.attemptSend(data, len, null);
+    } catch (err) {
+      throw notPublished(err);
     }
-    this.live();
-    this.claimProducer();
-    const data = this.encode(value);
-    const len = this.byteLength(data);
-    return this.attemptSend(data, len, null);
   }
 
   /**
@@ -664,32 +670,27 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Sends, waiting while the ring is full (backpressure). ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   send(value: T, options?: ChannelWaitOptions): void {
-    if (options === undefined && this.fastSend) {
-      if (this.fastDecode === 1) {
-        if (this.sendFast(value)) return;
-      } else {
-        // jsonb: encoded once; sendFast takes the bytes if there is room, else the general path.
-        const data = this.encode(value);
-        if (!this.sendFast(data)) this.sendEncoded(data, DEFAULT_CHANNEL);
-        return;
-      }
-    }
-    const o = parseChannelWait(options, false);
-    this.live();
-    this.claimProducer();
-    this.sendEncoded(this.encode(value), o);
-  }
-
-  /** Sends, or throws with `published: false`: a send that throws never published its message. */
-  private sendEncoded(data: Encoded, o: ParsedChannelWait): void {
     try {
-      this.sendEncodedOrThrow(data, o);
+      if (options === undefined && this.fastSend) {
+        if (this.fastDecode === 1) {
+          if (this.sendFast(value)) return;
+        } else {
+          // jsonb: encoded once; sendFast takes the bytes if there is room, else the general path.
+          const data = this.encode(value);
+          if (!this.sendFast(data)) this.sendEncoded(data, DEFAULT_CHANNEL);
+          return;
+        }
+      }
+      const o = parseChannelWait(options, false);
+      this.live();
+      this.claimProducer();
+      this.sendEncoded(this.encode(value), o);
     } catch (err) {
-      throw notPublished(err);
+      throw notPublished(err); // a send that throws never published its message
     }
   }
 
-  private sendEncodedOrThrow(data: Encoded, o: ParsedChannelWait): void {
+  private sendEncoded(data: Encoded, o: ParsedChannelWait): void {
     this.live();
     const len = this.byteLength(data);
     const deadline = new Deadline(o.timeout);
@@ -1219,7 +1220,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const first = this.takeWait(o, 'receiveBatch', true);
       if (first === END) return out;
       out.push(first.value);
-      for (let d; out.length < max && (d = this.takeAcked(null, 'receiveBatch', true)) !== NONE; ) out.push(d.value);
+      this.fillBatch(out, max, 'receiveBatch');
       return out;
     }
     this.receiveSlow(o, max, out, 'receiveBatch');
@@ -1525,6 +1526,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** One take (sync): a delivery, or NONE. `autoAck`: acknowledged at once (the receive family). */
   private takeAcked(deadline: Deadline | null, what: string, autoAck: boolean): Delivery<T> | typeof NONE {
+    this.throwDeferred();
     if (!this.enterAcked(deadline, what)) return NONE;
     try {
       return this.takeAckedLocked(autoAck);
@@ -1534,6 +1536,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private async takeAckedAsync(o: ParsedChannelWait, deadline: Deadline, what: string, autoAck: boolean): Promise<Delivery<T> | typeof NONE> {
+    this.throwDeferred();
     if (this.multiConsumer) {
       const g = this.consumerLock.tryLock() ?? (await lockWithinAsync(this.consumerLock, deadline, o.signal, `channel "${this.name}" ${what}`, this.name));
       if (g.recovered) this.repairLeases();
@@ -1542,6 +1545,29 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       return this.takeAckedLocked(autoAck);
     } finally {
       this.leaveAcked();
+    }
+  }
+
+  private throwDeferred(): void {
+    const err = this.deferred;
+    if (err === undefined) return;
+    this.deferred = undefined;
+    throw err;
+  }
+
+  /** The rest of a batch after its first message: stops before a message that cannot be decoded, which the next take reports. */
+  private fillBatch(into: T[], max: number, what: string): void {
+    while (into.length < max) {
+      let d: Delivery<T> | typeof NONE;
+      try {
+        d = this.takeAcked(null, what, true);
+      } catch (err) {
+        if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.DECODE) throw err;
+        this.deferred = err; // the good ones are delivered now; the next call reports this one
+        return;
+      }
+      if (d === NONE) return;
+      into.push(d.value);
     }
   }
 
@@ -1566,7 +1592,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (d !== NONE) {
         if (into === null) return d.value;
         into.push(d.value);
-        for (let e; into.length < max && (e = this.takeAcked(null, what, true)) !== NONE; ) into.push(e.value);
+        this.fillBatch(into, max, what);
         return NONE;
       }
       if (this.ackedEnded()) return END;
