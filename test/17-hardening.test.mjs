@@ -481,3 +481,35 @@ test('a send cut short by a timeout, an abort or a close says it published nothi
   ch.disconnect();
   Channel.unlink(name);
 });
+
+test('Condition.wait and waitAsync re-take the mutex within their deadline, or say it is not held', async () => {
+  const name = uniq('cw');
+  const seg = Segment.create(name, { size: 64 });
+  const m = Mutex.init(seg, 0);
+  const c = Condition.init(seg, 16);
+  const go = new Int32Array(seg.buffer, seg.dataOffset + 32, 1);
+  // Async: while we wait, a grabber takes the mutex and keeps it.
+  const grabber = hrun('grabMutex', { name });
+  await grabber.waitFor(/started/);
+  m.lock();
+  Atomics.store(go, 0, 1);
+  await assert.rejects(watchdog(c.waitAsync(m, { timeout: 300 }), 10000, 'waitAsync'), (err) => err.code === ErrorCodes.TIMEOUT && /NOT held/.test(err.message));
+  assert.equal(m.ownedByMe, false);
+  grabber.child.kill('SIGKILL');
+  await watchdog(grabber.exited, 10000, 'grabber exit');
+  // Sync, in a child (a blocking wait that never returned would hang this process).
+  Atomics.store(go, 0, 0);
+  const grabber2 = hrun('grabMutex', { name });
+  await grabber2.waitFor(/started/);
+  const r = await result(hrun('condWaitSync', { name }), 30000, 'condWaitSync');
+  assert.deepEqual(r, { code: ErrorCodes.TIMEOUT, notHeld: true, held: false });
+  grabber2.child.kill('SIGKILL');
+  await watchdog(grabber2.exited, 10000, 'grabber exit');
+  // Uncontended, a timed-out wait still returns with the mutex held again.
+  const g = await watchdog(m.lockAsync({ timeout: 10000 }), 15000, 'lock');
+  await assert.rejects(c.waitAsync(m, { timeout: 50 }), code(ErrorCodes.TIMEOUT));
+  assert.equal(m.ownedByMe, true);
+  g.unlock();
+  seg.close();
+  seg.unlink();
+});

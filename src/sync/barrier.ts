@@ -134,7 +134,7 @@ export class Barrier extends Primitive {
       }
     } finally {
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
- }
+    }
     if (this.withdraw(gen)) return false;
     throw timeoutError('Barrier.wait', o.timeout, this.segment.name);
   }

@@ -15,6 +15,8 @@ import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
 import { Mutex, type MutexGuard } from './mutex';
+import { isAborted } from '../abort';
+import { lockWithin, lockWithinAsync } from './lock-within';
 import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export class Condition extends Primitive {
@@ -58,11 +60,14 @@ export class Condition extends Primitive {
   /**
    * Unlocks `mutex`, waits for a signal, and locks it again; returns the guard of the re-acquired
    * lock (its `recovered` tells whether the mutex was taken over from a dead owner meanwhile).
-   * On timeout the mutex is re-acquired and ERR_SHMKIT_TIMEOUT is thrown.
+   * On timeout the mutex is re-acquired and ERR_SHMKIT_TIMEOUT is thrown. The re-acquisition is
+   * bounded by the same deadline: if another holder keeps the mutex past it, ERR_SHMKIT_TIMEOUT is
+   * thrown with the mutex NOT held (its message says so; `mutex.ownedByMe` tells).
    */
   wait(mutex: Mutex, options?: WaitOptions): MutexGuard {
     const m = this.enter(mutex, 'Condition.wait');
     const o = parseWait(options, false);
+    const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
     const seq = Atomics.load(i32, this.q);
     Atomics.add(i32, this.sl, 1);
@@ -72,7 +77,6 @@ export class Condition extends Primitive {
       if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
         // One wake-up ends the wait (spurious ones included, as with any condition variable); the
         // park is sliced so that a signaller killed between its bump and its wake cannot strand us.
-        const deadline = new Deadline(o.timeout);
         for (;;) {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
@@ -83,8 +87,9 @@ export class Condition extends Primitive {
       }
     } finally {
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
- }
-    const guard = m.lock();
+    }
+    // Re-lock within the same deadline: a mutex held elsewhere cannot stretch the wait past it.
+    const guard = this.relock(m, deadline, 'Condition.wait');
     if (!signalled) throw timeoutError('Condition.wait', o.timeout, this.segment.name);
     return guard;
   }
@@ -93,6 +98,7 @@ export class Condition extends Primitive {
   async waitAsync(mutex: Mutex, options?: AsyncWaitOptions): Promise<MutexGuard> {
     const m = this.enter(mutex, 'Condition.waitAsync');
     const o = parseWait(options, true);
+    const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
     const seq = Atomics.load(i32, this.q);
     Atomics.add(i32, this.sl, 1);
@@ -102,7 +108,6 @@ export class Condition extends Primitive {
     try {
       m.unlock();
       if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
-        const deadline = new Deadline(o.timeout);
         for (;;) {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
@@ -118,11 +123,34 @@ export class Condition extends Primitive {
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
     }
     if (failure !== undefined && i32.length === 0) throw failure; // closed: nothing to re-lock
-    const guard = await m.lockAsync();
-    // As with a timeout, the mutex is held again when an abort error is thrown.
+    // As with a timeout, the mutex is held again when an abort error is thrown, if it can be
+    // re-taken within the deadline and before the signal fires.
+    let guard: MutexGuard;
+    try {
+      guard = await lockWithinAsync(m, deadline, isAborted(o.signal) ? undefined : o.signal, 'Condition.waitAsync', this.segment.name);
+    } catch (err) {
+      throw this.notRelocked(err, failure);
+    }
     if (failure !== undefined) throw failure;
     if (!signalled) throw timeoutError('Condition.waitAsync', o.timeout, this.segment.name);
     return guard;
+  }
+
+  private relock(m: Mutex, deadline: Deadline, what: string): MutexGuard {
+    try {
+      return lockWithin(m, deadline, what, this.segment.name);
+    } catch (err) {
+      throw this.notRelocked(err, undefined);
+    }
+  }
+
+  /** The error of a wait that could not re-take its mutex in time: it says the mutex is not held. */
+  private notRelocked(err: unknown, earlier: unknown): unknown {
+    const e = earlier ?? err;
+    if (e instanceof ShmkitError && (e.code === ErrorCodes.TIMEOUT || e.code === ErrorCodes.ABORTED)) {
+      return new ShmkitError(e.code, `${e.message}; the mutex could not be re-taken in time and is NOT held`, { segment: this.segment.name, cause: e.cause });
+    }
+    return err;
   }
 
   /** Wakes one waiter (if any sleeps). */

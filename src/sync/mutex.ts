@@ -152,7 +152,7 @@ export class Mutex extends Primitive {
       }
     } finally {
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
- }
+    }
     this.passOn();
     throw timeoutError('Mutex.lock', o.timeout, this.segment.name);
   }

@@ -384,7 +384,7 @@ export class RwLock extends Primitive {
       }
     } finally {
       if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
- }
+    }
     throw timeoutError(what, reportMs, this.segment.name);
   }
 

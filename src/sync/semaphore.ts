@@ -135,7 +135,7 @@ export class Semaphore extends Primitive {
       }
     } finally {
       if (i32.length > 0) Atomics.sub(i32, this.s, 1); // unmapped if a truncation could not be repaired
- }
+    }
     this.passOn();
     throw timeoutError('Semaphore.wait', o.timeout, this.segment.name);
   }
