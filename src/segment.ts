@@ -54,7 +54,6 @@ export const Kind = {
   BARRIER: 6,
   CHANNEL: 16,
 } as const;
-export type KindValue = (typeof Kind)[keyof typeof Kind];
 
 export function kindName(kind: number): string {
   for (const [k, v] of Object.entries(Kind)) if (v === kind) return k.toLowerCase();

@@ -286,7 +286,4 @@ export class Deadline {
     if (this.end === Infinity) return Infinity;
     return Math.max(0, this.end - now());
   }
-  expired(): boolean {
-    return this.end !== Infinity && now() >= this.end;
-  }
 }

@@ -11,7 +11,7 @@
  * the kernel compares the value atomically with going to sleep, so no wake-up is lost. Uncontended
  * post and wait touch only memory.
  */
-import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { abortError, ErrorCodes, ShmkitError, timeoutError } from '../errors';
 import { isAborted } from '../abort';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
@@ -183,9 +183,4 @@ export class Semaphore extends Primitive {
   private passOn(): void {
     if (Atomics.load(this.i32, this.c) > 0 && Atomics.load(this.i32, this.s) > 0) wake(this.i32, this.c, 1);
   }
-}
-
-export function checkSemaphore(v: unknown, name: string): Semaphore {
-  if (!(v instanceof Semaphore)) throw invalidArg(name, 'must be a Semaphore');
-  return v;
 }
