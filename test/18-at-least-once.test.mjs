@@ -82,6 +82,89 @@ test('the end waits for messages in flight: a taker that dies leaves its message
   Channel.unlink(name);
 });
 
+const leaseWord = (ch, i, off) => (ch.segment.dataOffset + 1152 + 16 * i + off) >> 2;
+
+test('a taker killed between its ack and moving HEAD: the space comes back and the end still comes', async () => {
+  const name = uniq('ad');
+  const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });
+  ch.send('last');
+  const r = await watchdog(run('ackThenDie', { name }, { script: HCHILD }).exited, 20000, 'ackThenDie');
+  assert.equal(r.signal, 'SIGKILL');
+  ch.close();
+  assert.throws(() => ch.take({ timeout: 20000 }), code(ErrorCodes.CLOSED));
+  assert.equal(ch.stats().depthBytes, 0);
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
+test('a taker killed holding every lease: each message is delivered again without waiting a liveness interval per message', async () => {
+  const name = uniq('af');
+  const ch = Channel.create(name, { capacity: 1 << 14, delivery: 'at-least-once', codec: 'utf8' });
+  for (let i = 0; i < 60; i++) ch.send(String(i));
+  const taker = run('takeMany', { name, n: 48 }, { script: HCHILD });
+  await taker.waitFor(/holding 48/);
+  taker.child.kill('SIGKILL');
+  await watchdog(taker.exited, 10000, 'taker exit');
+  const seen = new Set();
+  await watchdog((async () => {
+    for (let i = 0; i < 60; i++) {
+      const d = await ch.takeAsync({ timeout: 30000 });
+      seen.add(d.value);
+      d.ack();
+    }
+  })(), 30000, '60 takes (48 of them redeliveries) within a few liveness intervals');
+  assert.equal(seen.size, 60);
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
+test('disconnect() gives back unacknowledged deliveries; a thread that holds every lease is told', () => {
+  const name = uniq('ag');
+  const a = Channel.create(name, { capacity: 1 << 14, delivery: 'at-least-once', codec: 'utf8' });
+  const b = Channel.open(name, { codec: 'utf8' });
+  for (let i = 0; i < 50; i++) a.send(String(i));
+  const d = a.take();
+  a.disconnect();
+  const again = b.take({ timeout: 10000 });
+  assert.deepEqual([again.value, again.redelivered], [d.value, true]);
+  const mine = [again];
+  for (let i = 1; i < 48; i++) mine.push(b.take());
+  assert.throws(() => b.take({ timeout: 10000 }), code(ErrorCodes.WOULD_DEADLOCK));
+  mine[0].ack();
+  assert.equal(b.take().value, '48');
+  b.disconnect();
+  Channel.unlink(name);
+});
+
+test('stale leases that fill the table (a crash in the middle of moving HEAD) are freed by the next take', () => {
+  const name = uniq('as');
+  const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });
+  const i32 = ch.segment.int32;
+  for (let i = 0; i < 48; i++) {
+    Atomics.store(ch.segment.bigint64, leaseWord(ch, i, 0) >> 1, -1n); // no live taker
+    Atomics.store(i32, leaseWord(ch, i, 8), 4096 + 8 * i); // outside HEAD..READ
+    Atomics.store(i32, leaseWord(ch, i, 12), 2);
+  }
+  ch.send('x');
+  assert.equal(ch.take({ timeout: 10000 }).value, 'x');
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
+test('a repair that finds damage after a lock takeover reports CORRUPT and gives the lock back', () => {
+  const name = uniq('ac');
+  const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });
+  const other = Channel.open(name, { codec: 'utf8' });
+  const base = ch.segment.dataOffset;
+  Atomics.store(ch.segment.bigint64, (base + 288) >> 3, (1n << 32n) | 1n); // consumer lock: a dead owner
+  Atomics.store(ch.segment.int32, (base + 304) >> 2, 0x7ff0); // read word: garbage
+  assert.throws(() => ch.take({ timeout: 5000 }), code(ErrorCodes.CORRUPT));
+  assert.throws(() => other.take({ timeout: 5000 }), code(ErrorCodes.CORRUPT));
+  other.disconnect();
+  ch.disconnect();
+  Channel.unlink(name);
+});
+
 for (const mode of ['sync', 'async']) {
   test(`SIGKILLed workers lose nothing: every message is reported done at least once (${mode})`, async () => {
     const name = uniq('ak');

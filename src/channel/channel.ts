@@ -28,6 +28,7 @@
 import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { isAborted } from '../abort';
 import { checkName, Kind, type OpenOptions, Segment } from '../segment';
+import { tokenAlive } from '../identity';
 import { lockWithin, lockWithinAsync } from '../sync/lock-within';
 import { parseTrust, type Trust } from '../trust';
 import { Mutex, type MutexGuard } from '../sync/mutex';
@@ -115,6 +116,15 @@ export interface Delivery<T> {
   nack(): void;
 }
 
+/** A record taken under the consumer lock, before decoding. */
+interface Taken {
+  slot: number;
+  pos: number;
+  redelivered: boolean;
+}
+
+const noop = (): void => {};
+
 /** What tryReceiveResult() found. */
 export type TryReceiveResult<T> = { ok: true; value: T } | { ok: false; reason: 'empty' | 'ended' | 'busy' };
 
@@ -201,6 +211,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private readonly iRead: number;
   /** At-least-once: when the lease table was last checked for dead takers (performance.now()). */
   private deadCheckedAt = 0;
+  /** At-least-once: the taker-liveness cache (token -> valid until, ms; -1: dead) and this handle's unacked deliveries (slot -> position). */
+  private readonly aliveUntil = new Map<bigint, number>();
+  private readonly held = new Map<number, number>();
   /** At-least-once batches: a decode failure found after some messages, reported by the next take. */
   private deferred: unknown = undefined;
   private takesSinceDeadCheck = 0;
@@ -1487,16 +1500,35 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return this.loadHeadPos() === this.loadReadPos() || !this.leases!.busy();
   }
 
-  /** Ready for another take attempt: something new and a free lease, a dead taker, or the end. */
+  /**
+   * Ready for another take attempt (lock-free, racy: it only decides whether to look): something
+   * new and a free lease, a message given back, the end; and once per liveness interval in any
+   * case, to look under the lock for what changes no word: a dead taker, a message acknowledged
+   * by a taker that died before moving HEAD, stale leases left by a crash in the middle of a step.
+   */
   private ackedReady = (): boolean => {
     if (this.i32.length === 0) return true;
-    if (!this.unreadEmpty() && this.leases!.hasFree()) return true;
+    const leases = this.leases!;
+    if (!this.unreadEmpty() && leases.hasFree()) return true;
     if (this.ackedEnded()) return true;
+    const head = this.loadHeadPos();
+    const read = this.loadReadPos();
+    if (leases.anyGivenBack(this.inFlightTest(head, read))) return true;
     const now = performance.now();
     if (now - this.deadCheckedAt < tuning.livenessIntervalMs) return false;
     this.deadCheckedAt = now;
-    const { head, read } = this.ackedPositions();
-    return this.leases!.anyDead(this.inFlightTest(head, read));
+    return true;
+  };
+
+  /** Liveness of a taker's token, cached for one liveness interval (a death is cached for good). */
+  private readonly takerAlive = (t: bigint): boolean => {
+    const now = performance.now();
+    const until = this.aliveUntil.get(t);
+    if (until !== undefined && (until < 0 || until > now)) return until > 0;
+    const alive = tokenAlive(t);
+    if (this.aliveUntil.size >= 256) this.aliveUntil.clear();
+    this.aliveUntil.set(t, alive ? now + tuning.livenessIntervalMs : -1);
+    return alive;
   };
 
   /** Multi-consumer: the consumer lock (null deadline: without waiting; false if busy). */
@@ -1510,8 +1542,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         return false;
       }
     } else g = lockWithin(this.consumerLock, deadline, `channel "${this.name}" ${what}`, this.name);
-    if (g.recovered) this.repairLeases();
+    if (g.recovered) this.repairOrUnlock();
     return true;
+  }
+
+  /** Just after taking over the consumer lock from a dead owner; the lock is given back if repair throws. */
+  private repairOrUnlock(): void {
+    try {
+      this.repairLeases();
+    } catch (err) {
+      this.leaveAcked();
+      throw err;
+    }
   }
 
   private leaveAcked(): void {
@@ -1528,24 +1570,33 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private takeAcked(deadline: Deadline | null, what: string, autoAck: boolean): Delivery<T> | typeof NONE {
     this.throwDeferred();
     if (!this.enterAcked(deadline, what)) return NONE;
+    return this.takeAckedHeld(autoAck);
+  }
+
+  /**
+   * Holding consumer rights: takes one record and gives the rights back. With `autoAck` the message
+   * is decoded, acknowledged and passed under the lock; otherwise it is decoded after the lock is
+   * released (a leased record cannot be overwritten), so a slow codec does not hold up other
+   * consumers.
+   */
+  private takeAckedHeld(autoAck: boolean): Delivery<T> | typeof NONE {
+    let t: Taken | typeof NONE;
     try {
-      return this.takeAckedLocked(autoAck);
+      t = this.takeAckedLocked();
+      if (t !== NONE && autoAck) return this.decodeAcked(t, true);
     } finally {
       this.leaveAcked();
     }
+    return t === NONE ? NONE : this.decodeAcked(t, false);
   }
 
   private async takeAckedAsync(o: ParsedChannelWait, deadline: Deadline, what: string, autoAck: boolean): Promise<Delivery<T> | typeof NONE> {
     this.throwDeferred();
     if (this.multiConsumer) {
       const g = this.consumerLock.tryLock() ?? (await lockWithinAsync(this.consumerLock, deadline, o.signal, `channel "${this.name}" ${what}`, this.name));
-      if (g.recovered) this.repairLeases();
+      if (g.recovered) this.repairOrUnlock();
     }
-    try {
-      return this.takeAckedLocked(autoAck);
-    } finally {
-      this.leaveAcked();
-    }
+    return this.takeAckedHeld(autoAck);
   }
 
   private throwDeferred(): void {
@@ -1578,6 +1629,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const d = this.takeAcked(deadline, what, autoAck);
       if (d !== NONE) return d;
       if (this.ackedEnded()) return END;
+      if (this.leases!.allMine()) {
+        throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `channel "${this.name}" ${what}: every lease is held by this thread's unacknowledged deliveries; ack or nack some first`, { segment: this.name });
+      }
       if (!this.waitSync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.ackedReady, ROLE_PRODUCER)) {
         throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
       }
@@ -1603,29 +1657,34 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** Holding consumer rights: lease the next new record, or take over a dead taker's. */
-  private takeAckedLocked(autoAck: boolean): Delivery<T> | typeof NONE {
+  /** Holding consumer rights: lease the next new record, or take over a dead (or given-back) taker's. */
+  private takeAckedLocked(): Taken | typeof NONE {
     const leases = this.leases!;
+    this.advanceHead(); // records acknowledged by a taker that died before moving HEAD (cheap otherwise)
     const { head, read, tail } = this.ackedPositions();
     const inFlight = this.inFlightTest(head, read);
-    let slot = -1;
-    let pos = 0;
-    let redelivered = false;
+    let free = leases.hasFree();
+    if (!free) {
+      // Holding the lock, a lease outside HEAD..READ can only be stale (a crash mid-step).
+      leases.repair(inFlight);
+      free = leases.hasFree();
+    }
     this.head = read;
     this.tailCache = tail;
     const fresh = read !== tail && this.locate(); // moves this.head past padding, to the record
     // Messages given back or left by a dead taker go first (they are older). Dead takers are looked
-    // for (a /proc read each) only when nothing new can be taken, and every 64th take.
-    const probe = !fresh || ++this.takesSinceDeadCheck >= 64;
+    // for when nothing new can be taken, and on every 64th take; liveness is cached per taker.
+    const probe = !fresh || !free || ++this.takesSinceDeadCheck >= 64;
     if (probe) this.takesSinceDeadCheck = 0;
-    slot = leases.takeOverDead(inFlight, probe);
+    let slot = leases.takeOverDead(inFlight, probe ? this.takerAlive : null);
+    let pos = 0;
+    const redelivered = slot >= 0;
     if (slot >= 0) {
       pos = leases.pos(slot);
-      redelivered = true;
       this.head = pos;
       this.tailCache = tail;
       if (!this.locate() || this.head !== pos) throw this.corrupt(`leased record at ${pos} is not a record`);
-    } else if (fresh) {
+    } else if (fresh && free) {
       pos = this.head;
       slot = leases.lease(pos);
       if (slot >= 0) Atomics.store(this.i32, this.iRead, this.recNext | 0); // after the lease: see leases.ts
@@ -1634,46 +1693,91 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (fresh) this.lastTryBusy = true; // every lease is in use
       return NONE;
     }
-    const len = this.recLen;
     this.f64[this.fRecv]! += 1;
-    this.f64[this.fRecvBytes]! += len;
+    this.f64[this.fRecvBytes]! += this.recLen;
+    return { slot, pos, redelivered };
+  }
+
+  /**
+   * Decodes a taken record (this.recStart/recLen) and makes its delivery. `locked`: the caller holds
+   * consumer rights and wants it acknowledged at once. A message that cannot be decoded is
+   * acknowledged (consumed once) and reported, as in at-most-once channels.
+   */
+  private decodeAcked(t: Taken, locked: boolean): Delivery<T> {
+    const leases = this.leases!;
     let value: T;
     try {
       value = this.decode();
     } catch (err) {
-      // A poison message is consumed (acknowledged) once and reported, as in at-most-once channels.
-      leases.ack(slot, pos);
-      this.advanceHead();
+      leases.ack(t.slot, t.pos);
+      if (locked) this.advanceHead();
+      else this.advanceIfFree();
       throw err;
     }
-    if (autoAck) {
-      leases.ack(slot, pos);
+    if (locked) {
+      leases.ack(t.slot, t.pos);
       this.advanceHead();
+      return { value, redelivered: t.redelivered, ack: noop, nack: noop };
     }
-    return this.delivery(value, slot, pos, redelivered, autoAck);
+    this.held.set(t.slot, t.pos);
+    return this.delivery(value, t.slot, t.pos, t.redelivered);
   }
 
-  private delivery(value: T, slot: number, pos: number, redelivered: boolean, done: boolean): Delivery<T> {
+  /** Moves HEAD if the consumer lock is free now; otherwise its holder (or the next take) will. */
+  private advanceIfFree(): void {
+    if (!this.multiConsumer) {
+      this.advanceHead();
+      return;
+    }
+    const g = this.consumerLock.tryLockQuick();
+    if (g === null) return;
+    try {
+      if (g.recovered) this.repairLeases();
+      this.advanceHead();
+    } finally {
+      this.leaveAcked();
+    }
+  }
+
+  private delivery(value: T, slot: number, pos: number, redelivered: boolean): Delivery<T> {
     const leases = this.leases!;
+    let done = false;
     const finish = (how: 'ack' | 'nack'): void => {
       if (done) return;
       this.live();
       done = true;
+      this.held.delete(slot);
       const ok = how === 'ack' ? leases.ack(slot, pos) : leases.giveBack(slot, pos);
       if (!ok) throw new ShmkitError(ErrorCodes.NOT_OWNER, `channel "${this.name}" ${how}: this delivery's lease was taken over`, { segment: this.name });
-      if (how === 'ack') {
-        this.enterAcked(NO_DEADLINE, 'ack');
-        try {
-          this.advanceHead();
-        } finally {
-          this.leaveAcked();
-        }
-      }
-      // Wake parked consumers: a lease is free again, the end may have come, or a message is back.
-      const t = Atomics.load(this.i32, this.iTail);
-      if ((t & (L.FUTEX_WAITING | L.BELL_WAITING)) !== 0 || how === 'nack') this.wakeWord(this.iTail, this.iCBells, L.FUTEX_WAITING | L.BELL_WAITING);
+      // Never waits: if another consumer holds the lock, it (or the next take) passes the record.
+      if (how === 'ack') this.advanceIfFree();
+      this.wakeConsumers(); // a lease is free again, a message is back, or the end may have come
     };
     return { value, redelivered, ack: () => finish('ack'), nack: () => finish('nack') };
+  }
+
+  /**
+   * Wakes parked consumers, clearing their waiting bits from the tail word with a CAS first (as a
+   * publisher does): a consumer about to park then sees the word changed and does not sleep.
+   */
+  private wakeConsumers(): void {
+    for (;;) {
+      const t = Atomics.load(this.i32, this.iTail);
+      const bits = t & (L.FUTEX_WAITING | L.BELL_WAITING);
+      if (bits === 0) return;
+      if (Atomics.compareExchange(this.i32, this.iTail, t, t & ~(L.FUTEX_WAITING | L.BELL_WAITING)) === t) {
+        this.wakeWord(this.iTail, this.iCBells, bits);
+        return;
+      }
+    }
+  }
+
+  /** Gives back every delivery of this handle that is not acknowledged (disconnect). */
+  private giveBackHeld(): void {
+    if (this.held.size === 0 || this.leases === null) return;
+    for (const [slot, pos] of this.held) this.leases.giveBack(slot, pos);
+    this.held.clear();
+    this.wakeConsumers();
   }
 
   /**
@@ -1808,6 +1912,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    */
   disconnect(): void {
     if (this.disconnected) return;
+    if (this.i32.length > 0) this.giveBackHeld(); // unacked deliveries go to other consumers
     this.disconnected = true;
     this.fastSend = false;
     this.fastReceive = false;

@@ -12,7 +12,7 @@
  * these steps leaves either a lease outside HEAD..READ (stale: freed by repair()) or a state the
  * next step completes; never a record in flight without a lease.
  */
-import { SELF_TOKEN, tokenAlive } from '../identity';
+import { SELF_TOKEN } from '../identity';
 import { LEASE_SLOTS, LEASES } from './layout';
 
 export const TAKEN = 1;
@@ -84,28 +84,32 @@ export class LeaseTable {
   }
 
   /**
-   * Under the consumer lock: takes over a lease given back (nack) or, with `probeLiveness`, one
-   * whose taker is dead, for a record in HEAD..READ; its slot index, or -1. Probing liveness reads
-   * /proc for each other taker: do it when there is nothing new to take, and now and then.
+   * Under the consumer lock: takes over a lease given back (nack, token -1) or, with `alive`, one
+   * whose taker is dead, for a record in HEAD..READ; its slot index, or -1. `alive` reads /proc
+   * (callers cache it): pass it when there is nothing new to take, and now and then.
    */
-  takeOverDead(inFlight: (pos: number) => boolean, probeLiveness: boolean): number {
+  takeOverDead(inFlight: (pos: number) => boolean, alive: ((token: bigint) => boolean) | null): number {
     for (let i = 0; i < LEASE_SLOTS; i++) {
       const t = this.token(i);
       if (t === 0n || t === SELF_TOKEN || this.state(i) !== TAKEN || !inFlight(this.pos(i))) continue;
-      if (t > 0n && (!probeLiveness || tokenAlive(t))) continue;
+      if (t > 0n && (alive === null || alive(t))) continue;
       if (Atomics.compareExchange(this.i64, (this.base + LEASES + i * 16) >> 3, t, SELF_TOKEN) === t) return i;
     }
     return -1;
   }
 
-  /** Whether a lease in flight has a dead taker (cheap when every taker is this thread). */
-  anyDead(inFlight: (pos: number) => boolean): boolean {
+  /** Whether a message in flight was given back (no /proc read: cheap enough for every poll). */
+  anyGivenBack(inFlight: (pos: number) => boolean): boolean {
     for (let i = 0; i < LEASE_SLOTS; i++) {
-      const t = this.token(i);
-      if (t === 0n || t === SELF_TOKEN || this.state(i) !== TAKEN || !inFlight(this.pos(i))) continue;
-      if (t < 0n || !tokenAlive(t)) return true;
+      if (this.token(i) < 0n && this.state(i) === TAKEN && inFlight(this.pos(i))) return true;
     }
     return false;
+  }
+
+  /** Whether every slot is leased to this thread (a blocking take would wait for itself). */
+  allMine(): boolean {
+    for (let i = 0; i < LEASE_SLOTS; i++) if (this.token(i) !== SELF_TOKEN || this.state(i) !== TAKEN) return false;
+    return true;
   }
 
   /** Whether a slot is free for a new lease. */

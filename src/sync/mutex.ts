@@ -123,6 +123,15 @@ export class Mutex extends Primitive {
   }
 
   /**
+   * @internal A plain CAS attempt: takes the lock only if it is free (no liveness check of a
+   * holder, no /proc read). For callers that can leave the work to the holder.
+   */
+  tryLockQuick(): MutexGuard | null {
+    this.live();
+    return Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n ? new MutexGuard(GUARD_KEY, this, 0n) : null;
+  }
+
+  /**
    * Blocks until the lock is taken. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms, and
    * ERR_SHMKIT_WOULD_DEADLOCK if this thread already holds it.
    */
