@@ -53,6 +53,8 @@ export const ErrorCodes = {
   UNSUPPORTED: 'ERR_SHMKIT_UNSUPPORTED',
   /** Any other operating-system failure; `errno` and `syscall` tell which. */
   OS: 'ERR_SHMKIT_OS',
+  /** A Node-API call inside the addon failed (out of memory, or the runtime refused an operation). */
+  NATIVE: 'ERR_SHMKIT_NATIVE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -80,7 +80,32 @@ function load(): NativeAddon {
   }
 }
 
-export const native: NativeAddon = load();
+/**
+ * The addon's functions, each wrapped so that what the addon throws (only `ERR_SHMKIT_NATIVE`: a
+ * Node-API call failed) reaches callers as a ShmkitError. Expected failures never throw: they come
+ * back as status codes or failure records.
+ */
+function wrap(addon: NativeAddon): NativeAddon {
+  const out: Record<string, unknown> = {};
+  for (const [key, fn] of Object.entries(addon)) {
+    if (typeof fn !== 'function') {
+      out[key] = fn;
+      continue;
+    }
+    out[key] = function (this: unknown) {
+      try {
+        // eslint-disable-next-line prefer-rest-params
+        return (fn as (...a: unknown[]) => unknown).apply(undefined, arguments as unknown as unknown[]);
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        throw new ShmkitError(ErrorCodes.NATIVE, `shmkit addon: ${key}: ${message}`, { cause: err });
+      }
+    };
+  }
+  return out as unknown as NativeAddon;
+}
+
+export const native: NativeAddon = wrap(load());
 
 export function isFailure(v: unknown): v is NativeFailure {
   return typeof v === 'object' && v !== null && typeof (v as NativeFailure).errno === 'number' && 'syscall' in v;
