@@ -16,7 +16,7 @@
  *   48 u64  created at, ms since the epoch
  *   56 u32  header checksum: FNV-1a over bytes 0..11 and 16..55
  *   60 u32  reserved
- *   64..127 kind-specific parameters (e.g. a Barrier's party count)
+ *   64..127 kind-specific parameters (a channel's parameter block; zero for the other kinds)
  *   128..   data
  *
  * Creation never exposes a half-built segment: the object is created under a private temporary
@@ -115,6 +115,11 @@ function fnv1a(bytes: Uint8Array, ranges: Array<[number, number]>): number {
 }
 
 const CHECKSUM_RANGES: Array<[number, number]> = [[0, 12], [16, 56]];
+
+/** The header checksum: 32-bit FNV-1a over bytes 0..11 and 16..55 of `header`. */
+export function headerChecksum(header: Uint8Array): number {
+  return fnv1a(header, CHECKSUM_RANGES);
+}
 
 export class Segment implements WaitOwner {
   /** The name given by the user (without prefix). */
