@@ -1,10 +1,9 @@
-// Quick start (quoted in the README): two processes share a counter under a robust Mutex, and
-// send each other messages through a Channel.
+// Two processes share a counter under a robust Mutex and pass jobs through a Channel.
 import { fork } from 'node:child_process';
 import { Channel, Mutex, Segment } from 'shmkit';
 
-if (process.argv[2] === 'worker') {
-  const seg = Segment.open('quickstart');
+/** 100,000 increments of a plain (non-atomic) number, each under the shared Mutex. */
+function count(seg) {
   const mutex = Mutex.at(seg, 0);
   const counter = new DataView(seg.data.buffer, seg.data.byteOffset + 16, 8);
   for (let i = 0; i < 100_000; i++) {
@@ -12,6 +11,12 @@ if (process.argv[2] === 'worker') {
     counter.setFloat64(0, counter.getFloat64(0) + 1);
     guard.unlock();
   }
+  return counter;
+}
+
+if (process.argv[2] === 'worker') {
+  const seg = Segment.open('quickstart');
+  count(seg);
   const jobs = Channel.open('quickstart-jobs', { codec: 'json' });
   for await (const job of jobs) console.log('worker got', job); // ends when the channel is closed
   jobs.disconnect();
@@ -19,22 +24,20 @@ if (process.argv[2] === 'worker') {
 } else {
   const seg = Segment.create('quickstart', { size: 64, initialize: (s) => Mutex.init(s, 0) });
   const jobs = Channel.create('quickstart-jobs', { codec: 'json' });
-  const worker = fork(new URL(import.meta.url).pathname, ['worker']);
-  const mutex = Mutex.at(seg, 0);
-  const counter = new DataView(seg.data.buffer, seg.data.byteOffset + 16, 8);
-  for (let i = 0; i < 100_000; i++) {
-    const guard = mutex.lock();
-    counter.setFloat64(0, counter.getFloat64(0) + 1);
-    guard.unlock();
+  try {
+    const worker = fork(new URL(import.meta.url).pathname, ['worker']);
+    const exited = new Promise((resolve) => worker.on('exit', resolve));
+    const counter = count(seg);
+    jobs.send({ id: 1, task: 'resize', file: 'cat.png' });
+    jobs.send({ id: 2, task: 'upload', file: 'cat-small.png' });
+    jobs.close();
+    await exited;
+    console.log('counter =', counter.getFloat64(0)); // 200000: no increment lost
+  } finally {
+    // Names live in /dev/shm until unlinked, like files.
+    Segment.unlink('quickstart');
+    Channel.unlink('quickstart-jobs');
+    jobs.disconnect();
+    seg.close();
   }
-  jobs.send({ id: 1, task: 'resize', file: 'cat.png' });
-  jobs.send({ id: 2, task: 'upload', file: 'cat-small.png' });
-  jobs.close();
-  await new Promise((resolve) => worker.on('exit', resolve));
-  console.log('counter =', counter.getFloat64(0)); // 200000: no increment lost
-  // Names live in /dev/shm until unlinked, like files.
-  Segment.unlink('quickstart');
-  Channel.unlink('quickstart-jobs');
-  jobs.disconnect();
-  seg.close();
 }
