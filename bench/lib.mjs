@@ -1,17 +1,21 @@
 // Shared benchmark helpers: fresh-process trials, interleaved repetitions, medians with min-max.
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 export const BENCH = dirname(fileURLToPath(import.meta.url));
 export const fixture = (name) => join(BENCH, 'fixtures', name);
 
-/** Runs `node fixture args...` and returns the JSON object it prints last. */
-export function trial(file, args = [], { timeoutMs = 120000, prefix = [], env = {} } = {}) {
+/**
+ * Runs `node fixture args...` (or, with `exec`, the program `exec args...`, e.g. a C reference
+ * built by buildC()) and returns the JSON object it prints last. `prefix` goes in front (taskset).
+ */
+export function trial(file, args = [], { timeoutMs = 120000, prefix = [], env = {}, exec = null } = {}) {
   return new Promise((resolve, reject) => {
-    const cmd = prefix.length ? prefix[0] : process.execPath;
-    const argv = prefix.length ? [...prefix.slice(1), process.execPath, fixture(file), ...args.map(String)] : [fixture(file), ...args.map(String)];
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const full = [...prefix, ...(exec ? [exec] : [process.execPath, fixture(file)]), ...args.map(String)];
+    const child = spawn(full[0], full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -82,4 +86,49 @@ export function benchArgs() {
   const i = argv.indexOf('--reps');
   const reps = (i >= 0 && Number(argv[i + 1])) || (quick ? 1 : 3);
   return { argv, quick, reps };
+}
+
+/** The C reference programs (bench/c/<name>.c): the physical limits the Node figures are set against. */
+export const C_REFERENCES = ['pingpong', 'ring'];
+
+/**
+ * Compiles the C references with `cc -O2` into build/bench-c/ (a temporary folder if that is not
+ * writable), again only when a source is newer than its program. Returns `{ bins: { name: path } }`,
+ * or `{ error }` with a hint when there is no `cc` or the build fails (the caller skips the rows).
+ */
+export function buildC(names = C_REFERENCES) {
+  const probe = spawnSync('cc', ['--version'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) {
+    return { error: 'no C compiler (`cc`) found; install one to get the C reference rows (Debian/Ubuntu: `apt-get install gcc`, Alpine: `apk add build-base`, macOS: `xcode-select --install`)' };
+  }
+  let dir = null;
+  for (const d of [join(BENCH, '..', 'build', 'bench-c'), join(tmpdir(), `shmkit-bench-c-${process.getuid?.() ?? 'u'}`)]) {
+    try {
+      mkdirSync(d, { recursive: true });
+      dir = d;
+      break;
+    } catch {}
+  }
+  if (!dir) return { error: 'no writable folder for the C reference programs (build/bench-c or the temporary folder)' };
+  const bins = {};
+  for (const name of names) {
+    const src = join(BENCH, 'c', `${name}.c`);
+    const bin = join(dir, name);
+    bins[name] = bin;
+    let fresh = false;
+    try {
+      fresh = statSync(bin).mtimeMs >= statSync(src).mtimeMs;
+    } catch {}
+    if (fresh) continue;
+    // Compile to a name of our own, then rename: a bench and a test building at once never run a
+    // half-written program.
+    const tmp = `${bin}.${process.pid}.tmp`;
+    const r = spawnSync('cc', ['-O2', '-std=gnu11', '-o', tmp, src], { encoding: 'utf8' });
+    if (r.error || r.status !== 0) {
+      rmSync(tmp, { force: true });
+      return { error: `\`cc -O2 ${basename(src)}\` failed: ${(r.stderr || String(r.error)).trim().split('\n').slice(0, 5).join(' ')}` };
+    }
+    renameSync(tmp, bin);
+  }
+  return { bins };
 }

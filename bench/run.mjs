@@ -8,8 +8,11 @@
 // Each trial is a fresh process pair (bench/fixtures/transport.mjs); every payload is verified.
 // Figures are medians over repetitions; ratios are against the Unix domain socket measured in the
 // same run (JSON also against child_process IPC), so the machine's noise cancels as far as it can.
+// C reference programs (bench/c/, built here with `cc -O2`) measure the machine's physical limit for
+// a spinning round trip and a 64 B ring in the same run; shmkit spin is also reported against them.
 import { writeFileSync } from 'node:fs';
-import { benchArgs, cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
+import { availableParallelism } from 'node:os';
+import { benchArgs, buildC, cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
 
 const { argv, quick, reps } = benchArgs();
 const jsonFile = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : null;
@@ -21,6 +24,8 @@ const transports = [
   { id: 'shmkit', mode: 'jsonb', label: 'shmkit channel, jsonb codec (binary JSON values)', json: ['shmkit', 'jsonb'], only: ['json'] },
   { id: 'shmkit', mode: 'into', label: 'shmkit channel, receiveInto (copy into a reused buffer)', json: ['shmkit', 'receive_into'], only: ['tp4k', 'tp1m'] },
   { id: 'shmkit', mode: 'view', label: 'shmkit channel, zero-copy receive (views)', json: ['shmkit', 'zero-copy'], only: ['tp64', 'tp4k', 'tp1m'] },
+  // Not a transport: the physical limit (C, spinning on both sides), built and run in this run.
+  { id: 'c', mode: 'spin', label: 'C limit: spin ping-pong / SPSC ring, same record design', json: ['c-limit', 'spin'], only: ['rtt', 'tp64'] },
   { id: 'uds', mode: '-', label: 'Unix domain socket, length-prefixed', json: ['unix_socket', 'default'] },
   { id: 'tcp', mode: '-', label: 'TCP 127.0.0.1, noDelay, length-prefixed', json: ['tcp', 'default'] },
   { id: 'pipe', mode: '-', label: 'pipe (child stdio), length-prefixed', json: ['pipe', 'default'] },
@@ -31,7 +36,14 @@ const transports = [
 
 const q = quick ? 0.25 : 1;
 const pair = cpuPair();
-const rttCount = (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'spin' ? 50000 : 4000) : 4000) * q);
+
+// The C references spin on both sides, so, like shmkit spin, they need two CPUs; without `cc` (or
+// with one CPU) their rows are skipped with a note.
+const cRef = availableParallelism() < 2 ? { error: 'one CPU only: the C references spin and need two' } : buildC();
+if (cRef.error) transports.splice(transports.findIndex((t) => t.id === 'c'), 1);
+const cProgram = (m) => cRef.bins[m.metric === 'rtt' ? 'pingpong' : 'ring'];
+
+const rttCount = (t) => Math.round((t.id === 'c' || (t.id === 'shmkit' && t.mode === 'spin') ? 50000 : 4000) * q);
 const metrics = [
   { key: 'rtt', metric: 'rtt', size: '64', count: rttCount },
   // The same round trips with both processes pinned to one CPU, and to two different CPUs (see
@@ -41,7 +53,7 @@ const metrics = [
     { key: 'rtt_same', metric: 'rtt', size: '64', count: rttCount, place: 'same', skip: (t) => t.mode === 'spin' || t.id === 'worker' },
     { key: 'rtt_split', metric: 'rtt', size: '64', count: rttCount, place: 'split', skip: (t) => t.id === 'worker' },
   ] : []),
-  { key: 'tp64', metric: 'tp', size: '64', count: (t) => Math.round((t.id === 'shmkit' ? (t.mode === 'async' ? 1_000_000 : 3_000_000) : 200_000) * q) },
+  { key: 'tp64', metric: 'tp', size: '64', count: (t) => Math.round((t.id === 'shmkit' || t.id === 'c' ? (t.mode === 'async' ? 1_000_000 : 3_000_000) : 200_000) * q) },
   { key: 'tp4k', metric: 'tp', size: '4096', count: (t) => Math.round((t.id === 'shmkit' ? 300_000 : 50_000) * q) },
   { key: 'tp1m', metric: 'tp', size: '1048576', count: (t) => Math.max(50, Math.round((t.id === 'shmkit' ? 3000 : 500) * q)) },
   { key: 'json', metric: 'tp', size: 'json', count: (t) => Math.round((t.id === 'shmkit' ? 300_000 : 100_000) * q) },
@@ -68,7 +80,9 @@ for (let r = 0; r < reps; r++) {
     if (progress) process.stderr.write(`\r  repetition ${r + 1}/${reps}: trial ${i + 1}/${plan.length} ${t.id} ${t.mode} ${m.key}        `);
     // Placement: the parent on the first CPU of the pair, the child on the same one or the other.
     const pin = m.place ? { prefix: ['taskset', '-c', String(pair[0])], env: { BENCH_CHILD_CPU: String(pair[m.place === 'same' ? 0 : 1]) } } : {};
-    const { result } = await trial('transport.mjs', [t.id, t.mode, m.metric, m.size, m.count(t)], { timeoutMs: 180000, ...pin });
+    const { result } = t.id === 'c'
+      ? await trial(`c/${m.metric === 'rtt' ? 'pingpong' : 'ring'}.c`, [m.count(t), m.size], { timeoutMs: 180000, exec: cProgram(m), ...pin })
+      : await trial('transport.mjs', [t.id, t.mode, m.metric, m.size, m.count(t)], { timeoutMs: 180000, ...pin });
     const k = key(t, m);
     if (!results.has(k)) results.set(k, { value: [], p99: [], unit: result.unit ?? 'us' });
     const e = results.get(k);
@@ -96,7 +110,8 @@ console.log(table(['transport', ...places.flatMap(([, p]) => [`${p}: median µs 
     return [`${fmt(e.value)} (${fmt([median(e.p99)])})`, ratio(med('uds', '-', k) / median(e.value))];
   }),
 ])));
-if (pair) console.log(`\nPinned with taskset: "one CPU" runs both processes on CPU ${pair[0]}, "two CPUs" the parent on ${pair[0]} and the child on ${pair[1]}. Spinning needs two CPUs, so shmkit spin is not run on one.`);
+if (pair) console.log(`\nPinned with taskset: "one CPU" runs both processes on CPU ${pair[0]}, "two CPUs" the parent on ${pair[0]} and the child on ${pair[1]}. Spinning needs two CPUs, so shmkit spin and the C limit are not run on one.`);
+if (cRef.error) console.log(`\nC limit rows skipped: ${cRef.error}.`);
 
 // Throughput
 console.log('\n## Throughput (higher is better); ratio to the Unix socket in parentheses\n');
@@ -111,6 +126,22 @@ console.log(table(['transport', ...cols.map((c) => c[1])], transports.map((t) =>
   const spread = e.value.length > 1 ? ` [${unitIsMsgs ? num(Math.min(...e.value)) : Math.min(...e.value).toFixed(0)}-${unitIsMsgs ? num(Math.max(...e.value)) : Math.max(...e.value).toFixed(0)}]` : '';
   return `${shown}${spread} (${ratio(v / med('uds', '-', k))})`;
 })])));
+
+// shmkit against the physical limit of this machine, measured in this run
+// A round trip is shmkit's time over the C ping-pong's (1x would be the limit; higher is slower);
+// throughput is shmkit's rate over the C ring's (1x would be the limit; lower is slower). Unlike the
+// socket ratios, these do not move with what the VM's wake-ups cost: no one sleeps on either side.
+const cLimit = cRef.error ? [] : [
+  ...places.filter(([k]) => k !== 'rtt_same').map(([k, p]) => ({ label: `round trip 64 B, ${p}: median µs`, key: k, metric: 'rtt_median', placement: k === 'rtt_split' ? 'two_cpus' : 'unpinned', shmkit: med('shmkit', 'spin', k), c: med('c', 'spin', k), show: (v) => fmt([v], 3) })),
+  { label: 'throughput 64 B: msg/s', key: 'tp64', metric: 'throughput', shmkit: med('shmkit', 'spin', 'tp64'), c: med('c', 'spin', 'tp64'), show: (v) => num(v) },
+].map((r) => ({ ...r, ratio: r.shmkit / r.c }));
+if (cLimit.length) {
+  console.log('\n## shmkit / C limit (spinning; same run)\n');
+  const x = (v) => (Number.isFinite(v) ? (v >= 10 ? `${v.toFixed(0)}x` : `${v.toFixed(2)}x`) : '-');
+  const show = (r, v) => (Number.isFinite(v) ? r.show(v) : '-');
+  console.log(table(['figure', 'shmkit channel (spin)', 'C limit', 'shmkit / C limit'], cLimit.map((r) => [r.label, show(r, r.shmkit), show(r, r.c), x(r.ratio)])));
+  console.log('\nRound trip: times the limit (1x is the limit). Throughput: fraction of the limit\'s rate (1x is the limit). Both sides spin, so the ratios do not depend on what the VM\'s wake-ups cost.');
+}
 
 // Targets
 const checks = [
@@ -147,6 +178,11 @@ if (jsonFile) {
       rows.push({ transport, mode, metric: 'rtt_median', size, value: median(e.value), unit: 'us', placement });
       rows.push({ transport, mode, metric: 'rtt_p99', size, value: median(e.p99), unit: 'us', placement });
     } else rows.push({ transport, mode, metric: 'throughput', size, value: median(e.value), unit: e.unit });
+  }
+  // shmkit spin over the C limit of the same run: `of` names the figure, unit "x" (see above).
+  for (const r of cLimit) {
+    if (!Number.isFinite(r.ratio)) continue;
+    rows.push({ transport: 'shmkit', mode: 'spin', metric: 'ratio_to_c_limit', of: r.metric, size: 64, value: r.ratio, unit: 'x', ...(r.placement ? { placement: r.placement } : {}) });
   }
   writeFileSync(jsonFile, JSON.stringify(rows, null, 2) + '\n');
   console.log(`\nWrote ${rows.length} figures to ${jsonFile}.`);
