@@ -358,18 +358,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   // State ----------------------------------------------------------------------------------------------
 
-  private live(): void {
+  private assertOpen(): void {
     if (this.disconnected || this.i32.length === 0) throw closedError(`channel "${this.name}" handle`, this.name);
   }
 
   /** Whether close() was called (by any process). Messages may still be queued. */
   get closed(): boolean {
-    this.live();
+    this.assertOpen();
     return Atomics.load(this.i32, this.iClosed) !== 0;
   }
 
   stats(): ChannelStats {
-    this.live();
+    this.assertOpen();
     const f = this.f64;
     const sent = f[this.fSent]!;
     const received = f[this.fRecv]!;
@@ -391,7 +391,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** The processes attached to this channel, their roles, and whether they live. */
   peerList(): PeerInfo[] {
-    this.live();
+    this.assertOpen();
     return this.peers.list();
   }
 
@@ -444,7 +444,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * the role is taken now (ERR_SHMKIT_BUSY if a live holder has it).
    */
   claim(role: 'producer' | 'consumer'): void {
-    this.live();
+    this.assertOpen();
     if (role === 'producer') this.claimProducer();
     else if (role === 'consumer') this.claimConsumer();
     else throw invalidArg('role', `must be 'producer' or 'consumer', got ${describe(role)}`);
@@ -591,7 +591,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * for the producer lock (trySend).
    */
   private attemptSend(data: Encoded, len: number, deadline: Deadline | null): boolean {
-    if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
+    if (this.outstanding === 'loan') throw this.busyError('a loan is outstanding; commit or abort it first');
     if (!this.multiProducer) {
       if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
       return this.put(data, len);
@@ -609,17 +609,17 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   /** Multi-producer, holding the producer lock: refuse if closed, re-read the indexes, write. */
   private putLocked(data: Encoded, len: number): boolean {
     if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
-    this.loadTail();
+    this.reloadProducerPositions();
     return this.put(data, len);
   }
 
-  private loadTail(): void {
+  private reloadProducerPositions(): void {
     this.tail = this.loadTailPos();
     this.headCache = this.loadHeadPos();
     if (((this.tail - this.headCache) >>> 0) > this.capacity) throw this.corrupt('tail is more than a capacity ahead of head');
   }
 
-  private busy(why: string): ShmkitError {
+  private busyError(why: string): ShmkitError {
     return new ShmkitError(ErrorCodes.BUSY, `channel "${this.name}": ${why}`, { segment: this.name });
   }
 
@@ -632,11 +632,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         } else {
           const data = this.encode(value);
           if (this.sendFast(data)) return true;
-          this.live();
+          this.assertOpen();
           return this.attemptSend(data, this.byteLength(data), null);
         }
       }
-      this.live();
+      this.assertOpen();
       this.claimProducer();
       const data = this.encode(value);
       const len = this.byteLength(data);
@@ -695,7 +695,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
         }
       }
       const o = parseChannelWait(options, false);
-      this.live();
+      this.assertOpen();
       this.claimProducer();
       this.sendEncoded(this.encode(value), o);
     } catch (err) {
@@ -704,7 +704,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private sendEncoded(data: Encoded, o: ParsedChannelWait): void {
-    this.live();
+    this.assertOpen();
     const len = this.byteLength(data);
     const deadline = new Deadline(o.timeout);
     if (this.attemptSend(data, len, deadline)) return;
@@ -731,7 +731,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private async sendAsyncOrThrow(value: T, options?: ChannelAsyncOptions): Promise<void> {
-    this.live();
+    this.assertOpen();
     this.claimProducer();
     let data = this.encode(value);
     if (this.fastDecode === 4) data = Buffer.from(data as Uint8Array); // see encode()
@@ -751,7 +751,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   private async attemptSendAsync(data: Encoded, len: number, o: ParsedChannelWait, deadline: Deadline): Promise<boolean> {
     if (!this.multiProducer) return this.attemptSend(data, len, deadline);
-    if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it first');
+    if (this.outstanding === 'loan') throw this.busyError('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
     const g = await lockWithinAsync(this.producerLock, deadline, o.signal, `channel "${this.name}" sendAsync`, this.name);
     try {
@@ -796,10 +796,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * or abort, so keep loans short.
    */
   loan(size: number, options?: ChannelWaitOptions): Loan {
-    this.live();
+    this.assertOpen();
     checkInt('size', size, 0, this.maxMessageSize);
     this.claimProducer();
-    if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
+    if (this.outstanding !== null) throw this.busyError(`a ${this.outstanding} is outstanding`);
     const o = parseChannelWait(options, false);
     const deadline = new Deadline(o.timeout);
     for (;;) {
@@ -807,7 +807,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       let off: number;
       try {
         if (Atomics.load(this.i32, this.iClosed) !== 0) throw closedError(`channel "${this.name}"`, this.name);
-        if (this.multiProducer) this.loadTail();
+        if (this.multiProducer) this.reloadProducerPositions();
         off = this.reserve(size);
       } catch (err) {
         if (this.multiProducer) this.producerLock.unlock();
@@ -838,7 +838,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return {
       bytes: view,
       commit: (length = size) => {
-        if (done) throw this.busy('this loan was already committed or aborted');
+        if (done) throw this.busyError('this loan was already committed or aborted');
         checkInt('length', length, 0, size);
         // Rewrite the header with the final length (the record only shrinks, so it still fits).
         const w = this.ringWord + ((off - L.RECORD_HEADER) >> 2);
@@ -864,8 +864,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * is delivered). This handle stays usable for receiving; disconnect() releases it.
    */
   close(): void {
-    this.live();
-    if (this.outstanding === 'loan') throw this.busy('a loan is outstanding; commit or abort it before close()');
+    this.assertOpen();
+    if (this.outstanding === 'loan') throw this.busyError('a loan is outstanding; commit or abort it before close()');
     // The tail's closed bit comes first: from then on no producer's publishing CAS succeeds (the
     // CAS expects the word without it), so a receiver that sees the flag and an empty ring has
     // really seen the end. No lock is needed, so no live producer can hold close() up.
@@ -989,7 +989,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   private takeMessages(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receive'): T | typeof NONE {
     if (this.outstanding === 'view') {
       if (lock === 'held') this.consumerLock.unlock();
-      throw this.busy('a received view is outstanding; release it first');
+      throw this.busyError('a received view is outstanding; release it first');
     }
     if (!this.multiConsumer) return this.takeLocked(max, into);
     // 'wait': another consumer may hold the lock (e.g. with a view) while data is queued; waiting
@@ -1063,7 +1063,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * with a view, so a queued message cannot be taken now; multi-consumer channels only).
    */
   tryReceiveResult(): TryReceiveResult<T> {
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     this.lastTryBusy = false;
     if (this.atLeastOnce) {
@@ -1084,7 +1084,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const v = this.receiveFast();
       if (v !== NONE) return v;
     }
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     if (this.atLeastOnce) {
       const d = this.takeAcked(null, 'tryReceive', true);
@@ -1155,7 +1155,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (w !== NONE) return w;
     }
     const o = parseChannelWait(options, false);
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     if (this.atLeastOnce) {
       const d = this.takeWait(o, 'receive', true);
@@ -1186,7 +1186,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Like receive(), without blocking the event loop. Accepts an AbortSignal. */
   async receiveAsync(options?: ChannelAsyncOptions): Promise<T> {
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     const v = await this.receiveAsyncOrEnd(options);
     if (v === END) throw closedError(`channel "${this.name}" (closed and drained)`, this.name);
@@ -1215,7 +1215,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.dataOrClosed, ROLE_PRODUCER, what))) {
         throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
       }
-      this.live();
+      this.assertOpen();
     }
   }
 
@@ -1224,7 +1224,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * update cover the batch. Returns [] once the channel is closed and drained.
    */
   receiveBatch(max: number, options?: ChannelWaitOptions): T[] {
-    this.live();
+    this.assertOpen();
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
@@ -1241,7 +1241,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   async receiveBatchAsync(max: number, options?: ChannelAsyncOptions): Promise<T[]> {
-    this.live();
+    this.assertOpen();
     checkInt('max', max, 1, 2 ** 31);
     this.claimConsumer();
     const out: T[] = [];
@@ -1256,10 +1256,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * Returns null if the channel is empty (tryReceiveView) or ended.
    */
   tryReceiveView(): ReceivedView | null {
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     this.notOnAtLeastOnce('tryReceiveView');
-    if (this.outstanding !== null) throw this.busy(`a ${this.outstanding} is outstanding`);
+    if (this.outstanding !== null) throw this.busyError(`a ${this.outstanding} is outstanding`);
     if (!this.tryEnterConsumer()) return null; // another consumer is busy; a later call retries
     let found = false;
     try {
@@ -1336,10 +1336,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** One copying take for the receiveInto family: the byte count, or null if nothing is there. */
   private takeInto(target: Uint8Array, what: string): number | null {
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     this.notOnAtLeastOnce(what);
-    if (this.outstanding === 'view') throw this.busy('a received view is outstanding; release it first');
+    if (this.outstanding === 'view') throw this.busyError('a received view is outstanding; release it first');
     if (!this.tryEnterConsumer()) return null; // another consumer is busy: wait and retry
     try {
       if (!this.locate()) return null;
@@ -1391,7 +1391,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * an async generator: a queued message costs one resolved promise, not a generator round trip.
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
-    this.live();
+    this.assertOpen();
     this.claimConsumer();
     const done: IteratorResult<T> = Object.freeze({ value: undefined, done: true }) as IteratorResult<T>;
     const it: AsyncIterableIterator<T> = {
@@ -1453,7 +1453,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   private startTake(what: string): void {
-    this.live();
+    this.assertOpen();
     if (!this.atLeastOnce) {
       throw new ShmkitError(ErrorCodes.UNSUPPORTED, `channel "${this.name}" ${what}: only at-least-once channels take and ack (create it with delivery: 'at-least-once')`, { segment: this.name });
     }
@@ -1653,7 +1653,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (!(await this.waitAsync(this.iTail, this.iCBells, this.fRecvWaits, o, deadline, this.ackedReady, ROLE_PRODUCER, what))) {
         throw timeoutError(`channel "${this.name}" ${what}`, o.timeout, this.name);
       }
-      this.live();
+      this.assertOpen();
     }
   }
 
@@ -1744,7 +1744,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     let done = false;
     const finish = (how: 'ack' | 'nack'): void => {
       if (done) return;
-      this.live();
+      this.assertOpen();
       done = true;
       this.held.delete(slot);
       const ok = how === 'ack' ? leases.ack(slot, pos) : leases.giveBack(slot, pos);

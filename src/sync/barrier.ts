@@ -31,15 +31,15 @@ const GEN = (w: number): number => (w >>> 16) & 0x7fff;
 export class Barrier extends Primitive {
   static readonly SIZE = 16;
   static readonly MAX_PARTIES = 0xffff;
-  private readonly st: number;
-  private readonly pa: number;
-  private readonly sl: number;
+  private readonly stateWord: number;
+  private readonly partiesWord: number;
+  private readonly sleepersWord: number;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
-    this.st = this.w;
-    this.pa = this.w + 1;
-    this.sl = this.w + 2;
+    this.stateWord = this.firstWord;
+    this.partiesWord = this.firstWord + 1;
+    this.sleepersWord = this.firstWord + 2;
   }
 
   private static named(how: 'create' | 'openOrCreate', name: string, options: unknown): Barrier {
@@ -66,34 +66,34 @@ export class Barrier extends Primitive {
   }
   static init(segment: Segment, offset: number, parties: number): Barrier {
     const b = Barrier.at(segment, offset);
-    Atomics.store(b.i32, b.pa, checkInt('parties', parties, 1, Barrier.MAX_PARTIES));
-    Atomics.store(b.i32, b.st, 0);
-    Atomics.store(b.i32, b.sl, 0);
+    Atomics.store(b.i32, b.partiesWord, checkInt('parties', parties, 1, Barrier.MAX_PARTIES));
+    Atomics.store(b.i32, b.stateWord, 0);
+    Atomics.store(b.i32, b.sleepersWord, 0);
     return b;
   }
 
   get parties(): number {
-    this.live();
-    return Atomics.load(this.i32, this.pa);
+    this.assertOpen();
+    return Atomics.load(this.i32, this.partiesWord);
   }
 
   /** Arrives; returns the generation to wait for, or -1 if this arrival completed the round. */
   private arrive(): number {
     const i32 = this.i32;
-    const parties = Atomics.load(i32, this.pa);
+    const parties = Atomics.load(i32, this.partiesWord);
     for (;;) {
-      const w = Atomics.load(i32, this.st);
+      const w = Atomics.load(i32, this.stateWord);
       const arrived = w & 0xffff;
       if (parties < 1 || parties > Barrier.MAX_PARTIES || arrived >= parties || w < 0) {
         throw new ShmkitError(ErrorCodes.CORRUPT, `Barrier in segment "${this.segment.name}": inconsistent state (arrived ${arrived}, parties ${parties})`, { segment: this.segment.name });
       }
       const gen = GEN(w);
       if (arrived + 1 === parties) {
-        if (Atomics.compareExchange(i32, this.st, w, ((gen + 1) & 0x7fff) << 16) === w) {
-          if (Atomics.load(i32, this.sl) > 0) wake(i32, this.st, 0);
+        if (Atomics.compareExchange(i32, this.stateWord, w, ((gen + 1) & 0x7fff) << 16) === w) {
+          if (Atomics.load(i32, this.sleepersWord) > 0) wake(i32, this.stateWord, 0);
           return -1;
         }
-      } else if (Atomics.compareExchange(i32, this.st, w, w + 1) === w) {
+      } else if (Atomics.compareExchange(i32, this.stateWord, w, w + 1) === w) {
         return gen;
       }
     }
@@ -103,9 +103,9 @@ export class Barrier extends Primitive {
   private withdraw(gen: number): boolean {
     const i32 = this.i32;
     for (;;) {
-      const w = Atomics.load(i32, this.st);
+      const w = Atomics.load(i32, this.stateWord);
       if (GEN(w) !== gen) return true;
-      if (Atomics.compareExchange(i32, this.st, w, w - 1) === w) return false;
+      if (Atomics.compareExchange(i32, this.stateWord, w, w - 1) === w) return false;
     }
   }
 
@@ -115,51 +115,51 @@ export class Barrier extends Primitive {
    * thrown (unless the round completed in that instant, which counts as passing).
    */
   wait(options?: WaitOptions): boolean {
-    this.live();
+    this.assertOpen();
     const o = parseWait(options, false);
     const gen = this.arrive();
     if (gen < 0) return true;
     const i32 = this.i32;
-    if (spin(() => GEN(Atomics.load(i32, this.st)) !== gen, o.spin)) return false;
+    if (spin(() => GEN(Atomics.load(i32, this.stateWord)) !== gen, o.spin)) return false;
     const deadline = new Deadline(o.timeout);
-    Atomics.add(i32, this.sl, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     try {
       for (;;) {
-        const w = Atomics.load(i32, this.st);
+        const w = Atomics.load(i32, this.stateWord);
         if (GEN(w) !== gen) return false;
         const left = deadline.remaining();
         if (left === 0) break;
-        parkSync(i32, this.st, w, Math.min(left, tuning.livenessIntervalMs));
+        parkSync(i32, this.stateWord, w, Math.min(left, tuning.livenessIntervalMs));
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     if (this.withdraw(gen)) return false;
     throw timeoutError('Barrier.wait', o.timeout, this.segment.name);
   }
 
   async waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    this.live();
+    this.assertOpen();
     const o = parseWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal, 'Barrier.waitAsync');
     const gen = this.arrive();
     if (gen < 0) return true;
     const i32 = this.i32;
-    if (spin(() => GEN(Atomics.load(i32, this.st)) !== gen, o.spin)) return false;
+    if (spin(() => GEN(Atomics.load(i32, this.stateWord)) !== gen, o.spin)) return false;
     const deadline = new Deadline(o.timeout);
-    Atomics.add(i32, this.sl, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     const undo = onClose(this.segment, () => {
-      Atomics.sub(i32, this.sl, 1);
+      Atomics.sub(i32, this.sleepersWord, 1);
       this.withdraw(gen);
     });
     try {
       for (;;) {
-        const w = Atomics.load(i32, this.st);
+        const w = Atomics.load(i32, this.stateWord);
         if (GEN(w) !== gen) return false;
         const left = deadline.remaining();
         if (left === 0) break;
-        await parkAsync(i32, this.st, w, left, o.signal, this.segment, 'Barrier.waitAsync');
+        await parkAsync(i32, this.stateWord, w, left, o.signal, this.segment, 'Barrier.waitAsync');
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } catch (err) {
@@ -167,7 +167,7 @@ export class Barrier extends Primitive {
       throw err;
     } finally {
       undo();
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1);
     }
     if (this.withdraw(gen)) return false;
     throw timeoutError('Barrier.waitAsync', o.timeout, this.segment.name);

@@ -21,13 +21,13 @@ import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type Name
 
 export class Condition extends Primitive {
   static readonly SIZE = 8;
-  private readonly q: number;
-  private readonly sl: number;
+  private readonly seqWord: number;
+  private readonly sleepersWord: number;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
-    this.q = this.w;
-    this.sl = this.w + 1;
+    this.seqWord = this.firstWord;
+    this.sleepersWord = this.firstWord + 1;
   }
 
   static create(name: string, options?: NamedOptions): Condition {
@@ -45,13 +45,13 @@ export class Condition extends Primitive {
   }
   static init(segment: Segment, offset: number): Condition {
     const c = Condition.at(segment, offset);
-    Atomics.store(c.i32, c.q, 0);
-    Atomics.store(c.i32, c.sl, 0);
+    Atomics.store(c.i32, c.seqWord, 0);
+    Atomics.store(c.i32, c.sleepersWord, 0);
     return c;
   }
 
   private enter(mutex: unknown, what: string): Mutex {
-    this.live();
+    this.assertOpen();
     if (!(mutex instanceof Mutex)) throw invalidArg('mutex', 'must be a Mutex');
     if (!mutex.ownedByMe) throw new ShmkitError(ErrorCodes.NOT_OWNER, `${what}: the mutex must be held by the caller`, { segment: this.segment.name });
     return mutex;
@@ -69,24 +69,24 @@ export class Condition extends Primitive {
     const o = parseWait(options, false);
     const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
-    const seq = Atomics.load(i32, this.q);
-    Atomics.add(i32, this.sl, 1);
+    const seq = Atomics.load(i32, this.seqWord);
+    Atomics.add(i32, this.sleepersWord, 1);
     let signalled = true;
     try {
       m.unlock();
-      if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
+      if (!spin(() => Atomics.load(i32, this.seqWord) !== seq, o.spin)) {
         // One wake-up ends the wait (spurious ones included, as with any condition variable); the
         // park is sliced so that a signaller killed between its bump and its wake cannot strand us.
         for (;;) {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
-          const timedOut = !parkSync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs));
+          const timedOut = !parkSync(i32, this.seqWord, seq, Math.min(left, tuning.livenessIntervalMs));
           this.segment.verify(); // before touching memory a peer may have truncated meanwhile
-          if (!timedOut || Atomics.load(i32, this.q) !== seq) break;
+          if (!timedOut || Atomics.load(i32, this.seqWord) !== seq) break;
         }
       }
     } finally {
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     // Re-lock within the same deadline: a mutex held elsewhere cannot stretch the wait past it.
     const guard = this.relock(m, deadline, 'Condition.wait');
@@ -100,27 +100,27 @@ export class Condition extends Primitive {
     const o = parseWait(options, true);
     const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
-    const seq = Atomics.load(i32, this.q);
-    Atomics.add(i32, this.sl, 1);
-    const undo = onClose(this.segment, () => Atomics.sub(i32, this.sl, 1));
+    const seq = Atomics.load(i32, this.seqWord);
+    Atomics.add(i32, this.sleepersWord, 1);
+    const undo = onClose(this.segment, () => Atomics.sub(i32, this.sleepersWord, 1));
     let signalled = true;
     let failure: unknown;
     try {
       m.unlock();
-      if (!spin(() => Atomics.load(i32, this.q) !== seq, o.spin)) {
+      if (!spin(() => Atomics.load(i32, this.seqWord) !== seq, o.spin)) {
         for (;;) {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
-          const timedOut = await parkAsync(i32, this.q, seq, left, o.signal, this.segment, 'Condition.waitAsync');
+          const timedOut = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Condition.waitAsync');
           this.segment.verify(); // before touching memory a peer may have truncated meanwhile
-          if (!timedOut || Atomics.load(i32, this.q) !== seq) break;
+          if (!timedOut || Atomics.load(i32, this.seqWord) !== seq) break;
         }
       }
     } catch (err) {
       failure = err;
     } finally {
       undo();
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1);
     }
     if (failure !== undefined && i32.length === 0) throw failure; // closed: nothing to re-lock
     // As with a timeout, the mutex is held again when an abort error is thrown, if it can be
@@ -155,15 +155,15 @@ export class Condition extends Primitive {
 
   /** Wakes one waiter (if any sleeps). */
   signal(): void {
-    this.live();
-    Atomics.add(this.i32, this.q, 1);
-    if (Atomics.load(this.i32, this.sl) > 0) wake(this.i32, this.q, 1);
+    this.assertOpen();
+    Atomics.add(this.i32, this.seqWord, 1);
+    if (Atomics.load(this.i32, this.sleepersWord) > 0) wake(this.i32, this.seqWord, 1);
   }
 
   /** Wakes every waiter. */
   broadcast(): void {
-    this.live();
-    Atomics.add(this.i32, this.q, 1);
-    if (Atomics.load(this.i32, this.sl) > 0) wake(this.i32, this.q, 0);
+    this.assertOpen();
+    Atomics.add(this.i32, this.seqWord, 1);
+    if (Atomics.load(this.i32, this.sleepersWord) > 0) wake(this.i32, this.seqWord, 0);
   }
 }

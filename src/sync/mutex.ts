@@ -63,17 +63,17 @@ export class MutexGuard {
 export class Mutex extends Primitive {
   static readonly SIZE = 16;
 
-  private readonly o: number; // index of owner in i64
-  private readonly q: number; // index of seq in i32
-  private readonly sl: number; // index of sleepers in i32
+  private readonly ownerWord: number; // index of owner in i64
+  private readonly seqWord: number; // index of seq in i32
+  private readonly sleepersWord: number; // index of sleepers in i32
   /** The dead owner's token taken over by the last attempt() that returned 1 (read at once by guard()). */
   private dead = 0n;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
-    this.o = this.base >> 3;
-    this.q = this.w + 2;
-    this.sl = this.w + 3;
+    this.ownerWord = this.base >> 3;
+    this.seqWord = this.firstWord + 2;
+    this.sleepersWord = this.firstWord + 3;
   }
 
   static create(name: string, options?: NamedOptions): Mutex {
@@ -97,27 +97,27 @@ export class Mutex extends Primitive {
   /** Resets the mutex at `offset` to unlocked. Do this before sharing it. */
   static init(segment: Segment, offset: number): Mutex {
     const m = Mutex.at(segment, offset);
-    Atomics.store(m.i64, m.o, 0n);
-    Atomics.store(m.i32, m.q, 0);
-    Atomics.store(m.i32, m.sl, 0);
+    Atomics.store(m.i64, m.ownerWord, 0n);
+    Atomics.store(m.i32, m.seqWord, 0);
+    Atomics.store(m.i32, m.sleepersWord, 0);
     return m;
   }
 
   /** Whether anyone holds the lock right now (a snapshot). */
   get locked(): boolean {
-    this.live();
-    return Atomics.load(this.i64, this.o) !== 0n;
+    this.assertOpen();
+    return Atomics.load(this.i64, this.ownerWord) !== 0n;
   }
 
   /** Whether this thread holds the lock. */
   get ownedByMe(): boolean {
-    this.live();
-    return Atomics.load(this.i64, this.o) === SELF_TOKEN;
+    this.assertOpen();
+    return Atomics.load(this.i64, this.ownerWord) === SELF_TOKEN;
   }
 
   /** Takes the lock if it is free (or its owner died), without waiting. */
   tryLock(): MutexGuard | null {
-    this.live();
+    this.assertOpen();
     const r = this.attempt(true);
     return r < 0 ? null : this.guard(r);
   }
@@ -127,8 +127,8 @@ export class Mutex extends Primitive {
    * holder, no /proc read). For callers that can leave the work to the holder.
    */
   tryLockQuick(): MutexGuard | null {
-    this.live();
-    return Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n ? new MutexGuard(GUARD_KEY, this, 0n) : null;
+    this.assertOpen();
+    return Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n ? new MutexGuard(GUARD_KEY, this, 0n) : null;
   }
 
   /**
@@ -136,31 +136,31 @@ export class Mutex extends Primitive {
    * ERR_SHMKIT_WOULD_DEADLOCK if this thread already holds it.
    */
   lock(options?: WaitOptions): MutexGuard {
-    this.live();
+    this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
-    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
-    if (Atomics.load(this.i64, this.o) === SELF_TOKEN) {
+    if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
+    if (Atomics.load(this.i64, this.ownerWord) === SELF_TOKEN) {
       throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lock: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
     }
     const deadline = new Deadline(o.timeout);
     let r = -1;
     if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.guard(r);
     const i32 = this.i32;
-    Atomics.add(i32, this.sl, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     try {
       let checkOwner = true;
       for (;;) {
-        const seq = Atomics.load(i32, this.q);
+        const seq = Atomics.load(i32, this.seqWord);
         r = this.attempt(checkOwner);
         if (r >= 0) return this.guard(r);
         const left = deadline.remaining();
         if (left === 0) break;
         const slice = Math.min(left, tuning.livenessIntervalMs);
-        checkOwner = !parkSync(i32, this.q, seq, slice); // timed out: look at the owner next round
+        checkOwner = !parkSync(i32, this.seqWord, seq, slice); // timed out: look at the owner next round
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     this.passOn();
     throw timeoutError('Mutex.lock', o.timeout, this.segment.name);
@@ -168,35 +168,35 @@ export class Mutex extends Primitive {
 
   /** Like lock(), without blocking the event loop. Accepts an AbortSignal. */
   async lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
-    this.live();
+    this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal, 'Mutex.lockAsync');
-    if (Atomics.compareExchange(this.i64, this.o, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
+    if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
     const deadline = new Deadline(o.timeout);
     let r = -1;
     if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.guard(r);
     const i32 = this.i32;
-    Atomics.add(i32, this.sl, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     const undo = onClose(this.segment, () => {
-      Atomics.sub(i32, this.sl, 1);
+      Atomics.sub(i32, this.sleepersWord, 1);
       this.passOn();
     });
     let got = false;
     try {
       let checkOwner = true;
       for (;;) {
-        const seq = Atomics.load(i32, this.q);
+        const seq = Atomics.load(i32, this.seqWord);
         r = this.attempt(checkOwner);
         if (r >= 0) { got = true; return this.guard(r); }
         const left = deadline.remaining();
         if (left === 0) break;
-        checkOwner = await parkAsync(i32, this.q, seq, left, o.signal, this.segment, 'Mutex.lockAsync', this.ownerGone);
+        checkOwner = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Mutex.lockAsync', this.ownerGone);
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       undo();
       if (i32.length > 0) {
-        Atomics.sub(i32, this.sl, 1);
+        Atomics.sub(i32, this.sleepersWord, 1);
         if (!got) this.passOn();
       }
     }
@@ -205,8 +205,8 @@ export class Mutex extends Primitive {
 
   /** Releases the lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
   unlock(): void {
-    this.live();
-    const prev = Atomics.compareExchange(this.i64, this.o, SELF_TOKEN, 0n);
+    this.assertOpen();
+    const prev = Atomics.compareExchange(this.i64, this.ownerWord, SELF_TOKEN, 0n);
     if (prev !== SELF_TOKEN) {
       throw new ShmkitError(
         ErrorCodes.NOT_OWNER,
@@ -214,9 +214,9 @@ export class Mutex extends Primitive {
         { segment: this.segment.name },
       );
     }
-    if (Atomics.load(this.i32, this.sl) > 0) {
-      Atomics.add(this.i32, this.q, 1);
-      wake(this.i32, this.q, 1);
+    if (Atomics.load(this.i32, this.sleepersWord) > 0) {
+      Atomics.add(this.i32, this.seqWord, 1);
+      wake(this.i32, this.seqWord, 1);
     }
   }
 
@@ -233,25 +233,25 @@ export class Mutex extends Primitive {
    */
   private attempt(checkOwner: boolean): number {
     const i64 = this.i64;
-    const cur = Atomics.compareExchange(i64, this.o, 0n, SELF_TOKEN);
+    const cur = Atomics.compareExchange(i64, this.ownerWord, 0n, SELF_TOKEN);
     if (cur === 0n) return 0;
     if (!checkOwner || cur === SELF_TOKEN || tokenAlive(cur)) return -1;
     // The owner is gone. Exactly one CAS replaces its token.
-    if (Atomics.compareExchange(i64, this.o, cur, SELF_TOKEN) !== cur) return -1;
+    if (Atomics.compareExchange(i64, this.ownerWord, cur, SELF_TOKEN) !== cur) return -1;
     this.dead = cur;
     return 1;
   }
 
   /** For the liveness tick of async waits: the lock is free (an unlocker died before waking) or its owner died. */
   private readonly ownerGone = (): boolean => {
-    const cur = Atomics.load(this.i64, this.o);
+    const cur = Atomics.load(this.i64, this.ownerWord);
     return cur === 0n || (cur !== SELF_TOKEN && !tokenAlive(cur));
   };
 
   private passOn(): void {
-    if (Atomics.load(this.i64, this.o) === 0n && Atomics.load(this.i32, this.sl) > 0) {
-      Atomics.add(this.i32, this.q, 1);
-      wake(this.i32, this.q, 1);
+    if (Atomics.load(this.i64, this.ownerWord) === 0n && Atomics.load(this.i32, this.sleepersWord) > 0) {
+      Atomics.add(this.i32, this.seqWord, 1);
+      wake(this.i32, this.seqWord, 1);
     }
   }
 }

@@ -67,7 +67,7 @@ export abstract class Primitive {
   /** Byte offset of the primitive within the whole mapping. */
   protected readonly base: number;
   /** Index of the first 32-bit word. */
-  protected readonly w: number;
+  protected readonly firstWord: number;
   protected readonly i32: Int32Array;
   protected readonly i64: BigInt64Array;
   private readonly ownsSegment: boolean;
@@ -75,14 +75,14 @@ export abstract class Primitive {
   protected constructor(segment: Segment, dataOffset: number, ownsSegment: boolean) {
     this.segment = segment;
     this.base = HEADER_SIZE + dataOffset;
-    this.w = this.base >> 2;
+    this.firstWord = this.base >> 2;
     this.i32 = segment.int32;
     this.i64 = segment.bigint64;
     this.ownsSegment = ownsSegment;
   }
 
   /** Throws ERR_SHMKIT_CLOSED if the segment was closed (its views are then empty). */
-  protected live(): void {
+  protected assertOpen(): void {
     if (this.i32.length === 0) throw closedError(`${this.constructor.name} in segment "${this.segment.name}"`, this.segment.name);
   }
 

@@ -83,19 +83,19 @@ export class RwLock extends Primitive {
   /** How many read holds can exist at once. */
   static readonly MAX_READERS = SLOTS;
 
-  private readonly wr: number; // i64 index of writer
-  private readonly q: number;
-  private readonly sl: number;
-  private readonly r0: number; // i64 index of readers[0]
+  private readonly writerWord: number; // i64 index of writer
+  private readonly seqWord: number;
+  private readonly sleepersWord: number;
+  private readonly firstReaderWord: number; // i64 index of readers[0]
   /** The writer word seen by the last successful tryRead (0, or a dirty value: the read guard's warning). */
   private readWarning = 0n;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
-    this.wr = this.base >> 3;
-    this.q = this.w + 2;
-    this.sl = this.w + 3;
-    this.r0 = this.wr + 2;
+    this.writerWord = this.base >> 3;
+    this.seqWord = this.firstWord + 2;
+    this.sleepersWord = this.firstWord + 3;
+    this.firstReaderWord = this.writerWord + 2;
   }
 
   static create(name: string, options?: NamedOptions): RwLock {
@@ -114,10 +114,10 @@ export class RwLock extends Primitive {
   }
   static init(segment: Segment, offset: number): RwLock {
     const l = RwLock.at(segment, offset);
-    Atomics.store(l.i64, l.wr, 0n);
-    Atomics.store(l.i32, l.q, 0);
-    Atomics.store(l.i32, l.sl, 0);
-    for (let i = 0; i < SLOTS; i++) Atomics.store(l.i64, l.r0 + i, 0n);
+    Atomics.store(l.i64, l.writerWord, 0n);
+    Atomics.store(l.i32, l.seqWord, 0);
+    Atomics.store(l.i32, l.sleepersWord, 0);
+    for (let i = 0; i < SLOTS; i++) Atomics.store(l.i64, l.firstReaderWord + i, 0n);
     return l;
   }
 
@@ -126,33 +126,33 @@ export class RwLock extends Primitive {
    * dead writer's recovery notice is waiting for the next writer.
    */
   get state(): { readers: number; writer: boolean; recoveryPending: boolean } {
-    this.live();
+    this.assertOpen();
     let readers = 0;
-    for (let i = 0; i < SLOTS; i++) if (Atomics.load(this.i64, this.r0 + i) !== 0n) readers++;
-    const w = Atomics.load(this.i64, this.wr);
+    for (let i = 0; i < SLOTS; i++) if (Atomics.load(this.i64, this.firstReaderWord + i) !== 0n) readers++;
+    const w = Atomics.load(this.i64, this.writerWord);
     return { readers, writer: w > 0n, recoveryPending: w < 0n };
   }
 
   // Read side ------------------------------------------------------------------------------------------
 
   tryReadLock(): RwLockGuard | null {
-    this.live();
+    this.assertOpen();
     const s = this.tryRead(true);
     return s === BUSY ? null : this.readGuard(s);
   }
 
   readLock(options?: WaitOptions): RwLockGuard {
-    this.live();
+    this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
-    if (Atomics.load(this.i64, this.wr) === SELF_TOKEN) throw this.deadlock('readLock', 'holds the write lock');
+    if (Atomics.load(this.i64, this.writerWord) === SELF_TOKEN) throw this.deadlock('readLock', 'holds the write lock');
     s = this.blockSync(o, (check) => this.tryRead(check), 'RwLock.readLock');
     return this.readGuard(s);
   }
 
   async readLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
-    this.live();
+    this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal!, 'RwLock.readLockAsync');
     let s = this.tryRead(false);
@@ -164,7 +164,7 @@ export class RwLock extends Primitive {
   // Write side -----------------------------------------------------------------------------------------
 
   tryWriteLock(): RwLockGuard | null {
-    this.live();
+    this.assertOpen();
     const notice = this.claimWriter(true);
     if (notice === null) return null;
     if (this.drained(true)) return new RwLockGuard(GUARD_KEY, this, 'write', -1, notice);
@@ -173,9 +173,9 @@ export class RwLock extends Primitive {
   }
 
   writeLock(options?: WaitOptions): RwLockGuard {
-    this.live();
+    this.assertOpen();
     const o = parseWait(options, false);
-    const w = Atomics.load(this.i64, this.wr);
+    const w = Atomics.load(this.i64, this.writerWord);
     if (w === SELF_TOKEN) throw this.deadlock('writeLock', 'holds the write lock');
     const deadline = new Deadline(o.timeout);
     let notice: bigint | null = null;
@@ -195,7 +195,7 @@ export class RwLock extends Primitive {
   }
 
   async writeLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
-    this.live();
+    this.assertOpen();
     const o = parseWait(options, true);
     const deadline = new Deadline(o.timeout);
     let notice: bigint | null = null;
@@ -206,9 +206,9 @@ export class RwLock extends Primitive {
     });
     try {
       await this.blockAsync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLockAsync');
-      this.live();
+      this.assertOpen();
       await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockAsync', o.timeout);
-      this.live();
+      this.assertOpen();
     } catch (err) {
       if (this.i32.length > 0 && notice !== null) this.giveBack(notice);
       throw err;
@@ -220,8 +220,8 @@ export class RwLock extends Primitive {
 
   /** Releases the write lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
   writeUnlock(): void {
-    this.live();
-    if (Atomics.compareExchange(this.i64, this.wr, SELF_TOKEN, 0n) !== SELF_TOKEN) {
+    this.assertOpen();
+    if (Atomics.compareExchange(this.i64, this.writerWord, SELF_TOKEN, 0n) !== SELF_TOKEN) {
       throw new ShmkitError(ErrorCodes.NOT_OWNER, `RwLock.writeUnlock: this thread does not hold the write lock in segment "${this.segment.name}"`, { segment: this.segment.name });
     }
     this.wakeAll();
@@ -229,7 +229,7 @@ export class RwLock extends Primitive {
 
   /** Releases one read hold of this thread. Throws ERR_SHMKIT_NOT_OWNER if it has none. */
   readUnlock(): void {
-    this.live();
+    this.assertOpen();
     const s = this.ownReadSlot();
     if (s < 0) {
       throw new ShmkitError(ErrorCodes.NOT_OWNER, `RwLock.readUnlock: this thread holds no read lock in segment "${this.segment.name}"`, { segment: this.segment.name });
@@ -239,8 +239,8 @@ export class RwLock extends Primitive {
 
   /** @internal */
   releaseSlot(slot: number): void {
-    this.live();
-    if (Atomics.compareExchange(this.i64, this.r0 + slot, SELF_TOKEN, 0n) !== SELF_TOKEN) {
+    this.assertOpen();
+    if (Atomics.compareExchange(this.i64, this.firstReaderWord + slot, SELF_TOKEN, 0n) !== SELF_TOKEN) {
       throw new ShmkitError(ErrorCodes.NOT_OWNER, `RwLock: read hold was taken away (slot ${slot} of segment "${this.segment.name}")`, { segment: this.segment.name });
     }
     this.wakeAll();
@@ -265,23 +265,23 @@ export class RwLock extends Primitive {
    */
   private tryRead(check: boolean): number {
     const i64 = this.i64;
-    const w = Atomics.load(i64, this.wr);
+    const w = Atomics.load(i64, this.writerWord);
     if (w > 0n) {
       if (!check || w === SELF_TOKEN || tokenAlive(w)) return BUSY;
-      if (Atomics.compareExchange(i64, this.wr, w, dirty(w)) === w) this.wakeAll();
-      if (Atomics.load(i64, this.wr) > 0n) return BUSY;
+      if (Atomics.compareExchange(i64, this.writerWord, w, dirty(w)) === w) this.wakeAll();
+      if (Atomics.load(i64, this.writerWord) > 0n) return BUSY;
     }
     const start = (self.pid * 7 + self.threadSlot) % SLOTS;
     for (let k = 0; k < SLOTS; k++) {
       const i = (start + k) % SLOTS;
-      if (Atomics.load(i64, this.r0 + i) === 0n && Atomics.compareExchange(i64, this.r0 + i, 0n, SELF_TOKEN) === 0n) {
-        const now = Atomics.load(i64, this.wr);
+      if (Atomics.load(i64, this.firstReaderWord + i) === 0n && Atomics.compareExchange(i64, this.firstReaderWord + i, 0n, SELF_TOKEN) === 0n) {
+        const now = Atomics.load(i64, this.writerWord);
         if (now <= 0n) {
           this.readWarning = now;
           return i;
         }
         // A writer came: give the slot back and let it drain.
-        Atomics.store(i64, this.r0 + i, 0n);
+        Atomics.store(i64, this.firstReaderWord + i, 0n);
         this.wakeAll();
         return BUSY;
       }
@@ -296,17 +296,17 @@ export class RwLock extends Primitive {
    */
   private claimWriter(check: boolean): bigint | null {
     const i64 = this.i64;
-    const cur = Atomics.compareExchange(i64, this.wr, 0n, SELF_TOKEN);
+    const cur = Atomics.compareExchange(i64, this.writerWord, 0n, SELF_TOKEN);
     if (cur === 0n) return 0n;
-    if (cur < 0n) return Atomics.compareExchange(i64, this.wr, cur, SELF_TOKEN) === cur ? cur & TOKEN_MASK : null;
+    if (cur < 0n) return Atomics.compareExchange(i64, this.writerWord, cur, SELF_TOKEN) === cur ? cur & TOKEN_MASK : null;
     if (!check || cur === SELF_TOKEN || tokenAlive(cur)) return null;
-    return Atomics.compareExchange(i64, this.wr, cur, SELF_TOKEN) === cur ? cur : null;
+    return Atomics.compareExchange(i64, this.writerWord, cur, SELF_TOKEN) === cur ? cur : null;
   }
 
   /** Gives a claim back without having entered: the notice it carried (if any) goes back too. */
   private giveBack(notice: bigint): void {
     if (this.i32.length === 0) return;
-    Atomics.compareExchange(this.i64, this.wr, SELF_TOKEN, notice === 0n ? 0n : dirty(notice));
+    Atomics.compareExchange(this.i64, this.writerWord, SELF_TOKEN, notice === 0n ? 0n : dirty(notice));
     this.wakeAll();
   }
 
@@ -315,9 +315,9 @@ export class RwLock extends Primitive {
     const i64 = this.i64;
     let busy = false;
     for (let i = 0; i < SLOTS; i++) {
-      const t = Atomics.load(i64, this.r0 + i);
+      const t = Atomics.load(i64, this.firstReaderWord + i);
       if (t === 0n) continue;
-      if (check && t !== SELF_TOKEN && !tokenAlive(t) && Atomics.compareExchange(i64, this.r0 + i, t, 0n) === t) continue;
+      if (check && t !== SELF_TOKEN && !tokenAlive(t) && Atomics.compareExchange(i64, this.firstReaderWord + i, t, 0n) === t) continue;
       busy = true;
     }
     return !busy;
@@ -326,8 +326,8 @@ export class RwLock extends Primitive {
   private clearDeadReaders(): void {
     let cleared = false;
     for (let i = 0; i < SLOTS; i++) {
-      const t = Atomics.load(this.i64, this.r0 + i);
-      if (t !== 0n && t !== SELF_TOKEN && !tokenAlive(t) && Atomics.compareExchange(this.i64, this.r0 + i, t, 0n) === t) cleared = true;
+      const t = Atomics.load(this.i64, this.firstReaderWord + i);
+      if (t !== 0n && t !== SELF_TOKEN && !tokenAlive(t) && Atomics.compareExchange(this.i64, this.firstReaderWord + i, t, 0n) === t) cleared = true;
     }
     if (cleared) this.wakeAll();
   }
@@ -339,12 +339,12 @@ export class RwLock extends Primitive {
    * or gave it back, and died before waking us); or a reader holding a slot died.
    */
   private readonly holderGone = (): boolean => {
-    const w = Atomics.load(this.i64, this.wr);
+    const w = Atomics.load(this.i64, this.writerWord);
     if (w <= 0n) return true;
     if (w !== SELF_TOKEN && !tokenAlive(w)) return true;
     let liveOthers = false;
     for (let i = 0; i < SLOTS; i++) {
-      const t = Atomics.load(this.i64, this.r0 + i);
+      const t = Atomics.load(this.i64, this.firstReaderWord + i);
       if (t === 0n || t === SELF_TOKEN) continue;
       if (!tokenAlive(t)) return true;
       liveOthers = true;
@@ -353,14 +353,14 @@ export class RwLock extends Primitive {
   };
 
   private ownReadSlot(): number {
-    for (let i = 0; i < SLOTS; i++) if (Atomics.load(this.i64, this.r0 + i) === SELF_TOKEN) return i;
+    for (let i = 0; i < SLOTS; i++) if (Atomics.load(this.i64, this.firstReaderWord + i) === SELF_TOKEN) return i;
     return -1;
   }
 
   private wakeAll(): void {
-    if (Atomics.load(this.i32, this.sl) > 0) {
-      Atomics.add(this.i32, this.q, 1);
-      wake(this.i32, this.q, 0);
+    if (Atomics.load(this.i32, this.sleepersWord) > 0) {
+      Atomics.add(this.i32, this.seqWord, 1);
+      wake(this.i32, this.seqWord, 0);
     }
   }
 
@@ -370,20 +370,20 @@ export class RwLock extends Primitive {
     let r = BUSY;
     if (spin(() => (r = attempt(false)) !== BUSY, o.spin)) return r;
     const i32 = this.i32;
-    Atomics.add(i32, this.sl, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     try {
       let check = true;
       for (;;) {
-        const seq = Atomics.load(i32, this.q);
+        const seq = Atomics.load(i32, this.seqWord);
         r = attempt(check);
         if (r !== BUSY) return r;
         const left = deadline.remaining();
         if (left === 0) break;
-        check = !parkSync(i32, this.q, seq, Math.min(left, tuning.livenessIntervalMs));
+        check = !parkSync(i32, this.seqWord, seq, Math.min(left, tuning.livenessIntervalMs));
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1); // unmapped if a truncation could not be repaired
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     throw timeoutError(what, reportMs, this.segment.name);
   }
@@ -394,22 +394,22 @@ export class RwLock extends Primitive {
     let r = BUSY;
     if (spin(() => (r = attempt(false)) !== BUSY, o.spin)) return r;
     const i32 = this.i32;
-    Atomics.add(i32, this.sl, 1);
-    const undo = onClose(this.segment, () => Atomics.sub(i32, this.sl, 1));
+    Atomics.add(i32, this.sleepersWord, 1);
+    const undo = onClose(this.segment, () => Atomics.sub(i32, this.sleepersWord, 1));
     try {
       let check = true;
       for (;;) {
-        const seq = Atomics.load(i32, this.q);
+        const seq = Atomics.load(i32, this.seqWord);
         r = attempt(check);
         if (r !== BUSY) return r;
         const left = deadline.remaining();
         if (left === 0) break;
-        check = await parkAsync(i32, this.q, seq, left, o.signal, this.segment, what, this.holderGone);
+        check = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, what, this.holderGone);
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       undo();
-      if (i32.length > 0) Atomics.sub(i32, this.sl, 1);
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1);
     }
     throw timeoutError(what, reportMs, this.segment.name);
   }

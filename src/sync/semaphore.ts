@@ -28,13 +28,13 @@ const MAX = 0x7fffffff;
 export class Semaphore extends Primitive {
   static readonly SIZE = 8;
 
-  private readonly c: number;
-  private readonly s: number;
+  private readonly countWord: number;
+  private readonly sleepersWord: number;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
-    this.c = this.w;
-    this.s = this.w + 1;
+    this.countWord = this.firstWord;
+    this.sleepersWord = this.firstWord + 1;
   }
 
   /** Creates a named semaphore in its own segment. */
@@ -69,43 +69,43 @@ export class Semaphore extends Primitive {
   /** Initializes a semaphore at `offset` with `initial` and returns it. Do this before sharing it. */
   static init(segment: Segment, offset: number, initial = 0): Semaphore {
     const sem = Semaphore.at(segment, offset);
-    Atomics.store(sem.i32, sem.s, 0);
-    Atomics.store(sem.i32, sem.c, checkInt('initial', initial, 0, MAX));
+    Atomics.store(sem.i32, sem.sleepersWord, 0);
+    Atomics.store(sem.i32, sem.countWord, checkInt('initial', initial, 0, MAX));
     return sem;
   }
 
   /** The current count (a snapshot). */
   get value(): number {
-    this.live();
-    return Math.max(0, Atomics.load(this.i32, this.c));
+    this.assertOpen();
+    return Math.max(0, Atomics.load(this.i32, this.countWord));
   }
 
   /** Adds `n` to the count and wakes up to `n` sleepers. */
   post(n = 1): void {
     if (n !== 1) checkInt('n', n, 1, MAX);
-    this.live();
+    this.assertOpen();
     const i32 = this.i32;
-    let v = Atomics.load(i32, this.c);
+    let v = Atomics.load(i32, this.countWord);
     for (;;) {
       if (v > MAX - n) throw new ShmkitError(ErrorCodes.OVERFLOW, `post(${n}) would overflow the semaphore count ${v}`, { segment: this.segment.name });
-      const prev = Atomics.compareExchange(i32, this.c, v, v + n);
+      const prev = Atomics.compareExchange(i32, this.countWord, v, v + n);
       if (prev === v) break;
       v = prev;
     }
-    if (Atomics.load(i32, this.s) > 0) wake(i32, this.c, n);
+    if (Atomics.load(i32, this.sleepersWord) > 0) wake(i32, this.countWord, n);
   }
 
   /** Takes one unit if available, without waiting. */
   tryWait(): boolean {
-    this.live();
+    this.assertOpen();
     return this.take();
   }
 
   private take(): boolean {
     const i32 = this.i32;
-    let v = Atomics.load(i32, this.c);
+    let v = Atomics.load(i32, this.countWord);
     while (v > 0) {
-      const prev = Atomics.compareExchange(i32, this.c, v, v - 1);
+      const prev = Atomics.compareExchange(i32, this.countWord, v, v - 1);
       if (prev === v) return true;
       v = prev;
     }
@@ -114,27 +114,27 @@ export class Semaphore extends Primitive {
 
   /** Blocks until a unit is available and takes it. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms. */
   wait(options?: WaitOptions): void {
-    this.live();
+    this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     if (this.take()) return;
     const deadline = new Deadline(o.timeout);
     if (spin(() => this.take(), o.spin)) return;
     const i32 = this.i32;
-    Atomics.add(i32, this.s, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     try {
       for (;;) {
-        const v = Atomics.load(i32, this.c);
+        const v = Atomics.load(i32, this.countWord);
         if (v > 0) {
           if (this.take()) return;
           continue;
         }
         const left = deadline.remaining();
         if (left === 0) break;
-        parkSync(i32, this.c, v, Math.min(left, tuning.livenessIntervalMs)); // v <= 0; slices re-check (a poster may die before waking)
+        parkSync(i32, this.countWord, v, Math.min(left, tuning.livenessIntervalMs)); // v <= 0; slices re-check (a poster may die before waking)
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
-      if (i32.length > 0) Atomics.sub(i32, this.s, 1); // unmapped if a truncation could not be repaired
+      if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     this.passOn();
     throw timeoutError('Semaphore.wait', o.timeout, this.segment.name);
@@ -142,22 +142,22 @@ export class Semaphore extends Primitive {
 
   /** Like wait(), without blocking the event loop. Accepts an AbortSignal. */
   async waitAsync(options?: AsyncWaitOptions): Promise<void> {
-    this.live();
+    this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal, 'Semaphore.waitAsync');
     if (this.take()) return;
     const deadline = new Deadline(o.timeout);
     if (spin(() => this.take(), o.spin)) return;
     const i32 = this.i32;
-    Atomics.add(i32, this.s, 1);
+    Atomics.add(i32, this.sleepersWord, 1);
     const undo = onClose(this.segment, () => {
-      Atomics.sub(i32, this.s, 1);
+      Atomics.sub(i32, this.sleepersWord, 1);
       this.passOn();
     });
     let ok = false;
     try {
       for (;;) {
-        const v = Atomics.load(i32, this.c);
+        const v = Atomics.load(i32, this.countWord);
         if (v > 0) {
           if (this.take()) { ok = true; return; }
           continue;
@@ -166,13 +166,13 @@ export class Semaphore extends Primitive {
         if (left === 0) break;
         // No liveness slice: a poster that died between its add and its wake left the count changed,
         // which the shared liveness tick notices (see parkAsync).
-        await parkAsync(i32, this.c, v, left, o.signal, this.segment, 'Semaphore.waitAsync');
+        await parkAsync(i32, this.countWord, v, left, o.signal, this.segment, 'Semaphore.waitAsync');
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
       undo();
       if (i32.length > 0) {
-        Atomics.sub(i32, this.s, 1);
+        Atomics.sub(i32, this.sleepersWord, 1);
         if (!ok) this.passOn();
       }
     }
@@ -181,6 +181,6 @@ export class Semaphore extends Primitive {
 
   /** A waiter leaving without taking may have consumed a wake-up meant for another: pass it on. */
   private passOn(): void {
-    if (Atomics.load(this.i32, this.c) > 0 && Atomics.load(this.i32, this.s) > 0) wake(this.i32, this.c, 1);
+    if (Atomics.load(this.i32, this.countWord) > 0 && Atomics.load(this.i32, this.sleepersWord) > 0) wake(this.i32, this.countWord, 1);
   }
 }
