@@ -117,7 +117,7 @@ export function buildC(names = C_REFERENCES) {
     bins[name] = bin;
     let fresh = false;
     try {
-      fresh = statSync(bin).mtimeMs >= statSync(src).mtimeMs;
+      fresh = statSync(bin).mtimeMs >= Math.max(statSync(src).mtimeMs, statSync(join(BENCH, 'c', 'common.h')).mtimeMs);
     } catch {}
     if (fresh) continue;
     // Compile to a name of our own, then rename: a bench and a test building at once never run a

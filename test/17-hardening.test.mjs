@@ -74,7 +74,7 @@ test('a fake AbortSignal is refused with INVALID_ARGUMENT by every async wait', 
   const name = uniq('fs');
   for (const other of [Object.create(AbortSignal.prototype), { aborted: false, addEventListener() {}, removeEventListener() {} }]) {
     const seg = Segment.create(uniq('fo'), { size: 64 });
-    await assert.rejects(Semaphore.init(seg, 0, 0).waitAsync({ signal: other }), code(ErrorCodes.INVALID_ARGUMENT));
+    await assert.rejects(watchdog(Semaphore.init(seg, 0, 0).waitAsync({ signal: other }), 5000, 'waitAsync'), code(ErrorCodes.INVALID_ARGUMENT));
     seg.close();
     seg.unlink();
   }
@@ -507,7 +507,7 @@ test('Condition.wait and waitAsync re-take the mutex within their deadline, or s
   await watchdog(grabber2.exited, 10000, 'grabber exit');
   // Uncontended, a timed-out wait still returns with the mutex held again.
   const g = await watchdog(m.lockAsync({ timeout: 10000 }), 15000, 'lock');
-  await assert.rejects(c.waitAsync(m, { timeout: 50 }), code(ErrorCodes.TIMEOUT));
+  await assert.rejects(watchdog(c.waitAsync(m, { timeout: 50 }), 10000, 'waitAsync'), code(ErrorCodes.TIMEOUT));
   assert.equal(m.ownedByMe, true);
   g.unlock();
   seg.close();

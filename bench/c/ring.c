@@ -23,30 +23,9 @@
  * BENCH_CHILD_CPU=<n> pins the producer to CPU n. A waiter that has spun for a long while (~1 ms)
  * yields its CPU between polls, so a run placed on one CPU still finishes.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#define PROG "ring"
+#include "common.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#define CPU_PAUSE() __builtin_ia32_pause()
-#elif defined(__aarch64__) || defined(__arm__)
-#define CPU_PAUSE() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define CPU_PAUSE() __asm__ __volatile__("" ::: "memory")
-#endif
-
-#define LINE 64
-#define YIELD_AFTER (1u << 14)
 #define CAPACITY (1u << 22)
 #define MASK (CAPACITY - 1)
 #define HEADER 8u
@@ -59,29 +38,9 @@ struct ctl {
   _Alignas(4096) unsigned char ring[];
 };
 
-static void die(const char *what) {
-  fprintf(stderr, "ring: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
 static void fail(const char *what, uint32_t at) {
   fprintf(stderr, "ring: %s at %u\n", what, at);
   exit(1);
-}
-
-static double now_us(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
-
-/* The parent's view of its child: a waiter that has spun for long checks that the child still runs. */
-static pid_t peer = 0;
-static int peerStatus = 0, peerReaped = 0;
-
-static int peer_gone(void) {
-  if (peer > 0 && !peerReaped && waitpid(peer, &peerStatus, WNOHANG) == peer) peerReaped = 1;
-  return peerReaped;
 }
 
 static inline uint32_t record_size(uint32_t len) { return HEADER + ((len + 7u) & ~7u); }
