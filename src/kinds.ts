@@ -25,7 +25,9 @@ import { RwLock } from './sync/rwlock';
 import { Condition } from './sync/condition';
 import { Barrier } from './sync/barrier';
 import * as L from './channel/layout';
-import { DEPARTED, ROLE_CONSUMER, ROLE_PRODUCER } from './channel/peers';
+import { DEPARTED } from './peers';
+import { CLOSED_BIT, POS_MASK } from './ring/format';
+import { WAITING } from './flag-word';
 import { ACKED, LeaseTable, TAKEN } from './channel/leases';
 
 // Header ------------------------------------------------------------------------------------------
@@ -335,8 +337,8 @@ const channel: KindEntry<ChannelState> = {
     const f64 = (off: number): number => r.dv.getFloat64(d + off, true);
     const tail = word(L.TAIL);
     const head = word(L.HEAD);
-    const tailPos = (tail & L.POS_MASK) >>> 0;
-    const headPos = (head & L.POS_MASK) >>> 0;
+    const tailPos = (tail & POS_MASK) >>> 0;
+    const headPos = (head & POS_MASK) >>> 0;
     const used = (tailPos - headPos) >>> 0;
     if (used > p.capacity) corrupt(`tail - head = ${used} exceeds the capacity ${p.capacity}`);
     const sent = counter(f64(L.SENT));
@@ -347,7 +349,7 @@ const channel: KindEntry<ChannelState> = {
       producers: p.multiProducer ? 'multi' : 'single',
       consumers: p.multiConsumer ? 'multi' : 'single',
       delivery: p.atLeastOnce ? 'at-least-once' : 'at-most-once',
-      closed: word(L.CLOSED) !== 0 || (tail & L.CLOSED_BIT) !== 0,
+      closed: word(L.CLOSED) !== 0 || (tail & CLOSED_BIT) !== 0,
       depth: { messages: sent !== null && received !== null ? Math.max(0, sent - received) : 0, bytes: used },
       counters: {
         sent,
@@ -358,8 +360,8 @@ const channel: KindEntry<ChannelState> = {
         receiveWaits: counter(f64(L.RECEIVE_WAITS)),
       },
       waiting: {
-        senders: (head & (L.FUTEX_WAITING | L.BELL_WAITING)) !== 0,
-        receivers: (tail & (L.FUTEX_WAITING | L.BELL_WAITING)) !== 0,
+        senders: (head & WAITING) !== 0,
+        receivers: (tail & WAITING) !== 0,
       },
       peers: [],
     };
@@ -371,14 +373,14 @@ const channel: KindEntry<ChannelState> = {
       state.peers.push({
         pid: h.pid,
         threadSlot: h.threadSlot,
-        producer: (roles & ROLE_PRODUCER) !== 0,
-        consumer: (roles & ROLE_CONSUMER) !== 0,
+        producer: (roles & L.ROLE_PRODUCER) !== 0,
+        consumer: (roles & L.ROLE_CONSUMER) !== 0,
         departed: (roles & DEPARTED) !== 0,
         alive: h.alive,
       });
     }
     if (p.atLeastOnce) {
-      const readPos = (word(L.READ) & L.POS_MASK) >>> 0;
+      const readPos = (word(L.READ) & POS_MASK) >>> 0;
       const inFlight = (readPos - headPos) >>> 0;
       if (inFlight > used) corrupt(`read - head = ${inFlight} exceeds tail - head = ${used}`);
       state.depth.inFlightBytes = inFlight;

@@ -28,7 +28,10 @@ import { randomBytes } from 'node:crypto';
 import { closedError, ErrorCodes, invalidArg, osError, ShmkitError } from './errors';
 import { self } from './identity';
 import { isFailure, native, type NativeMapping } from './native';
-import { checkFunction, checkInt, checkObject, describe } from './validate';
+import { checkFunction, checkInt, checkObject } from './validate';
+import { checkName, NAME_PREFIX, TEMP_PREFIX } from './naming';
+
+export { checkName, MAX_NAME_LENGTH, NAME_PREFIX, TEMP_PREFIX } from './naming';
 import type { WaitOwner } from './wait';
 import { checkOwner, parseTrust, type Trust, type TrustedOwners } from './trust';
 
@@ -37,12 +40,6 @@ export const LAYOUT_VERSION = 2;
 export const HEADER_SIZE = 128;
 export const PARAMS_OFFSET = 64;
 export const STATE_READY = 1;
-/** Every shmkit object in /dev/shm starts with this. */
-export const NAME_PREFIX = 'shmkit-';
-/** Temporary names of segments being built. */
-export const TEMP_PREFIX = 'shmkit~';
-/** macOS limits shm names to 31 bytes including the leading slash. */
-export const MAX_NAME_LENGTH = 31 - 1 - NAME_PREFIX.length;
 export const MAX_SEGMENT_SIZE = 2 ** 40;
 
 export const Kind = {
@@ -58,19 +55,6 @@ export const Kind = {
 export function kindName(kind: number): string {
   for (const [k, v] of Object.entries(Kind)) if (v === kind) return k.toLowerCase();
   return `unknown kind ${kind}`;
-}
-
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
-
-export function checkName(name: unknown, argument = 'name'): string {
-  if (typeof name !== 'string') throw invalidArg(argument, `must be a string, got ${describe(name)}`);
-  if (name.length === 0 || name.length > MAX_NAME_LENGTH) {
-    throw invalidArg(argument, `must be 1 to ${MAX_NAME_LENGTH} characters (portable limit with the "${NAME_PREFIX}" prefix), got ${name.length}`);
-  }
-  if (!NAME_RE.test(name)) {
-    throw invalidArg(argument, `may contain only A-Z a-z 0-9 _ . - and must not start with . or -, got ${describe(name)}`);
-  }
-  return name;
 }
 
 /** Options of open(): which owners to accept besides this process's user. */

@@ -1,7 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Channel, ErrorCodes, ShmkitError, codecs } from 'shmkit';
-import * as jsonb from '../dist/channel/jsonb.js';
+import * as jsonb from '../dist/codec/jsonb.js';
 import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
 import { join } from 'node:path';
 import { ROOT } from './helpers.mjs';

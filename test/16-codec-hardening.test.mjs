@@ -4,7 +4,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Channel, ErrorCodes, ShmkitError, codecs } from 'shmkit';
-import * as jsonb from '../dist/channel/jsonb.js';
+import * as jsonb from '../dist/codec/jsonb.js';
 import { ROOT, cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
 import { craftedObject } from './fixtures/codec-craft.mjs';
 import { viaJson } from './fixtures/json-values.mjs';

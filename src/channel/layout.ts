@@ -10,6 +10,8 @@
  */
 import { ErrorCodes, ShmkitError } from '../errors';
 import type { Segment } from '../segment';
+import { maxMessageFor, MAX_CAPACITY, MIN_CAPACITY } from '../ring/format';
+import type { RingPlace } from '../ring/ring';
 
 export const CLOSED = 0; // i32: 1 once closed (the tail's CLOSED_BIT is the authoritative copy)
 export const TAIL = 128; // i32: position (mod 2^32) after the last published record | flag bits
@@ -23,31 +25,17 @@ export const RECEIVED_BYTES = 272; // f64
 export const RECEIVE_WAITS = 280; // f64
 export const CONSUMER_LOCK = 288; // Mutex (16 bytes)
 export const READ = 304; // i32, at-least-once channels: position of the next record to hand out (HEAD..READ are in flight)
-export const PRODUCER_BELLS = 384; // BELL_SLOTS x u32: doorbells of senders waiting for space
-export const CONSUMER_BELLS = 512; // BELL_SLOTS x u32: doorbells of receivers waiting for messages
-export const BELL_SLOTS = 16;
+export const PRODUCER_BELLS = 384; // BELL_SLOTS (16) x u32: doorbells of senders waiting for space
+export const CONSUMER_BELLS = 512; // BELL_SLOTS (16) x u32: doorbells of receivers waiting for messages
 export const PEERS = 640; // PEER_SLOTS x 16 bytes: i64 token, i32 roles, i32 reserved
 export const PEER_SLOTS = 32;
 export const LEASES = 1152; // at-least-once channels: LEASE_SLOTS x 16 bytes: i64 taker token, u32 position, u32 state
 export const LEASE_SLOTS = 48;
 export const RING = 2048;
 
-// Positions are 8-aligned, so the low 3 bits of the TAIL and HEAD words carry flags:
-export const POS_MASK = ~7;
-/** TAIL: the channel is closed; no publishing CAS succeeds any more. HEAD: set by close() only to
- * change the word under parked senders; a consumer's exchange may clear it; never read. */
-export const CLOSED_BIT = 1;
-/** Someone sleeps in a futex wait on this word: whoever changes it clears the bit and wakes. */
-export const FUTEX_WAITING = 2;
-/** Someone awaits a doorbell registered in this side's BELL table: clear the bit and ring. */
-export const BELL_WAITING = 4;
-
-export const RECORD_HEADER = 8; // u32 length, u32 tag
-export const PAD = 0xffffffff; // length of a padding record that fills the ring's end
-export const TAG_MAGIC = 0x5a17c0de;
-
-export const MIN_CAPACITY = 1024;
-export const MAX_CAPACITY = 2 ** 30;
+/** Peer roles (bits of a peer slot's roles word, see peers.ts). */
+export const ROLE_PRODUCER = 1;
+export const ROLE_CONSUMER = 2;
 
 export const FLAG_MULTI_PRODUCER = 1;
 export const FLAG_MULTI_CONSUMER = 2;
@@ -62,13 +50,24 @@ export interface ChannelParams {
   atLeastOnce: boolean;
 }
 
-/** The largest message that always fits: a record plus the worst-case padding before it. */
-export function maxMessageFor(capacity: number): number {
-  return capacity / 2 - RECORD_HEADER;
-}
-
-export function recordSize(len: number): number {
-  return RECORD_HEADER + ((len + 7) & ~7);
+/** Where the channel's ring parts are (see ring/ring.ts). */
+export function ringPlace(p: ChannelParams): RingPlace {
+  return {
+    tail: TAIL,
+    head: HEAD,
+    closed: CLOSED,
+    tailBells: CONSUMER_BELLS,
+    headBells: PRODUCER_BELLS,
+    sent: SENT,
+    sentBytes: SENT_BYTES,
+    sendWaits: SEND_WAITS,
+    received: RECEIVED,
+    receivedBytes: RECEIVED_BYTES,
+    receiveWaits: RECEIVE_WAITS,
+    bytes: RING,
+    capacity: p.capacity,
+    maxMessageSize: p.maxMessageSize,
+  };
 }
 
 export function writeParams(seg: Segment, p: ChannelParams): void {

@@ -1,22 +1,22 @@
 /**
- * The peer table of a channel: who is attached, in which roles, and whether they still live.
- * Each handle takes one slot (a CAS of its owner token into a free or dead slot) and sets role bits
- * when it first sends or receives. Liveness is the owner token's (pid + start time), so a peer
+ * A peer table: who is attached to an object, in which roles, and whether they still live. Any
+ * kind can hold one (a channel's roles are producer and consumer). A slot is 16 bytes: i64 owner
+ * token, i32 roles, i32 reserved. Each handle takes one slot (a CAS of its owner token into a free
+ * or dead slot) and sets role bits when it takes a role (a channel: when it first sends or
+ * receives). Bit 2 of the roles word is DEPARTED in every table; a kind's roles use other bits. Liveness is the owner token's (pid + start time), so a peer
  * that was SIGKILLed is seen as gone without any timeout. A full table is not an error: the
  * handle works, it is just not listed.
  */
-import { SELF_TOKEN, tokenAlive, fromToken } from '../identity';
-import { PEER_SLOTS, PEERS } from './layout';
+import { SELF_TOKEN, tokenAlive, fromToken } from './identity';
 
-export const ROLE_PRODUCER = 1;
-export const ROLE_CONSUMER = 2;
+export const PEER_SLOT_SIZE = 16;
 /** Set by a handle that detached cleanly: it is gone, like a dead one, and its slot is reusable. */
 export const DEPARTED = 4;
 
-export interface PeerInfo {
+export interface PeerSlot {
   pid: number;
-  producer: boolean;
-  consumer: boolean;
+  /** Role bits (DEPARTED excluded). */
+  roles: number;
   /** False once it died or detached. */
   alive: boolean;
   /** True for this handle's own slot. */
@@ -30,21 +30,23 @@ export class PeerTable {
   constructor(
     private readonly i32: Int32Array,
     private readonly i64: BigInt64Array,
-    private readonly base: number, // byte offset of the data area
+    /** Byte offset of the table in the mapping. */
+    private readonly offset: number,
+    private readonly slots: number,
   ) {}
 
   private tokenIndex(i: number): number {
-    return (this.base + PEERS + i * 16) >> 3;
+    return (this.offset + i * PEER_SLOT_SIZE) >> 3;
   }
   private roleIndex(i: number): number {
-    return (this.base + PEERS + i * 16 + 8) >> 2;
+    return (this.offset + i * PEER_SLOT_SIZE + 8) >> 2;
   }
 
   register(): void {
     // Empty slots first: a dead peer's slot is evidence that the peer existed and died (what
     // failIfPeerGone looks for), so it is reused only when no empty slot is left.
     for (const reuseDead of [false, true]) {
-      for (let i = 0; i < PEER_SLOTS; i++) {
+      for (let i = 0; i < this.slots; i++) {
         const t = Atomics.load(this.i64, this.tokenIndex(i));
         const departed = (Atomics.load(this.i32, this.roleIndex(i)) & DEPARTED) !== 0;
         if (t !== 0n && (!reuseDead || (!departed && (t === SELF_TOKEN || tokenAlive(t))))) continue;
@@ -73,13 +75,13 @@ export class PeerTable {
     this.slot = -1;
   }
 
-  list(): PeerInfo[] {
-    const out: PeerInfo[] = [];
-    for (let i = 0; i < PEER_SLOTS; i++) {
+  list(): PeerSlot[] {
+    const out: PeerSlot[] = [];
+    for (let i = 0; i < this.slots; i++) {
       const t = Atomics.load(this.i64, this.tokenIndex(i));
       if (t === 0n) continue;
       const r = Atomics.load(this.i32, this.roleIndex(i));
-      out.push({ pid: fromToken(t).pid, producer: (r & ROLE_PRODUCER) !== 0, consumer: (r & ROLE_CONSUMER) !== 0, alive: (r & DEPARTED) === 0 && tokenAlive(t), self: i === this.slot });
+      out.push({ pid: fromToken(t).pid, roles: r & ~DEPARTED, alive: (r & DEPARTED) === 0 && tokenAlive(t), self: i === this.slot });
     }
     return out;
   }
@@ -87,7 +89,7 @@ export class PeerTable {
   /** Live peers other than this handle that have taken `role`. */
   liveOthers(role: number): number {
     let n = 0;
-    for (let i = 0; i < PEER_SLOTS; i++) {
+    for (let i = 0; i < this.slots; i++) {
       if (i === this.slot) continue;
       const t = Atomics.load(this.i64, this.tokenIndex(i));
       const r = Atomics.load(this.i32, this.roleIndex(i));
@@ -99,10 +101,15 @@ export class PeerTable {
 
   /** Whether any peer other than this handle has held `role` (alive, dead or departed). */
   anyOthers(role: number): boolean {
-    for (let i = 0; i < PEER_SLOTS; i++) {
+    for (let i = 0; i < this.slots; i++) {
       if (i === this.slot) continue;
       if (Atomics.load(this.i64, this.tokenIndex(i)) !== 0n && (Atomics.load(this.i32, this.roleIndex(i)) & role) !== 0) return true;
     }
     return false;
+  }
+
+  /** Every live peer of `role` other than this handle is gone, and at least one had taken it. */
+  allGone(role: number): boolean {
+    return this.liveOthers(role) === 0 && this.anyOthers(role);
   }
 }

@@ -1,0 +1,52 @@
+/**
+ * What a channel handle is wired from, shared by its sender, its receiver and its at-least-once
+ * receiver: the ring, the codec plan, the peer table, the role locks, and the handle's errors.
+ */
+import { ErrorCodes } from '../errors';
+import type { CodecPlan } from '../codec/plan';
+import type { ErrorContext } from '../handle';
+import type { PeerTable } from '../peers';
+import type { Ring } from '../ring/ring';
+import type { Segment } from '../segment';
+import type { Mutex } from '../sync/mutex';
+import { Deadline } from '../wait';
+import { ROLE_PRODUCER, type ChannelParams } from './layout';
+
+export interface ChannelParts<T> {
+  readonly segment: Segment;
+  readonly errors: ErrorContext;
+  readonly params: ChannelParams;
+  readonly ring: Ring;
+  readonly plan: CodecPlan<T>;
+  readonly peers: PeerTable;
+  readonly producerLock: Mutex;
+  readonly consumerLock: Mutex;
+  /** Throws ERR_SHMKIT_CLOSED if the handle was released. */
+  assertOpen(): void;
+}
+
+/** A wait's `failIfGone` check (flag-word.ts): ERR_SHMKIT_PEER_GONE once every peer of `role` is gone. */
+export function peerWatch(p: ChannelParts<unknown>, role: number): () => void {
+  const who = role === ROLE_PRODUCER ? 'producer' : 'consumer';
+  return () => {
+    if (p.peers.allGone(role)) throw p.errors.error(ErrorCodes.PEER_GONE, `no live ${who} is attached any more`);
+  };
+}
+
+/** The value of the record of `len` bytes at `pos`; a codec failure is ERR_SHMKIT_DECODE. */
+export function decodeRecord<T>(p: ChannelParts<T>, pos: number, len: number): T {
+  const r = p.ring;
+  try {
+    return p.plan.decode(r.bytes, r.bytesI32, r.payloadIndex(pos), len);
+  } catch (err) {
+    throw p.errors.error(ErrorCodes.DECODE, `the ${p.plan.codec.name} codec could not decode a ${len}-byte message (it was consumed)`, err);
+  }
+}
+
+/** No deadline: lockWithin waits as long as it takes. */
+export const NO_DEADLINE = new Deadline(Infinity);
+
+/** "Nothing was taken." */
+export const NONE: unique symbol = Symbol('none');
+/** "Closed and drained: nothing will ever come." */
+export const END: unique symbol = Symbol('end');

@@ -1,0 +1,292 @@
+/**
+ * The producer side of a channel handle: send, trySend, sendAsync and loans, over a RingProducer.
+ * Multi-producer channels serialize producers with a robust Mutex held across reserve, copy and
+ * publish: a producer killed in the middle never published anything, and the next producer
+ * recovers the lock and writes over its unpublished bytes. A single-producer channel holds that
+ * lock for the life of the handle instead (the role), and its common case, bytes that fit, takes
+ * RingProducer.putFast with no lock at all.
+ */
+import { ErrorCodes } from '../errors';
+import { isAborted } from '../abort';
+import type { Encoded } from '../codec/plan';
+import { bufferView } from '../codec/slab';
+import { reserveLength, utf8Write } from '../codec/utf8';
+import { recordEnd } from '../ring/format';
+import { RingProducer } from '../ring/producer';
+import { lockWithin, lockWithinAsync } from '../sync/lock-within';
+import type { MutexGuard } from '../sync/mutex';
+import { checkInt } from '../validate';
+import { Deadline } from '../wait';
+import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
+import { DEFAULT_CHANNEL, notPublished, parseChannelWait, type ParsedChannelWait } from './options';
+import { type ChannelParts, peerWatch } from './parts';
+import type { ChannelAsyncOptions, ChannelWaitOptions, Loan } from './types';
+
+export class ChannelSender<T> {
+  readonly cursor: RingProducer;
+  /** This handle has taken the producer role (in the peer table; single-producer: the lock too). */
+  claimed = false;
+  /** Single-producer role held, a codec with a bytes path, no loan: send() tries putFast(). */
+  private fast = false;
+  private guard: MutexGuard | null = null;
+  /** A loan is outstanding: other sends on this handle wait for its commit or abort. */
+  loanOut = false;
+  private readonly multi: boolean;
+  private readonly consumersGone: () => void;
+
+  constructor(private readonly p: ChannelParts<T>) {
+    this.cursor = new RingProducer(p.ring);
+    this.multi = p.params.multiProducer;
+    this.consumersGone = peerWatch(p, ROLE_CONSUMER);
+  }
+
+  /** Takes the producer role (single producer: ERR_SHMKIT_BUSY if a live holder has it). */
+  claim(): void {
+    if (this.claimed) return;
+    if (!this.multi) {
+      const g = this.p.producerLock.tryLock();
+      if (g === null) throw this.p.errors.busy('is single-producer and another live producer holds that role');
+      try {
+        this.cursor.reload();
+      } catch (err) {
+        g.unlock();
+        throw err;
+      }
+      this.guard = g;
+    }
+    this.p.peers.addRole(ROLE_PRODUCER);
+    this.claimed = true;
+    this.fast = !this.multi && this.p.plan.fastSend !== null;
+  }
+
+  /** The flat path for a value that is (or encodes to) bytes. False: take the general path. */
+  private putFast(data: unknown): boolean {
+    // isView first: it never throws (a revoked Proxy), and it rules out everything but views.
+    return ArrayBuffer.isView(data) && data instanceof Uint8Array && this.cursor.putFast(data);
+  }
+
+  send(value: T, options: ChannelWaitOptions | undefined): void {
+    try {
+      if (options === undefined && this.fast) {
+        if (this.p.plan.fastSend === 'value') {
+          if (this.putFast(value)) return;
+        } else {
+          // jsonb: encoded once; putFast takes the bytes if there is room, else the general path.
+          const data = this.p.plan.encode(value);
+          if (!this.putFast(data)) this.sendEncoded(data, DEFAULT_CHANNEL);
+          return;
+        }
+      }
+      const o = parseChannelWait(options, false);
+      this.p.assertOpen();
+      this.claim();
+      this.sendEncoded(this.p.plan.encode(value), o);
+    } catch (err) {
+      throw notPublished(err); // a send that throws never published its message
+    }
+  }
+
+  trySend(value: T): boolean {
+    try {
+      if (this.fast) {
+        if (this.p.plan.fastSend === 'value') {
+          if (this.putFast(value)) return true;
+        } else {
+          const data = this.p.plan.encode(value);
+          if (this.putFast(data)) return true;
+          this.p.assertOpen();
+          return this.attempt(data, this.byteLength(data), null);
+        }
+      }
+      this.p.assertOpen();
+      this.claim();
+      const data = this.p.plan.encode(value);
+      return this.attempt(data, this.byteLength(data), null);
+    } catch (err) {
+      throw notPublished(err);
+    }
+  }
+
+  async sendAsync(value: T, options: ChannelAsyncOptions | undefined): Promise<void> {
+    try {
+      await this.sendAsyncOrThrow(value, options);
+    } catch (err) {
+      throw notPublished(err);
+    }
+  }
+
+  private async sendAsyncOrThrow(value: T, options: ChannelAsyncOptions | undefined): Promise<void> {
+    const p = this.p;
+    p.assertOpen();
+    this.claim();
+    const data = p.plan.encodeStable(value); // the bytes must survive the awaits below
+    const len = this.byteLength(data);
+    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
+    if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, 'sendAsync');
+    const deadline = new Deadline(o.timeout);
+    if (await this.attemptAsync(data, len, o, deadline)) return;
+    const ready = (): boolean => this.cursor.spaceFor(len, this.multi) || p.ring.closed;
+    const spinner = (): boolean => this.cursor.spinForSpace(len, o.spin, this.multi);
+    for (;;) {
+      if (!(await p.ring.spaceWaits.waitAsync(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, 'sendAsync', spinner))) {
+        throw p.errors.timeout('sendAsync', o.timeout);
+      }
+      if (await this.attemptAsync(data, len, o, deadline)) return;
+    }
+  }
+
+  private sendEncoded(data: Encoded, o: ParsedChannelWait): void {
+    const p = this.p;
+    p.assertOpen();
+    const len = this.byteLength(data);
+    const deadline = new Deadline(o.timeout);
+    if (this.attempt(data, len, deadline)) return;
+    const ready = (): boolean => this.cursor.spaceFor(len, this.multi) || p.ring.closed;
+    const spinner = (): boolean => this.cursor.spinForSpace(len, o.spin, this.multi);
+    for (;;) {
+      if (!p.ring.spaceWaits.waitSync(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, spinner)) {
+        throw p.errors.timeout('send', o.timeout);
+      }
+      if (this.attempt(data, len, deadline)) return;
+    }
+  }
+
+  /** Bytes to reserve for `data` (see reserveLength); ERR_SHMKIT_TOO_LARGE past the maximum. */
+  private byteLength(data: Encoded): number {
+    const max = this.p.params.maxMessageSize;
+    const len = reserveLength(data, max);
+    if (len > max) {
+      throw this.p.errors.error(ErrorCodes.TOO_LARGE, `a ${len}-byte message exceeds the maximum of ${max} bytes; nothing was sent`);
+    }
+    return len;
+  }
+
+  /** One attempt to write `data`; false if the ring is full. Caller holds producer rights. */
+  private put(data: Encoded, len: number): boolean {
+    const r = this.p.ring;
+    const pos = this.cursor.reserve(len);
+    if (pos < 0) return false;
+    const off = r.payloadIndex(pos);
+    if (typeof data === 'string') {
+      const n = utf8Write(r.bytes, data, off, len);
+      if (n !== len) {
+        // `len` was an upper bound (see reserveLength): the record shrinks to the bytes written.
+        this.cursor.shrink(pos, n);
+        len = n;
+      }
+    } else r.bytes.set(data, off);
+    if (!this.cursor.publish(recordEnd(pos, len), len)) throw this.p.errors.closed();
+    return true;
+  }
+
+  /**
+   * One attempt under the multi-producer lock (or the held role). `deadline` null: do not wait
+   * for the producer lock (trySend).
+   */
+  private attempt(data: Encoded, len: number, deadline: Deadline | null): boolean {
+    const p = this.p;
+    if (this.loanOut) throw p.errors.busy('a loan is outstanding; commit or abort it first');
+    if (!this.multi) {
+      if (p.ring.closed) throw p.errors.closed();
+      return this.put(data, len);
+    }
+    if (deadline === null) {
+      if (p.producerLock.tryLock() === null) return false;
+    } else lockWithin(p.producerLock, deadline, p.errors.op('send'), p.errors.name);
+    try {
+      return this.putLocked(data, len);
+    } finally {
+      p.producerLock.unlock();
+    }
+  }
+
+  private async attemptAsync(data: Encoded, len: number, o: ParsedChannelWait, deadline: Deadline): Promise<boolean> {
+    const p = this.p;
+    if (!this.multi) return this.attempt(data, len, deadline);
+    if (this.loanOut) throw p.errors.busy('a loan is outstanding; commit or abort it first');
+    // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
+    const g = await lockWithinAsync(p.producerLock, deadline, o.signal, p.errors.op('sendAsync'), p.errors.name);
+    try {
+      return this.putLocked(data, len);
+    } finally {
+      g.unlock();
+    }
+  }
+
+  /** Multi-producer, holding the producer lock: refuse if closed, re-read the positions, write. */
+  private putLocked(data: Encoded, len: number): boolean {
+    if (this.p.ring.closed) throw this.p.errors.closed();
+    this.cursor.reload();
+    return this.put(data, len);
+  }
+
+  loan(size: number, options: ChannelWaitOptions | undefined): Loan {
+    const p = this.p;
+    p.assertOpen();
+    checkInt('size', size, 0, p.params.maxMessageSize);
+    this.claim();
+    if (this.loanOut) throw p.errors.busy('a loan is outstanding');
+    const o = parseChannelWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      if (this.multi) lockWithin(p.producerLock, deadline, p.errors.op('loan'), p.errors.name);
+      let pos: number;
+      try {
+        if (p.ring.closed) throw p.errors.closed();
+        if (this.multi) this.cursor.reload();
+        pos = this.cursor.reserve(size);
+      } catch (err) {
+        if (this.multi) p.producerLock.unlock();
+        throw err;
+      }
+      if (pos >= 0) return this.makeLoan(pos, size);
+      if (this.multi) p.producerLock.unlock();
+      const ready = (): boolean => this.cursor.spaceFor(size, this.multi) || p.ring.closed;
+      if (!p.ring.spaceWaits.waitSync(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, () => this.cursor.spinForSpace(size, o.spin, this.multi))) {
+        throw p.errors.timeout('loan', o.timeout);
+      }
+    }
+  }
+
+  /** The loan of the record of `size` bytes reserved at `pos` (multi-producer: the lock is held). */
+  private makeLoan(pos: number, size: number): Loan {
+    const p = this.p;
+    const r = p.ring;
+    this.loanOut = true;
+    const fast = this.fast;
+    this.fast = false;
+    const view = bufferView(r.bytes.buffer, r.bytes.byteOffset + r.payloadIndex(pos), size);
+    let done = false;
+    const finish = (): void => {
+      done = true;
+      this.loanOut = false;
+      this.fast = fast;
+      if (this.multi) p.producerLock.unlock();
+    };
+    return {
+      bytes: view,
+      commit: (length = size) => {
+        if (done) throw p.errors.busy('this loan was already committed or aborted');
+        checkInt('length', length, 0, size);
+        try {
+          this.cursor.shrink(pos, length); // the final length: the record only shrinks, so it still fits
+          // Multi-producer: we hold the lock, so the cursor's tail is current.
+          if (!this.cursor.publish(recordEnd(pos, length), length)) throw p.errors.closed();
+        } finally {
+          finish();
+        }
+      },
+      abort: () => {
+        if (done) return;
+        finish();
+      },
+    };
+  }
+
+  /** On release of the handle: gives back the role and an outstanding loan's lock. */
+  release(): void {
+    this.fast = false;
+    if (this.loanOut && this.multi) this.p.producerLock.unlock();
+    this.guard?.unlock();
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * What every handle on a named object shares: its name and segment, how errors name it (`channel
+ * "jobs"`), the use-after-release check, and disposal. A pattern's public class extends Handle and
+ * implements release(); the parts it is wired from (a sender, a receiver) get its ErrorContext, so
+ * every message has the same shape and every error carries the object's name in `segment`.
+ */
+import { abortError, closedError, type ErrorCode, ErrorCodes, ShmkitError, timeoutError } from './errors';
+import type { Segment } from './segment';
+
+/** Builds the errors of one object. */
+export class ErrorContext {
+  constructor(
+    /** How errors name the object: `channel "jobs"`. */
+    readonly label: string,
+    /** The object's name (the errors' `segment`). */
+    readonly name: string,
+  ) {}
+
+  /** `<label>: <why>`. */
+  error(code: ErrorCode, why: string, cause?: unknown): ShmkitError {
+    return new ShmkitError(code, `${this.label}: ${why}`, cause === undefined ? { segment: this.name } : { segment: this.name, cause });
+  }
+
+  /** ERR_SHMKIT_BUSY: this handle (or another holder) is in a state that forbids the call now. */
+  busy(why: string): ShmkitError {
+    return this.error(ErrorCodes.BUSY, why);
+  }
+
+  /** ERR_SHMKIT_CORRUPT: shared memory holds what no correct peer writes. */
+  corrupt(why: string): ShmkitError {
+    return this.error(ErrorCodes.CORRUPT, why);
+  }
+
+  /** ERR_SHMKIT_CLOSED for the object (`channel "jobs" is closed`), with `detail` after the name. */
+  closed(detail = ''): ShmkitError {
+    return closedError(`${this.label}${detail}`, this.name);
+  }
+
+  /** ERR_SHMKIT_CLOSED for a released handle. */
+  released(): ShmkitError {
+    return closedError(`${this.label} handle`, this.name);
+  }
+
+  /** ERR_SHMKIT_TIMEOUT for operation `what` after `ms`. */
+  timeout(what: string, ms: number): ShmkitError {
+    return timeoutError(`${this.label} ${what}`, ms, this.name);
+  }
+
+  /** ERR_SHMKIT_ABORTED for operation `what`. */
+  aborted(signal: AbortSignal, what: string): ShmkitError {
+    return abortError(signal, `${this.label} ${what}`);
+  }
+
+  /** The `what` of an operation, for errors made elsewhere (lockWithin): `channel "jobs" receive`. */
+  op(what: string): string {
+    return `${this.label} ${what}`;
+  }
+}
+
+export abstract class Handle {
+  /** The object's name, as given to create/open. */
+  readonly name: string;
+  readonly segment: Segment;
+  /** @internal */
+  protected readonly errors: ErrorContext;
+  private releasedFlag = false;
+
+  protected constructor(kind: string, segment: Segment) {
+    this.name = segment.name;
+    this.segment = segment;
+    this.errors = new ErrorContext(`${kind} "${segment.name}"`, segment.name);
+  }
+
+  /** Whether this handle was released (or its segment unmapped, e.g. after damage). */
+  protected get isReleased(): boolean {
+    return this.releasedFlag || this.segment.int32.length === 0;
+  }
+
+  /** Throws ERR_SHMKIT_CLOSED if this handle was released. */
+  protected assertOpen(): void {
+    if (this.releasedFlag || this.segment.int32.length === 0) throw this.errors.released();
+  }
+
+  /** Gives back what this handle holds in shared memory, then unmaps. Runs once. */
+  protected abstract release(): void;
+
+  /** Releases the handle. Idempotent. */
+  protected dispose(): void {
+    if (this.releasedFlag) return;
+    this.releasedFlag = true;
+    this.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
