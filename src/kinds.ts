@@ -18,7 +18,7 @@
  */
 import { ShmkitError } from './errors';
 import { fromToken, processAlive, tokenAlive } from './identity';
-import { HEADER_SIZE, headerChecksum, Kind, LAYOUT_VERSION, MAGIC, PARAMS_OFFSET, type Segment, STATE_READY } from './segment';
+import { blockName, FLAG_NAME_BLOCK, HEADER_SIZE, headerChecksum, Kind, LAYOUT_VERSION, MAGIC, NAME_BLOCK_SIZE, PARAMS_OFFSET, type Segment, STATE_READY } from './segment';
 import { Semaphore } from './sync/semaphore';
 import { Mutex } from './sync/mutex';
 import { RwLock } from './sync/rwlock';
@@ -58,6 +58,8 @@ export interface HeaderInfo {
   createdAt: number;
   checksum: number;
   checksumOk: boolean;
+  /** The full name from the name block (flag bit 0: the object name is hashed), else null. */
+  name: string | null;
 }
 
 export interface HeaderCheck {
@@ -88,16 +90,24 @@ export function checkHeader(bytes: Uint8Array, size: number): HeaderCheck {
     createdAt: Number(dv.getBigUint64(48, true)),
     checksum,
     checksumOk: headerChecksum(bytes) === checksum,
+    name: null,
   };
   const bad = (problem: string, status: ObjectStatus = 'corrupt'): HeaderCheck => ({ status, problem, header });
   if (header.version !== LAYOUT_VERSION) return bad(`layout version ${header.version}, this shmkit reads version ${LAYOUT_VERSION}`, 'version');
   if (!header.checksumOk) return bad('header checksum mismatch');
   if (header.state !== STATE_READY) return bad(`header state is ${header.state}, not 1 (ready)`);
   if (header.totalSize !== size) return bad(`header says ${header.totalSize} bytes but the object has ${size}`);
-  if (header.dataOffset !== HEADER_SIZE) return bad(`bad data offset ${header.dataOffset}`);
+  if ((header.flags & ~FLAG_NAME_BLOCK) !== 0) return bad(`unknown header flags 0x${header.flags.toString(16)}`);
+  const named = (header.flags & FLAG_NAME_BLOCK) !== 0;
+  if (header.dataOffset !== (named ? HEADER_SIZE + NAME_BLOCK_SIZE : HEADER_SIZE)) return bad(`bad data offset ${header.dataOffset}`);
+  if (named) {
+    if (size < header.dataOffset || bytes.length < header.dataOffset) return bad('too small for its name block');
+    header.name = blockName(bytes.subarray(HEADER_SIZE, HEADER_SIZE + NAME_BLOCK_SIZE));
+    if (header.name === null) return bad('its name block holds no valid name');
+  }
   const kind = kinds.get(header.kind);
   if (kind === undefined) return bad(`kind ${header.kind} is not known to this shmkit`, 'unknown-kind');
-  const problem = kind.check(new DataView(bytes.buffer, bytes.byteOffset + PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET), size - HEADER_SIZE);
+  const problem = kind.check(new DataView(bytes.buffer, bytes.byteOffset + PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET), size - header.dataOffset);
   return problem === null ? { status: 'ok', problem: null, header } : bad(problem);
 }
 
@@ -248,7 +258,7 @@ const segment: KindEntry<SegmentState> = {
   name: 'segment',
   check: () => null,
   controlSize: () => 0,
-  describe: (r) => ({ dataSize: Number(r.dv.getBigUint64(16, true)) - HEADER_SIZE }),
+  describe: (r) => ({ dataSize: Number(r.dv.getBigUint64(16, true)) - r.data }),
   users: () => [],
   summary: (s) => `${s.dataSize} data bytes`,
 };
@@ -331,7 +341,7 @@ const channel: KindEntry<ChannelState> = {
   },
   controlSize: () => L.RING,
   describe(r) {
-    const p = channelParams(r.params, Number(r.dv.getBigUint64(16, true)) - HEADER_SIZE);
+    const p = channelParams(r.params, Number(r.dv.getBigUint64(16, true)) - r.data);
     const d = r.data;
     const word = (off: number): number => r.i32[(d + off) >> 2]!;
     const f64 = (off: number): number => r.dv.getFloat64(d + off, true);
@@ -439,15 +449,18 @@ export interface ObjectDescription extends HeaderCheck {
   users: ProcessRef[];
 }
 
+/** Bytes to read first: the header and, if there is one, the name block. */
+export const HEAD_READ = HEADER_SIZE + NAME_BLOCK_SIZE;
+
 /**
- * How many bytes of an object describe() needs, from its header (at least HEADER_SIZE bytes):
- * the header plus the kind's control area (2176 for a channel), never more than `size`.
+ * How many bytes of an object describe() needs, from its first bytes (HEAD_READ, or all if
+ * fewer): the header (and name block) plus the kind's control area, never more than `size`.
  */
 export function snapshotSize(header: Uint8Array, size: number): number {
   const c = checkHeader(header, size);
-  if (c.status !== 'ok') return Math.min(size, HEADER_SIZE);
+  if (c.status !== 'ok') return Math.min(size, header.length);
   const kind = kinds.get(c.header!.kind)!;
-  return Math.min(size, HEADER_SIZE + kind.controlSize(new DataView(header.buffer, header.byteOffset + PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET)));
+  return Math.min(size, c.header!.dataOffset + kind.controlSize(new DataView(header.buffer, header.byteOffset + PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET)));
 }
 
 /** Decodes header and live state of a snapshot. Never throws: garbage is a 'corrupt' status. */
@@ -463,7 +476,7 @@ export function describeSnapshot(s: Snapshot): ObjectDescription {
   if (c.status !== 'ok') return out;
   const kind = kinds.get(c.header.kind)!;
   out.kind = kind.name;
-  const need = HEADER_SIZE + kind.controlSize(new DataView(s.bytes.buffer, s.bytes.byteOffset + PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET));
+  const need = c.header.dataOffset + kind.controlSize(new DataView(s.bytes.buffer, s.bytes.byteOffset + PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET));
   if (s.bytes.length < need) {
     out.status = 'corrupt';
     out.problem = `only ${s.bytes.length} of the ${need} bytes to describe it could be read`;
@@ -476,7 +489,7 @@ export function describeSnapshot(s: Snapshot): ObjectDescription {
     dv: new DataView(copy),
     i32: new Int32Array(copy),
     i64: new BigInt64Array(copy),
-    data: HEADER_SIZE,
+    data: c.header.dataOffset,
     params: new DataView(copy, PARAMS_OFFSET, HEADER_SIZE - PARAMS_OFFSET),
   };
   try {

@@ -8,8 +8,8 @@
  *   8  u32  kind (Kind)
  *   12 u32  state: 1 = ready (set last, before the segment gets its name)
  *   16 u64  total size in bytes, header included
- *   24 u32  data offset (128)
- *   28 u32  flags (0)
+ *   24 u32  data offset (128, or 384 with a name block)
+ *   28 u32  flags: bit 0 = a name block follows the header (the name is hashed, see naming.ts)
  *   32 u32  creator pid
  *   36 u32  creator thread slot
  *   40 u64  creator start time
@@ -17,7 +17,8 @@
  *   56 u32  header checksum: FNV-1a over bytes 0..11 and 16..55
  *   60 u32  reserved
  *   64..127 kind-specific parameters (a channel's parameter block; zero for the other kinds)
- *   128..   data
+ *   128..383 name block, only with flag bit 0: u32 length, the full name (ASCII), zeros
+ *   128.. or 384.. data
  *
  * Creation never exposes a half-built segment: the object is created under a private temporary
  * name, fully initialized, then given its public name with link(2), which fails if the name is
@@ -29,7 +30,7 @@ import { closedError, ErrorCodes, invalidArg, osError, ShmkitError } from './err
 import { self } from './identity';
 import { isFailure, native, type NativeMapping } from './native';
 import { checkFunction, checkInt, checkObject } from './validate';
-import { checkName, NAME_PREFIX, TEMP_PREFIX } from './naming';
+import { checkName, isHashed, objectName, TEMP_PREFIX } from './naming';
 
 export { checkName, MAX_NAME_LENGTH, NAME_PREFIX, TEMP_PREFIX } from './naming';
 import type { WaitOwner } from './wait';
@@ -40,6 +41,9 @@ export const LAYOUT_VERSION = 2;
 export const HEADER_SIZE = 128;
 export const PARAMS_OFFSET = 64;
 export const STATE_READY = 1;
+/** Header flag: a name block (the full name of a hashed object name) follows the header. */
+export const FLAG_NAME_BLOCK = 1;
+export const NAME_BLOCK_SIZE = 256;
 export const MAX_SEGMENT_SIZE = 2 ** 40;
 
 export const Kind = {
@@ -115,8 +119,8 @@ export class Segment implements WaitOwner {
   readonly kind: number;
   /** Total mapped bytes, header included. */
   readonly byteLength: number;
-  /** Offset of the data area within `buffer`. */
-  readonly dataOffset = HEADER_SIZE;
+  /** Offset of the data area within `buffer` (after the header, and the name block if any). */
+  readonly dataOffset: number;
   readonly creator: { pid: number; startTime: number };
   readonly createdAt: Date;
   /** @internal */
@@ -135,7 +139,7 @@ export class Segment implements WaitOwner {
 
   private constructor(name: string, mapping: NativeMapping, created: boolean) {
     this.name = name;
-    this.shmName = NAME_PREFIX + name;
+    this.shmName = objectName(name);
     this.created = created;
     this.#buffer = mapping.buffer;
     this.#handle = mapping.handle;
@@ -144,7 +148,8 @@ export class Segment implements WaitOwner {
     this.kind = dv.getUint32(8, true);
     this.creator = { pid: dv.getUint32(32, true), startTime: Number(dv.getBigUint64(40, true)) };
     this.createdAt = new Date(Number(dv.getBigUint64(48, true)));
-    this.#data = new Uint8Array(mapping.buffer, HEADER_SIZE);
+    this.dataOffset = dv.getUint32(24, true);
+    this.#data = new Uint8Array(mapping.buffer, this.dataOffset);
     this.#i32 = new Int32Array(mapping.buffer, 0, Math.floor(mapping.size / 4));
     this.#i64 = new BigInt64Array(mapping.buffer, 0, Math.floor(mapping.size / 8));
   }
@@ -176,7 +181,7 @@ export class Segment implements WaitOwner {
   /** Removes the name; processes that have it open keep using it. Returns false if absent. */
   static unlink(name: string): boolean {
     checkName(name);
-    const rc = native.shmUnlink(NAME_PREFIX + name);
+    const rc = native.shmUnlink(objectName(name));
     if (rc === 0) return true;
     if (-rc === 2 /* ENOENT */) return false;
     throw osError(-rc, 'shm_unlink', `unlink segment "${name}"`, name);
@@ -184,7 +189,9 @@ export class Segment implements WaitOwner {
 
   /** @internal */
   static createKind(name: string, c: InternalCreate): Segment {
-    const total = HEADER_SIZE + c.size;
+    const hashed = isHashed(name);
+    const dataOffset = hashed ? HEADER_SIZE + NAME_BLOCK_SIZE : HEADER_SIZE;
+    const total = dataOffset + c.size;
     const tmp = TEMP_PREFIX + process.pid.toString(36) + '.' + randomBytes(6).toString('hex');
     const m = native.shmCreate(tmp, total, c.mode);
     if (isFailure(m)) throw osError(m.errno, m.syscall, `create segment "${name}" (${total} bytes)`, name);
@@ -194,8 +201,12 @@ export class Segment implements WaitOwner {
     dv.setUint32(4, LAYOUT_VERSION, true);
     dv.setUint32(8, c.kind, true);
     dv.setBigUint64(16, BigInt(total), true);
-    dv.setUint32(24, HEADER_SIZE, true);
-    dv.setUint32(28, 0, true);
+    dv.setUint32(24, dataOffset, true);
+    dv.setUint32(28, hashed ? FLAG_NAME_BLOCK : 0, true);
+    if (hashed) {
+      dv.setUint32(HEADER_SIZE, name.length, true);
+      bytes.set(Buffer.from(name, 'latin1'), HEADER_SIZE + 4);
+    }
     dv.setUint32(32, self.pid, true);
     dv.setUint32(36, self.threadSlot, true);
     dv.setBigUint64(40, BigInt(self.startTime), true);
@@ -206,7 +217,7 @@ export class Segment implements WaitOwner {
       c.initialize?.(seg);
       if (seg.#closed) throw invalidArg('options.initialize', `closed segment "${name}" while initializing it; nothing was created`);
       Atomics.store(seg.#i32, 3, STATE_READY);
-      const r = native.shmPublish(tmp, NAME_PREFIX + name);
+      const r = native.shmPublish(tmp, objectName(name));
       if (isFailure(r)) throw osError(r.errno, r.syscall, `create segment "${name}"`, name);
     } catch (err) {
       seg.close();
@@ -218,7 +229,7 @@ export class Segment implements WaitOwner {
 
   /** @internal */
   static openKind(name: string, kind: number, trust: Trust): Segment {
-    const m = native.shmOpen(NAME_PREFIX + name);
+    const m = native.shmOpen(objectName(name));
     if (isFailure(m)) throw osError(m.errno, m.syscall, `open segment "${name}"`, name);
     try {
       checkOwner(`open segment "${name}"`, name, m.uid, m.gid, trust);
@@ -264,7 +275,7 @@ export class Segment implements WaitOwner {
 
   /** Bytes of user data (excluding the header). */
   get size(): number {
-    return this.byteLength - HEADER_SIZE;
+    return this.byteLength - this.dataOffset;
   }
 
   get closed(): boolean {
@@ -413,7 +424,29 @@ function validateHeader(name: string, buffer: ArrayBuffer, kind: number): void {
   if (total !== BigInt(buffer.byteLength)) {
     fail(ErrorCodes.CORRUPT, `header says ${total} bytes but the object has ${buffer.byteLength}`);
   }
-  if (dv.getUint32(24, true) !== HEADER_SIZE) fail(ErrorCodes.CORRUPT, 'bad data offset');
+  const flags = dv.getUint32(28, true);
+  const named = (flags & FLAG_NAME_BLOCK) !== 0;
+  if ((flags & ~FLAG_NAME_BLOCK) !== 0) fail(ErrorCodes.CORRUPT, `unknown header flags 0x${flags.toString(16)}`);
+  if (dv.getUint32(24, true) !== (named ? HEADER_SIZE + NAME_BLOCK_SIZE : HEADER_SIZE)) fail(ErrorCodes.CORRUPT, 'bad data offset');
+  if (named !== isHashed(name)) fail(ErrorCodes.CORRUPT, named ? 'it has a name block, but its name is not hashed' : 'it has no name block, but its name is hashed');
+  if (named) {
+    if (buffer.byteLength < HEADER_SIZE + NAME_BLOCK_SIZE) fail(ErrorCodes.CORRUPT, 'too small for its name block');
+    const stored = blockName(new Uint8Array(buffer, HEADER_SIZE, NAME_BLOCK_SIZE));
+    if (stored !== name) fail(ErrorCodes.CORRUPT, `its name block holds ${stored === null ? 'no valid name' : `"${stored}"`}, not "${name}" (a hash collision or damage)`);
+  }
   const actual = dv.getUint32(8, true);
   if (actual !== kind) fail(ErrorCodes.KIND, `it is a ${kindName(actual)}, not a ${kindName(kind)}`);
+}
+
+/** The full name in a name block (`block`: its NAME_BLOCK_SIZE bytes), or null if it holds none. */
+export function blockName(block: Uint8Array): string | null {
+  const dv = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  const len = dv.getUint32(0, true);
+  if (len === 0 || len > NAME_BLOCK_SIZE - 4) return null;
+  const name = Buffer.from(block.buffer, block.byteOffset + 4, len).toString('latin1');
+  try {
+    return checkName(name);
+  } catch {
+    return null;
+  }
 }

@@ -1,10 +1,14 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, statfsSync, writeSync, existsSync, statSync } from 'node:fs';
-import { ErrorCodes, HEADER_SIZE, MAX_NAME_LENGTH, Mutex, Segment, Semaphore, ShmkitError } from 'shmkit';
-import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, ftruncateSync, openSync, statfsSync, truncateSync, writeSync, existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Channel, ErrorCodes, HEADER_SIZE, MAX_NAME_LENGTH, Mutex, Segment, Semaphore, ShmkitError } from 'shmkit';
+import { cleanupAll, result, ROOT, runner, sleep, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
+const segmentChild = runner('segment-child.mjs');
+const channelChild = runner('channel-child.mjs');
 
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
 
@@ -66,7 +70,7 @@ describe('Segment', () => {
     for (const bad of ['', 'a/b', '../x', '.hidden', '-x', 'x'.repeat(MAX_NAME_LENGTH + 1), 'sp ace', 'é', 42, null]) {
       assert.throws(() => Segment.create(bad, { size: 8 }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'name', `name ${String(bad)}`);
     }
-    assert.equal(MAX_NAME_LENGTH, 23);
+    assert.equal(MAX_NAME_LENGTH, 250);
     const name = uniq('opt');
     for (const [opts, arg] of [
       [undefined, 'options.size'],
@@ -79,6 +83,57 @@ describe('Segment', () => {
       assert.throws(() => Segment.create(name, opts), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === arg, JSON.stringify(opts));
     }
     assert.equal(existsSync(`/dev/shm/shmkit-${name}`), false);
+  });
+
+  test('long names: a hashed object name, the full name kept in the name block and checked on open', () => {
+    const short = uniq('s').padEnd(23, 'x'); // 23 characters: the plain form, as before
+    const long = `${uniq('long')}-${'n'.repeat(150)}`;
+    const twin = `${long.slice(0, -1)}m`; // same 10-character prefix, another name
+    const made = [];
+    try {
+      const a = Segment.create(short, { size: 8 });
+      made.push(short);
+      assert.equal(a.shmName, `shmkit-${short}`);
+      assert.equal(a.dataOffset, HEADER_SIZE);
+      a.close();
+      const b = Segment.create(long, { size: 64 });
+      made.push(long);
+      assert.match(b.shmName, /^shmkit-.{10}\+[a-z2-7]{12}$/);
+      assert.equal(b.shmName.length, 30, 'portable: 31 bytes with the slash');
+      assert.ok(existsSync(`/dev/shm/${b.shmName}`));
+      assert.equal(b.name, long);
+      assert.equal(b.size, 64);
+      assert.equal(b.dataOffset, HEADER_SIZE + 256, 'the data follows the name block');
+      b.data[0] = 42;
+      const c = Segment.create(twin, { size: 8 });
+      made.push(twin);
+      assert.notEqual(c.shmName, b.shmName);
+      c.close();
+      const reopened = Segment.open(long);
+      assert.equal(reopened.data[0], 42);
+      assert.equal(reopened.size, 64);
+      reopened.close();
+      b.close();
+      // The name block is checked against the name asked for: a block that holds another name
+      // (damage, or a hash collision) is refused, not followed.
+      const fd = openSync(`/dev/shm/${b.shmName}`, 'r+');
+      writeSync(fd, Buffer.from('Z'), 0, 1, HEADER_SIZE + 4 + 5);
+      closeSync(fd);
+      assert.throws(() => Segment.open(long), (e) => e.code === ErrorCodes.CORRUPT && /name block/.test(e.message));
+      // Too long, and a derived name's room is not taken from users' names.
+      assert.throws(() => Segment.create('y'.repeat(251), { size: 8 }), (e) => e.argument === 'name');
+      const vector = Segment.openOrCreate('conformance-test-a-long-channel-name', { size: 8 });
+      made.push(vector.name);
+      assert.equal(vector.shmName, 'shmkit-conformanc+o2ng2rng4e6c', 'the test vector of docs/design.md "Names"');
+      vector.close();
+      const max = `${uniq('max')}`.padEnd(250, 'z');
+      const d = Segment.create(max, { size: 8 });
+      made.push(max);
+      assert.equal(Segment.open(max).name, max);
+      d.close();
+    } finally {
+      for (const n of made) Segment.unlink(n);
+    }
   });
 
   test('close() while views exist: views become empty, never a crash', () => {
@@ -125,7 +180,7 @@ describe('Segment', () => {
   test('several processes race openOrCreate: exactly one creates, all see the initialized data', async () => {
     const name = uniq('race');
     const n = 8;
-    const procs = Array.from({ length: n }, () => run('openOrCreate', { name }));
+    const procs = Array.from({ length: n }, () => segmentChild('openOrCreate', { name }));
     const results = await Promise.all(procs.map((p, i) => result(p, 60000, `racer ${i}`)));
     assert.equal(results.filter((r) => r.created).length, 1, JSON.stringify(results));
     for (const r of results) assert.equal(r.marker, 0xc0ffee);
@@ -214,10 +269,10 @@ describe('untrusted headers', () => {
       const pkg = join(dir, 'node_modules', 'shmkit');
       for (const p of ['package.json', 'dist', 'build/Release/shmkit.node']) cpSync(join(ROOT, p), join(pkg, p), { recursive: true });
       cpSync(join(ROOT, 'node_modules', 'node-gyp-build'), join(dir, 'node_modules', 'node-gyp-build'), { recursive: true });
-      cpSync(join(ROOT, 'test', 'fixtures', 'child.mjs'), join(dir, 'child.mjs'));
+      for (const f of ['segment-child.mjs', 'child-main.mjs']) cpSync(join(ROOT, 'test', 'fixtures', f), join(dir, f));
       chmodSync(dir, 0o755);
       const { spawn } = await import('node:child_process');
-      const child = spawn('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, join(dir, 'child.mjs'), 'openSegment', JSON.stringify({ name })], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, join(dir, 'segment-child.mjs'), 'openSegment', JSON.stringify({ name })], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       child.stdout.on('data', (d) => (out += d));
@@ -231,4 +286,75 @@ describe('untrusted headers', () => {
       seg.unlink();
     }
   });
+});
+
+describe('Segment regressions', () => {
+  // Found in review; failed before its fix (a crash, a hang or a wrong result).
+  test('close() after the buffer was moved with transfer() does not unmap memory the new buffer uses', { skip: typeof ArrayBuffer.prototype.transfer !== 'function' && 'ArrayBuffer.prototype.transfer needs Node 22+' }, () => {
+    const name = uniq('xfer');
+    const seg = Segment.create(name, { size: 4096 });
+    seg.data[100] = 42;
+    const moved = seg.buffer.transfer();
+    seg.close();
+    assert.equal(new Uint8Array(moved)[128 + 100], 42, 'the transferred buffer still reads the mapping');
+    Segment.unlink(name);
+  });
+});
+
+// A peer truncates the segment under a waiter: the waiter must report it, not die of SIGBUS. Found by
+// crash and hostile-input testing (truncation by a peer); each failed before its fix.
+describe('a segment truncated by a peer', () => {
+  const isRoot = process.getuid?.() === 0;
+
+  test('async waits on a segment that a peer truncated report CORRUPT instead of dying of SIGBUS', async () => {
+    for (const kind of ['semAsync', 'channelAsync']) {
+      const name = uniq('ta');
+      if (kind === 'channelAsync') Channel.create(name, { capacity: 4096 }).disconnect();
+      else Segment.create(name, { size: 64 }).close();
+      const victim = segmentChild('park', { name, kind, liveness: 20 });
+      await victim.waitFor(/waiting/);
+      await sleep(50);
+      truncateSync(`/dev/shm/shmkit-${name}`, 0);
+      const r = await watchdog(victim.exited, 30000, 'victim');
+      assert.equal(r.signal, null, `${kind}: the victim died of ${r.signal}`);
+      assert.match(r.out, /"code":"ERR_SHMKIT_CORRUPT"/, kind);
+      Segment.unlink(name);
+    }
+  });
+
+  const canUnshare = isRoot && spawnSync('unshare', ['-m', 'true']).status === 0;
+  test('a truncation that cannot be repaired (full /dev/shm) is NO_SPACE, not SIGBUS', { skip: !canUnshare && 'needs root and unshare for a private tiny /dev/shm' }, () => {
+    for (const kind of ['sem', 'semAsync', 'channel', 'channelAsync']) {
+      const script = join(ROOT, 'test', 'fixtures', 'full-shm.mjs');
+      const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs -o size=4m tmpfs /dev/shm && exec "${process.execPath}" "${script}" ${kind}`], { encoding: 'utf8', timeout: 60000 });
+      assert.equal(r.status, 0, `${kind}: ${r.stderr}`);
+      const res = JSON.parse(r.stdout.trim().split('\n').pop());
+      assert.equal(res.signal, null, `${kind}: the waiter died of ${res.signal}`);
+      assert.match(res.last, /ERR_SHMKIT_(NO_SPACE|CORRUPT)/, kind);
+    }
+  });
+
+  for (const how of ['shrunk', 'hollowed']) {
+    test(`a waiter whose segment a peer ${how} reports CORRUPT instead of dying of SIGBUS`, async () => {
+      const name = uniq('tr');
+      const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
+      const size = statSync(`/dev/shm/shmkit-${name}`).size;
+      const victim = channelChild('receiveLong', { name, liveness: 20 });
+      await victim.waitFor(/waiting/);
+      await sleep(50);
+      if (how === 'shrunk') truncateSync(`/dev/shm/shmkit-${name}`, 0);
+      else {
+        const fd = openSync(`/dev/shm/shmkit-${name}`, 'r+');
+        ftruncateSync(fd, 0);
+        ftruncateSync(fd, size); // the same size again, but every page discarded
+        closeSync(fd);
+      }
+      const r = await watchdog(victim.exited, 30000, 'victim');
+      assert.equal(r.signal, null, `the victim died of ${r.signal}`);
+      assert.match(r.out, /"code":"ERR_SHMKIT_CORRUPT"/);
+      assert.equal(statSync(`/dev/shm/shmkit-${name}`).size, size, 'the size was restored');
+      ch.disconnect();
+      Channel.unlink(name);
+    });
+  }
 });

@@ -1,9 +1,11 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Mutex, Segment, ShmkitError, configure } from 'shmkit';
-import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, result, runner, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
+const lockChild = runner('lock-child.mjs');
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
 
 describe('Mutex', () => {
@@ -30,7 +32,7 @@ describe('Mutex', () => {
     const name = uniq('mxo');
     const m = Mutex.create(name);
     assert.throws(() => m.unlock(), code(ErrorCodes.NOT_OWNER));
-    const holder = run('holdLock', { name });
+    const holder = lockChild('holdLock', { name });
     await holder.waitFor(/locked/);
     assert.equal(m.tryLock(), null);
     assert.throws(() => m.unlock(), (e) => e.code === ErrorCodes.NOT_OWNER && /another owner/.test(e.message));
@@ -51,7 +53,7 @@ describe('Mutex', () => {
       const seg = Segment.create(name, { size: 64, initialize: (s) => Mutex.init(s, 0) });
       const N = 4;
       const M = mode === 'sync' ? 20000 : 5000;
-      const procs = Array.from({ length: N }, () => run('increment', { name, n: M, async: mode === 'async' }));
+      const procs = Array.from({ length: N }, () => lockChild('increment', { name, n: M, async: mode === 'async' }));
       for (const [i, p] of procs.entries()) assert.deepEqual(await result(p, 120000, `incrementer ${i}`), { done: M });
       assert.equal(new DataView(seg.data.buffer, seg.data.byteOffset).getUint32(16, true), N * M);
       seg.close();
@@ -63,9 +65,9 @@ describe('Mutex', () => {
     test(`SIGKILL a process holding the Mutex: another process gets it with recovered (${mode})`, async () => {
       const name = uniq('rob');
       const m = Mutex.create(name);
-      const holder = run('holdLock', { name });
+      const holder = lockChild('holdLock', { name });
       await holder.waitFor(/locked/);
-      const waiter = run('lockAfterDeath', { name, async: mode === 'async', liveness: 20 });
+      const waiter = lockChild('lockAfterDeath', { name, async: mode === 'async', liveness: 20 });
       holder.child.kill('SIGKILL');
       assert.deepEqual(await result(waiter, 30000, 'waiter'), { recovered: true });
       assert.equal(m.locked, false);
@@ -78,7 +80,7 @@ describe('Mutex', () => {
     const name = uniq('park');
     const m = Mutex.create(name);
     const g = m.lock();
-    const waiter = run('lockAfterDeath', { name, spin: 0 });
+    const waiter = lockChild('lockAfterDeath', { name, spin: 0 });
     await new Promise((r) => setTimeout(r, 100));
     g.unlock();
     assert.deepEqual(await result(waiter, 30000, 'waiter'), { recovered: false });
@@ -153,5 +155,54 @@ describe('Mutex', () => {
     assert.equal(typeof before.spinMicros, 'number');
     assert.throws(() => configure({ spinMicros: -1 }), (e) => e.argument === 'options.spinMicros');
     assert.deepEqual(configure({}), before);
+  });
+});
+
+describe('Mutex regressions', () => {
+  // Found in review; failed before its fix (a crash, a hang or a wrong result).
+  test('a worker thread terminated while holding a Mutex: the main thread recovers it', async () => {
+    const name = uniq('wrk');
+    const m = Mutex.create(name);
+    const w = new Worker(`
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { Mutex } = require(workerData.pkg);
+      const m = Mutex.open(workerData.name);
+      m.lock();
+      parentPort.postMessage('locked');
+      setInterval(() => {}, 1000);
+    `, { eval: true, workerData: { name, pkg: new URL('../dist/index.js', import.meta.url).pathname } });
+    await watchdog(new Promise((res, rej) => { w.once('message', res); w.once('error', rej); }), 30000, 'worker lock');
+    assert.equal(m.locked, true);
+    assert.equal(m.ownedByMe, false, 'the worker has its own owner identity');
+    await w.terminate();
+    configure({ livenessIntervalMs: 20 });
+    try {
+      const g = m.lock({ timeout: 10000 });
+      assert.equal(g.recovered, true);
+      g.unlock();
+    } finally {
+      configure({ livenessIntervalMs: 100 });
+    }
+    m.close();
+    Segment.unlink(name);
+  });
+
+  // Found by crash and hostile-input testing (recovery notice); failed before its fix.
+  test('Mutex: the recovery information names the dead owner', async () => {
+    const name = uniq('md');
+    const m = Mutex.create(name);
+    const h = lockChild('holdLock', { name });
+    await h.waitFor(/locked/);
+    h.child.kill('SIGKILL');
+    await watchdog(h.exited, 10000, 'holder exit');
+    const g = await watchdog(m.lockAsync({ timeout: 10000 }), 15000, 'lockAsync');
+    assert.equal(g.recovered, true);
+    assert.equal(g.deadOwner.pid, h.child.pid);
+    g.unlock();
+    const g2 = m.lock();
+    assert.equal(g2.deadOwner, null);
+    g2.unlock();
+    m.close();
+    Segment.unlink(name);
   });
 });

@@ -1,9 +1,10 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ErrorCodes, Mutex, Segment, Semaphore, ShmkitError } from 'shmkit';
-import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+import { asyncWaitStats, ErrorCodes, Mutex, Segment, Semaphore, ShmkitError } from 'shmkit';
+import { cleanupAll, result, runner, sleep, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
+const semaphoreChild = runner('semaphore-child.mjs');
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
 
 describe('Semaphore', () => {
@@ -55,8 +56,8 @@ describe('Semaphore', () => {
         },
       });
       const share = [Math.ceil(total / consumers), total - Math.ceil(total / consumers)];
-      const cs = share.map((items) => run('consumer', { name, capacity, items, async: mode === 'async' }));
-      const ps = Array.from({ length: producers }, (_, id) => run('producer', { name, capacity, items: perProducer, id }));
+      const cs = share.map((items) => semaphoreChild('consumer', { name, capacity, items, async: mode === 'async' }));
+      const ps = Array.from({ length: producers }, (_, id) => semaphoreChild('producer', { name, capacity, items: perProducer, id }));
       for (const [i, p] of ps.entries()) await result(p, 120000, `producer ${i}`);
       const got = [];
       for (const [i, c] of cs.entries()) got.push(...(await result(c, 120000, `consumer ${i}`)).got);
@@ -115,15 +116,15 @@ describe('Semaphore', () => {
   test('a pending async wait keeps the process alive; without one it exits', async () => {
     const name = uniq('alive');
     const s = Semaphore.create(name);
-    const a = run('asyncTimeout', { name, timeout: 300 });
+    const a = semaphoreChild('asyncTimeout', { name, timeout: 300 });
     assert.deepEqual(await result(a, 30000, 'asyncTimeout'), { result: ErrorCodes.TIMEOUT });
-    const b = run('asyncWaitPost', { name });
+    const b = semaphoreChild('asyncWaitPost', { name });
     await b.waitFor(/waiting/);
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(b.child.exitCode, null, 'still alive while waiting');
     s.post();
     assert.deepEqual(await result(b, 30000, 'asyncWaitPost'), { result: 'acquired' });
-    const c = run('asyncAbortThenExit', { name });
+    const c = semaphoreChild('asyncAbortThenExit', { name });
     assert.deepEqual(await result(c, 30000, 'asyncAbortThenExit'), { result: ErrorCodes.ABORTED });
     s.close();
     Segment.unlink(name);
@@ -139,5 +140,71 @@ describe('Semaphore', () => {
     assert.throws(() => s.wait({ timeout: 20, spin: 0 }), code(ErrorCodes.TIMEOUT));
     s.close();
     Segment.unlink(name);
+  });
+});
+
+describe('Semaphore regressions', () => {
+  // Found in review; failed before its fix (a crash, a hang or a wrong result).
+  test('a wait in another process is not stranded when the poster never wakes (killed between its CAS and its wake)', async () => {
+    const name = uniq('gap');
+    const sem = Semaphore.create(name);
+    const waiter = semaphoreChild('asyncWaitPost', { name, spin: 0, liveness: 50 });
+    await waiter.waitFor(/waiting/);
+    await new Promise((r) => setTimeout(r, 50));
+    // Do exactly what a poster does before its wake-up, and "die": no futex_wake.
+    Atomics.add(new Int32Array(sem.segment.buffer, 128, 2), 0, 1);
+    assert.deepEqual(await result(waiter, 30000, 'waiter'), { result: 'acquired' });
+    sem.close();
+    Segment.unlink(name);
+  });
+
+  // Found by crash and hostile-input testing (async waits); failed before its fix.
+  test('an async wait with a timeout beyond 2^31-1 ms neither spins nor warns', async () => {
+    const seg = Segment.create(uniq('bt'), { size: 64 });
+    const s = Semaphore.init(seg, 0, 0);
+    const warnings = [];
+    const onWarning = (w) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    const p = s.waitAsync({ timeout: 30 * 24 * 3600 * 1000, spin: 0 });
+    await sleep(100);
+    s.post();
+    await watchdog(p, 10000, 'waitAsync with a 30-day timeout');
+    process.off('warning', onWarning);
+    assert.deepEqual(warnings, []);
+    seg.close();
+    seg.unlink();
+  });
+
+  // Found by crash and hostile-input testing (idle waits); failed before its fix.
+  test('5,000 pending waitAsync on one semaphore share one native wait; waiter threads end when idle', async () => {
+    const seg = Segment.create(uniq('iw'), { size: 64 });
+    const s = Semaphore.init(seg, 0, 0);
+    const N = 5000;
+    const waits = [];
+    for (let i = 0; i < N; i++) waits.push(s.waitAsync({ spin: 0, timeout: 60000 }));
+    await sleep(10);
+    const st = asyncWaitStats();
+    assert.equal(st.pending, N);
+    assert.equal(st.threads, 1, 'one native waiter thread holds the one shared wait');
+    s.post(N);
+    await watchdog(Promise.all(waits), 30000, 'all waits');
+    assert.equal(asyncWaitStats().pending, 0);
+    // The native waiter thread leaves after about a second without work.
+    await watchdog((async () => { while (asyncWaitStats().threads > 0) await sleep(100); })(), 30000, 'idle waiter threads to exit');
+    seg.close();
+    seg.unlink();
+  });
+
+  // Found by crash and hostile-input testing (idle waits); failed before its fix.
+  test('a poster killed between its add and its wake cannot strand an async waiter (liveness tick)', async () => {
+    const seg = Segment.create(uniq('pk'), { size: 64 });
+    const s = Semaphore.init(seg, 0, 0);
+    const p = s.waitAsync({ spin: 0 });
+    await sleep(20);
+    // What a dying poster leaves behind: the count raised, nobody woken.
+    Atomics.add(new Int32Array(seg.buffer, seg.dataOffset, 2), 0, 1);
+    await watchdog(p, 10000, 'waiter after a silent post');
+    seg.close();
+    seg.unlink();
   });
 });

@@ -1,9 +1,10 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Barrier, Condition, ErrorCodes, Mutex, Segment, ShmkitError } from 'shmkit';
-import { cleanupAll, result, run, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, result, runner, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
+const lockChild = runner('lock-child.mjs');
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
 
 describe('Condition', () => {
@@ -32,7 +33,7 @@ describe('Condition', () => {
       const c = Condition.at(seg, 16);
       const i32 = new Int32Array(seg.data.buffer, seg.data.byteOffset, 8);
       const target = 50;
-      const ws = [run('condWaiter', { name, target, async: mode === 'async' }), run('condWaiter', { name, target, async: mode === 'async' })];
+      const ws = [lockChild('condWaiter', { name, target, async: mode === 'async' }), lockChild('condWaiter', { name, target, async: mode === 'async' })];
       for (const w of ws) await w.waitFor(/waiting/);
       for (let v = 1; v <= target; v++) {
         const g = await m.lockAsync({ timeout: 30000 });
@@ -71,7 +72,7 @@ describe('Barrier', () => {
     const parties = 4;
     const rounds = 200;
     const seg = Segment.create(name, { size: 32, initialize: (s) => Barrier.init(s, 0, parties) });
-    const ps = Array.from({ length: parties }, () => run('barrier', { name, rounds, parties }));
+    const ps = Array.from({ length: parties }, () => lockChild('barrier', { name, rounds, parties }));
     let leaders = 0;
     for (const p of ps) {
       const r = await result(p, 120000, 'barrier party');
@@ -98,5 +99,55 @@ describe('Barrier', () => {
     other.close();
     b.close();
     Segment.unlink(name);
+  });
+});
+
+describe('Condition and Barrier regressions', () => {
+  // Found in review; failed before its fix (a crash, a hang or a wrong result).
+  test('closing the segment under a pending Barrier.waitAsync withdraws the arrival', async () => {
+    const name = uniq('bcl');
+    const b = Barrier.create(name, { parties: 2 });
+    const other = Barrier.open(name);
+    const p = other.waitAsync({ spin: 0 });
+    await new Promise((res) => setTimeout(res, 20));
+    other.close();
+    await assert.rejects(watchdog(p, 10000, 'barrier'), (e) => e.code === ErrorCodes.CLOSED);
+    assert.throws(() => b.wait({ timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT, 'a lone party must not pass a 2-party barrier');
+    b.close();
+    Segment.unlink(name);
+  });
+
+  // Found by crash and hostile-input testing (a Condition wait and its deadline); failed before its
+  // fix.
+  test('Condition.wait and waitAsync re-take the mutex within their deadline, or say it is not held', async () => {
+    const name = uniq('cw');
+    const seg = Segment.create(name, { size: 64 });
+    const m = Mutex.init(seg, 0);
+    const c = Condition.init(seg, 16);
+    const go = new Int32Array(seg.buffer, seg.dataOffset + 32, 1);
+    // Async: while we wait, a grabber takes the mutex and keeps it.
+    const grabber = lockChild('grabMutex', { name });
+    await grabber.waitFor(/started/);
+    m.lock();
+    Atomics.store(go, 0, 1);
+    await assert.rejects(watchdog(c.waitAsync(m, { timeout: 300 }), 10000, 'waitAsync'), (err) => err.code === ErrorCodes.TIMEOUT && /NOT held/.test(err.message));
+    assert.equal(m.ownedByMe, false);
+    grabber.child.kill('SIGKILL');
+    await watchdog(grabber.exited, 10000, 'grabber exit');
+    // Sync, in a child (a blocking wait that never returned would hang this process).
+    Atomics.store(go, 0, 0);
+    const grabber2 = lockChild('grabMutex', { name });
+    await grabber2.waitFor(/started/);
+    const r = await result(lockChild('condWaitSync', { name }), 30000, 'condWaitSync');
+    assert.deepEqual(r, { code: ErrorCodes.TIMEOUT, notHeld: true, held: false });
+    grabber2.child.kill('SIGKILL');
+    await watchdog(grabber2.exited, 10000, 'grabber exit');
+    // Uncontended, a timed-out wait still returns with the mutex held again.
+    const g = await watchdog(m.lockAsync({ timeout: 10000 }), 15000, 'lock');
+    await assert.rejects(watchdog(c.waitAsync(m, { timeout: 50 }), 10000, 'waitAsync'), code(ErrorCodes.TIMEOUT));
+    assert.equal(m.ownedByMe, true);
+    g.unlock();
+    seg.close();
+    seg.unlink();
   });
 });

@@ -1,7 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, NamedSemaphore, ShmkitError } from 'shmkit';
 import { cleanupAll, ROOT, uniq, watchdog } from './helpers.mjs';
@@ -85,5 +85,24 @@ describe('NamedSemaphore', () => {
     await assert.rejects(s.waitAsync({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
     s.close();
     NamedSemaphore.unlink(name);
+  });
+});
+
+describe('NamedSemaphore regressions', () => {
+  // Found by crash and hostile-input testing (ownership and modes: a wrong mode); failed before its
+  // fix.
+  test('NamedSemaphore.create and openOrCreate apply the exact mode under any umask', () => {
+    const old = process.umask(0o077);
+    try {
+      for (const how of ['create', 'openOrCreate']) {
+        const n = uniq('um');
+        const s = NamedSemaphore[how](n, { mode: 0o666 });
+        assert.equal(statSync(`/dev/shm/sem.${n}`).mode & 0o777, 0o666, how);
+        s.close();
+        NamedSemaphore.unlink(n);
+      }
+    } finally {
+      process.umask(old);
+    }
   });
 });

@@ -1,10 +1,13 @@
 // One table-driven test: every error code is documented in docs/errors.md, and each one that can be
-// provoked here is provoked, with the right code and the documented fields.
+// provoked here is provoked, with the right code and the documented fields. Last, a bad argument of
+// any kind becomes a typed INVALID_ARGUMENT.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Barrier, ErrorCodes, Mutex, NamedSemaphore, Segment, Semaphore, ShmkitError } from 'shmkit';
+import {
+  Barrier, Channel, ErrorCodes, Mutex, MutexGuard, NamedSemaphore, processAlive, RwLockGuard, Segment, Semaphore, ShmkitError, ShmStream,
+} from 'shmkit';
 import { cleanupAll, ROOT, uniq } from './helpers.mjs';
 
 after(cleanupAll);
@@ -60,4 +63,42 @@ test('Barrier corrupt state is reported, not looped on', () => {
   assert.throws(() => b.wait({ timeout: 10 }), (e) => e.code === ErrorCodes.CORRUPT);
   b.close();
   assert.ok(NamedSemaphore);
+});
+
+const code = (c) => (err) => {
+  assert.equal(err.code, c, `expected ${c}, got ${err.code}: ${err.message}`);
+  return true;
+};
+
+// Found by crash and hostile-input testing (typed errors: untyped ones escaped); failed before its
+// fix.
+test('untyped errors become INVALID_ARGUMENT', () => {
+  const inv = code(ErrorCodes.INVALID_ARGUMENT);
+  for (const bad of [NaN, 'x', {}, -1, 1.5]) assert.throws(() => processAlive(bad, 0), inv);
+  assert.throws(() => processAlive(process.pid, 'x'), inv);
+  assert.equal(processAlive(process.pid, 0), false, 'a wrong start time is another process');
+
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  assert.throws(() => Channel.create(uniq('rp'), proxy), inv);
+  assert.throws(() => Segment.create(uniq('rp'), proxy), inv);
+  assert.throws(() => Mutex.create(uniq('rp'), proxy), inv);
+  assert.throws(() => new Mutex(), (e) => e instanceof TypeError || e.code === ErrorCodes.INVALID_ARGUMENT);
+  for (const G of [MutexGuard, RwLockGuard]) {
+    assert.throws(() => new G(), inv);
+    assert.throws(() => new G({}, true), inv);
+  }
+
+  const sn = uniq('sh');
+  assert.throws(() => ShmStream.create(sn, { capacity: 4096, duplex: { highWaterMark: -1 } }), (err) => {
+    assert.equal(err.code, ErrorCodes.INVALID_ARGUMENT);
+    assert.equal(err.argument, 'options.duplex');
+    return true;
+  });
+  assert.throws(() => Channel.open(`${sn}.0`), code(ErrorCodes.NOT_FOUND), 'nothing of the stream was left behind');
+  assert.throws(() => Channel.open(`${sn}.1`), code(ErrorCodes.NOT_FOUND));
+
+  const seg = uniq('in');
+  assert.throws(() => Segment.create(seg, { size: 64, initialize: (s) => s.close() }), (err) => err.code === ErrorCodes.INVALID_ARGUMENT && err.argument === 'options.initialize');
+  assert.throws(() => Segment.open(seg), code(ErrorCodes.NOT_FOUND), 'nothing was created');
 });

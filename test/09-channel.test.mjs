@@ -1,17 +1,16 @@
+// Channel core: send and receive, options and limits, codecs, async waits, delivery across
+// processes (exactly once, in order, wrapping, backpressure), and garbage in the shared state.
+// Views, loans and receiveInto: 09b-channel-views-loans; close and peers that die:
+// 09c-channel-close-liveness.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Channel, ErrorCodes, Segment, ShmkitError, codecs } from 'shmkit';
-import { cleanupAll, result, run, uniq, watchdog, sleep } from './helpers.mjs';
-import { join } from 'node:path';
-import { ROOT } from './helpers.mjs';
+import { cleanupAll, result, runner, uniq, watchdog, sleep } from './helpers.mjs';
 import { sizeOf } from './fixtures/data.mjs';
 
 after(cleanupAll);
-const CH = join(ROOT, 'test', 'fixtures', 'channel-child.mjs');
-const crun = (role, args) => run(role, args, { script: CH });
+const crun = runner('channel-child.mjs');
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
-const STRIDE = 4096;
-
 
 describe('Channel basics', () => {
   test('send/receive, try variants, stats visible from another handle', () => {
@@ -87,44 +86,6 @@ describe('Channel basics', () => {
     Segment.unlink(name);
   });
 
-  test('close: receivers drain what is queued, then see the end; sends fail', async () => {
-    const name = uniq('cls');
-    const ch = Channel.create(name, { capacity: 4096, codec: 'json' });
-    const rx = Channel.open(name, { codec: 'json' });
-    const blocked = Channel.open(name, { codec: 'json' });
-    const waiting = blocked.receiveBatchAsync(10, { spin: 0 });
-    await sleep(10);
-    ch.send({ a: 1 });
-    assert.deepEqual(await watchdog(waiting, 10000, 'batch'), [{ a: 1 }]);
-    ch.send({ a: 2 });
-    ch.send({ a: 3 });
-    const waiter = Channel.open(name, { codec: 'json' });
-    ch.close();
-    assert.equal(ch.closed, true);
-    assert.throws(() => ch.send({ a: 4 }), code(ErrorCodes.CLOSED));
-    const got = [];
-    await watchdog((async () => { for await (const m of rx) got.push(m); })(), 10000, 'iteration to the end');
-    assert.deepEqual(got, [{ a: 2 }, { a: 3 }]);
-    assert.throws(() => waiter.receive(), code(ErrorCodes.CLOSED));
-    await assert.rejects(waiter.receiveAsync(), code(ErrorCodes.CLOSED));
-    assert.deepEqual(waiter.receiveBatch(5), []);
-    assert.equal(waiter.receiveView(), null);
-    for (const c of [ch, rx, blocked, waiter]) c.disconnect();
-    Channel.unlink(name);
-  });
-
-  test('a receiver parked in another process wakes on close and ends', async () => {
-    const name = uniq('clw');
-    const ch = Channel.create(name, { capacity: 4096 });
-    const c = crun('consumer', { name, spin: 0 });
-    await sleep(100);
-    ch.close();
-    const r = await result(c, 30000, 'consumer');
-    assert.equal(r.n, 0);
-    ch.disconnect();
-    Channel.unlink(name);
-  });
-
   test('codecs: utf8 (multi-byte), json, structured clone, custom; DECODE on garbage', () => {
     const name = uniq('cdc');
     const raw = Channel.create(name, { capacity: 1 << 16 });
@@ -149,83 +110,6 @@ describe('Channel basics', () => {
     assert.equal(j.tryReceive(), undefined, 'the bad message was consumed');
     assert.equal(codecs.json.name, 'json');
     for (const c of [raw, s, j, st, cu]) c.disconnect();
-    Channel.unlink(name);
-  });
-
-  test('zero-copy: views stay valid until release, loans commit in place', () => {
-    const name = uniq('zc');
-    const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
-    const loan = ch.loan(64);
-    loan.bytes.write('zero-copy', 0);
-    assert.throws(() => ch.send(Buffer.from('x')), code(ErrorCodes.BUSY));
-    loan.commit(9);
-    assert.throws(() => loan.commit(), code(ErrorCodes.BUSY));
-    const l2 = ch.loan(10);
-    l2.abort();
-    ch.send(Buffer.from('second'));
-    const v = ch.receiveView();
-    assert.equal(v.bytes.toString(), 'zero-copy');
-    assert.equal(ch.stats().received, 0, 'not consumed before release');
-    assert.throws(() => ch.receive(), code(ErrorCodes.BUSY));
-    v.release();
-    v.release();
-    assert.equal(ch.receive().toString(), 'second');
-    assert.equal(ch.stats().received, 2);
-    assert.throws(() => ch.loan(5000), (e) => e.argument === 'size');
-    ch.disconnect();
-    Channel.unlink(name);
-  });
-
-  test('receiveInto copies into the caller\'s buffer; a message longer than it stays queued', async () => {
-    const name = uniq('into');
-    const ch = Channel.create(name, { capacity: 4096, codec: 'utf8' });
-    const target = Buffer.alloc(8, 0xee);
-    assert.equal(ch.tryReceiveInto(target), undefined, 'empty');
-    ch.send('héllo'); // 6 bytes as sent: receiveInto gives the encoded bytes, the codec is not applied
-    ch.send('a longer message');
-    ch.send('');
-    assert.equal(ch.receiveInto(target), 6);
-    assert.equal(target.subarray(0, 6).toString(), 'héllo');
-    assert.deepEqual([...target.subarray(6)], [0xee, 0xee], 'bytes past the message are untouched');
-    assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.TOO_LARGE && /16 bytes/.test(e.message));
-    assert.equal(ch.stats().depth, 2, 'the long message stays queued');
-    const big = new Uint8Array(64);
-    assert.equal(await watchdog(ch.receiveIntoAsync(big), 10000, 'receiveIntoAsync'), 16);
-    assert.equal(Buffer.from(big.subarray(0, 16)).toString(), 'a longer message');
-    assert.equal(ch.tryReceiveInto(target), 0, 'a 0-byte message');
-    assert.throws(() => ch.receiveInto('nope'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'target');
-    ch.send('x');
-    assert.throws(() => ch.receiveInto(target, { timeout: -1 }), (e) => e.argument === 'options.timeout');
-    await assert.rejects(watchdog(ch.receiveIntoAsync(target, { signal: 'no' }), 10000, 'receiveIntoAsync, bad signal'), (e) => e.argument === 'options.signal');
-    assert.throws(() => ch.receiveView({ timeout: 'soon' }), (e) => e.argument === 'options.timeout');
-    assert.equal(ch.tryReceiveInto(target), 1, 'bad options consumed nothing');
-    assert.throws(() => ch.receiveInto(target, { timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT);
-    const ac = new AbortController();
-    const pending = ch.receiveIntoAsync(target, { signal: ac.signal });
-    ac.abort();
-    await assert.rejects(watchdog(pending, 10000, 'aborted receiveIntoAsync'), (e) => e.code === ErrorCodes.ABORTED);
-    const view = (ch.send('v'), ch.receiveView());
-    assert.throws(() => ch.tryReceiveInto(target), (e) => e.code === ErrorCodes.BUSY, 'not while a view is outstanding');
-    view.release();
-    ch.close();
-    assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.CLOSED);
-    await assert.rejects(watchdog(ch.receiveIntoAsync(target), 10000, 'receiveIntoAsync at the end'), (e) => e.code === ErrorCodes.CLOSED);
-    ch.disconnect();
-    Channel.unlink(name);
-  });
-
-  test('single-producer/consumer roles are exclusive while their holder lives', async () => {
-    const name = uniq('spsc');
-    const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
-    const holder = crun('sendAndHang', { name });
-    await holder.waitFor(/sent/);
-    assert.throws(() => ch.send(Buffer.from('x')), code(ErrorCodes.BUSY));
-    holder.child.kill('SIGKILL');
-    await watchdog(holder.exited, 10000, 'holder exit');
-    ch.send(Buffer.from('mine')); // the dead producer's role is taken over
-    assert.equal(ch.receive().toString(), 'hello');
-    assert.equal(ch.receive().toString(), 'mine');
-    ch.disconnect();
     Channel.unlink(name);
   });
 
@@ -344,86 +228,6 @@ describe('Channel across processes', () => {
     Channel.unlink(name);
   });
 
-  test('a receiver learns the producer died (failIfPeerGone), without waiting for a timeout', async () => {
-    const name = uniq('pg');
-    const ch = Channel.create(name, { capacity: 4096 });
-    const p = crun('sendAndHang', { name });
-    await p.waitFor(/sent/);
-    ch.receive(); // take "hello"
-    const o = crun('orphan', { name });
-    await o.waitFor(/waiting/);
-    p.child.kill('SIGKILL');
-    assert.deepEqual(await result(o, 30000, 'orphan'), { result: ErrorCodes.PEER_GONE });
-    ch.disconnect();
-    Channel.unlink(name);
-  });
-
-  test('SIGKILL producers and consumers at random points: no torn message, no stall, no committed message lost', async () => {
-    const name = uniq('kill');
-    const ledger = uniq('ldg');
-    const producers = 4;
-    const count = 3000;
-    const ch = Channel.create(name, { capacity: 8192 });
-    const led = Segment.create(ledger, { size: producers * STRIDE });
-    const li32 = new Int32Array(led.data.buffer, led.data.byteOffset, (producers * STRIDE) >> 2);
-    let seed = 12345;
-    const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
-    const ps = Array.from({ length: producers }, (_, id) => crun('producer', { name, id, count, ledger }));
-    const consumers = [];
-    let killedConsumers = 0;
-    const startConsumer = () => consumers.push(crun('consumer', { name, ledger }));
-    startConsumer();
-    startConsumer();
-    // Kill producers 0 and 1 and a consumer at random moments while traffic flows.
-    const killed = new Set();
-    for (const victim of [0, 1]) {
-      await sleep(20 + rnd() * 120);
-      ps[victim].child.kill('SIGKILL');
-      killed.add(victim);
-    }
-    await sleep(rnd() * 100);
-    consumers[0].child.kill('SIGKILL');
-    killedConsumers++;
-    startConsumer();
-    for (const [i, p] of ps.entries()) {
-      const r = await watchdog(p.exited, 120000, `producer ${i}`);
-      if (!killed.has(i)) assert.equal(r.code, 0, r.err);
-    }
-    // The channel still works for everyone after the crashes.
-    const fresh = Channel.open(name);
-    fresh.send(Buffer.alloc(0));
-    ch.close();
-    const results = [];
-    for (const [i, c] of consumers.entries()) {
-      const r = await watchdog(c.exited, 120000, `consumer ${i}`);
-      if (i === 0) continue; // killed
-      assert.equal(r.code, 0, r.err);
-      results.push(JSON.parse(r.out.trim().split('\n').pop()));
-    }
-    for (const r of results) {
-      assert.equal(r.bad, 0, 'no torn or corrupt message');
-      assert.equal(r.dups, 0, 'no duplicate delivery');
-    }
-    // Every message whose send() returned was received, except at most one per killed consumer
-    // (a message it had taken but not yet recorded when it died: at-most-once for that message).
-    let lost = 0;
-    for (let id = 0; id < producers; id++) {
-      const committed = Atomics.load(li32, (id * STRIDE) >> 2);
-      if (!killed.has(id)) assert.equal(committed, count);
-      for (let seq = 0; seq < committed; seq++) {
-        if (sizeOf(id, seq, ch.maxMessageSize) < 8) continue;
-        const bit = Atomics.load(li32, ((id * STRIDE) >> 2) + 1 + (seq >> 5)) & (1 << (seq & 31));
-        if (!bit) lost++;
-      }
-    }
-    assert.ok(lost <= killedConsumers, `${lost} committed messages lost`);
-    fresh.disconnect();
-    ch.disconnect();
-    led.close();
-    Channel.unlink(name);
-    Segment.unlink(ledger);
-  });
-
   test('garbage in the shared state never crashes, hangs, or reads outside the segment', async () => {
     const name = uniq('fz');
     const ch = Channel.create(name, { capacity: 4096 });
@@ -432,6 +236,66 @@ describe('Channel across processes', () => {
     assert.ok(r.errors > 0, 'the garbage was noticed');
     assert.ok(r.codes[ErrorCodes.CORRUPT] > 0, JSON.stringify(r.codes));
     for (const c of Object.keys(r.codes)) assert.match(c, /^ERR_SHMKIT_/);
+    ch.disconnect();
+    Channel.unlink(name);
+  });
+});
+
+describe('Channel regressions', () => {
+  // Found in review; failed before its fix (lost, corrupt or blocked data).
+  for (const mode of ['single', 'multi']) {
+    test(`a poison message is consumed and reported once; a batch delivers the good ones first (${mode})`, () => {
+      const name = uniq('ps');
+      const raw = Channel.create(name, { capacity: 4096, producers: mode, consumers: mode });
+      const js = Channel.open(name, { codec: 'json' });
+      for (const s of ['1', '2', '{bad', '3', '{bad', '4']) raw.send(Buffer.from(s));
+      assert.deepEqual(js.receiveBatch(10), [1, 2]);
+      assert.throws(() => js.receiveBatch(10), (e) => e.code === ErrorCodes.DECODE);
+      assert.equal(js.receive(), 3);
+      assert.throws(() => js.receive(), (e) => e.code === ErrorCodes.DECODE);
+      assert.equal(js.receive(), 4);
+      raw.disconnect();
+      js.disconnect();
+      Channel.unlink(name);
+    });
+  }
+
+  // Found by crash and hostile-input testing (usability: try* tells why); failed before its fix.
+  test('tryReceiveResult tells empty, busy and ended apart', () => {
+    const name = uniq('tt');
+    const ch = Channel.create(name, { capacity: 4096, codec: 'utf8' });
+    const other = Channel.open(name, { codec: 'utf8' });
+    assert.deepEqual(ch.tryReceiveResult(), { ok: false, reason: 'empty' });
+    ch.send('a');
+    ch.send('b');
+    const v = other.tryReceiveView();
+    assert.deepEqual(ch.tryReceiveResult(), { ok: false, reason: 'busy' });
+    v.release();
+    assert.deepEqual(ch.tryReceiveResult(), { ok: true, value: 'b' });
+    ch.close();
+    assert.deepEqual(ch.tryReceiveResult(), { ok: false, reason: 'ended' });
+    other.disconnect();
+    ch.disconnect();
+    Channel.unlink(name);
+  });
+
+  // Found by crash and hostile-input testing (usability: a send that fails says it published
+  // nothing); failed before its fix.
+  test('a send cut short by a timeout, an abort or a close says it published nothing', async () => {
+    const name = uniq('sp');
+    const ch = Channel.create(name, { capacity: 1024, maxMessageSize: 500 });
+    while (ch.trySend(Buffer.alloc(400)));
+    const depth = ch.stats().depth;
+    assert.throws(() => ch.send(Buffer.alloc(400), { timeout: 10 }), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 10);
+    await assert.rejects(watchdog(ch.sendAsync(Buffer.alloc(400), { signal: ac.signal }), 10000, 'sendAsync'), (err) => err.code === ErrorCodes.ABORTED && err.published === false);
+    await assert.rejects(watchdog(ch.sendAsync(Buffer.alloc(400), { timeout: 10 }), 10000, 'sendAsync'), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
+    assert.throws(() => ch.send(42), (err) => err.code === ErrorCodes.INVALID_ARGUMENT && err.published === false, 'a codec refusal');
+    assert.throws(() => ch.trySend(Buffer.alloc(600)), (err) => err.code === ErrorCodes.TOO_LARGE && err.published === false);
+    ch.close();
+    assert.throws(() => ch.send(Buffer.alloc(4)), (err) => err.code === ErrorCodes.CLOSED && err.published === false);
+    assert.equal(ch.stats().depth, depth, 'nothing was published');
     ch.disconnect();
     Channel.unlink(name);
   });

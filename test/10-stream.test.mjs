@@ -79,8 +79,38 @@ describe('ShmStream', () => {
     assert.equal(err.code, ErrorCodes.PEER_GONE);
   });
 
+  test('a stream with a 200-character name: its halves get hashed object names and work', async () => {
+    const name = uniq('long').padEnd(200, 'q');
+    const a = ShmStream.create(name);
+    const b = ShmStream.connect(name);
+    try {
+      const got = new Promise((resolve) => b.once('data', resolve));
+      a.write(Buffer.from('hello'));
+      assert.equal(String(await watchdog(got, 10_000, 'data over a long-named stream')), 'hello');
+    } finally {
+      a.destroy();
+      b.destroy();
+      await sleep(20);
+    }
+    assert.throws(() => ShmStream.connect(name), (e) => e.code === ErrorCodes.NOT_FOUND, 'the creator removed both halves');
+  });
+
   test('names are validated; connect to a missing stream fails with NOT_FOUND', () => {
-    assert.throws(() => ShmStream.create('x'.repeat(22)), (e) => e.argument === 'name');
+    assert.throws(() => ShmStream.create('x'.repeat(201)), (e) => e.argument === 'name');
     assert.throws(() => ShmStream.connect(uniq('none')), (e) => e.code === ErrorCodes.NOT_FOUND);
+  });
+});
+
+describe('ShmStream regressions', () => {
+  // Found in review; failed before its fix (lost, corrupt or blocked data).
+  test('a ShmStream end destroyed without end() is seen as gone by the other end', async () => {
+    const name = uniq('sd');
+    const a = ShmStream.create(name);
+    const b = ShmStream.connect(name);
+    const err = new Promise((resolve) => a.once('error', resolve));
+    a.on('data', () => {});
+    await sleep(20);
+    b.destroy();
+    assert.equal((await watchdog(err, 30000, 'peer gone')).code, ErrorCodes.PEER_GONE);
   });
 });

@@ -9,11 +9,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { asyncWaitStats, Channel, configure, Mutex, Segment } from 'shmkit';
-import { cleanupAll, result, ROOT, run, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, result, ROOT, run, runner, sleep, uniq, watchdog } from './helpers.mjs';
 import { sizeOf } from './fixtures/data.mjs';
 
 const PEER = join(ROOT, 'test', 'fixtures', 'peer.py');
 const CHANNEL_CHILD = join(ROOT, 'test', 'fixtures', 'channel-child.mjs');
+const lockChild = runner('lock-child.mjs');
 const N = 20000;
 
 // The peer's atomics: a few lines of C, compiled for this test into a temporary directory.
@@ -99,7 +100,7 @@ const procStart = (pid) => {
 };
 
 test('Node -> Python, single/single: 20,000 messages through a wrapping 8 KiB ring (PADs crossed), in order, woken both ways', { skip: SKIP }, async () => {
-  const name = uniq('cfa');
+  const name = uniq('cfa').padEnd(90, 'a'); // a long name: hashed object name, name block ("Names")
   const ch = Channel.create(name, { capacity: 8192, producers: 'single', consumers: 'single' });
   const max = ch.maxMessageSize;
   const py = peer('recv', { name, expect: { id: 1, count: N } });
@@ -150,7 +151,7 @@ test('Node -> Python, multi/multi: two Node producers, the Python consumer compe
 });
 
 test('Python -> Node, single/single: Python creates the channel, rings the parked async receiver, parks on a full ring, closes', { skip: SKIP }, async () => {
-  const name = uniq('cfc');
+  const name = uniq('cfc').padEnd(60, 'c'); // Python creates a long-named channel: Node validates its name block
   const capacity = 8192;
   const py = peer('send', {
     name, id: 1, count: N, close: true, pauseEvery: 2500, pauseMs: 20,
@@ -229,8 +230,8 @@ test('Mutex: Python and Node processes increment one plain counter without losin
   const procs = [
     peer('mutex-inc', { name, kind: 1, offset: 0, counterOffset: 16, n: M }),
     peer('mutex-inc', { name, kind: 1, offset: 0, counterOffset: 16, n: M }),
-    run('increment', { name, n: M }),
-    run('increment', { name, n: M, async: true }),
+    lockChild('increment', { name, n: M }),
+    lockChild('increment', { name, n: M, async: true }),
   ];
   for (const [i, p] of procs.entries()) assert.equal((await result(p, 120000, `incrementer ${i}`)).done, M);
   assert.equal(new DataView(seg.data.buffer, seg.data.byteOffset).getUint32(16, true), 4 * M);
@@ -266,7 +267,7 @@ test('Mutex: a Python holder has a valid owner token; SIGKILLed, Node recovers t
 test('Mutex: a Node holder is alive to Python; SIGKILLed, Python recovers the lock', { skip: SKIP }, async () => {
   const name = uniq('cfg');
   const m = Mutex.create(name);
-  const holder = run('holdLock', { name });
+  const holder = lockChild('holdLock', { name });
   await holder.waitFor(/locked/);
   assert.equal((await result(peer('mutex-try', { name }), 30000, 'python tryLock')).result, 'busy', "Python's liveness check sees the Node owner alive");
   holder.child.kill('SIGKILL');

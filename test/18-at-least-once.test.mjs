@@ -1,13 +1,12 @@
 // At-least-once channels: take, process, ack; a message whose taker dies is delivered again.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { Channel, ErrorCodes } from 'shmkit';
-import { cleanupAll, ROOT, run, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, runner, sleep, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
 
-const HCHILD = join(ROOT, 'test', 'fixtures', 'hardening-child.mjs');
+const channelChild = runner('channel-child.mjs');
 const code = (c) => (err) => {
   assert.equal(err.code, c, `expected ${c}, got ${err.code}: ${err.message}`);
   return true;
@@ -88,7 +87,7 @@ test('a taker killed between its ack and moving HEAD: the space comes back and t
   const name = uniq('ad');
   const ch = Channel.create(name, { capacity: 4096, delivery: 'at-least-once', codec: 'utf8' });
   ch.send('last');
-  const r = await watchdog(run('ackThenDie', { name }, { script: HCHILD }).exited, 20000, 'ackThenDie');
+  const r = await watchdog(channelChild('ackThenDie', { name }).exited, 20000, 'ackThenDie');
   assert.equal(r.signal, 'SIGKILL');
   ch.close();
   assert.throws(() => ch.take({ timeout: 20000 }), code(ErrorCodes.CLOSED));
@@ -101,7 +100,7 @@ test('a taker killed holding every lease: each message is delivered again withou
   const name = uniq('af');
   const ch = Channel.create(name, { capacity: 1 << 14, delivery: 'at-least-once', codec: 'utf8' });
   for (let i = 0; i < 60; i++) ch.send(String(i));
-  const taker = run('takeMany', { name, n: 48 }, { script: HCHILD });
+  const taker = channelChild('takeMany', { name, n: 48 });
   await taker.waitFor(/holding 48/);
   taker.child.kill('SIGKILL');
   await watchdog(taker.exited, 10000, 'taker exit');
@@ -174,7 +173,7 @@ for (const mode of ['sync', 'async']) {
     const workers = new Set(); // alive
     const everyone = []; // every worker started, the killed ones included
     const start = () => {
-      const w = run('ackWorker', { name, async: mode === 'async', liveness: 20 }, { script: HCHILD });
+      const w = channelChild('ackWorker', { name, async: mode === 'async', liveness: 20 });
       workers.add(w);
       everyone.push(w);
       return w;

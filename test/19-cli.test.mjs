@@ -231,6 +231,26 @@ describe('inspect', () => {
     }
   });
 
+  test('a long-named object is listed and inspected by its full name, from its name block', async () => {
+    const name = uniq('longcli').padEnd(120, 'w');
+    const ch = Channel.create(name, { capacity: 4096 });
+    try {
+      ch.send(Buffer.from('x'));
+      const entry = ch.segment.shmName;
+      const list = await cliJson(['ls', '--json']);
+      const o = byEntry(list.objects ?? list, entry);
+      assert.ok(o, `ls lists ${entry}`);
+      assert.equal(o.name, name);
+      assert.equal(o.status, 'ok');
+      const i = await cliJson(['inspect', name, '--json']);
+      assert.equal(i.entry, entry);
+      assert.equal(i.state.depth.messages, 1);
+    } finally {
+      ch.disconnect();
+      Channel.unlink(name);
+    }
+  });
+
   test('an at-least-once channel shows its in-flight leases and whether their takers live', async () => {
     const name = uniq('il');
     const producer = await child('channel', { name, send: 4, atLeastOnce: true });

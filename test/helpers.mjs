@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const CHILD = join(ROOT, 'test', 'fixtures', 'child.mjs');
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
 
 const created = new Set();
 
@@ -39,11 +39,13 @@ export function watchdog(promise, ms, what) {
 }
 
 /**
- * Starts `node test/fixtures/child.mjs role json`. Returns { child, lines, exited, waitFor(re) }.
+ * Starts `node <options.script> role json` (a test child, see fixtures/child-main.mjs), or with role
+ * '' just `node <options.script>`. Returns { child, lines, exited, waitFor(re) }.
  * `exited` resolves with { code, signal, out } (never rejects); every use goes through watchdog().
  */
 export function run(role, args = {}, options = {}) {
-  const argv = role === '' ? [options.script] : [options.script ?? CHILD, role, JSON.stringify(args)];
+  if (!options.script) throw new Error(`run(${role}): options.script names the child to start`);
+  const argv = role === '' ? [options.script] : [options.script, role, JSON.stringify(args)];
   const child = spawn(options.execPath ?? process.execPath, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...(options.env ?? {}) },
@@ -83,6 +85,12 @@ export function run(role, args = {}, options = {}) {
     );
   return { child, exited, waitFor, get out() { return out; }, get err() { return err; } };
 }
+
+/**
+ * run() bound to one test child of test/fixtures, named by its concept:
+ * `const lockChild = runner('lock-child.mjs'); lockChild('holdLock', { name })`.
+ */
+export const runner = (script) => (role, args, options = {}) => run(role, args, { ...options, script: join(FIXTURES, script) });
 
 /** Waits for a child to exit and returns its parsed last JSON line; throws with stderr on failure. */
 export async function result(proc, ms = 60000, what = 'child') {

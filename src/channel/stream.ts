@@ -9,8 +9,9 @@
  * a stream that waits forever.
  */
 import { Duplex, type DuplexOptions } from 'node:stream';
-import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
-import { checkName, MAX_NAME_LENGTH, type OpenOptions } from '../segment';
+import { ErrorCodes, ShmkitError } from '../errors';
+import { checkName, derivedName, MAX_BASE_NAME_LENGTH } from '../naming';
+import type { OpenOptions } from '../segment';
 import { describe } from '../validate';
 import { checkInt, checkObject } from '../validate';
 import { Channel } from './channel';
@@ -36,10 +37,10 @@ function checkDuplex(v: unknown): DuplexOptions | undefined {
   return d;
 }
 
+/** The names of the stream's two channels: `<name>.0` (creator to connector) and `<name>.1`. */
 function names(name: string): [string, string] {
-  checkName(name);
-  if (name.length > MAX_NAME_LENGTH - 2) throw invalidArg('name', `must be at most ${MAX_NAME_LENGTH - 2} characters for a stream (two segments: "<name>.0" and "<name>.1")`);
-  return [`${name}.0`, `${name}.1`];
+  checkName(name, 'name', MAX_BASE_NAME_LENGTH);
+  return [derivedName(name, '0'), derivedName(name, '1')];
 }
 
 export class ShmStream extends Duplex {
@@ -165,10 +166,7 @@ export class ShmStream extends Duplex {
     try {
       this.out.disconnect();
       this.in.disconnect();
-      if (this.owner) {
-        Channel.unlink(`${this.name}.0`);
-        Channel.unlink(`${this.name}.1`);
-      }
+      if (this.owner) for (const n of names(this.name)) Channel.unlink(n);
       callback(error);
     } catch (err) {
       callback(err as Error);

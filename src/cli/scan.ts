@@ -5,8 +5,9 @@
  */
 import { closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { ErrorCodes, ShmkitError } from '../errors';
-import { checkName, HEADER_SIZE, NAME_PREFIX, TEMP_PREFIX } from '../segment';
-import { describeSnapshot, type ObjectDescription, type ObjectStatus, snapshotSize } from '../kinds';
+import { checkName, NAME_PREFIX, TEMP_PREFIX } from '../segment';
+import { isHashedEntry, objectName } from '../naming';
+import { describeSnapshot, HEAD_READ, type ObjectDescription, type ObjectStatus, snapshotSize } from '../kinds';
 import { isoTime, octalMode, userName, UsageError } from './output';
 
 export const SHM_DIR = '/dev/shm';
@@ -88,7 +89,7 @@ export function resolveEntry(arg: string): string {
     if (arg.includes('/')) throw new UsageError(`${arg}: not a temporary object name`);
     return arg;
   }
-  return NAME_PREFIX + checkName(arg, 'NAME');
+  return objectName(checkName(arg, 'NAME'));
 }
 
 const TEMP_RE = /^shmkit~([0-9a-z]{1,8})\.[0-9a-f]+$/;
@@ -169,14 +170,25 @@ export function readObject(entry: string): ShmObject {
     report.uid = stat.uid;
     report.user = userName(stat.uid);
     report.gid = stat.gid;
-    const head = readFully(fd, Math.min(stat.size, HEADER_SIZE));
-    const want = head.length < HEADER_SIZE ? head.length : snapshotSize(head, stat.size);
+    const head = readFully(fd, Math.min(stat.size, HEAD_READ));
+    const want = snapshotSize(head, stat.size);
     const bytes = want > head.length ? readFully(fd, want) : head;
     const d = describeSnapshot({ bytes, size: stat.size });
     obj.description = d;
     report.status = d.status;
     report.problem = d.problem;
     report.kind = d.kind;
+    if (d.header?.name) {
+      // A hashed object name: the full name is in the name block, and must hash to this entry.
+      report.name = d.header.name;
+      if (objectName(d.header.name) !== entry && d.status === 'ok') {
+        report.status = d.status = 'corrupt';
+        report.problem = d.problem = `its name block holds "${d.header.name}", whose object name is not ${entry}`;
+      }
+    } else if (isHashedEntry(entry) && d.status === 'ok') {
+      report.status = d.status = 'corrupt';
+      report.problem = d.problem = 'a hashed object name without a name block';
+    }
     if (d.header !== null && d.creatorAlive !== null) {
       report.creator = { pid: d.header.creator.pid, alive: d.creatorAlive };
       report.createdAt = isoTime(d.header.createdAt);

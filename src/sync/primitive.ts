@@ -3,7 +3,7 @@
  * is created by name or placed at an offset inside a user segment, and the wait options.
  */
 import { closedError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
-import { checkName, HEADER_SIZE, type InternalCreate, kindName, type OpenOptions, Segment } from '../segment';
+import { checkName, type InternalCreate, kindName, type OpenOptions, Segment } from '../segment';
 import { parseTrust } from '../trust';
 
 export type { OpenOptions };
@@ -74,7 +74,7 @@ export abstract class Primitive {
 
   protected constructor(segment: Segment, dataOffset: number, ownsSegment: boolean) {
     this.segment = segment;
-    this.base = HEADER_SIZE + dataOffset;
+    this.base = segment.dataOffset + dataOffset;
     this.firstWord = this.base >> 2;
     this.i32 = segment.int32;
     this.i64 = segment.bigint64;

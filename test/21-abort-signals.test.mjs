@@ -1,0 +1,75 @@
+// AbortSignal handling across the async waits of every class (Channel, Mutex, Condition, Barrier,
+// Semaphore): only a real AbortSignal is accepted, and one whose own methods throw cannot crash the
+// process. Found by crash and hostile-input testing (AbortSignals); each failed before its fix.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Barrier, Channel, Condition, ErrorCodes, Mutex, Segment, Semaphore } from 'shmkit';
+import { cleanupAll, uniq, watchdog } from './helpers.mjs';
+
+after(cleanupAll);
+
+const code = (c) => (err) => {
+  assert.equal(err.code, c, `expected ${c}, got ${err.code}: ${err.message}`);
+  return true;
+};
+
+test('a fake AbortSignal is refused with INVALID_ARGUMENT by every async wait', async () => {
+  const name = uniq('fs');
+  for (const other of [Object.create(AbortSignal.prototype), { aborted: false, addEventListener() {}, removeEventListener() {} }]) {
+    const seg = Segment.create(uniq('fo'), { size: 64 });
+    await assert.rejects(watchdog(Semaphore.init(seg, 0, 0).waitAsync({ signal: other }), 5000, 'waitAsync'), code(ErrorCodes.INVALID_ARGUMENT));
+    seg.close();
+    seg.unlink();
+  }
+  const fake = { aborted: false, addEventListener() {} };
+  const ch = Channel.create(name, { capacity: 4096 });
+  const seg = Segment.create(uniq('fg'), { size: 256 });
+  const m = Mutex.init(seg, 0);
+  const c = Condition.init(seg, 16);
+  const b = Barrier.init(seg, 32, 2);
+  const s = Semaphore.init(seg, 64, 0);
+  const calls = {
+    'Channel.receiveAsync': () => ch.receiveAsync({ signal: fake }),
+    'Channel.receiveViewAsync': () => ch.receiveViewAsync({ signal: fake }),
+    'Channel.sendAsync': () => ch.sendAsync(Buffer.from('x'), { signal: fake }),
+    'Mutex.lockAsync': () => m.lockAsync({ signal: fake }),
+    'Condition.waitAsync': () => c.waitAsync(m, { signal: fake }),
+    'Barrier.waitAsync': () => b.waitAsync({ signal: fake }),
+    'Semaphore.waitAsync': () => s.waitAsync({ signal: fake }),
+  };
+  const held = m.lock();
+  for (const [what, call] of Object.entries(calls)) {
+    await assert.rejects(watchdog(Promise.resolve().then(call), 5000, what), (err) => {
+      assert.equal(err.code, ErrorCodes.INVALID_ARGUMENT, `${what}: ${err.message}`);
+      assert.equal(err.argument, 'options.signal', what);
+      return true;
+    });
+  }
+  held.unlock();
+  ch.disconnect();
+  Channel.unlink(name);
+  seg.close();
+  seg.unlink();
+});
+
+test('a real AbortSignal whose own methods throw cannot crash the process from a callback', async () => {
+  const seg = Segment.create(uniq('sg'), { size: 64 });
+  const s = Semaphore.init(seg, 0, 0);
+  const ac = new AbortController();
+  const signal = ac.signal;
+  for (const k of ['removeEventListener', 'addEventListener']) signal[k] = () => { throw new Error(`hostile ${k}`); };
+  Object.defineProperty(signal, 'aborted', { get() { throw new Error('hostile aborted'); } });
+  // Ends by timeout (the listener is removed from a timer callback), then by abort.
+  await assert.rejects(watchdog(s.waitAsync({ signal, timeout: 20, spin: 0 }), 5000, 'timeout'), code(ErrorCodes.TIMEOUT));
+  const p = s.waitAsync({ signal, spin: 0 });
+  setTimeout(() => ac.abort(new Error('bye')), 20);
+  await assert.rejects(watchdog(p, 5000, 'abort'), code(ErrorCodes.ABORTED));
+  // Ends by a post (the native waiter's callback removes the listener).
+  const ac2 = new AbortController();
+  ac2.signal.removeEventListener = () => { throw new Error('hostile'); };
+  const q = s.waitAsync({ signal: ac2.signal, spin: 0 });
+  setTimeout(() => s.post(), 20);
+  await watchdog(q, 5000, 'post');
+  seg.close();
+  seg.unlink();
+});
