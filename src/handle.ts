@@ -14,6 +14,8 @@ export class ErrorContext {
     readonly label: string,
     /** The object's name (the errors' `segment`). */
     readonly name: string,
+    /** How a released handle is named: `<label> handle` (default) or just `<label>`. */
+    private readonly handleNoun = ' handle',
   ) {}
 
   /** `<label>: <why>`. */
@@ -38,7 +40,7 @@ export class ErrorContext {
 
   /** ERR_SHMKIT_CLOSED for a released handle. */
   released(): ShmkitError {
-    return closedError(`${this.label} handle`, this.name);
+    return closedError(`${this.label}${this.handleNoun}`, this.name);
   }
 
   /** ERR_SHMKIT_TIMEOUT for operation `what` after `ms`. */
@@ -64,21 +66,25 @@ export abstract class Handle {
   /** @internal */
   protected readonly errors: ErrorContext;
   private releasedFlag = false;
+  /** The segment's words: empty (length 0) once the segment is unmapped. */
+  private readonly words: Int32Array;
 
-  protected constructor(kind: string, segment: Segment) {
+  /** `label` names the object in errors: `channel "jobs"`; `handleNoun` see ErrorContext. */
+  protected constructor(segment: Segment, label: string, handleNoun?: string) {
     this.name = segment.name;
     this.segment = segment;
-    this.errors = new ErrorContext(`${kind} "${segment.name}"`, segment.name);
+    this.errors = new ErrorContext(label, segment.name, handleNoun);
+    this.words = segment.int32;
   }
 
-  /** Whether this handle was released (or its segment unmapped, e.g. after damage). */
+  /** Whether this handle was released (not: whether its segment is still mapped; see assertOpen). */
   protected get isReleased(): boolean {
-    return this.releasedFlag || this.segment.int32.length === 0;
+    return this.releasedFlag;
   }
 
   /** Throws ERR_SHMKIT_CLOSED if this handle was released. */
   protected assertOpen(): void {
-    if (this.releasedFlag || this.segment.int32.length === 0) throw this.errors.released();
+    if (this.releasedFlag || this.words.length === 0) throw this.errors.released();
   }
 
   /** Gives back what this handle holds in shared memory, then unmaps. Runs once. */

@@ -14,8 +14,10 @@ export type OpenHow = 'create' | 'open' | 'openOrCreate';
 
 export interface NamedKind {
   kind: number;
-  /** Data bytes to create (and, opening, the least an object of this kind can have). */
+  /** Data bytes to create. */
   size: number;
+  /** The least data bytes an existing object of this kind can have (default: `size`). */
+  minSize?: number;
   mode: number;
   trust: Trust;
   /** Writes the parameter block and initial state of a new object, before anyone can open it. */
@@ -27,9 +29,10 @@ export function openSegment(how: OpenHow, name: unknown, spec: NamedKind): Segme
   const n = checkName(name);
   const c: InternalCreate = { kind: spec.kind, size: spec.size, mode: spec.mode, initialize: spec.initialize, trust: spec.trust };
   const seg = how === 'open' ? Segment.openKind(n, spec.kind, spec.trust) : how === 'create' ? Segment.createKind(n, c) : Segment.openOrCreateKind(n, c);
-  if (seg.size < spec.size) {
+  const min = spec.minSize ?? spec.size;
+  if (seg.size < min) {
     seg.close();
-    throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${n}": ${seg.size} data bytes cannot hold a ${kindName(spec.kind)} (${spec.size})`, { segment: n });
+    throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${n}": ${seg.size} data bytes cannot hold a ${kindName(spec.kind)} (${min})`, { segment: n });
   }
   return seg;
 }

@@ -242,6 +242,63 @@ describe('Channel across processes', () => {
 });
 
 describe('Channel regressions', () => {
+  // Found in review of the mechanisms' extraction; each failed before its fix.
+  test('openOrCreate opens an existing channel smaller than its options, with the channel\'s own capacity', () => {
+    const name = uniq('ooc');
+    const a = Channel.create(name, { capacity: 4096 });
+    try {
+      const b = Channel.openOrCreate(name); // default options ask for 1 MiB
+      assert.equal(b.created ?? b.segment.created, false);
+      assert.equal(b.capacity, 4096);
+      b.disconnect();
+    } finally {
+      a.disconnect();
+      Channel.unlink(name);
+    }
+  });
+
+  test('disconnect() while an async send or receive holds the lock gives the lock back', async () => {
+    const name = uniq('dlk');
+    const a = Channel.create(name, { capacity: 4096 }); // multi-producer, multi-consumer
+    const other = Channel.open(name);
+    try {
+      const sending = a.sendAsync(Buffer.from('hello')); // takes the free producer lock at once
+      a.disconnect(); // before sendAsync's continuation runs
+      await assert.rejects(watchdog(sending, 10_000, 'sendAsync after disconnect'), (e) => e.code === ErrorCodes.CLOSED);
+      assert.equal(other.trySend(Buffer.from('x')), true, 'the producer lock is free again');
+      other.send(Buffer.from('y'));
+      const view = other.tryReceiveView(); // holds the consumer lock: b's receive waits for it
+      assert.equal(String(view.bytes), 'x');
+      const b = Channel.open(name);
+      const receiving = b.receiveAsync();
+      b.disconnect();
+      await assert.rejects(watchdog(receiving, 10_000, 'receiveAsync after disconnect'), (e) => e.code === ErrorCodes.CLOSED);
+      view.release();
+      assert.equal(String(other.tryReceive()), 'y', 'the consumer lock is free again');
+    } finally {
+      other.disconnect();
+      Channel.unlink(name);
+    }
+  });
+
+  test('a single consumer whose segment was unmapped under it gets CLOSED, not CORRUPT', () => {
+    const name = uniq('unm');
+    const a = Channel.create(name, { capacity: 1024, producers: 'single', consumers: 'single' });
+    const b = Channel.open(name);
+    try {
+      a.send(Buffer.from('one'));
+      a.send(Buffer.from('two'));
+      assert.equal(String(b.receive()), 'one');
+      b.segment.close(); // what an unrepairable truncation does under a handle
+      assert.throws(() => b.tryReceive(), (e) => e.code === ErrorCodes.CLOSED);
+      assert.throws(() => b.receive(), (e) => e.code === ErrorCodes.CLOSED);
+    } finally {
+      b.disconnect();
+      a.disconnect();
+      Channel.unlink(name);
+    }
+  });
+
   // Found in review; failed before its fix (lost, corrupt or blocked data).
   for (const mode of ['single', 'multi']) {
     test(`a poison message is consumed and reported once; a batch delivers the good ones first (${mode})`, () => {

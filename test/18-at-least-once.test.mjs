@@ -2,7 +2,8 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Channel, ErrorCodes } from 'shmkit';
-import { cleanupAll, runner, sleep, uniq, watchdog } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { cleanupAll, ROOT, runner, sleep, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
 
@@ -208,3 +209,34 @@ for (const mode of ['sync', 'async']) {
   });
 }
 
+
+// Found in review of the mechanisms' extraction; failed before its fix.
+test('a single consumer whose takeover repair finds damage gives the role back: after the damage is mended, takes work', () => {
+  const name = uniq('clr');
+  const a = Channel.create(name, { capacity: 1024, consumers: 'single', delivery: 'at-least-once' });
+  try {
+    a.send(Buffer.from('x'));
+    // A consumer takes the role and dies holding it.
+    const dist = JSON.stringify(`${ROOT}/dist/index.js`);
+    const r = spawnSync(process.execPath, ['-e', `const { Channel } = require(${dist}); Channel.open(${JSON.stringify(name)}).claim('consumer'); process.kill(process.pid, 'SIGKILL');`], { timeout: 20_000 });
+    assert.equal(r.signal, 'SIGKILL');
+    const w = a.segment.int32;
+    const d = a.segment.dataOffset;
+    const readWord = (d + 304) >> 2;
+    const saved = w[readWord];
+    w[readWord] = (w[(d + 128) >> 2] & ~7) + 512; // READ beyond TAIL: damage
+    const b = Channel.open(name);
+    try {
+      assert.throws(() => b.tryTake(), (e) => e.code === ErrorCodes.CORRUPT);
+      w[readWord] = saved; // mended
+      const got = b.tryTake();
+      assert.equal(String(got?.value), 'x', 'the role was given back, not kept by the failed claim');
+      got.ack();
+    } finally {
+      b.disconnect();
+    }
+  } finally {
+    a.disconnect();
+    Channel.unlink(name);
+  }
+});

@@ -251,6 +251,41 @@ describe('inspect', () => {
     }
   });
 
+  test('name blocks are checked: on a short name, or naming another object, the entry is corrupt and keeps its own name', async () => {
+    const longA = uniq('nba').padEnd(60, 'a');
+    const longB = uniq('nbb').padEnd(60, 'b');
+    const short = uniq('nbs');
+    const a = Mutex.create(longA);
+    const b = Mutex.create(longB);
+    const entryA = a.segment.shmName;
+    const entryB = b.segment.shmName;
+    a.close();
+    b.close();
+    try {
+      const bytesA = readFileSync(shm(entryA));
+      writeFileSync(shm(`shmkit-${short}`), bytesA); // a name block on an unhashed name
+      extra.add(`shmkit-${short}`);
+      writeFileSync(shm(entryB), bytesA); // B's entry now holds A's name block
+      const { objects } = await cliJson(['ls', '--json']);
+      const s1 = byEntry(objects, `shmkit-${short}`);
+      assert.equal(s1.status, 'corrupt');
+      assert.match(s1.problem, /name block on an object whose name is not hashed/);
+      const s2 = byEntry(objects, entryB);
+      assert.equal(s2.status, 'corrupt');
+      assert.notEqual(s2.name, longA, 'an unverified block name is not shown as the name');
+      assert.match(s2.problem, new RegExp(`holds "${longA}"`));
+      assert.equal(byEntry(objects, entryA).name, longA);
+      assert.throws(() => Mutex.open(longB), (e) => e.code === ErrorCodes.CORRUPT);
+      const rm = await cli(['rm', longB]);
+      assert.equal(rm.code, 1, 'rm by name refuses an entry whose block names another object');
+      assert.match(rm.stderr, /ERR_SHMKIT_CORRUPT/);
+      assert.ok(existsSync(shm(entryB)));
+    } finally {
+      rmSync(shm(entryA), { force: true });
+      rmSync(shm(entryB), { force: true });
+    }
+  });
+
   test('an at-least-once channel shows its in-flight leases and whether their takers live', async () => {
     const name = uniq('il');
     const producer = await child('channel', { name, send: 4, atLeastOnce: true });

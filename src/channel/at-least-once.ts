@@ -245,6 +245,7 @@ export class AckedReceiver<T> {
     if (this.multi) {
       const lock = this.p.consumerLock;
       const g = lock.tryLock() ?? (await lockWithinAsync(lock, deadline, o.signal, this.p.errors.op(what), this.p.errors.name));
+      this.p.assertOpen(); // released meanwhile: the lock went back at close (Mutex.heldAcrossAwait)
       if (g.recovered) this.repairOrLeave();
     }
     return this.takeHeld(autoAck);

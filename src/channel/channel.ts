@@ -44,9 +44,11 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   private readonly peers: PeerTable;
   private readonly tx: ChannelSender<T>;
   private readonly rx: ChannelReceiver<T>;
+  /** A loan or a view of this handle is outstanding (see parts.ts). */
+  private readonly held = { loan: false, view: false };
 
   private constructor(segment: Segment, params: L.ChannelParams, codec: Codec<T>) {
-    super('channel', segment);
+    super(segment, `channel "${segment.name}"`);
     this.capacity = params.capacity;
     this.maxMessageSize = params.maxMessageSize;
     this.multiProducer = params.multiProducer;
@@ -64,6 +66,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
       peers: this.peers,
       producerLock: Mutex.at(segment, L.PRODUCER_LOCK),
       consumerLock: Mutex.at(segment, L.CONSUMER_LOCK),
+      held: this.held,
       assertOpen: () => this.assertOpen(),
     };
     this.tx = new ChannelSender(parts);
@@ -77,11 +80,13 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     if (how === 'open') {
       const o = checkObject('options', options);
       const codec = resolveCodec(o.codec) as Codec<T>;
-      const spec = { kind: Kind.CHANNEL, size: L.RING, mode: 0o600, trust: parseTrust(o.trustedOwners) };
+      // The size is checked by readParams (exactly RING + capacity, else CORRUPT).
+      const spec = { kind: Kind.CHANNEL, size: 0, mode: 0o600, trust: parseTrust(o.trustedOwners) };
       return openNamed(how, name, spec, (seg) => new Channel<T>(seg, L.readParams(seg), codec));
     }
     const { params, mode, codec, trust } = parseCreate(options);
-    const spec = { kind: Kind.CHANNEL, size: L.RING + params.capacity, mode, trust, initialize: (s: Segment) => L.writeParams(s, params) };
+    // An existing channel keeps its own capacity: readParams checks its size, not these options.
+    const spec = { kind: Kind.CHANNEL, size: L.RING + params.capacity, minSize: 0, mode, trust, initialize: (s: Segment) => L.writeParams(s, params) };
     return openNamed(how, name, spec, (seg) => new Channel<T>(seg, seg.created ? params : L.readParams(seg), codec as Codec<T>));
   }
 
@@ -196,7 +201,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
    */
   close(): void {
     this.assertOpen();
-    if (this.tx.loanOut) throw this.errors.busy('a loan is outstanding; commit or abort it before close()');
+    if (this.held.loan) throw this.errors.busy('a loan is outstanding; commit or abort it before close()');
     this.ring.close();
   }
 

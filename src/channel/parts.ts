@@ -21,8 +21,15 @@ export interface ChannelParts<T> {
   readonly peers: PeerTable;
   readonly producerLock: Mutex;
   readonly consumerLock: Mutex;
+  /** What this handle has outstanding: a loan (producer side) and a view (consumer side). */
+  readonly held: { loan: boolean; view: boolean };
   /** Throws ERR_SHMKIT_CLOSED if the handle was released. */
   assertOpen(): void;
+}
+
+/** 'loan' or 'view' if this handle has one outstanding (a new loan or view waits for it), else null. */
+export function outstanding(p: ChannelParts<unknown>): 'loan' | 'view' | null {
+  return p.held.loan ? 'loan' : p.held.view ? 'view' : null;
 }
 
 /** A wait's `failIfGone` check (flag-word.ts): ERR_SHMKIT_PEER_GONE once every peer of `role` is gone. */

@@ -17,7 +17,7 @@ import { Deadline } from '../wait';
 import { AckedReceiver } from './at-least-once';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { checkTarget, DEFAULT_CHANNEL, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, decodeRecord, END, NO_DEADLINE, NONE, peerWatch } from './parts';
+import { type ChannelParts, decodeRecord, END, NO_DEADLINE, NONE, outstanding, peerWatch } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, ReceivedView, TryReceiveResult } from './types';
 
 export class ChannelReceiver<T> {
@@ -27,8 +27,6 @@ export class ChannelReceiver<T> {
   /** Single-consumer role held, at-most-once, no view outstanding: receive() tries receiveFast(). */
   private fast = false;
   private guard: MutexGuard | null = null;
-  /** A view is outstanding: other receives on this handle wait for its release. */
-  private viewOut = false;
   /** Set by a try-take that found the consumer lock held by another consumer (tryReceiveResult). */
   private lastTryBusy = false;
   private readonly multi: boolean;
@@ -48,9 +46,14 @@ export class ChannelReceiver<T> {
     if (!this.multi) {
       const g = this.p.consumerLock.tryLock();
       if (g === null) throw this.p.errors.busy('is single-consumer and another live consumer holds that role');
+      try {
+        this.cursor.reload();
+        if (g.recovered && this.acked) this.acked.repair(); // the previous consumer died mid-step
+      } catch (err) {
+        g.unlock();
+        throw err;
+      }
       this.guard = g;
-      this.cursor.reload();
-      if (g.recovered && this.acked) this.acked.repair(); // the previous consumer died mid-step
     }
     this.p.peers.addRole(ROLE_CONSUMER);
     this.claimed = true;
@@ -103,7 +106,7 @@ export class ChannelReceiver<T> {
    */
   private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receive'): T | typeof NONE {
     const p = this.p;
-    if (this.viewOut) {
+    if (this.p.held.view) {
       if (lock === 'held') p.consumerLock.unlock();
       throw p.errors.busy('a received view is outstanding; release it first');
     }
@@ -129,6 +132,7 @@ export class ChannelReceiver<T> {
     const v = this.take(max, into, 'try');
     if (v !== NONE || (into && into.length) || !this.p.consumerLock.locked) return v;
     await lockWithinAsync(this.p.consumerLock, deadline, signal, this.p.errors.op(what), this.p.errors.name);
+    this.p.assertOpen(); // released meanwhile: the lock went back at close (Mutex.heldAcrossAwait)
     return this.take(max, into, 'held');
   }
 
@@ -281,7 +285,8 @@ export class ChannelReceiver<T> {
     p.assertOpen();
     this.claim();
     this.notOnAtLeastOnce('tryReceiveView');
-    if (this.viewOut) throw p.errors.busy('a view is outstanding');
+    const out = outstanding(p);
+    if (out !== null) throw p.errors.busy(`a ${out} is outstanding`);
     if (!this.tryEnter()) return null; // another consumer is busy; a later call retries
     let len = EMPTY;
     try {
@@ -292,7 +297,7 @@ export class ChannelReceiver<T> {
     if (len === EMPTY) return null;
     const pos = this.cursor.head;
     const end = recordEnd(pos, len); // the view's own end: nothing else on this handle can move it
-    this.viewOut = true;
+    this.p.held.view = true;
     const fast = this.fast;
     this.fast = false;
     const r = p.ring;
@@ -303,7 +308,7 @@ export class ChannelReceiver<T> {
       release: () => {
         if (done || r.i32.length === 0) return;
         done = true;
-        this.viewOut = false;
+        this.p.held.view = false;
         this.fast = fast;
         this.cursor.release(end, 1, len);
         if (this.multi) p.consumerLock.unlock();
@@ -354,7 +359,7 @@ export class ChannelReceiver<T> {
     p.assertOpen();
     this.claim();
     this.notOnAtLeastOnce(what);
-    if (this.viewOut) throw p.errors.busy('a received view is outstanding; release it first');
+    if (this.p.held.view) throw p.errors.busy('a received view is outstanding; release it first');
     if (!this.tryEnter()) return null; // another consumer is busy: wait and retry
     try {
       const len = this.cursor.next();
@@ -429,7 +434,7 @@ export class ChannelReceiver<T> {
   release(): void {
     this.fast = false;
     this.acked?.giveBackHeld(); // unacked deliveries go to other consumers
-    if (this.viewOut && this.multi) this.p.consumerLock.unlock();
+    if (this.p.held.view && this.multi) this.p.consumerLock.unlock();
     this.guard?.unlock();
   }
 }

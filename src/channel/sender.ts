@@ -19,7 +19,7 @@ import { checkInt } from '../validate';
 import { Deadline } from '../wait';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { DEFAULT_CHANNEL, notPublished, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, peerWatch } from './parts';
+import { type ChannelParts, outstanding, peerWatch } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, Loan } from './types';
 
 export class ChannelSender<T> {
@@ -29,8 +29,6 @@ export class ChannelSender<T> {
   /** Single-producer role held, a codec with a bytes path, no loan: send() tries putFast(). */
   private fast = false;
   private guard: MutexGuard | null = null;
-  /** A loan is outstanding: other sends on this handle wait for its commit or abort. */
-  loanOut = false;
   private readonly multi: boolean;
   private readonly consumersGone: () => void;
 
@@ -185,7 +183,7 @@ export class ChannelSender<T> {
    */
   private attempt(data: Encoded, len: number, deadline: Deadline | null): boolean {
     const p = this.p;
-    if (this.loanOut) throw p.errors.busy('a loan is outstanding; commit or abort it first');
+    if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     if (!this.multi) {
       if (p.ring.closed) throw p.errors.closed();
       return this.put(data, len);
@@ -203,10 +201,11 @@ export class ChannelSender<T> {
   private async attemptAsync(data: Encoded, len: number, o: ParsedChannelWait, deadline: Deadline): Promise<boolean> {
     const p = this.p;
     if (!this.multi) return this.attempt(data, len, deadline);
-    if (this.loanOut) throw p.errors.busy('a loan is outstanding; commit or abort it first');
+    if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
     const g = await lockWithinAsync(p.producerLock, deadline, o.signal, p.errors.op('sendAsync'), p.errors.name);
     try {
+      p.assertOpen(); // released meanwhile: the lock went back at close (Mutex.heldAcrossAwait)
       return this.putLocked(data, len);
     } finally {
       g.unlock();
@@ -225,7 +224,8 @@ export class ChannelSender<T> {
     p.assertOpen();
     checkInt('size', size, 0, p.params.maxMessageSize);
     this.claim();
-    if (this.loanOut) throw p.errors.busy('a loan is outstanding');
+    const out = outstanding(p);
+    if (out !== null) throw p.errors.busy(`a ${out} is outstanding`);
     const o = parseChannelWait(options, false);
     const deadline = new Deadline(o.timeout);
     for (;;) {
@@ -252,14 +252,14 @@ export class ChannelSender<T> {
   private makeLoan(pos: number, size: number): Loan {
     const p = this.p;
     const r = p.ring;
-    this.loanOut = true;
+    this.p.held.loan = true;
     const fast = this.fast;
     this.fast = false;
     const view = bufferView(r.bytes.buffer, r.bytes.byteOffset + r.payloadIndex(pos), size);
     let done = false;
     const finish = (): void => {
       done = true;
-      this.loanOut = false;
+      this.p.held.loan = false;
       this.fast = fast;
       if (this.multi) p.producerLock.unlock();
     };
@@ -286,7 +286,7 @@ export class ChannelSender<T> {
   /** On release of the handle: gives back the role and an outstanding loan's lock. */
   release(): void {
     this.fast = false;
-    if (this.loanOut && this.multi) this.p.producerLock.unlock();
+    if (this.p.held.loan && this.multi) this.p.producerLock.unlock();
     this.guard?.unlock();
   }
 }

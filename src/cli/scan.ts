@@ -180,11 +180,14 @@ export function readObject(entry: string): ShmObject {
     report.kind = d.kind;
     if (d.header?.name) {
       // A hashed object name: the full name is in the name block, and must hash to this entry.
-      report.name = d.header.name;
-      if (objectName(d.header.name) !== entry && d.status === 'ok') {
+      // Until it does, the block is untrusted: the name shown stays the entry's.
+      if (!isHashedEntry(entry)) {
+        report.status = d.status = 'corrupt';
+        report.problem = d.problem = 'a name block on an object whose name is not hashed (every opener refuses it)';
+      } else if (objectName(d.header.name) !== entry) {
         report.status = d.status = 'corrupt';
         report.problem = d.problem = `its name block holds "${d.header.name}", whose object name is not ${entry}`;
-      }
+      } else report.name = d.header.name;
     } else if (isHashedEntry(entry) && d.status === 'ok') {
       report.status = d.status = 'corrupt';
       report.problem = d.problem = 'a hashed object name without a name block';

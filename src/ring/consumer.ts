@@ -56,8 +56,8 @@ export class RingConsumer {
    */
   nextPlain(): number {
     const pos = this.head;
+    if (this.ring.i32.length === 0) return EMPTY; // unmapped: the general path reports CLOSED
     if (pos === this.tailCache) {
-      if (this.ring.i32.length === 0) return EMPTY;
       this.tailCache = this.ring.loadTail();
       if (pos === this.tailCache) return EMPTY;
     }

@@ -19,7 +19,7 @@ import { isAborted } from '../abort';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, namedPrimitive, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface BarrierOptions extends NamedOptions {
   /** How many participants each round waits for (1..65535). */
@@ -45,17 +45,16 @@ export class Barrier extends Primitive {
   private static named(how: 'create' | 'openOrCreate', name: string, options: unknown): Barrier {
     const o = checkObject('options', options);
     const parties = checkInt('options.parties', o.parties, 1, Barrier.MAX_PARTIES);
-    const seg = namedSegment(how, name, Kind.BARRIER, Barrier.SIZE, o, (s) => {
+    return namedPrimitive(how, name, Kind.BARRIER, Barrier.SIZE, o, (s) => {
       Atomics.store(s.int32, (s.dataOffset >> 2) + 1, parties);
-    });
-    return new Barrier(seg, 0, true);
+    }, (s) => new Barrier(s, 0, true));
   }
 
   static create(name: string, options: BarrierOptions): Barrier {
     return Barrier.named('create', name, options);
   }
   static open(name: string, options?: OpenOptions): Barrier {
-    return new Barrier(namedSegment('open', name, Kind.BARRIER, Barrier.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('open', name, Kind.BARRIER, Barrier.SIZE, checkObject('options', options), undefined, (s) => new Barrier(s, 0, true));
   }
   static openOrCreate(name: string, options: BarrierOptions): Barrier {
     return Barrier.named('openOrCreate', name, options);

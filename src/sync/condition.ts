@@ -17,7 +17,7 @@ import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
 import { Mutex, type MutexGuard } from './mutex';
 import { isAborted } from '../abort';
 import { lockWithin, lockWithinAsync } from './lock-within';
-import { type AsyncWaitOptions, checkPlacement, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, namedPrimitive, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export class Condition extends Primitive {
   static readonly SIZE = 8;
@@ -31,13 +31,13 @@ export class Condition extends Primitive {
   }
 
   static create(name: string, options?: NamedOptions): Condition {
-    return new Condition(namedSegment('create', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('create', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), undefined, (s) => new Condition(s, 0, true));
   }
   static open(name: string, options?: OpenOptions): Condition {
-    return new Condition(namedSegment('open', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('open', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), undefined, (s) => new Condition(s, 0, true));
   }
   static openOrCreate(name: string, options?: NamedOptions): Condition {
-    return new Condition(namedSegment('openOrCreate', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('openOrCreate', name, Kind.CONDITION, Condition.SIZE, checkObject('options', options), undefined, (s) => new Condition(s, 0, true));
   }
   static at(segment: Segment, offset: number): Condition {
     const p = checkPlacement(segment, offset, Condition.SIZE);

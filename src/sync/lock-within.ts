@@ -27,7 +27,7 @@ export async function lockWithinAsync(mutex: Mutex, deadline: Deadline, signal: 
   if (left === 0) {
     const g = mutex.tryLock();
     if (g === null) throw timeoutError(what, deadline.timeoutMs, segment);
-    return g;
+    return mutex.heldAcrossAwait(g); // the caller gets it after an await: see Mutex.heldAcrossAwait
   }
   const options: { timeout?: number; signal?: AbortSignal } = {};
   if (left !== Infinity) options.timeout = left;

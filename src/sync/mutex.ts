@@ -24,7 +24,7 @@ import { fromToken, type ProcessIdentity, SELF_TOKEN, tokenAlive } from '../iden
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedPrimitive, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 const GUARD_KEY = Symbol('MutexGuard');
 
@@ -68,6 +68,8 @@ export class Mutex extends Primitive {
   private readonly sleepersWord: number; // index of sleepers in i32
   /** The dead owner's token taken over by the last attempt() that returned 1 (read at once by guard()). */
   private dead = 0n;
+  /** Set while a lock taken by lockAsync is held: drops the close hook that gives it back. */
+  private dropCloseHook: (() => void) | null = null;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
     super(segment, offset, owns);
@@ -77,15 +79,15 @@ export class Mutex extends Primitive {
   }
 
   static create(name: string, options?: NamedOptions): Mutex {
-    return new Mutex(namedSegment('create', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('create', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), undefined, (s) => new Mutex(s, 0, true));
   }
 
   static open(name: string, options?: OpenOptions): Mutex {
-    return new Mutex(namedSegment('open', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('open', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), undefined, (s) => new Mutex(s, 0, true));
   }
 
   static openOrCreate(name: string, options?: NamedOptions): Mutex {
-    return new Mutex(namedSegment('openOrCreate', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('openOrCreate', name, Kind.MUTEX, Mutex.SIZE, checkObject('options', options), undefined, (s) => new Mutex(s, 0, true));
   }
 
   /** The mutex at data offset `offset` of `segment`. Zeroed memory is an unlocked mutex. */
@@ -171,10 +173,10 @@ export class Mutex extends Primitive {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal, 'Mutex.lockAsync');
-    if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
+    if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return this.heldAcrossAwait(new MutexGuard(GUARD_KEY, this, 0n));
     const deadline = new Deadline(o.timeout);
     let r = -1;
-    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.guard(r);
+    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.heldAcrossAwait(this.guard(r));
     const i32 = this.i32;
     Atomics.add(i32, this.sleepersWord, 1);
     const undo = onClose(this.segment, () => {
@@ -187,7 +189,7 @@ export class Mutex extends Primitive {
       for (;;) {
         const seq = Atomics.load(i32, this.seqWord);
         r = this.attempt(checkOwner);
-        if (r >= 0) { got = true; return this.guard(r); }
+        if (r >= 0) { got = true; return this.heldAcrossAwait(this.guard(r)); }
         const left = deadline.remaining();
         if (left === 0) break;
         checkOwner = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Mutex.lockAsync', this.ownerGone);
@@ -203,9 +205,29 @@ export class Mutex extends Primitive {
     throw timeoutError('Mutex.lockAsync', o.timeout, this.segment.name);
   }
 
+  /**
+   * @internal A lock taken by lockAsync reaches its caller only after an await: the segment may be
+   * closed (disconnect) in between, or while the caller holds it. A close hook then gives the lock
+   * back while the memory is still mapped: a live owner's lock is never taken over, so nobody else
+   * could ever have it. unlock() drops the hook. Also used by lockWithinAsync for its tryLock path.
+   */
+  heldAcrossAwait(guard: MutexGuard): MutexGuard {
+    if (this.dropCloseHook === null) {
+      this.dropCloseHook = onClose(this.segment, () => {
+        this.dropCloseHook = null;
+        if (Atomics.compareExchange(this.i64, this.ownerWord, SELF_TOKEN, 0n) === SELF_TOKEN) this.passOn();
+      });
+    }
+    return guard;
+  }
+
   /** Releases the lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
   unlock(): void {
     this.assertOpen();
+    if (this.dropCloseHook !== null) {
+      this.dropCloseHook();
+      this.dropCloseHook = null;
+    }
     const prev = Atomics.compareExchange(this.i64, this.ownerWord, SELF_TOKEN, 0n);
     if (prev !== SELF_TOKEN) {
       throw new ShmkitError(

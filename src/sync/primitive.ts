@@ -2,8 +2,10 @@
  * What every synchronization primitive shares: where its words are, who owns the segment, how it
  * is created by name or placed at an offset inside a user segment, and the wait options.
  */
-import { closedError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
-import { checkName, type InternalCreate, kindName, type OpenOptions, Segment } from '../segment';
+import { closedError, invalidArg } from '../errors';
+import { Handle } from '../handle';
+import { openNamed, type OpenHow } from '../open';
+import { type OpenOptions, Segment } from '../segment';
 import { parseTrust } from '../trust';
 
 export type { OpenOptions };
@@ -61,9 +63,7 @@ export function checkPlacement(segment: unknown, offset: unknown, size: number):
   return { segment, offset: off };
 }
 
-export abstract class Primitive {
-  /** The segment holding this primitive. */
-  readonly segment: Segment;
+export abstract class Primitive extends Handle {
   /** Byte offset of the primitive within the whole mapping. */
   protected readonly base: number;
   /** Index of the first 32-bit word. */
@@ -73,7 +73,7 @@ export abstract class Primitive {
   private readonly ownsSegment: boolean;
 
   protected constructor(segment: Segment, dataOffset: number, ownsSegment: boolean) {
-    this.segment = segment;
+    super(segment, `${new.target.name} in segment "${segment.name}"`, '');
     this.base = segment.dataOffset + dataOffset;
     this.firstWord = this.base >> 2;
     this.i32 = segment.int32;
@@ -81,17 +81,16 @@ export abstract class Primitive {
     this.ownsSegment = ownsSegment;
   }
 
-  /** Throws ERR_SHMKIT_CLOSED if the segment was closed (its views are then empty). */
-  protected assertOpen(): void {
-    if (this.i32.length === 0) throw closedError(`${this.constructor.name} in segment "${this.segment.name}"`, this.segment.name);
-  }
-
   /** Closes the segment if this primitive opened it by name; a no-op for primitives placed in a user segment. */
   close(): void {
-    if (this.ownsSegment) this.segment.close();
+    if (this.ownsSegment) this.dispose();
   }
 
-  [Symbol.dispose](): void {
+  protected release(): void {
+    this.segment.close();
+  }
+
+  override [Symbol.dispose](): void {
     this.close();
   }
 }
@@ -108,22 +107,19 @@ export function onClose(segment: Segment, rollback: () => void): () => void {
   };
 }
 
-/** Creates/opens the dedicated segment of a named primitive. */
-export function namedSegment(
-  how: 'create' | 'open' | 'openOrCreate',
+/**
+ * Creates or opens the dedicated segment of a named primitive and builds it (see open.ts: the
+ * segment is closed if `build` throws).
+ */
+export function namedPrimitive<P>(
+  how: OpenHow,
   name: unknown,
   kind: number,
   size: number,
   options: Record<string, unknown>,
-  initialize: (segment: Segment) => void,
-): Segment {
-  const n = checkName(name);
-  const trust = parseTrust(options.trustedOwners);
-  const c: InternalCreate = { kind, size, mode: how === 'open' ? 0o600 : parseMode(options), initialize, trust };
-  const seg = how === 'open' ? Segment.openKind(n, kind, trust) : how === 'create' ? Segment.createKind(n, c) : Segment.openOrCreateKind(n, c);
-  if (seg.size < size) {
-    seg.close();
-    throw new ShmkitError(ErrorCodes.TOO_SMALL, `open segment "${n}": ${seg.size} data bytes cannot hold a ${kindName(kind)} (${size})`, { segment: n });
-  }
-  return seg;
+  initialize: ((segment: Segment) => void) | undefined,
+  build: (segment: Segment) => P,
+): P {
+  const spec = { kind, size, mode: how === 'open' ? 0o600 : parseMode(options), initialize, trust: parseTrust(options.trustedOwners) };
+  return openNamed(how, name, spec, build);
 }

@@ -30,7 +30,7 @@ import { fromToken, type ProcessIdentity, SELF_TOKEN, self, tokenAlive } from '.
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions, type ParsedWait, type OpenOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedPrimitive, onClose, type NamedOptions, parseWait, Primitive, type WaitOptions, type ParsedWait, type OpenOptions } from './primitive';
 
 const SLOTS = 64;
 const BUSY = -1;
@@ -99,13 +99,13 @@ export class RwLock extends Primitive {
   }
 
   static create(name: string, options?: NamedOptions): RwLock {
-    return new RwLock(namedSegment('create', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('create', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), undefined, (s) => new RwLock(s, 0, true));
   }
   static open(name: string, options?: OpenOptions): RwLock {
-    return new RwLock(namedSegment('open', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('open', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), undefined, (s) => new RwLock(s, 0, true));
   }
   static openOrCreate(name: string, options?: NamedOptions): RwLock {
-    return new RwLock(namedSegment('openOrCreate', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), () => {}), 0, true);
+    return namedPrimitive('openOrCreate', name, Kind.RWLOCK, RwLock.SIZE, checkObject('options', options), undefined, (s) => new RwLock(s, 0, true));
   }
   /** The lock at data offset `offset` of `segment`. Zeroed memory is an unlocked RwLock. */
   static at(segment: Segment, offset: number): RwLock {

@@ -16,7 +16,7 @@ import { isAborted } from '../abort';
 import { Kind, type Segment } from '../segment';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
-import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedSegment, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
+import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedPrimitive, onClose, type NamedOptions, type OpenOptions, parseWait, Primitive, type WaitOptions } from './primitive';
 
 export interface SemaphoreOptions extends NamedOptions {
   /** Initial count. Default 0. */
@@ -54,10 +54,9 @@ export class Semaphore extends Primitive {
   private static named(how: 'create' | 'open' | 'openOrCreate', name: string, options: unknown): Semaphore {
     const o = checkObject('options', options);
     const initial = o.initial === undefined ? 0 : checkInt('options.initial', o.initial, 0, MAX);
-    const seg = namedSegment(how, name, Kind.SEMAPHORE, Semaphore.SIZE, o, (s) => {
+    return namedPrimitive(how, name, Kind.SEMAPHORE, Semaphore.SIZE, o, (s) => {
       Atomics.store(s.int32, (s.dataOffset >> 2), initial);
-    });
-    return new Semaphore(seg, 0, true);
+    }, (s) => new Semaphore(s, 0, true));
   }
 
   /** Uses the semaphore at data offset `offset` of `segment` (already initialized). */

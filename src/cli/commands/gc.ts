@@ -5,6 +5,7 @@
  * mapped, it keeps the object unless told otherwise (docs/cli.md, "How gc decides").
  */
 import { ShmkitError } from '../../errors';
+import { isHashedEntry, NAME_PREFIX } from '../../naming';
 import { type Command, Exit, parse, printJson, reportError, table } from '../output';
 import { inUseBy, type ProcScan, readAll, scanProcesses, type ShmObject, SHM_DIR, unlinkExamined, usageOf } from '../scan';
 
@@ -97,10 +98,14 @@ export const gc: Command = {
     const json = values.json === true;
     const assumeUnmapped = values['assume-unmapped'] === true;
     const prefixes = (values.prefix as string[] | undefined) ?? [];
-    const selected = (entry: string): boolean =>
-      prefixes.length === 0 || prefixes.some((p) => entry.startsWith(p) || (entry.startsWith('shmkit-') && entry.slice(7).startsWith(p)));
+    const entryMatch = (entry: string, p: string): boolean => entry.startsWith(p) || (entry.startsWith(NAME_PREFIX) && entry.slice(NAME_PREFIX.length).startsWith(p));
+    // A hashed entry holds only its name's first 10 characters: read it if they fit the prefix,
+    // then decide by the full name from its name block.
+    const maybe = (entry: string): boolean =>
+      prefixes.length === 0 || prefixes.some((p) => entryMatch(entry, p) || (isHashedEntry(entry) && p.startsWith(entry.slice(NAME_PREFIX.length, NAME_PREFIX.length + 10))));
+    const selected = (o: ShmObject): boolean => prefixes.length === 0 || prefixes.some((p) => entryMatch(o.report.entry, p) || (o.report.name ?? '').startsWith(p));
     // Objects first, then processes: a process that maps an object after it was read is still seen.
-    const objects = readAll(selected);
+    const objects = readAll(maybe).filter(selected);
     const scan = scanProcesses();
     const decisions: GcDecision[] = objects.map((obj) => {
       const d: GcDecision = { entry: obj.report.entry, name: obj.report.name, kind: obj.report.kind, status: obj.report.status, ...decide(obj, scan, assumeUnmapped), removed: false, error: null };

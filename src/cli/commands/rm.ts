@@ -1,5 +1,6 @@
 /** `shmkit rm NAME...`: removes objects, refusing one that is in use unless --force. */
 import { ErrorCodes, ShmkitError } from '../../errors';
+import { isHashedEntry } from '../../naming';
 import { type Command, Exit, parse, printJson, reportError, UsageError } from '../output';
 import { inUseBy, readObject, resolveEntry, type ProcScan, scanProcesses, SHM_DIR, unlinkExamined, usageOf } from '../scan';
 
@@ -46,11 +47,17 @@ export const rm: Command = {
     const json = values.json === true;
     let scan: ProcScan | null = null;
     const results: RmResult[] = [];
-    for (const entry of entries) {
+    for (const [k, entry] of entries.entries()) {
       const res: RmResult = { entry, name: entry.startsWith('shmkit-') ? entry.slice(7) : null, removed: false, refused: null, error: null };
       results.push(res);
       try {
         const obj = readObject(entry);
+        res.name = obj.report.name;
+        // A long name's entry is hashed: remove it only if its name block says it is that name.
+        const asked = positionals[k]!;
+        if (isHashedEntry(entry) && !asked.includes('/') && obj.report.name !== asked && !force) {
+          throw new ShmkitError(ErrorCodes.CORRUPT, `rm ${asked}: ${SHM_DIR}/${entry} holds ${obj.report.name === null ? 'no valid name block' : `"${obj.report.name}"`}, not "${asked}"; left alone (--force removes it anyway)`, { segment: entry });
+        }
         if (!force) {
           scan ??= scanProcesses();
           const why = inUseBy(obj, usageOf(obj, scan));

@@ -2,7 +2,11 @@
  * jsonb decoding (the format is in format.ts): untrusted bytes in, values out; every read is
  * bounds-checked, and shapes seen often get a generated object literal.
  */
-import { T_NULL, T_FALSE, T_TRUE, T_I32, T_F64, T_STR1, T_STR2, T_ARRAY, T_OBJECT, T_OBJECT_INLINE, T_ABSENT, MAX_SHAPE_KEYS, MAX_DECODER_SHAPES, MAX_DECODER_BYTES, SHAPE_COST, SHAPE_KEY_COST, MAKE_COST, MAKE_MEMBER_COST, COMPILE_AFTER, f64, f64Bytes, objectProto, JsonbError, gen, generate, type Utf16Buffer } from './format';
+import * as format from './format';
+import { JsonbError, gen, generate, type Utf16Buffer } from './format';
+
+// Module-local constants (not property loads of the format module on every use).
+const { T_NULL, T_FALSE, T_TRUE, T_I32, T_F64, T_STR1, T_STR2, T_ARRAY, T_OBJECT, T_OBJECT_INLINE, T_ABSENT, MAX_SHAPE_KEYS, MAX_DECODER_SHAPES, MAX_DECODER_BYTES, SHAPE_COST, SHAPE_KEY_COST, MAKE_COST, MAKE_MEMBER_COST, COMPILE_AFTER, f64, f64Bytes, objectProto } = format;
 
 // Decoder -----------------------------------------------------------------------------------------------
 

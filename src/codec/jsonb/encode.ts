@@ -2,8 +2,12 @@
  * jsonb encoding (the format is in format.ts): values in, bytes out, with a key-block cache per
  * object shape and, for shapes used often, generated member writers.
  */
-import { T_NULL, T_FALSE, T_TRUE, T_I32, T_F64, T_STR1, T_STR2, T_ARRAY, T_OBJECT, T_OBJECT_INLINE, T_ABSENT, MAX_SHAPE_KEYS, MAX_KEY_UNITS, MAX_KEY_BLOCK, MAX_TRIE_NODES, MAX_ENCODER_BYTES, NODE_COST, BLOCK_COST, WRITER_COST, WRITER_MEMBER_COST, COMPILE_AFTER, MAX_RETAINED, SHORT_STRING, f64, f64Bytes, objectProto, arrayProto, isRawJSON, hasTwoByte, refuse, encodeFailure, gen, generate, type Utf16Buffer } from './format';
+import * as format from './format';
+import { refuse, encodeFailure, gen, generate, type Utf16Buffer } from './format';
 import { bufferView } from '../slab';
+
+// Module-local constants (not property loads of the format module on every use).
+const { T_NULL, T_FALSE, T_TRUE, T_I32, T_F64, T_STR1, T_STR2, T_ARRAY, T_OBJECT, T_OBJECT_INLINE, T_ABSENT, MAX_SHAPE_KEYS, MAX_KEY_UNITS, MAX_KEY_BLOCK, MAX_TRIE_NODES, MAX_ENCODER_BYTES, NODE_COST, BLOCK_COST, WRITER_COST, WRITER_MEMBER_COST, COMPILE_AFTER, MAX_RETAINED, SHORT_STRING, f64, f64Bytes, objectProto, arrayProto, isRawJSON, hasTwoByte } = format;
 
 // Encoder -----------------------------------------------------------------------------------------------
 
