@@ -2,7 +2,7 @@
  * What a channel handle is wired from, shared by its sender, its receiver and its at-least-once
  * receiver: the ring, the codec plan, the peer table, the role locks, and the handle's errors.
  */
-import { ErrorCodes } from '../errors';
+import { ErrorCodes, type ShmkitError } from '../errors';
 import type { CodecPlan } from '../codec/plan';
 import type { ErrorContext } from '../handle';
 import type { PeerTable } from '../peers';
@@ -46,8 +46,13 @@ export function decodeRecord<T>(p: ChannelParts<T>, pos: number, len: number): T
   try {
     return p.plan.decode(r.bytes, r.bytesI32, r.payloadIndex(pos), len);
   } catch (err) {
-    throw p.errors.error(ErrorCodes.DECODE, `the ${p.plan.codec.name} codec could not decode a ${len}-byte message (it was consumed)`, err);
+    throw decodeError(p, len, err);
   }
+}
+
+/** ERR_SHMKIT_DECODE for a `len`-byte message the codec could not decode. */
+export function decodeError(p: ChannelParts<unknown>, len: number, cause: unknown): ShmkitError {
+  return p.errors.error(ErrorCodes.DECODE, `the ${p.plan.codec.name} codec could not decode a ${len}-byte message (it was consumed)`, cause);
 }
 
 /** No deadline: lockWithin waits as long as it takes. */

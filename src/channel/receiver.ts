@@ -17,7 +17,7 @@ import { Deadline } from '../wait';
 import { AckedReceiver } from './at-least-once';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { checkTarget, DEFAULT_CHANNEL, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, decodeRecord, END, NO_DEADLINE, NONE, outstanding, peerWatch } from './parts';
+import { type ChannelParts, decodeError, decodeRecord, END, NO_DEADLINE, NONE, outstanding, peerWatch } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, ReceivedView, TryReceiveResult } from './types';
 
 export class ChannelReceiver<T> {
@@ -161,8 +161,11 @@ export class ChannelReceiver<T> {
     const len = c.nextPlain();
     if (len === EMPTY) return NONE;
     const pos = c.head;
+    const r = this.p.ring;
     try {
-      return decodeRecord(this.p, pos, len);
+      return this.p.plan.decode(r.bytes, r.bytesI32, r.payloadIndex(pos), len);
+    } catch (err) {
+      throw decodeError(this.p, len, err);
     } finally {
       c.release(recordEnd(pos, len), 1, len); // after the copy; also for a poison message, which must not block the channel
     }
@@ -193,15 +196,20 @@ export class ChannelReceiver<T> {
     return v === NONE ? undefined : v;
   }
 
+  /** The flat path (single consumer, a plain record queued) is small enough to be inlined. */
   receive(options: ChannelWaitOptions | undefined): T {
     if (this.fast && options === undefined) {
       const v = this.receiveFast();
       if (v !== NONE) return v;
-      // Spin tight on TAIL for the configured budget, then take the general path (which parks).
-      if (this.cursor.spinForData()) {
-        const w = this.receiveFast();
-        if (w !== NONE) return w;
-      }
+    }
+    return this.receiveWaiting(options);
+  }
+
+  private receiveWaiting(options: ChannelWaitOptions | undefined): T {
+    // Spin tight on TAIL for the configured budget, then take the general path (which parks).
+    if (this.fast && options === undefined && this.cursor.spinForData()) {
+      const w = this.receiveFast();
+      if (w !== NONE) return w;
     }
     const o = parseChannelWait(options, false);
     this.p.assertOpen();

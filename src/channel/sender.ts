@@ -28,6 +28,8 @@ export class ChannelSender<T> {
   claimed = false;
   /** Single-producer role held, a codec with a bytes path, no loan: send() tries putFast(). */
   private fast = false;
+  /** `fast`, and the values themselves are the bytes (the bytes codec). */
+  private fastValue = false;
   private guard: MutexGuard | null = null;
   private readonly multi: boolean;
   private readonly consumersGone: () => void;
@@ -54,7 +56,12 @@ export class ChannelSender<T> {
     }
     this.p.peers.addRole(ROLE_PRODUCER);
     this.claimed = true;
-    this.fast = !this.multi && this.p.plan.fastSend !== null;
+    this.setFast(!this.multi && this.p.plan.fastSend !== null);
+  }
+
+  private setFast(on: boolean): void {
+    this.fast = on;
+    this.fastValue = on && this.p.plan.fastSend === 'value';
   }
 
   /** The flat path for a value that is (or encodes to) bytes. False: take the general path. */
@@ -63,17 +70,23 @@ export class ChannelSender<T> {
     return ArrayBuffer.isView(data) && data instanceof Uint8Array && this.cursor.putFast(data);
   }
 
+  /**
+   * The flat path is kept small enough to be inlined into Channel.send: bytes that fit, with the
+   * role held. Everything else (and every error) goes through sendSlow(). RingProducer.putFast
+   * throws nothing but ERR_SHMKIT_CORRUPT, already marked `published: false`.
+   */
   send(value: T, options: ChannelWaitOptions | undefined): void {
+    if (options === undefined && this.fastValue && ArrayBuffer.isView(value) && value instanceof Uint8Array && this.cursor.putFast(value)) return;
+    this.sendSlow(value, options);
+  }
+
+  private sendSlow(value: T, options: ChannelWaitOptions | undefined): void {
     try {
-      if (options === undefined && this.fast) {
-        if (this.p.plan.fastSend === 'value') {
-          if (this.putFast(value)) return;
-        } else {
-          // jsonb: encoded once; putFast takes the bytes if there is room, else the general path.
-          const data = this.p.plan.encode(value);
-          if (!this.putFast(data)) this.sendEncoded(data, DEFAULT_CHANNEL);
-          return;
-        }
+      if (options === undefined && this.fast && this.p.plan.fastSend === 'encoded') {
+        // jsonb: encoded once; putFast takes the bytes if there is room, else the general path.
+        const data = this.p.plan.encode(value);
+        if (!this.putFast(data)) this.sendEncoded(data, DEFAULT_CHANNEL);
+        return;
       }
       const o = parseChannelWait(options, false);
       this.p.assertOpen();
@@ -254,13 +267,13 @@ export class ChannelSender<T> {
     const r = p.ring;
     this.p.held.loan = true;
     const fast = this.fast;
-    this.fast = false;
+    this.setFast(false);
     const view = bufferView(r.bytes.buffer, r.bytes.byteOffset + r.payloadIndex(pos), size);
     let done = false;
     const finish = (): void => {
       done = true;
       this.p.held.loan = false;
-      this.fast = fast;
+      this.setFast(fast);
       if (this.multi) p.producerLock.unlock();
     };
     return {
@@ -285,7 +298,7 @@ export class ChannelSender<T> {
 
   /** On release of the handle: gives back the role and an outstanding loan's lock. */
   release(): void {
-    this.fast = false;
+    this.setFast(false);
     if (this.p.held.loan && this.multi) this.p.producerLock.unlock();
     this.guard?.unlock();
   }

@@ -7,6 +7,7 @@
  */
 import { CLOSED_BIT, POS_MASK, recordEnd } from './format';
 import { PADDING, type Ring } from './ring';
+import { WAITING } from '../flag-word';
 import { pause, spinEnd, tuning } from '../wait';
 
 /** next(): nothing is published after `head`. */
@@ -75,7 +76,9 @@ export class RingConsumer {
     this.head = end;
     r.f64[r.fReceived]! += n;
     r.f64[r.fReceivedBytes]! += bytes;
-    r.storeHead(end);
+    // Ring.storeHead, written out: this is every message's path.
+    const old = Atomics.exchange(r.i32, r.headWord, end | 0);
+    if ((old & WAITING) !== 0) r.spaceWaits.wake(old);
   }
 
   /** The end of the record of `len` at `head` (for release()). */

@@ -104,7 +104,11 @@ export class RingProducer {
     for (;;) {
       const seen = Atomics.compareExchange(r.i32, r.tailWord, expect, next | 0);
       if (seen === expect) break;
-      if ((seen & POS_MASK) !== (prev | 0)) throw r.corrupt(`tail changed under the producer (expected ${prev}, found ${seen >>> 0})`);
+      if ((seen & POS_MASK) !== (prev | 0)) {
+        const err = r.corrupt(`tail changed under the producer (expected ${prev}, found ${seen >>> 0})`);
+        (err as { published?: boolean }).published = false; // nothing was published
+        throw err;
+      }
       if ((seen & CLOSED_BIT) !== 0) return false;
       expect = seen;
     }
