@@ -65,7 +65,8 @@ export abstract class Handle {
   readonly segment: Segment;
   /** @internal */
   protected readonly errors: ErrorContext;
-  private releasedFlag = false;
+  /** `released`: set once by dispose(); shared with the parts a handle is wired from. */
+  protected readonly life = { released: false };
   /** The segment's words: empty (length 0) once the segment is unmapped. */
   private readonly words: Int32Array;
 
@@ -77,14 +78,9 @@ export abstract class Handle {
     this.words = segment.int32;
   }
 
-  /** Whether this handle was released (not: whether its segment is still mapped; see assertOpen). */
-  protected get isReleased(): boolean {
-    return this.releasedFlag;
-  }
-
   /** Throws ERR_SHMKIT_CLOSED if this handle was released. */
   protected assertOpen(): void {
-    if (this.releasedFlag || this.words.length === 0) throw this.errors.released();
+    if (this.life.released || this.words.length === 0) throw this.errors.released();
   }
 
   /** Gives back what this handle holds in shared memory, then unmaps. Runs once. */
@@ -92,8 +88,8 @@ export abstract class Handle {
 
   /** Releases the handle. Idempotent. */
   protected dispose(): void {
-    if (this.releasedFlag) return;
-    this.releasedFlag = true;
+    if (this.life.released) return;
+    this.life.released = true;
     this.release();
   }
 

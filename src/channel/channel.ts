@@ -67,6 +67,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
       producerLock: Mutex.at(segment, L.PRODUCER_LOCK),
       consumerLock: Mutex.at(segment, L.CONSUMER_LOCK),
       held: this.held,
+      life: this.life,
       assertOpen: () => this.assertOpen(),
     };
     this.tx = new ChannelSender(parts);
@@ -287,7 +288,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
    * an async generator: a queued message costs one resolved promise, not a generator round trip.
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
-    return this.rx.iterator(() => this.isReleased);
+    return this.rx.iterator();
   }
 
   // At-least-once consumers ----------------------------------------------------------------------

@@ -23,6 +23,8 @@ export interface ChannelParts<T> {
   readonly consumerLock: Mutex;
   /** What this handle has outstanding: a loan (producer side) and a view (consumer side). */
   readonly held: { loan: boolean; view: boolean };
+  /** The handle's `released` flag (Handle.life), for checks on hot paths. */
+  readonly life: { readonly released: boolean };
   /** Throws ERR_SHMKIT_CLOSED if the handle was released. */
   assertOpen(): void;
 }

@@ -10,6 +10,8 @@ import { isAborted } from '../abort';
 import { bufferView } from '../codec/slab';
 import { recordEnd } from '../ring/format';
 import { EMPTY, RingConsumer } from '../ring/consumer';
+import type { Ring } from '../ring/ring';
+import type { CodecPlan } from '../codec/plan';
 import { lockWithin, lockWithinAsync } from '../sync/lock-within';
 import type { MutexGuard } from '../sync/mutex';
 import { checkInt } from '../validate';
@@ -33,7 +35,19 @@ export class ChannelReceiver<T> {
   private readonly producersGone: () => void;
   readonly acked: AckedReceiver<T> | null;
 
+  private readonly ring: Ring;
+  private readonly plan: CodecPlan<T>;
+  private readonly held: ChannelParts<T>['held'];
+  /** The ring's ArrayBuffer and the ring's offset in it (for views). */
+  private readonly ringBuffer: ArrayBufferLike;
+  private readonly ringOffset: number;
+
   constructor(private readonly p: ChannelParts<T>) {
+    this.ring = p.ring;
+    this.plan = p.plan;
+    this.held = p.held;
+    this.ringBuffer = p.ring.bytes.buffer;
+    this.ringOffset = p.ring.bytes.byteOffset;
     this.cursor = new RingConsumer(p.ring);
     this.multi = p.params.multiConsumer;
     this.producersGone = peerWatch(p, ROLE_PRODUCER);
@@ -161,9 +175,9 @@ export class ChannelReceiver<T> {
     const len = c.nextPlain();
     if (len === EMPTY) return NONE;
     const pos = c.head;
-    const r = this.p.ring;
+    const r = this.ring;
     try {
-      return this.p.plan.decode(r.bytes, r.bytesI32, r.payloadIndex(pos), len);
+      return this.plan.decode(r.bytes, r.bytesI32, r.payloadIndex(pos), len);
     } catch (err) {
       throw decodeError(this.p, len, err);
     } finally {
@@ -290,35 +304,36 @@ export class ChannelReceiver<T> {
 
   tryReceiveView(): ReceivedView | null {
     const p = this.p;
-    p.assertOpen();
+    const r = this.ring;
+    if (p.life.released || r.i32.length === 0) throw p.errors.released();
     this.claim();
-    this.notOnAtLeastOnce('tryReceiveView');
-    const out = outstanding(p);
-    if (out !== null) throw p.errors.busy(`a ${out} is outstanding`);
+    if (this.acked) this.notOnAtLeastOnce('tryReceiveView');
+    const held = this.held;
+    if (held.loan || held.view) throw p.errors.busy(`a ${outstanding(p)} is outstanding`);
     if (!this.tryEnter()) return null; // another consumer is busy; a later call retries
+    const c = this.cursor;
     let len = EMPTY;
     try {
-      len = this.cursor.next();
+      len = c.next();
     } finally {
       if (len === EMPTY && this.multi) p.consumerLock.unlock();
     }
     if (len === EMPTY) return null;
-    const pos = this.cursor.head;
+    const pos = c.head;
     const end = recordEnd(pos, len); // the view's own end: nothing else on this handle can move it
-    this.p.held.view = true;
+    held.view = true;
     const fast = this.fast;
     this.fast = false;
-    const r = p.ring;
-    const view = bufferView(r.bytes.buffer, r.bytes.byteOffset + r.payloadIndex(pos), len);
+    const view = bufferView(this.ringBuffer, this.ringOffset + r.payloadIndex(pos), len);
     let done = false;
     return {
       bytes: view,
       release: () => {
         if (done || r.i32.length === 0) return;
         done = true;
-        this.p.held.view = false;
+        held.view = false;
         this.fast = fast;
-        this.cursor.release(end, 1, len);
+        c.release(end, 1, len);
         if (this.multi) p.consumerLock.unlock();
       },
     };
@@ -417,15 +432,16 @@ export class ChannelReceiver<T> {
   /**
    * Iterates messages until the channel is closed and drained. A plain iterator object rather than
    * an async generator: a queued message costs one resolved promise, not a generator round trip.
-   * `released()` tells whether the handle was released (then the iteration ends).
+   * Once the handle is released, the iteration ends.
    */
-  iterator(released: () => boolean): AsyncIterableIterator<T> {
+  iterator(): AsyncIterableIterator<T> {
     this.p.assertOpen();
     this.claim();
     const done: IteratorResult<T> = Object.freeze({ value: undefined, done: true }) as IteratorResult<T>;
+    const life = this.p.life;
     const it: AsyncIterableIterator<T> = {
       next: (): Promise<IteratorResult<T>> => {
-        if (released()) return Promise.resolve(done);
+        if (life.released) return Promise.resolve(done);
         const v = this.fast ? this.receiveFast() : NONE;
         if (v !== NONE) return Promise.resolve({ value: v, done: false });
         return this.receiveAsyncSlow(undefined, 1, null).then((r) => (r === END ? done : { value: r as T, done: false }));

@@ -98,16 +98,17 @@ export class ChannelSender<T> {
   }
 
   trySend(value: T): boolean {
+    if (this.fastValue && ArrayBuffer.isView(value) && value instanceof Uint8Array && this.cursor.putFast(value)) return true;
+    return this.trySendSlow(value);
+  }
+
+  private trySendSlow(value: T): boolean {
     try {
-      if (this.fast) {
-        if (this.p.plan.fastSend === 'value') {
-          if (this.putFast(value)) return true;
-        } else {
-          const data = this.p.plan.encode(value);
-          if (this.putFast(data)) return true;
-          this.p.assertOpen();
-          return this.attempt(data, this.byteLength(data), null);
-        }
+      if (this.fast && this.p.plan.fastSend === 'encoded') {
+        const data = this.p.plan.encode(value);
+        if (this.putFast(data)) return true;
+        this.p.assertOpen();
+        return this.attempt(data, this.byteLength(data), null);
       }
       this.p.assertOpen();
       this.claim();
