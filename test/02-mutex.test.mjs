@@ -159,6 +159,24 @@ describe('Mutex', () => {
 });
 
 describe('Mutex regressions', () => {
+  // Found in review: an internal give-back hook once leaked into the public lockAsync.
+  test('closing a mutex held through lockAsync does not release it (as with lock())', async () => {
+    const name = uniq('mcl');
+    const m1 = Mutex.create(name);
+    try {
+      await watchdog(m1.lockAsync(), 10_000, 'lockAsync');
+      m1.close();
+      const m2 = Mutex.open(name);
+      assert.equal(m2.locked, true, 'still held by this thread');
+      assert.equal(m2.ownedByMe, true);
+      m2.unlock(); // through another handle, as docs/mutex.md says
+      assert.equal(m2.locked, false);
+      m2.close();
+    } finally {
+      Segment.unlink(name);
+    }
+  });
+
   // Found in review; failed before its fix (a crash, a hang or a wrong result).
   test('a worker thread terminated while holding a Mutex: the main thread recovers it', async () => {
     const name = uniq('wrk');

@@ -281,6 +281,55 @@ describe('Channel regressions', () => {
     }
   });
 
+  test('every async call pending at disconnect() rejects with CLOSED (never a TypeError from unmapped memory)', async () => {
+    const check = async (what, promise) => {
+      await assert.rejects(watchdog(promise, 10_000, what), (e) => e instanceof ShmkitError && e.code === ErrorCodes.CLOSED, what);
+    };
+    for (const consumers of ['single', 'multi']) {
+      const name = uniq('dac');
+      const a = Channel.create(name, { capacity: 1024, producers: 'single', consumers });
+      const b = Channel.open(name);
+      try {
+        while (a.trySend(Buffer.alloc(100))) {} // full: a sendAsync must wait
+        const sending = a.sendAsync(Buffer.alloc(100));
+        a.disconnect();
+        await check(`sendAsync on a full ring (${consumers})`, sending);
+        await sending.catch((e) => assert.equal(e.published, false));
+        while (b.tryReceive() !== undefined) {} // empty: receives must wait
+        const c = consumers === 'single' ? b : Channel.open(name); // single: b holds the consumer role
+        const pending = [['receiveAsync', c.receiveAsync()]];
+        const d = Channel.open(name);
+        if (consumers === 'multi') pending.push(['receiveBatchAsync', d.receiveBatchAsync(4)]);
+        const e = Channel.open(name);
+        if (consumers === 'multi') pending.push(['iterator next', e[Symbol.asyncIterator]().next()]);
+        c.disconnect();
+        d.disconnect();
+        e.disconnect();
+        for (const [what, p] of pending) {
+          if (what === 'iterator next') {
+            // The iteration of a released handle ends, or the pending next() rejects with CLOSED.
+            const r = await watchdog(p.then((v) => v, (err) => err), 10_000, what);
+            assert.ok(r.done === true || r.code === ErrorCodes.CLOSED, `${what}: ${r}`);
+          } else await check(`${what} (${consumers})`, p);
+        }
+      } finally {
+        b.disconnect();
+        Channel.unlink(name);
+      }
+    }
+    const name = uniq('dal');
+    const a = Channel.create(name, { capacity: 1024, delivery: 'at-least-once' });
+    try {
+      const b = Channel.open(name);
+      const taking = b.takeAsync();
+      b.disconnect();
+      await check('takeAsync', taking);
+    } finally {
+      a.disconnect();
+      Channel.unlink(name);
+    }
+  });
+
   test('a single consumer whose segment was unmapped under it gets CLOSED, not CORRUPT', () => {
     const name = uniq('unm');
     const a = Channel.create(name, { capacity: 1024, producers: 'single', consumers: 'single' });

@@ -11,13 +11,13 @@ import { tokenAlive } from '../identity';
 import { PADDING } from '../ring/ring';
 import { EMPTY, type RingConsumer } from '../ring/consumer';
 import { POS_MASK, recordEnd } from '../ring/format';
-import { lockWithin, lockWithinAsync } from '../sync/lock-within';
+import { lockWithin } from '../sync/lock-within';
 import type { MutexGuard } from '../sync/mutex';
 import { Deadline, tuning } from '../wait';
 import { READ } from './layout';
 import { ACKED, LeaseTable } from './leases';
 import type { ParsedChannelWait } from './options';
-import { type ChannelParts, decodeRecord, END, NONE } from './parts';
+import { type ChannelParts, decodeRecord, END, lockForCaller, NONE } from './parts';
 import type { Delivery, TryReceiveResult } from './types';
 
 /** A record taken under the consumer lock, before decoding: (position, length) and its lease. */
@@ -77,6 +77,7 @@ export class AckedReceiver<T> {
     for (;;) {
       const d = await this.takeOnceAsync(o, deadline, 'takeAsync', false);
       if (d !== NONE) return d;
+      p.assertOpen(); // disconnect() may have run during the await
       if (this.ended()) throw p.errors.closed(' (closed and drained)');
       if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, 'takeAsync'))) {
         throw p.errors.timeout('takeAsync', o.timeout);
@@ -121,6 +122,7 @@ export class AckedReceiver<T> {
         this.fillBatch(into, max, what);
         return NONE;
       }
+      p.assertOpen(); // disconnect() may have run during the await
       if (this.ended()) return END;
       if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, what))) {
         throw p.errors.timeout(what, o.timeout);
@@ -244,8 +246,7 @@ export class AckedReceiver<T> {
     this.throwDeferred();
     if (this.multi) {
       const lock = this.p.consumerLock;
-      const g = lock.tryLock() ?? (await lockWithinAsync(lock, deadline, o.signal, this.p.errors.op(what), this.p.errors.name));
-      this.p.assertOpen(); // released meanwhile: the lock went back at close (Mutex.heldAcrossAwait)
+      const g = lock.tryLock() ?? (await lockForCaller(this.p, lock, deadline, o.signal, what));
       if (g.recovered) this.repairOrLeave();
     }
     return this.takeHeld(autoAck);

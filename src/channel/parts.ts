@@ -8,7 +8,8 @@ import type { ErrorContext } from '../handle';
 import type { PeerTable } from '../peers';
 import type { Ring } from '../ring/ring';
 import type { Segment } from '../segment';
-import type { Mutex } from '../sync/mutex';
+import type { Mutex, MutexGuard } from '../sync/mutex';
+import { lockWithinAsync } from '../sync/lock-within';
 import { Deadline } from '../wait';
 import { ROLE_PRODUCER, type ChannelParams } from './layout';
 
@@ -55,6 +56,18 @@ export function decodeRecord<T>(p: ChannelParts<T>, pos: number, len: number): T
 /** ERR_SHMKIT_DECODE for a `len`-byte message the codec could not decode. */
 export function decodeError(p: ChannelParts<unknown>, len: number, cause: unknown): ShmkitError {
   return p.errors.error(ErrorCodes.DECODE, `the ${p.plan.codec.name} codec could not decode a ${len}-byte message (it was consumed)`, cause);
+}
+
+/**
+ * Takes an internal lock (producer or consumer) without blocking the event loop, within the
+ * caller's deadline and signal. If the handle was released while this waited (disconnect), the
+ * lock went back at close (Mutex.lockAsyncForCaller) and this throws ERR_SHMKIT_CLOSED.
+ */
+export async function lockForCaller(p: ChannelParts<unknown>, lock: Mutex, deadline: Deadline, signal: AbortSignal | undefined, what: string): Promise<MutexGuard> {
+  const g = await lockWithinAsync(lock, deadline, signal, p.errors.op(what), p.errors.name, true);
+  lock.settle();
+  if (p.life.released || p.ring.i32.length === 0) throw p.errors.released();
+  return g;
 }
 
 /** No deadline: lockWithin waits as long as it takes. */

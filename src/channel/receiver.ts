@@ -12,14 +12,14 @@ import { recordEnd } from '../ring/format';
 import { EMPTY, RingConsumer } from '../ring/consumer';
 import type { Ring } from '../ring/ring';
 import type { CodecPlan } from '../codec/plan';
-import { lockWithin, lockWithinAsync } from '../sync/lock-within';
+import { lockWithin } from '../sync/lock-within';
 import type { MutexGuard } from '../sync/mutex';
 import { checkInt } from '../validate';
 import { Deadline } from '../wait';
 import { AckedReceiver } from './at-least-once';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { checkTarget, DEFAULT_CHANNEL, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, decodeError, decodeRecord, END, NO_DEADLINE, NONE, outstanding, peerWatch } from './parts';
+import { type ChannelParts, decodeError, decodeRecord, END, lockForCaller, NO_DEADLINE, NONE, outstanding, peerWatch } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, ReceivedView, TryReceiveResult } from './types';
 
 export class ChannelReceiver<T> {
@@ -145,8 +145,7 @@ export class ChannelReceiver<T> {
     if (!this.multi) return this.take(max, into);
     const v = this.take(max, into, 'try');
     if (v !== NONE || (into && into.length) || !this.p.consumerLock.locked) return v;
-    await lockWithinAsync(this.p.consumerLock, deadline, signal, this.p.errors.op(what), this.p.errors.name);
-    this.p.assertOpen(); // released meanwhile: the lock went back at close (Mutex.heldAcrossAwait)
+    await lockForCaller(this.p, this.p.consumerLock, deadline, signal, what);
     return this.take(max, into, 'held');
   }
 
@@ -266,6 +265,7 @@ export class ChannelReceiver<T> {
     for (;;) {
       const v = await this.takeAsync(max, into, o.signal, deadline, what);
       if (v !== NONE || (into && into.length)) return v;
+      p.assertOpen(); // disconnect() may have run during the await
       if (this.drainedAndClosed()) {
         const again = await this.takeAsync(max, into, o.signal, deadline, what);
         if (again !== NONE || (into && into.length)) return again;
@@ -425,7 +425,7 @@ export class ChannelReceiver<T> {
       if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.dataOrClosed, this.gone(o), what))) throw p.errors.timeout(what, o.timeout);
       const v = attempt();
       if (v !== null) return v;
-      if (this.multi && p.consumerLock.locked) (await lockWithinAsync(p.consumerLock, deadline, o.signal, p.errors.op(what), p.errors.name)).unlock();
+      if (this.multi && p.consumerLock.locked) (await lockForCaller(p, p.consumerLock, deadline, o.signal, what)).unlock();
     }
   }
 

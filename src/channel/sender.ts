@@ -13,13 +13,13 @@ import { bufferView } from '../codec/slab';
 import { reserveLength, utf8Write } from '../codec/utf8';
 import { recordEnd } from '../ring/format';
 import { RingProducer } from '../ring/producer';
-import { lockWithin, lockWithinAsync } from '../sync/lock-within';
+import { lockWithin } from '../sync/lock-within';
 import type { MutexGuard } from '../sync/mutex';
 import { checkInt } from '../validate';
 import { Deadline } from '../wait';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { DEFAULT_CHANNEL, notPublished, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, outstanding, peerWatch } from './parts';
+import { type ChannelParts, lockForCaller, outstanding, peerWatch } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, Loan } from './types';
 
 export class ChannelSender<T> {
@@ -197,6 +197,7 @@ export class ChannelSender<T> {
    */
   private attempt(data: Encoded, len: number, deadline: Deadline | null): boolean {
     const p = this.p;
+    p.assertOpen(); // also after an await: disconnect() may have run meanwhile
     if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     if (!this.multi) {
       if (p.ring.closed) throw p.errors.closed();
@@ -217,9 +218,8 @@ export class ChannelSender<T> {
     if (!this.multi) return this.attempt(data, len, deadline);
     if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
-    const g = await lockWithinAsync(p.producerLock, deadline, o.signal, p.errors.op('sendAsync'), p.errors.name);
+    const g = await lockForCaller(p, p.producerLock, deadline, o.signal, 'sendAsync');
     try {
-      p.assertOpen(); // released meanwhile: the lock went back at close (Mutex.heldAcrossAwait)
       return this.putLocked(data, len);
     } finally {
       g.unlock();
@@ -275,7 +275,7 @@ export class ChannelSender<T> {
       done = true;
       this.p.held.loan = false;
       this.setFast(fast);
-      if (this.multi) p.producerLock.unlock();
+      if (this.multi && !p.life.released) p.producerLock.unlock(); // released: release() gave it back
     };
     return {
       bytes: view,

@@ -181,13 +181,16 @@ export function readObject(entry: string): ShmObject {
     if (d.header?.name) {
       // A hashed object name: the full name is in the name block, and must hash to this entry.
       // Until it does, the block is untrusted: the name shown stays the entry's.
-      if (!isHashedEntry(entry)) {
+      const why = !isHashedEntry(entry)
+        ? 'a name block on an object whose name is not hashed (every opener refuses it)'
+        : objectName(d.header.name) !== entry
+          ? `its name block holds "${d.header.name}", whose object name is not ${entry}`
+          : null;
+      if (why === null) report.name = d.header.name;
+      else if (d.status === 'ok') {
         report.status = d.status = 'corrupt';
-        report.problem = d.problem = 'a name block on an object whose name is not hashed (every opener refuses it)';
-      } else if (objectName(d.header.name) !== entry) {
-        report.status = d.status = 'corrupt';
-        report.problem = d.problem = `its name block holds "${d.header.name}", whose object name is not ${entry}`;
-      } else report.name = d.header.name;
+        report.problem = d.problem = why;
+      } else report.problem = d.problem = `${d.problem}; ${why}`;
     } else if (isHashedEntry(entry) && d.status === 'ok') {
       report.status = d.status = 'corrupt';
       report.problem = d.problem = 'a hashed object name without a name block';

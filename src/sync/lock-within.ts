@@ -22,18 +22,23 @@ export function lockWithin(mutex: Mutex, deadline: Deadline, what: string, segme
   }
 }
 
-export async function lockWithinAsync(mutex: Mutex, deadline: Deadline, signal: AbortSignal | undefined, what: string, segment: string): Promise<MutexGuard> {
+/**
+ * `forCaller`: a lock the library takes for its own caller (a channel's internal lock): given back
+ * if the segment is closed before the caller runs again, which must call mutex.settle() first
+ * thing (see Mutex.lockAsyncForCaller). Not for a user's mutex (Condition re-locking it).
+ */
+export async function lockWithinAsync(mutex: Mutex, deadline: Deadline, signal: AbortSignal | undefined, what: string, segment: string, forCaller = false): Promise<MutexGuard> {
   const left = deadline.remaining();
   if (left === 0) {
     const g = mutex.tryLock();
     if (g === null) throw timeoutError(what, deadline.timeoutMs, segment);
-    return mutex.heldAcrossAwait(g); // the caller gets it after an await: see Mutex.heldAcrossAwait
+    return forCaller ? mutex.giveBackOnClose(g) : g;
   }
   const options: { timeout?: number; signal?: AbortSignal } = {};
   if (left !== Infinity) options.timeout = left;
   if (signal !== undefined) options.signal = signal;
   try {
-    return await mutex.lockAsync(options);
+    return await (forCaller ? mutex.lockAsyncForCaller(options) : mutex.lockAsync(options));
   } catch (err) {
     throw asOwnTimeout(err, what, deadline, segment);
   }

@@ -20,7 +20,7 @@
  */
 import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { isAborted } from '../abort';
-import { fromToken, type ProcessIdentity, SELF_TOKEN, tokenAlive } from '../identity';
+import { fromToken, type ProcessIdentity, SELF_TOKEN, toToken, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
 import { Deadline, parkAsync, parkSync, spin, tuning, wake } from '../wait';
@@ -68,7 +68,7 @@ export class Mutex extends Primitive {
   private readonly sleepersWord: number; // index of sleepers in i32
   /** The dead owner's token taken over by the last attempt() that returned 1 (read at once by guard()). */
   private dead = 0n;
-  /** Set while a lock taken by lockAsync is held: drops the close hook that gives it back. */
+  /** Set between a lockAsyncForCaller acquisition and settle(): drops the close hook that gives it back. */
   private dropCloseHook: (() => void) | null = null;
 
   private constructor(segment: Segment, offset: number, owns: boolean) {
@@ -169,14 +169,54 @@ export class Mutex extends Primitive {
   }
 
   /** Like lock(), without blocking the event loop. Accepts an AbortSignal. */
-  async lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
+  lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
+    return this.lockAsyncImpl(options, false);
+  }
+
+  /**
+   * @internal lockAsync for a lock the library takes on its caller's behalf (a channel's producer
+   * or consumer lock), whose caller runs again only after an await. If the segment is closed in
+   * that gap (disconnect() during a sendAsync), a close hook gives the lock back while the memory
+   * is still mapped: a live owner's lock is never taken over, so nobody else could ever get it.
+   * A lock recovered from a dead owner goes back with that owner's token, so the next owner is
+   * told. The caller calls settle() as soon as it runs again; unlock() settles too.
+   */
+  lockAsyncForCaller(options?: AsyncWaitOptions): Promise<MutexGuard> {
+    return this.lockAsyncImpl(options, true);
+  }
+
+  /** @internal The caller of lockAsyncForCaller runs again: the lock is its own to give back. */
+  settle(): void {
+    if (this.dropCloseHook !== null) {
+      this.dropCloseHook();
+      this.dropCloseHook = null;
+    }
+  }
+
+  /** @internal Arms the give-back hook of lockAsyncForCaller for a lock just taken (see there). */
+  giveBackOnClose(guard: MutexGuard): MutexGuard {
+    this.settle();
+    const token = guard.deadOwner === null ? 0n : toToken(guard.deadOwner);
+    this.dropCloseHook = onClose(this.segment, () => {
+      this.dropCloseHook = null;
+      if (Atomics.compareExchange(this.i64, this.ownerWord, SELF_TOKEN, token) !== SELF_TOKEN) return;
+      if (Atomics.load(this.i32, this.sleepersWord) > 0) {
+        Atomics.add(this.i32, this.seqWord, 1);
+        wake(this.i32, this.seqWord, 1);
+      }
+    });
+    return guard;
+  }
+
+  private async lockAsyncImpl(options: AsyncWaitOptions | undefined, giveBack: boolean): Promise<MutexGuard> {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (isAborted(o.signal)) throw abortError(o.signal, 'Mutex.lockAsync');
-    if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return this.heldAcrossAwait(new MutexGuard(GUARD_KEY, this, 0n));
+    const taken = (g: MutexGuard): MutexGuard => (giveBack ? this.giveBackOnClose(g) : g);
+    if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return taken(new MutexGuard(GUARD_KEY, this, 0n));
     const deadline = new Deadline(o.timeout);
     let r = -1;
-    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return this.heldAcrossAwait(this.guard(r));
+    if (spin(() => (r = this.attempt(false)) >= 0, o.spin)) return taken(this.guard(r));
     const i32 = this.i32;
     Atomics.add(i32, this.sleepersWord, 1);
     const undo = onClose(this.segment, () => {
@@ -189,7 +229,7 @@ export class Mutex extends Primitive {
       for (;;) {
         const seq = Atomics.load(i32, this.seqWord);
         r = this.attempt(checkOwner);
-        if (r >= 0) { got = true; return this.heldAcrossAwait(this.guard(r)); }
+        if (r >= 0) { got = true; return taken(this.guard(r)); }
         const left = deadline.remaining();
         if (left === 0) break;
         checkOwner = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Mutex.lockAsync', this.ownerGone);
@@ -205,29 +245,10 @@ export class Mutex extends Primitive {
     throw timeoutError('Mutex.lockAsync', o.timeout, this.segment.name);
   }
 
-  /**
-   * @internal A lock taken by lockAsync reaches its caller only after an await: the segment may be
-   * closed (disconnect) in between, or while the caller holds it. A close hook then gives the lock
-   * back while the memory is still mapped: a live owner's lock is never taken over, so nobody else
-   * could ever have it. unlock() drops the hook. Also used by lockWithinAsync for its tryLock path.
-   */
-  heldAcrossAwait(guard: MutexGuard): MutexGuard {
-    if (this.dropCloseHook === null) {
-      this.dropCloseHook = onClose(this.segment, () => {
-        this.dropCloseHook = null;
-        if (Atomics.compareExchange(this.i64, this.ownerWord, SELF_TOKEN, 0n) === SELF_TOKEN) this.passOn();
-      });
-    }
-    return guard;
-  }
-
   /** Releases the lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */
   unlock(): void {
     this.assertOpen();
-    if (this.dropCloseHook !== null) {
-      this.dropCloseHook();
-      this.dropCloseHook = null;
-    }
+    this.settle();
     const prev = Atomics.compareExchange(this.i64, this.ownerWord, SELF_TOKEN, 0n);
     if (prev !== SELF_TOKEN) {
       throw new ShmkitError(

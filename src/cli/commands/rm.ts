@@ -55,8 +55,9 @@ export const rm: Command = {
         res.name = obj.report.name;
         // A long name's entry is hashed: remove it only if its name block says it is that name.
         const asked = positionals[k]!;
-        if (isHashedEntry(entry) && !asked.includes('/') && obj.report.name !== asked && !force) {
-          throw new ShmkitError(ErrorCodes.CORRUPT, `rm ${asked}: ${SHM_DIR}/${entry} holds ${obj.report.name === null ? 'no valid name block' : `"${obj.report.name}"`}, not "${asked}"; left alone (--force removes it anyway)`, { segment: entry });
+        const blockName = obj.description?.header?.name ?? null;
+        if (isHashedEntry(entry) && !asked.includes('/') && blockName !== null && blockName !== asked && !force) {
+          throw new ShmkitError(ErrorCodes.CORRUPT, `rm ${asked}: ${SHM_DIR}/${entry} holds "${blockName}", not "${asked}"; left alone (--force removes it anyway)`, { segment: entry });
         }
         if (!force) {
           scan ??= scanProcesses();
