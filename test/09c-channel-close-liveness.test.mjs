@@ -82,6 +82,33 @@ describe('Channel peers that die', () => {
     Channel.unlink(name);
   });
 
+  test('iterate({ failIfPeerGone }) ends a for await loop whose producer was SIGKILLed; iterate({ signal }) aborts it', async () => {
+    const name = uniq('itg');
+    const ch = Channel.create(name, { capacity: 4096 });
+    try {
+      const p = crun('sendAndHang', { name });
+      await p.waitFor(/sent/);
+      const got = [];
+      const loop = (async () => {
+        for await (const m of ch.iterate({ failIfPeerGone: true })) got.push(String(m));
+      })();
+      await sleep(50);
+      p.child.kill('SIGKILL');
+      await assert.rejects(watchdog(loop, 30_000, 'for await after the producer died'), (e) => e.code === ErrorCodes.PEER_GONE);
+      assert.deepEqual(got, ['hello']);
+      const ac = new AbortController();
+      const aborted = (async () => {
+        for await (const m of ch.iterate({ signal: ac.signal })) got.push(String(m));
+      })();
+      setTimeout(() => ac.abort(), 20);
+      await assert.rejects(watchdog(aborted, 10_000, 'aborted for await'), (e) => e.code === ErrorCodes.ABORTED);
+      assert.throws(() => ch.iterate({ timeout: -1 }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'options.timeout');
+    } finally {
+      ch.disconnect();
+      Channel.unlink(name);
+    }
+  });
+
   test('SIGKILL producers and consumers at random points: no torn message, no stall, no committed message lost', async () => {
     const name = uniq('kill');
     const ledger = uniq('ldg');

@@ -291,6 +291,17 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     return this.rx.iterator();
   }
 
+  /**
+   * `for await (const m of channel.iterate({ signal, failIfPeerGone, timeout }))`: the iteration
+   * of `for await (const m of channel)`, where each step that has to wait honours the options as
+   * receiveAsync does: an abort, a step waiting longer than `timeout`, or (with `failIfPeerGone`)
+   * every producer gone ends the loop with ERR_SHMKIT_ABORTED, ERR_SHMKIT_TIMEOUT or
+   * ERR_SHMKIT_PEER_GONE.
+   */
+  iterate(options?: ChannelAsyncOptions): AsyncIterableIterator<T> {
+    return this.rx.iterator(options);
+  }
+
   // At-least-once consumers ----------------------------------------------------------------------
 
   /**
@@ -323,6 +334,18 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     if (a === null) throw this.errors.error(ErrorCodes.UNSUPPORTED, `${what}: only at-least-once channels take and ack (create it with delivery: 'at-least-once')`);
     this.rx.claim();
     return a;
+  }
+
+  protected override inspectFields(): Record<string, unknown> {
+    return {
+      name: this.name,
+      capacity: this.capacity,
+      producers: this.multiProducer ? 'multi' : 'single',
+      consumers: this.multiConsumer ? 'multi' : 'single',
+      delivery: this.atLeastOnce ? 'at-least-once' : 'at-most-once',
+      codec: this.codec.name,
+      closed: this.ring.closed,
+    };
   }
 
   // Lifetime -------------------------------------------------------------------------------------

@@ -434,8 +434,9 @@ export class ChannelReceiver<T> {
    * an async generator: a queued message costs one resolved promise, not a generator round trip.
    * Once the handle is released, the iteration ends.
    */
-  iterator(): AsyncIterableIterator<T> {
+  iterator(options?: ChannelAsyncOptions): AsyncIterableIterator<T> {
     this.p.assertOpen();
+    if (options !== undefined) parseChannelWait(options, true); // checked now, before the loop starts
     this.claim();
     const done: IteratorResult<T> = Object.freeze({ value: undefined, done: true }) as IteratorResult<T>;
     const life = this.p.life;
@@ -444,7 +445,7 @@ export class ChannelReceiver<T> {
         if (life.released) return Promise.resolve(done);
         const v = this.fast ? this.receiveFast() : NONE;
         if (v !== NONE) return Promise.resolve({ value: v, done: false });
-        return this.receiveAsyncSlow(undefined, 1, null).then((r) => (r === END ? done : { value: r as T, done: false }));
+        return this.receiveAsyncSlow(options, 1, null).then((r) => (r === END ? done : { value: r as T, done: false }));
       },
       return: (): Promise<IteratorResult<T>> => Promise.resolve(done),
       [Symbol.asyncIterator]() {
