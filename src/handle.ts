@@ -5,6 +5,7 @@
  * every message has the same shape and every error carries the object's name in `segment`.
  */
 import { abortError, closedError, type ErrorCode, ErrorCodes, ShmkitError, timeoutError } from './errors';
+import { inspect } from 'node:util';
 import type { Segment } from './segment';
 
 /** Builds the errors of one object. */
@@ -95,5 +96,16 @@ export abstract class Handle {
 
   [Symbol.dispose](): void {
     this.dispose();
+  }
+
+  /** What util.inspect shows of the handle (a few lines, not its internals). */
+  protected inspectFields(): Record<string, unknown> {
+    return { name: this.name };
+  }
+
+  [inspect.custom](depth: number, options: { stylize?: unknown }, inspectFn?: typeof inspect): string {
+    const fields = this.life.released || this.segment.int32.length === 0 ? { name: this.name, released: true } : this.inspectFields();
+    const show = inspectFn ?? inspect;
+    return `${this.constructor.name} ${show(fields, { ...(options as object), depth: depth < 0 ? 0 : 1 })}`;
   }
 }

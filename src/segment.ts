@@ -26,6 +26,7 @@
  * segment. Openers still validate everything: the header is untrusted input.
  */
 import { randomBytes } from 'node:crypto';
+import { inspect } from 'node:util';
 import { closedError, ErrorCodes, invalidArg, osError, ShmkitError } from './errors';
 import { self } from './identity';
 import { isFailure, native, type NativeMapping } from './native';
@@ -392,6 +393,12 @@ export class Segment implements WaitOwner {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** What util.inspect shows: the object, not the mapping's internals. */
+  [inspect.custom](depth: number, options: object, inspectFn?: typeof inspect): string {
+    const fields = { name: this.name, kind: kindName(this.kind), size: this.size, shmName: this.shmName, closed: this.#closed };
+    return `Segment ${(inspectFn ?? inspect)(fields, { ...options, depth: depth < 0 ? 0 : 1 })}`;
   }
 }
 

@@ -138,6 +138,26 @@ describe('Channel basics', () => {
   });
 });
 
+describe('Channel conventions', () => {
+  test('util.inspect shows the channel in a few lines, and a released handle as released', async () => {
+    const { inspect } = await import('node:util');
+    const name = uniq('ins');
+    const ch = Channel.create(name, { capacity: 4096, consumers: 'single' });
+    try {
+      const text = inspect(ch);
+      assert.ok(text.split('\n').length <= 12, text);
+      assert.match(text, /^Channel \{/);
+      assert.match(text, new RegExp(`name: '${name}'`));
+      assert.match(text, /consumers: 'single'/);
+      ch.disconnect();
+      assert.equal(inspect(ch), `Channel { name: '${name}', released: true }`);
+    } finally {
+      ch.disconnect();
+      Channel.unlink(name);
+    }
+  });
+});
+
 describe('Channel across processes', () => {
   for (const [label, opts, consumerMode] of [
     ['multi producer, multi consumer, blocking receive', {}, 'receive'],

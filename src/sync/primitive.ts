@@ -90,6 +90,10 @@ export abstract class Primitive extends Handle {
     this.segment.close();
   }
 
+  protected override inspectFields(): Record<string, unknown> {
+    return { segment: this.segment.name, offset: this.base - this.segment.dataOffset };
+  }
+
   override [Symbol.dispose](): void {
     this.close();
   }
