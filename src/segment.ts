@@ -34,7 +34,6 @@ import { checkFunction, checkInt, checkObject } from './validate';
 import { checkName, isHashed, objectName, TEMP_PREFIX } from './naming';
 
 export { checkName, MAX_NAME_LENGTH, NAME_PREFIX, TEMP_PREFIX } from './naming';
-import type { WaitOwner } from './wait';
 import { checkOwner, parseTrust, type Trust, type TrustedOwners } from './trust';
 
 export const MAGIC = 0x4b4d4853;
@@ -110,7 +109,7 @@ export function headerChecksum(header: Uint8Array): number {
   return fnv1a(header, CHECKSUM_RANGES);
 }
 
-export class Segment implements WaitOwner {
+export class Segment {
   /** The name given by the user (without prefix). */
   readonly name: string;
   /** The name of the object in /dev/shm. */

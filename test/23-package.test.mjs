@@ -27,3 +27,29 @@ test('the project\'s tsconfig uses a module resolution current TypeScript versio
   assert.equal(tsconfig.compilerOptions.moduleResolution, 'node16');
   assert.equal(tsconfig.compilerOptions.module, 'node16');
 });
+
+test('the published types compile in a strict consumer (skipLibCheck off) and do not expose internals', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'shmkit-types-'));
+  try {
+    writeFileSync(join(dir, 'use.ts'), `
+import { Channel, Mutex, Segment, ShmStream, ShmkitError, ErrorCodes } from ${JSON.stringify(join(ROOT, 'dist', 'index'))};
+export async function use(): Promise<void> {
+  const ch = Channel.create<Buffer>('x', { capacity: 4096 });
+  for await (const m of ch.iterate({ failIfPeerGone: true })) void m.length;
+  const g = await Mutex.create('m').lockAsync();
+  g.unlock();
+  const s: Segment = Segment.create('s', { size: 8 });
+  void s.size; void ShmStream; void ShmkitError; void ErrorCodes.CLOSED;
+}
+`);
+    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const args = [tsc, '--noEmit', '--strict', '--skipLibCheck', 'false', '--target', 'es2022', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), '--lib', 'es2022,esnext.disposable', join(dir, 'use.ts')];
+    execFileSync(process.execPath, args, { encoding: 'utf8', timeout: 120_000 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const dts = readFileSync(join(ROOT, 'dist', 'segment.d.ts'), 'utf8');
+  for (const internal of ['pendingWaits', 'closeHooks', 'createKind', 'openKind']) assert.ok(!dts.includes(internal), `${internal} is not in the public types`);
+});
