@@ -35,6 +35,7 @@ import { checkName, isHashed, objectName, TEMP_PREFIX } from './naming';
 
 export { checkName, MAX_NAME_LENGTH, NAME_PREFIX, TEMP_PREFIX } from './naming';
 import { checkOwner, parseTrust, type Trust, type TrustedOwners } from './trust';
+import { debug } from './debug';
 
 export const MAGIC = 0x4b4d4853;
 export const LAYOUT_VERSION = 2;
@@ -182,6 +183,7 @@ export class Segment {
   static unlink(name: string): boolean {
     checkName(name);
     const rc = native.shmUnlink(objectName(name));
+    debug('unlink %s (%s): %s', JSON.stringify(name), objectName(name), rc === 0 ? 'removed' : -rc === 2 ? 'absent' : `errno ${-rc}`);
     if (rc === 0) return true;
     if (-rc === 2 /* ENOENT */) return false;
     throw osError(-rc, 'shm_unlink', `unlink segment "${name}"`, name);
@@ -219,6 +221,7 @@ export class Segment {
       Atomics.store(seg.#i32, 3, STATE_READY);
       const r = native.shmPublish(tmp, objectName(name));
       if (isFailure(r)) throw osError(r.errno, r.syscall, `create segment "${name}"`, name);
+      debug('created %s (%s, kind %d, %d bytes)', JSON.stringify(name), objectName(name), c.kind, total);
     } catch (err) {
       seg.close();
       native.shmUnlink(tmp);
@@ -246,6 +249,7 @@ export class Segment {
       native.unmap(m.handle, m.buffer);
       throw err;
     }
+    debug('opened %s (%s, kind %d)', JSON.stringify(name), objectName(name), kind);
     return new Segment(name, m, false);
   }
 

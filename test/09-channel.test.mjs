@@ -5,7 +5,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Channel, ErrorCodes, Segment, ShmkitError, codecs } from 'shmkit';
-import { cleanupAll, result, runner, uniq, watchdog, sleep } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { cleanupAll, result, ROOT, runner, uniq, watchdog, sleep } from './helpers.mjs';
 import { sizeOf } from './fixtures/data.mjs';
 
 after(cleanupAll);
@@ -155,6 +156,36 @@ describe('Channel conventions', () => {
       ch.disconnect();
       Channel.unlink(name);
     }
+  });
+});
+
+describe('Channel conventions: closed, unlink, NODE_DEBUG', () => {
+  test('closed is a boolean in every state: false, true once closed, true after disconnect() (never a throw)', () => {
+    const name = uniq('cls');
+    const a = Channel.create(name, { capacity: 4096 });
+    const b = Channel.open(name);
+    assert.equal(b.closed, false);
+    b.disconnect();
+    assert.equal(b.closed, true);
+    assert.equal(a.closed, false, 'the channel itself is not closed');
+    a.close();
+    assert.equal(a.closed, true);
+    a.disconnect();
+    assert.equal(Channel.unlink(name), true);
+    assert.equal(Channel.unlink(name), false);
+  });
+
+  test('NODE_DEBUG=shmkit logs what the library does with shared memory', () => {
+    const name = uniq('dbg');
+    const script = `const { Channel } = require(${JSON.stringify(`${ROOT}/dist/index.js`)}); const c = Channel.create(${JSON.stringify(name)}, { capacity: 4096 }); c.close(); c.disconnect(); Channel.unlink(${JSON.stringify(name)});`;
+    const quiet = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_DEBUG: '' } });
+    assert.equal(quiet.status, 0, quiet.stderr);
+    assert.doesNotMatch(quiet.stderr, /SHMKIT/);
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_DEBUG: 'shmkit' } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`SHMKIT \\d+: created "${name}"`));
+    assert.match(r.stderr, new RegExp(`SHMKIT \\d+: channel "${name}" closed`));
+    assert.match(r.stderr, new RegExp(`SHMKIT \\d+: unlink "${name}" .*removed`));
   });
 });
 

@@ -93,6 +93,7 @@ describe('ShmStream', () => {
       await sleep(20);
     }
     assert.throws(() => ShmStream.connect(name), (e) => e.code === ErrorCodes.NOT_FOUND, 'the creator removed both halves');
+    assert.equal(ShmStream.unlink(name), false, 'unlink says whether anything was there');
   });
 
   test('names are validated; connect to a missing stream fails with NOT_FOUND', () => {

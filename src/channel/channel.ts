@@ -12,6 +12,7 @@
 import { ErrorCodes, invalidArg } from '../errors';
 import type { Codec } from '../codec/codec';
 import { planFor } from '../codec/plan';
+import { debug } from '../debug';
 import { Handle } from '../handle';
 import { openNamed, type OpenHow } from '../open';
 import { PeerTable } from '../peers';
@@ -117,9 +118,12 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
 
   // State ----------------------------------------------------------------------------------------
 
-  /** Whether close() was called (by any process). Messages may still be queued. */
+  /**
+   * Whether close() was called (by any process); messages may still be queued. After disconnect()
+   * this handle can no longer see the channel, and reports true.
+   */
   get closed(): boolean {
-    this.assertOpen();
+    if (this.life.released || this.segment.int32.length === 0) return true;
     return this.ring.closed;
   }
 
@@ -204,6 +208,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     this.assertOpen();
     if (this.held.loan) throw this.errors.busy('a loan is outstanding; commit or abort it before close()');
     this.ring.close();
+    debug('channel %s closed by pid %d', JSON.stringify(this.name), process.pid);
   }
 
   // Receiving ------------------------------------------------------------------------------------

@@ -106,9 +106,11 @@ export class ShmStream extends Duplex {
     return new ShmStream(name, out, inbound, false, duplex);
   }
 
-  /** Removes the stream's names (connected ends keep working). */
-  static unlink(name: string): void {
-    for (const n of names(name)) Channel.unlink(n);
+  /** Removes the stream's names (connected ends keep working). True if either existed. */
+  static unlink(name: string): boolean {
+    let any = false;
+    for (const n of names(name)) any = Channel.unlink(n) || any;
+    return any;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {

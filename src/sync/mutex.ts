@@ -20,6 +20,7 @@
  */
 import { abortError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import { isAborted } from '../abort';
+import { debug } from '../debug';
 import { fromToken, type ProcessIdentity, SELF_TOKEN, toToken, tokenAlive } from '../identity';
 import { Kind, type Segment } from '../segment';
 import { checkObject } from '../validate';
@@ -282,6 +283,7 @@ export class Mutex extends Primitive {
     // The owner is gone. Exactly one CAS replaces its token.
     if (Atomics.compareExchange(i64, this.ownerWord, cur, SELF_TOKEN) !== cur) return -1;
     this.dead = cur;
+    debug('mutex in %s recovered from dead owner pid %d', JSON.stringify(this.segment.name), fromToken(cur).pid);
     return 1;
   }
 
