@@ -28,8 +28,20 @@ typedef struct {
   napi_ref callback;
   napi_async_context ctx;
   napi_async_cleanup_hook_handle hook;
-  int64_t rings; /* wake-ups delivered (for tests) */
+  int async_hooked; /* the async cleanup hook owns the state (the doorbell was opened) */
+  int64_t rings;    /* wake-ups delivered (for tests) */
 } bell_state;
+
+/* Until the doorbell is opened, the state is freed by an environment cleanup hook: a runtime
+ * whose async cleanup hooks are broken (Deno aborts at exit if one is registered) never opens the
+ * doorbell (bell.ts), so it never gets one. Opening swaps in the async hook, which the poll
+ * handle's asynchronous close needs. */
+static void env_cleanup(void *data) {
+  bell_state *b = data;
+  if (b->callback) napi_delete_reference(b->env, b->callback);
+  if (b->sender >= 0) plat_bell_close(b->sender);
+  free(b);
+}
 
 static void on_closed(uv_handle_t *h) {
   bell_state *b = h->data;
@@ -124,6 +136,11 @@ static napi_value bell_open(napi_env env, napi_callback_info info) {
   b->fd = fd;
   b->id = id;
   b->poll = p;
+  if (!b->async_hooked) {
+    napi_remove_env_cleanup_hook(env, env_cleanup, b);
+    napi_add_async_cleanup_hook(env, cleanup, b, NULL);
+    b->async_hooked = 1;
+  }
   return make_int(env, id);
 }
 
@@ -170,8 +187,8 @@ void init_bell(napi_env env, napi_value exports) {
   if (!b) return;
   b->env = env;
   b->fd = b->sender = -1;
-  /* The state lives as long as the environment; the hook closes the poll handle and sockets. */
-  napi_add_async_cleanup_hook(env, cleanup, b, NULL);
+  /* The state lives as long as the environment (see env_cleanup and cleanup). */
+  napi_add_env_cleanup_hook(env, env_cleanup, b);
   const char *names[] = {"bellOpen", "bellRing", "bellRef", "bellStats"};
   napi_callback cbs[] = {bell_open, bell_ring, bell_ref, bell_stats};
   for (int i = 0; i < 4; i++) {

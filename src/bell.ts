@@ -29,8 +29,16 @@ function onRing(): void {
   for (const w of list) w();
 }
 
+/**
+ * Runtimes where the doorbell's event-loop poll cannot be used: Bun implements no uv_poll_t (the
+ * process aborts on uv_poll_init), and Deno aborts at exit once an async cleanup hook (which
+ * closing the poll handle needs) is registered. There async waits take the waiter-thread path.
+ */
+const NO_DOORBELL_RUNTIME = typeof (process.versions as Record<string, string | undefined>).bun === 'string' || typeof (process.versions as Record<string, string | undefined>).deno === 'string';
+
 /** This thread's doorbell id, or 0 when doorbells are unavailable (then use a futex wait). */
 export function ownBell(): number {
+  if (state === 'unopened' && NO_DOORBELL_RUNTIME) state = 'off';
   if (state === 'unopened') {
     const id = native.bellOpen(onRing);
     if (id > 0) {
