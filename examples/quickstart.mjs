@@ -1,5 +1,6 @@
 // Two processes share a counter under a robust Mutex and pass jobs through a Channel.
 import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Channel, Mutex, Segment } from 'shmkit';
 
 /** 100,000 increments of a plain (non-atomic) number, each under the shared Mutex. */
@@ -25,13 +26,14 @@ if (process.argv[2] === 'worker') {
   const seg = Segment.create('quickstart', { size: 64, initialize: (s) => Mutex.init(s, 0) });
   const jobs = Channel.create('quickstart-jobs', { codec: 'json' });
   try {
-    const worker = fork(new URL(import.meta.url).pathname, ['worker']);
+    const worker = fork(fileURLToPath(import.meta.url), ['worker']);
     const exited = new Promise((resolve) => worker.on('exit', resolve));
     const counter = count(seg);
     jobs.send({ id: 1, task: 'resize', file: 'cat.png' });
     jobs.send({ id: 2, task: 'upload', file: 'cat-small.png' });
     jobs.close();
-    await exited;
+    const code = await exited;
+    if (code !== 0) throw new Error(`the worker failed (exit code ${code})`);
     console.log('counter =', counter.getFloat64(0)); // 200000: no increment lost
   } finally {
     // Names live in /dev/shm until unlinked, like files.
