@@ -29,11 +29,6 @@ export class ErrorContext {
     return this.error(ErrorCodes.BUSY, why);
   }
 
-  /** ERR_SHMKIT_CORRUPT: shared memory holds what no correct peer writes. */
-  corrupt(why: string): ShmkitError {
-    return this.error(ErrorCodes.CORRUPT, why);
-  }
-
   /** ERR_SHMKIT_CLOSED for the object (`channel "jobs" is closed`), with `detail` after the name. */
   closed(detail = ''): ShmkitError {
     return closedError(`${this.label}${detail}`, this.name);

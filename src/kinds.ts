@@ -25,7 +25,7 @@ import { RwLock } from './sync/rwlock';
 import { Condition } from './sync/condition';
 import { Barrier } from './sync/barrier';
 import * as L from './channel/layout';
-import { DEPARTED } from './peers';
+import { DEPARTED, storedPeers } from './peers';
 import { CLOSED_BIT, POS_MASK } from './ring/format';
 import { WAITING } from './flag-word';
 import { ACKED, LeaseTable, TAKEN } from './channel/leases';
@@ -375,11 +375,8 @@ const channel: KindEntry<ChannelState> = {
       },
       peers: [],
     };
-    for (let i = 0; i < L.PEER_SLOTS; i++) {
-      const t = r.i64[(d + L.PEERS + i * 16) >> 3]!;
-      if (t === 0n) continue;
-      const roles = r.i32[(d + L.PEERS + i * 16 + 8) >> 2]!;
-      const h = holder(t);
+    for (const { token, roles } of storedPeers(r.i32, r.i64, d + L.PEERS, L.PEER_SLOTS)) {
+      const h = holder(token);
       state.peers.push({
         pid: h.pid,
         threadSlot: h.threadSlot,

@@ -23,6 +23,26 @@ export interface PeerSlot {
   self: boolean;
 }
 
+/** An occupied slot as stored: the owner token and the roles word (DEPARTED included). */
+export interface StoredPeer {
+  slot: number;
+  token: bigint;
+  roles: number;
+}
+
+/**
+ * The occupied slots of the table of `slots` slots at byte `offset` of the words (a live mapping,
+ * or a tool's private copy of one). Values are returned as stored: callers judge liveness.
+ */
+export function storedPeers(i32: Int32Array, i64: BigInt64Array, offset: number, slots: number): StoredPeer[] {
+  const out: StoredPeer[] = [];
+  for (let i = 0; i < slots; i++) {
+    const token = Atomics.load(i64, (offset + i * PEER_SLOT_SIZE) >> 3);
+    if (token !== 0n) out.push({ slot: i, token, roles: Atomics.load(i32, (offset + i * PEER_SLOT_SIZE + 8) >> 2) });
+  }
+  return out;
+}
+
 export class PeerTable {
   private slot = -1;
   private roles = 0;
@@ -76,14 +96,12 @@ export class PeerTable {
   }
 
   list(): PeerSlot[] {
-    const out: PeerSlot[] = [];
-    for (let i = 0; i < this.slots; i++) {
-      const t = Atomics.load(this.i64, this.tokenIndex(i));
-      if (t === 0n) continue;
-      const r = Atomics.load(this.i32, this.roleIndex(i));
-      out.push({ pid: fromToken(t).pid, roles: r & ~DEPARTED, alive: (r & DEPARTED) === 0 && tokenAlive(t), self: i === this.slot });
-    }
-    return out;
+    return storedPeers(this.i32, this.i64, this.offset, this.slots).map((p) => ({
+      pid: fromToken(p.token).pid,
+      roles: p.roles & ~DEPARTED,
+      alive: (p.roles & DEPARTED) === 0 && tokenAlive(p.token),
+      self: p.slot === this.slot,
+    }));
   }
 
   /** Live peers other than this handle that have taken `role`. */

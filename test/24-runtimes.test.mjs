@@ -49,7 +49,7 @@ for (const rt of runtimes) {
     const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
     try {
       for (let i = 0; i < n; i++) {
-        await q.sendAsync({ i });
+        await q.sendAsync({ i }, { timeout: 30_000 });
         const m = await watchdog(r.receiveAsync({ timeout: 30_000 }), 40_000, `echo ${i} from ${rt.name}`);
         assert.deepEqual([m.i, m.by], [i, child.pid]);
       }

@@ -22,6 +22,26 @@
 #define CPU_PAUSE() __asm__ __volatile__("yield" ::: "memory")
 #else
 #define CPU_PAUSE() __asm__ __volatile__("" ::: "memory")
+/* Forks the peer process: in the child (returns 0) it dies with its parent and, when
+ * BENCH_CHILD_CPU is set, runs pinned to that CPU (placement experiments, see docs/benchmarks.md). */
+static pid_t fork_peer(void) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    const char *cpu = getenv("BENCH_CHILD_CPU");
+    if (cpu && *cpu) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(atoi(cpu), &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
+    }
+  }
+  return pid;
+}
+
 #endif
 
 #define LINE 64
@@ -45,6 +65,26 @@ static int peerStatus = 0, peerReaped = 0;
 static int peer_gone(void) {
   if (peer > 0 && !peerReaped && waitpid(peer, &peerStatus, WNOHANG) == peer) peerReaped = 1;
   return peerReaped;
+}
+
+/* Forks the peer process: in the child (returns 0) it dies with its parent and, when
+ * BENCH_CHILD_CPU is set, runs pinned to that CPU (placement experiments, see docs/benchmarks.md). */
+static pid_t fork_peer(void) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    const char *cpu = getenv("BENCH_CHILD_CPU");
+    if (cpu && *cpu) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(atoi(cpu), &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
+    }
+  }
+  return pid;
 }
 
 #endif

@@ -77,19 +77,8 @@ int main(int argc, char **argv) {
   struct side *req = (struct side *)mem;
   struct side *res = (struct side *)(mem + sideBytes);
 
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
+  pid_t pid = fork_peer();
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    const char *cpu = getenv("BENCH_CHILD_CPU");
-    if (cpu && *cpu) {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(atoi(cpu), &set);
-      if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
-    }
     unsigned char *buf = malloc((size_t)size);
     for (uint32_t i = 1; i <= (uint32_t)(warm + count); i++) {
       await_word(&req->seq, i);

@@ -140,19 +140,8 @@ int main(int argc, char **argv) {
   struct ctl *c = mmap(NULL, sizeof(struct ctl) + CAPACITY, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (c == MAP_FAILED) die("mmap");
 
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
+  pid_t pid = fork_peer();
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    const char *cpu = getenv("BENCH_CHILD_CPU");
-    if (cpu && *cpu) {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(atoi(cpu), &set);
-      if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
-    }
     producer(c, (uint32_t)count, (uint32_t)size);
     _exit(0);
   }

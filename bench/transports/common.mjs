@@ -51,3 +51,14 @@ export function rate(ms, n) {
   if (isJson || size <= 64) return { value: perSec, unit: 'msg/s', count };
   return { value: (perSec * size) / 1e6, unit: 'MB/s', count };
 }
+
+/** Round trips over a peer that emits 'message' (a child process, a worker): send a ping, await the echo. */
+export async function messageRtt(peer, send, ping) {
+  const samples = [];
+  for (let i = 0; i < WARM + count; i++) {
+    const t = performance.now();
+    await new Promise((res) => { peer.once('message', res); send(ping); });
+    if (i >= WARM) samples.push(performance.now() - t);
+  }
+  return stats(samples);
+}

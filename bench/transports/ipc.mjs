@@ -1,7 +1,7 @@
 // child_process IPC peer (fork): transport `ipc-json` uses serialization 'json', `ipc-advanced`
 // serialization 'advanced' (the structured clone algorithm).
 import { fork } from 'node:child_process';
-import { SELF, WARM, argv, checkBytes, checkObject, count, isJson, makeBytes, makeObject, metric, pinChild, rate, role, size, stats, transport } from './common.mjs';
+import { SELF, argv, checkBytes, checkObject, count, isJson, makeBytes, makeObject, messageRtt, metric, pinChild, rate, role, size, transport } from './common.mjs';
 
 export async function run() {
   const serialization = transport === 'ipc-json' ? 'json' : 'advanced';
@@ -22,14 +22,7 @@ export async function run() {
   const child = pinChild(fork(SELF, [...argv.slice(0, 5), 'child'], { serialization, stdio: 'inherit' }));
   let r;
   if (metric === 'rtt') {
-    const samples = [];
-    const ping = serialization === 'json' ? { s: 'x'.repeat(56) } : Buffer.alloc(64, 1);
-    for (let i = 0; i < WARM + count; i++) {
-      const t = performance.now();
-      await new Promise((res) => { child.once('message', res); child.send(ping); });
-      if (i >= WARM) samples.push(performance.now() - t);
-    }
-    r = stats(samples);
+    r = await messageRtt(child, (m) => child.send(m), serialization === 'json' ? { s: 'x'.repeat(56) } : Buffer.alloc(64, 1));
   } else {
     r = await new Promise((resolve, reject) => {
       let i = 0;

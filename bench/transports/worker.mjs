@@ -1,6 +1,6 @@
 // worker_threads peer: a MessagePort between this thread and a worker thread of the same process.
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
-import { SELF, WARM, argv, checkBytes, checkObject, count, isJson, makeBytes, makeObject, metric, rate, size, stats } from './common.mjs';
+import { SELF, argv, checkBytes, checkObject, count, isJson, makeBytes, makeObject, messageRtt, metric, rate, size } from './common.mjs';
 
 export async function run() {
   if (!isMainThread) {
@@ -23,14 +23,7 @@ export async function run() {
   const w = new Worker(SELF, { workerData: { argv: [...argv.slice(0, 5), 'child'] } });
   let r;
   if (metric === 'rtt') {
-    const samples = [];
-    const ping = Buffer.alloc(64, 1);
-    for (let i = 0; i < WARM + count; i++) {
-      const t = performance.now();
-      await new Promise((res) => { w.once('message', res); w.postMessage(ping); });
-      if (i >= WARM) samples.push(performance.now() - t);
-    }
-    r = stats(samples);
+    r = await messageRtt(w, (m) => w.postMessage(m), Buffer.alloc(64, 1));
   } else {
     r = await new Promise((resolve, reject) => {
       let i = 0;

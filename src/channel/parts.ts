@@ -70,6 +70,23 @@ export async function lockForCaller(p: ChannelParts<unknown>, lock: Mutex, deadl
   return g;
 }
 
+/**
+ * Takes the exclusive role of a single-producer (single-consumer) channel for the handle's life:
+ * the role's lock without waiting (ERR_SHMKIT_BUSY if a live holder has it), then `setup` (load the
+ * cursor, repair after a dead holder); the lock is given back if `setup` throws.
+ */
+export function takeRole(p: ChannelParts<unknown>, lock: Mutex, role: 'producer' | 'consumer', setup: (guard: MutexGuard) => void): MutexGuard {
+  const g = lock.tryLock();
+  if (g === null) throw p.errors.busy(`it is single-${role} and another live ${role} holds that role`);
+  try {
+    setup(g);
+  } catch (err) {
+    g.unlock();
+    throw err;
+  }
+  return g;
+}
+
 /** No deadline: lockWithin waits as long as it takes. */
 export const NO_DEADLINE = new Deadline(Infinity);
 

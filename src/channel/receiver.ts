@@ -19,7 +19,7 @@ import { Deadline } from '../wait';
 import { AckedReceiver } from './at-least-once';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { checkTarget, DEFAULT_CHANNEL, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, decodeError, decodeRecord, END, lockForCaller, NO_DEADLINE, NONE, outstanding, peerWatch } from './parts';
+import { type ChannelParts, decodeError, decodeRecord, END, lockForCaller, NO_DEADLINE, NONE, outstanding, peerWatch, takeRole } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, ReceivedView, TryReceiveResult } from './types';
 
 export class ChannelReceiver<T> {
@@ -58,16 +58,10 @@ export class ChannelReceiver<T> {
   claim(): void {
     if (this.claimed) return;
     if (!this.multi) {
-      const g = this.p.consumerLock.tryLock();
-      if (g === null) throw this.p.errors.busy('is single-consumer and another live consumer holds that role');
-      try {
+      this.guard = takeRole(this.p, this.p.consumerLock, 'consumer', (g) => {
         this.cursor.reload();
         if (g.recovered && this.acked) this.acked.repair(); // the previous consumer died mid-step
-      } catch (err) {
-        g.unlock();
-        throw err;
-      }
-      this.guard = g;
+      });
     }
     this.p.peers.addRole(ROLE_CONSUMER);
     this.claimed = true;
@@ -257,8 +251,11 @@ export class ChannelReceiver<T> {
   }
 
   private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null, what = 'receiveAsync'): Promise<T | typeof END | typeof NONE> {
+    return this.receiveAsyncParsed(options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true), max, into, what);
+  }
+
+  private async receiveAsyncParsed(o: ParsedChannelWait, max: number, into: T[] | null, what: string): Promise<T | typeof END | typeof NONE> {
     const p = this.p;
-    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
     if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, what);
     if (this.acked) return this.acked.receiveAsync(o, max, into, what);
     const deadline = new Deadline(o.timeout);
@@ -436,7 +433,7 @@ export class ChannelReceiver<T> {
    */
   iterator(options?: ChannelAsyncOptions): AsyncIterableIterator<T> {
     this.p.assertOpen();
-    if (options !== undefined) parseChannelWait(options, true); // checked now, before the loop starts
+    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true); // checked now, before the loop starts
     this.claim();
     const done: IteratorResult<T> = Object.freeze({ value: undefined, done: true }) as IteratorResult<T>;
     const life = this.p.life;
@@ -445,7 +442,7 @@ export class ChannelReceiver<T> {
         if (life.released) return Promise.resolve(done);
         const v = this.fast ? this.receiveFast() : NONE;
         if (v !== NONE) return Promise.resolve({ value: v, done: false });
-        return this.receiveAsyncSlow(options, 1, null).then((r) => (r === END ? done : { value: r as T, done: false }));
+        return this.receiveAsyncParsed(o, 1, null, 'receiveAsync').then((r) => (r === END ? done : { value: r as T, done: false }));
       },
       return: (): Promise<IteratorResult<T>> => Promise.resolve(done),
       [Symbol.asyncIterator]() {

@@ -19,7 +19,7 @@ import { checkInt } from '../validate';
 import { Deadline } from '../wait';
 import { ROLE_CONSUMER, ROLE_PRODUCER } from './layout';
 import { DEFAULT_CHANNEL, notPublished, parseChannelWait, type ParsedChannelWait } from './options';
-import { type ChannelParts, lockForCaller, outstanding, peerWatch } from './parts';
+import { type ChannelParts, lockForCaller, outstanding, peerWatch, takeRole } from './parts';
 import type { ChannelAsyncOptions, ChannelWaitOptions, Loan } from './types';
 
 export class ChannelSender<T> {
@@ -44,15 +44,7 @@ export class ChannelSender<T> {
   claim(): void {
     if (this.claimed) return;
     if (!this.multi) {
-      const g = this.p.producerLock.tryLock();
-      if (g === null) throw this.p.errors.busy('is single-producer and another live producer holds that role');
-      try {
-        this.cursor.reload();
-      } catch (err) {
-        g.unlock();
-        throw err;
-      }
-      this.guard = g;
+      this.guard = takeRole(this.p, this.p.producerLock, 'producer', () => this.cursor.reload());
     }
     this.p.peers.addRole(ROLE_PRODUCER);
     this.claimed = true;
@@ -197,7 +189,6 @@ export class ChannelSender<T> {
    */
   private attempt(data: Encoded, len: number, deadline: Deadline | null): boolean {
     const p = this.p;
-    p.assertOpen(); // also after an await: disconnect() may have run meanwhile
     if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     if (!this.multi) {
       if (p.ring.closed) throw p.errors.closed();
@@ -215,6 +206,7 @@ export class ChannelSender<T> {
 
   private async attemptAsync(data: Encoded, len: number, o: ParsedChannelWait, deadline: Deadline): Promise<boolean> {
     const p = this.p;
+    p.assertOpen(); // after an await: disconnect() may have run meanwhile
     if (!this.multi) return this.attempt(data, len, deadline);
     if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.

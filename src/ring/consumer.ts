@@ -5,7 +5,7 @@
  * (multi-consumer: reload() first). A record is (position, length): next() returns the length of
  * the record at `head`, and release() takes the position to publish; nothing else is carried.
  */
-import { CLOSED_BIT, POS_MASK, recordEnd } from './format';
+import { CLOSED_BIT, POS_MASK } from './format';
 import { PADDING, type Ring } from './ring';
 import { WAITING } from '../flag-word';
 import { pause, spinEnd, tuning } from '../wait';
@@ -79,11 +79,6 @@ export class RingConsumer {
     // Ring.storeHead, written out: this is every message's path.
     const old = Atomics.exchange(r.i32, r.headWord, end | 0);
     if ((old & WAITING) !== 0) r.spaceWaits.wake(old);
-  }
-
-  /** The end of the record of `len` at `head` (for release()). */
-  endOf(len: number): number {
-    return recordEnd(this.head, len);
   }
 
   /** Nothing to read (only padding, perhaps). `shared`: read HEAD (multi-consumer) rather than our copy. */

@@ -155,11 +155,6 @@ export class Ring {
     if ((old & WAITING) !== 0) this.spaceWaits.wake(old);
   }
 
-  /** Whether a TAIL or HEAD word value says someone waits on it. */
-  static waiting(word: number): boolean {
-    return (word & WAITING) !== 0;
-  }
-
   corrupt(why: string): ShmkitError {
     return new ShmkitError(ErrorCodes.CORRUPT, `${this.label}: ${why}`, { segment: this.name });
   }
