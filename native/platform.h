@@ -10,6 +10,8 @@
 #ifndef SHMKIT_PLATFORM_H
 #define SHMKIT_PLATFORM_H
 
+#include "glibc_compat.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +53,11 @@ int plat_unmap(void *addr, size_t size);
 /* Sleeps while *addr == expected, at most timeout_ns (PLAT_INFINITE: forever).
  * 0: woken (maybe spuriously); -EAGAIN: value differed; -ETIMEDOUT; -EINTR. */
 int plat_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/* The same on a word private to this process (FUTEX_PRIVATE_FLAG; woken by plat_futex_wake_private). */
+int plat_futex_wait_private(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/* 1 when the kernel has futex_waitv (Linux 5.16+), 0 when not. Probed once; SHMKIT_NO_FUTEX_WAITV=1 in
+ * the environment answers 0, to test the fallback on any kernel. */
+int plat_have_futex_waitv(void);
 /* Wakes up to `count` sleepers; returns how many were woken. */
 int plat_futex_wake(uint32_t *addr, int count);
 

@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -22,6 +23,13 @@
 
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
+#endif
+/* The futex ABI constants (linux/futex.h), written out so that the build needs no kernel headers
+ * (musl toolchains ship none). */
+#ifndef FUTEX_WAIT
+#define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
+#define FUTEX_PRIVATE_FLAG 128
 #endif
 #ifndef FUTEX_32
 #define FUTEX_32 2
@@ -55,12 +63,19 @@ fail:
   return err;
 }
 
+/* fstat as a system call: glibc before 2.33 exports no fstat symbol (only __fxstat64), so calling the
+ * libc function would tie a build to 2.33+. The kernel's struct stat is the libc's on x86-64 and
+ * arm64, with glibc and musl alike. */
+static int plat_fstat(int fd, struct stat *st) {
+  return (int)syscall(SYS_fstat, fd, st);
+}
+
 int plat_shm_open(const char *name, void **addr, plat_shm_info *info, int *fdout, const char **syscall) {
   *syscall = "shm_open";
   int fd = shm_open(name, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
   if (fd < 0) return -errno;
   struct stat st;
-  if (fstat(fd, &st) != 0) { int e = -errno; *syscall = "fstat"; close(fd); return e; }
+  if (plat_fstat(fd, &st) != 0) { int e = -errno; *syscall = "fstat"; close(fd); return e; }
   info->size = (size_t)st.st_size;
   info->uid = (uint32_t)st.st_uid;
   info->gid = (uint32_t)st.st_gid;
@@ -88,7 +103,7 @@ int plat_shm_open(const char *name, void **addr, plat_shm_info *info, int *fdout
 
 int plat_shm_check(int fd, size_t size) {
   struct stat st;
-  if (fstat(fd, &st) != 0) return -errno;
+  if (plat_fstat(fd, &st) != 0) return -errno;
   int status = 0;
   if ((uint64_t)st.st_size < (uint64_t)size) {
     /* A peer shrank the object under our mapping: touching the lost pages would raise SIGBUS.
@@ -142,6 +157,13 @@ int plat_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
   return rc == 0 ? 0 : -errno;
 }
 
+int plat_futex_wait_private(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+  struct timespec ts, *pts = NULL;
+  if (timeout_ns >= 0) { ts = to_ts(timeout_ns); pts = &ts; }
+  long rc = syscall(SYS_futex, addr, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, expected, pts, NULL, 0);
+  return rc == 0 ? 0 : -errno;
+}
+
 int plat_futex_wake(uint32_t *addr, int count) {
   long rc = syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
   return rc >= 0 ? (int)rc : -errno;
@@ -184,6 +206,23 @@ int plat_futex_waitv(const plat_waitv_entry *entries, int count, int64_t deadlin
   if (deadline_ns >= 0) { ts = to_ts(deadline_ns); pts = &ts; }
   long rc = syscall(SYS_futex_waitv, vec, (unsigned)count, 0, pts, CLOCK_MONOTONIC);
   return rc >= 0 ? (int)rc : -errno;
+}
+
+int plat_have_futex_waitv(void) {
+  static atomic_int known; /* 0 unknown, 1 yes, 2 no */
+  int k = atomic_load_explicit(&known, memory_order_relaxed);
+  if (k == 0) {
+    const char *env = getenv("SHMKIT_NO_FUTEX_WAITV");
+    if (env && env[0] == '1') k = 2;
+    else {
+      /* A word whose value differs from the expected one: EAGAIN at once where futex_waitv exists. */
+      uint32_t word = 1;
+      plat_waitv_entry e = {&word, 0, 1};
+      k = plat_futex_waitv(&e, 1, PLAT_INFINITE) == -ENOSYS ? 2 : 1;
+    }
+    atomic_store_explicit(&known, k, memory_order_relaxed);
+  }
+  return k == 1;
 }
 
 /* Process identity ------------------------------------------------------------------------------ */
@@ -267,13 +306,34 @@ int plat_sem_open(const char *name, int create, int exclusive, int mode, unsigne
 int plat_sem_post(plat_sem *s) { return sem_post(s->sem) == 0 ? 0 : -errno; }
 int plat_sem_trywait(plat_sem *s) { return sem_trywait(s->sem) == 0 ? 0 : -errno; }
 
+/* sem_clockwait (waits on CLOCK_MONOTONIC, immune to clock changes) exists in glibc 2.30+ and in
+ * musl 1.2.5+. It is looked up once at run time, so that one build loads everywhere. */
+typedef int (*clockwait_t)(sem_t *, clockid_t, const struct timespec *);
+static clockwait_t clockwait_fn(void) {
+  static _Atomic(clockwait_t) fn;
+  static atomic_int looked;
+  if (!atomic_load_explicit(&looked, memory_order_acquire)) {
+    atomic_store_explicit(&fn, (clockwait_t)dlsym(RTLD_DEFAULT, "sem_clockwait"), memory_order_relaxed);
+    atomic_store_explicit(&looked, 1, memory_order_release);
+  }
+  return atomic_load_explicit(&fn, memory_order_relaxed);
+}
+
 int plat_sem_timedwait(plat_sem *s, int64_t timeout_ns) {
   if (timeout_ns < 0) return sem_wait(s->sem) == 0 ? 0 : -errno;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   int64_t at = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + timeout_ns;
   ts = to_ts(at);
-  return sem_clockwait(s->sem, CLOCK_MONOTONIC, &ts) == 0 ? 0 : -errno;
+  if (clockwait_fn() != NULL) return clockwait_fn()(s->sem, CLOCK_MONOTONIC, &ts) == 0 ? 0 : -errno;
+  /* No sem_clockwait (glibc before 2.30): the same deadline on the realtime clock. */
+  struct timespec now_mono, now_real;
+  clock_gettime(CLOCK_MONOTONIC, &now_mono);
+  clock_gettime(CLOCK_REALTIME, &now_real);
+  int64_t left = at - ((int64_t)now_mono.tv_sec * 1000000000LL + now_mono.tv_nsec);
+  if (left < 0) left = 0;
+  ts = to_ts((int64_t)now_real.tv_sec * 1000000000LL + now_real.tv_nsec + left);
+  return sem_timedwait(s->sem, &ts) == 0 ? 0 : -errno;
 }
 
 int plat_sem_getvalue(plat_sem *s, int *value) { return sem_getvalue(s->sem, value) == 0 ? 0 : -errno; }

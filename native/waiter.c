@@ -10,6 +10,11 @@
  * Liveness: the threadsafe function is ref'd while at least one wait is pending and unref'd when
  * none is, so a pending wait keeps Node alive and an idle shmkit never does.
  *
+ * Kernels before Linux 5.16 have no futex_waitv. There each waiter thread holds one wait and sleeps
+ * in a plain FUTEX_WAIT on its word, in slices of SLICE_NS so that it notices new orders even if a
+ * wake-up is lost; a cancel or a stop wakes the word itself (a spurious wake-up for other waiters on
+ * it, which every waiter tolerates). Up to MAX_THREADS waits are then pending at once.
+ *
  * Status delivered to JS: 0 woken or value changed (the caller re-checks), 1 timed out,
  * 2 cancelled, negative: -errno. */
 #define _GNU_SOURCE
@@ -23,8 +28,11 @@
 #include "binding.h"
 #include "platform.h"
 
-#define PER_THREAD (PLAT_WAITV_MAX - 1)
+#define PER_THREAD_WAITV (PLAT_WAITV_MAX - 1)
 #define MAX_THREADS 256
+#define SLICE_NS (50LL * 1000 * 1000)
+/* Waits one thread holds: up to 127 with futex_waitv, 1 without. */
+static int per_thread(void) { return plat_have_futex_waitv() ? PER_THREAD_WAITV : 1; }
 /* A waiter thread with nothing to wait for exits after this long: idle costs no thread. */
 #define IDLE_EXIT_NS (1000LL * 1000 * 1000)
 #define ST_WOKEN 0
@@ -46,7 +54,7 @@ typedef struct wthread_ {
   struct state *st;
   pthread_t th;
   _Atomic uint32_t ctl;
-  req *active[PER_THREAD]; /* changed only by the thread, under st->lock */
+  req *active[PER_THREAD_WAITV]; /* changed only by the thread, under st->lock */
   int nactive;
   req *incoming;           /* under st->lock */
   int assigned;            /* incoming + active, under st->lock */
@@ -107,7 +115,7 @@ static void *thread_main(void *arg) {
   int64_t idle_since = 0;
   pthread_mutex_lock(&st->lock);
   while (!w->stop) {
-    while (w->incoming && w->nactive < PER_THREAD) {
+    while (w->incoming && w->nactive < per_thread()) {
       req *r = w->incoming;
       w->incoming = r->next;
       w->active[w->nactive++] = r;
@@ -145,7 +153,23 @@ static void *thread_main(void *arg) {
       vec[n].is_private = 0;
     }
     pthread_mutex_unlock(&st->lock);
-    int rc = plat_futex_waitv(vec, n, deadline == INT64_MAX ? PLAT_INFINITE : deadline);
+    int rc;
+    if (plat_have_futex_waitv()) {
+      rc = plat_futex_waitv(vec, n, deadline == INT64_MAX ? PLAT_INFINITE : deadline);
+    } else {
+      /* One word at a time (n is 1 or 2): the user word if there is one, else the control word,
+       * for at most a slice. Woken (0) means entry n - 1, as futex_waitv would say. */
+      int64_t now2 = plat_monotonic_ns();
+      int64_t until = n == 2 && deadline - now2 > SLICE_NS ? now2 + SLICE_NS : deadline;
+      int64_t left = until == INT64_MAX ? PLAT_INFINITE : (until > now2 ? until - now2 : 0);
+      rc = n == 2 ? plat_futex_wait(vec[1].addr, vec[1].expected, left)
+                  : plat_futex_wait_private(vec[0].addr, vec[0].expected, left);
+      if (rc == 0) rc = n - 1;
+      pthread_mutex_lock(&st->lock);
+      if (rc == 1 && atomic_load(&w->ctl) != c) continue; /* new orders (a cancel): rebuild first */
+      pthread_mutex_unlock(&st->lock);
+      if (rc == 0) rc = -EAGAIN; /* the control word moved */
+    }
     pthread_mutex_lock(&st->lock);
     if (rc >= 1 && rc < n) {
       /* active[] is unchanged while we slept: only this thread edits it. */
@@ -217,12 +241,17 @@ static void cleanup(void *arg) {
   state *st = arg;
   reap(st);
   pthread_mutex_lock(&st->lock);
-  for (int i = 0; i < st->nthreads; i++) st->threads[i]->stop = 1;
+  for (int i = 0; i < st->nthreads; i++) {
+    wthread *w = st->threads[i];
+    w->stop = 1;
+    atomic_fetch_add(&w->ctl, 1);
+    plat_futex_wake_private((uint32_t *)&w->ctl, 1);
+    /* Without futex_waitv the thread sleeps on its user word: wake that too. */
+    if (!plat_have_futex_waitv() && w->nactive > 0) plat_futex_wake(w->active[0]->addr, INT32_MAX);
+  }
   pthread_mutex_unlock(&st->lock);
   for (int i = 0; i < st->nthreads; i++) {
     wthread *w = st->threads[i];
-    atomic_fetch_add(&w->ctl, 1);
-    plat_futex_wake_private((uint32_t *)&w->ctl, 1);
     pthread_join(w->th, NULL);
     for (int j = 0; j < w->nactive; j++) free(w->active[j]);
     while (w->incoming) { req *r = w->incoming; w->incoming = r->next; free(r); }
@@ -288,7 +317,7 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&st->lock);
   wthread *w = NULL;
   for (int i = 0; i < st->nthreads; i++)
-    if (st->threads[i]->assigned < PER_THREAD) { w = st->threads[i]; break; }
+    if (st->threads[i]->assigned < per_thread()) { w = st->threads[i]; break; }
   if (!w) {
     int rc = st->nthreads < MAX_THREADS ? start_thread(st) : -EAGAIN;
     if (rc < 0) { pthread_mutex_unlock(&st->lock); free(r); return make_int(env, rc); }
@@ -329,6 +358,7 @@ static napi_value async_cancel(napi_env env, napi_callback_info info) {
       found->cancelled = 1;
       atomic_fetch_add(&w->ctl, 1);
       plat_futex_wake_private((uint32_t *)&w->ctl, 1);
+      if (!plat_have_futex_waitv()) plat_futex_wake(found->addr, INT32_MAX);
       pthread_mutex_unlock(&st->lock);
       return make_int(env, 0);
     }

@@ -2,7 +2,7 @@
  * The one door to native code. The addon is small and does only what JavaScript cannot: map
  * memory, sleep and wake across processes, identify processes, and call sem_open. It returns
  * status codes (negative errno) or `{ errno, syscall }` failure records; TypeScript turns those into
- * ShmkitErrors. Loading goes through node-gyp-build, so prebuilds/ can ship later.
+ * ShmkitErrors. Loading goes through node-gyp-build: build/Release (a local build) first, then prebuilds/.
  */
 import * as path from 'node:path';
 import { ErrorCodes, ShmkitError } from './errors';
@@ -71,10 +71,14 @@ function load(): NativeAddon {
     const gypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
     return gypBuild(path.join(__dirname, '..'));
   } catch (err) {
+    // Prebuilt binaries cover linux-x64 and linux-arm64 (glibc 2.28+, musl); a local build in
+    // build/Release takes precedence over them. Anything else needs `shmkit build`.
+    const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new ShmkitError(
       ErrorCodes.UNSUPPORTED,
-      `shmkit: the native addon could not be loaded on ${process.platform}-${process.arch} (node ${process.version}); ` +
-        `run "npm rebuild shmkit" with a C compiler available`,
+      `shmkit: the native addon could not be loaded on ${process.platform}-${process.arch} (node ${process.version}): ${reason}. ` +
+        'Prebuilt binaries cover linux-x64 and linux-arm64 with glibc 2.28+ or musl; elsewhere, build it: "npx shmkit build" ' +
+        '(needs a C compiler, make and python3)',
       { cause: err },
     );
   }
@@ -117,4 +121,5 @@ export const Status = {
   EINTR: -4,
   ETIMEDOUT: -110,
   EINVAL: -22,
+  EFAULT: -14,
 } as const;

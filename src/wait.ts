@@ -138,6 +138,18 @@ function onComplete(id: number, status: number): void {
   if (sh === undefined) return; // already ended (all callers left, or the ticker ended it)
   if (status === 2) return; // cancelled natively: whoever cancelled already settled
   endShared(sh, false);
+  if (status === Status.EFAULT && sh.owner?.check !== undefined) {
+    // The kernel could not read the word: a peer truncated the object. The owner's check turns that
+    // into its damage (rejecting these callers through their close hooks) before anyone reads the
+    // memory, or repairs it; whoever is left re-checks.
+    try {
+      sh.owner.check();
+    } catch {
+      // reported by the callers' own loop
+    }
+    for (const sub of [...sh.subs]) sub.resolve(false);
+    return;
+  }
   if (status < 0) {
     const err = osError(-status, 'futex_waitv', 'asynchronous wait');
     for (const sub of [...sh.subs]) sub.reject(err);

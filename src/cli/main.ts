@@ -5,16 +5,32 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Exit, reportError, UsageError } from './output';
-import { ls } from './commands/ls';
-import { inspect } from './commands/inspect';
-import { rm } from './commands/rm';
-import { gc } from './commands/gc';
-import { top } from './commands/top';
-import { bench } from './commands/bench';
+import { build } from './commands/build';
 
-const commands: Command[] = [ls, inspect, rm, gc, top, bench];
+let loaded: Command[] | undefined;
+/**
+ * Every command. All but `build` load the native addon, so they are required here, on first use:
+ * `shmkit build` must run where the addon cannot load yet.
+ */
+function allCommands(): Command[] {
+  if (loaded === undefined) {
+    /* eslint-disable @typescript-eslint/no-require-imports */
+    loaded = [
+      (require('./commands/ls') as typeof import('./commands/ls')).ls,
+      (require('./commands/inspect') as typeof import('./commands/inspect')).inspect,
+      (require('./commands/rm') as typeof import('./commands/rm')).rm,
+      (require('./commands/gc') as typeof import('./commands/gc')).gc,
+      (require('./commands/top') as typeof import('./commands/top')).top,
+      (require('./commands/bench') as typeof import('./commands/bench')).bench,
+      build,
+    ];
+    /* eslint-enable @typescript-eslint/no-require-imports */
+  }
+  return loaded;
+}
 
 function usage(): string {
+  const commands = allCommands();
   const w = Math.max(...commands.map((c) => c.name.length));
   return [
     'Usage: shmkit <command> [options]',
@@ -41,6 +57,11 @@ export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   let command: Command | undefined;
   try {
+    if (name === 'build') {
+      command = build;
+      return await build.run(rest);
+    }
+    const commands = allCommands();
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
       const about = name === 'help' && rest[0] !== undefined ? commands.find((c) => c.name === rest[0]) : undefined;
       if (name === 'help' && rest[0] !== undefined && about === undefined) throw new UsageError(`unknown command "${rest[0]}"`);
