@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// What idle waiting costs: N pending Semaphore.waitAsync() calls (on one semaphore, then on N
-// distinct semaphores), then min(N, 1000) pending Channel.receiveAsync() calls, while nothing
+// What idle waiting costs: N pending Semaphore.wait() calls (on one semaphore, then on N
+// distinct semaphores), then min(N, 1000) pending Channel.receive() calls, while nothing
 // happens, measured as this process's CPU use over a quiet period, and the native waiter threads
 // they hold. Usage: node bench/idle-waits.mjs [N] [seconds]
 import { Channel, Segment, Semaphore, asyncWaitStats } from 'shmkit';
@@ -10,7 +10,7 @@ const SECONDS = Number(process.argv[3] ?? 5);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const threads = () => asyncWaitStats().threads;
 
-async function measure(label, sems, start = (s) => s.waitAsync({ spin: 0 }), end = (s) => s.post(N)) {
+async function measure(label, sems, start = (s) => s.wait({ spin: 0 }), end = (s) => s.post(N)) {
   const waits = sems.map((s) => start(s).then(() => {}, () => {}));
   await sleep(500); // let the waits settle into their parked state
   const t0 = process.cpuUsage();
@@ -38,10 +38,10 @@ try {
   const C = Math.min(N, 1000);
   const chans = Array.from({ length: C }, (_, i) => Channel.create(`${name}c${i}`, { capacity: 1024 }));
   try {
-    rows.push(await measure(`${C} channels (receiveAsync)`, chans, (c) => c.receiveAsync({ spin: 0 }), (c) => c.close()));
+    rows.push(await measure(`${C} channels (receive)`, chans, (c) => c.receive({ spin: 0 }), (c) => c.close()));
   } finally {
     for (const c of chans) {
-      c.disconnect();
+      c.close();
       Channel.unlink(c.name);
     }
   }

@@ -24,9 +24,9 @@ const uncOps = [
 ];
 const rtModes = [
   ['sem-spin', 'shmkit Semaphore, spin then park (default)'],
-  ['sem-async-spin', 'shmkit Semaphore waitAsync, spin then park'],
+  ['sem-async-spin', 'shmkit Semaphore wait, spin then park'],
   ['sem-park', 'shmkit Semaphore, parked only (spin 0)'],
-  ['sem-async-park', 'shmkit Semaphore waitAsync, parked only (spin 0)'],
+  ['sem-async-park', 'shmkit Semaphore wait, parked only (spin 0)'],
   ['uds', 'peer: Unix domain socket, 64 B echo'],
   ['pipe', 'peer: pipe (child stdio), 64 B echo'],
   ['ipc', 'peer: child_process IPC (json), small object'],

@@ -21,11 +21,11 @@ if (role === 'producer') {
     for (let k = 0; k < 1000; k++, i++) {
       const order = { id: i, item: `widget-${i % 97}`, qty: 1 + (i % 5), price: 9.99 };
       // When the ring is full, wait, but give up (ERR_SHMKIT_PEER_GONE) if the consumer died.
-      if (!ch.trySend(order)) ch.send(order, { failIfPeerGone: true });
+      if (!ch.trySend(order)) ch.sendSync(order, { failIfPeerGone: true });
     }
   }
-  ch.close(); // the consumer drains what is queued, then sees the end
-  ch.disconnect();
+  ch.end(); // the consumer drains what is queued, then sees the end
+  ch.close();
   process.send({ sent: i });
 } else if (role === 'consumer') {
   const ch = Channel.open(name, { codec: 'json' });
@@ -37,7 +37,7 @@ if (role === 'producer') {
     qty += order.qty;
     n++;
   }
-  ch.disconnect();
+  ch.close();
   process.send({ received: n, bad, qty });
 } else {
   const name = `demo${process.pid.toString(36)}`;
@@ -63,7 +63,7 @@ if (role === 'producer') {
   clearInterval(timer);
   show();
   Channel.unlink(name);
-  ch.disconnect();
+  ch.close();
   const ok = results.received === results.sent && results.bad === 0;
   console.log(`\n\n${ok ? 'OK' : 'MISMATCH'}: ${results.sent?.toLocaleString()} orders sent, ${results.received?.toLocaleString()} received in order and verified, ${results.bad} bad.`);
   console.log(`That is ${((results.received / SECONDS) / 1e6).toFixed(2)} M JSON messages per second between two processes, with backpressure.\n`);

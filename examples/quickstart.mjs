@@ -8,7 +8,7 @@ function count(seg) {
   const mutex = Mutex.at(seg, 0);
   const counter = new DataView(seg.data.buffer, seg.data.byteOffset + 16, 8);
   for (let i = 0; i < 100_000; i++) {
-    const guard = mutex.lock(); // no system call unless another process holds it
+    const guard = mutex.lockSync(); // no system call unless another process holds it
     counter.setFloat64(0, counter.getFloat64(0) + 1);
     guard.unlock();
   }
@@ -19,8 +19,8 @@ if (process.argv[2] === 'worker') {
   const seg = Segment.open('quickstart');
   count(seg);
   const jobs = Channel.open('quickstart-jobs', { codec: 'json' });
-  for await (const job of jobs) console.log('worker got', job); // ends when the channel is closed
-  jobs.disconnect();
+  for await (const job of jobs) console.log('worker got', job); // ends when the channel is ended
+  jobs.close();
   seg.close();
 } else {
   const seg = Segment.create('quickstart', { size: 64, initialize: (s) => Mutex.init(s, 0) });
@@ -29,9 +29,9 @@ if (process.argv[2] === 'worker') {
     const worker = fork(fileURLToPath(import.meta.url), ['worker']);
     const exited = new Promise((resolve) => worker.on('exit', resolve));
     const counter = count(seg);
-    jobs.send({ id: 1, task: 'resize', file: 'cat.png' });
-    jobs.send({ id: 2, task: 'upload', file: 'cat-small.png' });
-    jobs.close();
+    await jobs.send({ id: 1, task: 'resize', file: 'cat.png' });
+    await jobs.send({ id: 2, task: 'upload', file: 'cat-small.png' });
+    jobs.end();
     const code = await exited;
     if (code !== 0) throw new Error(`the worker failed (exit code ${code})`);
     console.log('counter =', counter.getFloat64(0)); // 200000: no increment lost
@@ -39,7 +39,7 @@ if (process.argv[2] === 'worker') {
     // Names live in /dev/shm until unlinked, like files.
     Segment.unlink('quickstart');
     Channel.unlink('quickstart-jobs');
-    jobs.disconnect();
+    jobs.close();
     seg.close();
   }
 }

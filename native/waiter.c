@@ -7,8 +7,9 @@
  * kernel does (futex_waitv, and a zero-timeout FUTEX_WAIT to test a value), so a segment unmapped
  * under a pending wait yields EFAULT, never a crash.
  *
- * Liveness: the threadsafe function is ref'd while at least one wait is pending and unref'd when
- * none is, so a pending wait keeps Node alive and an idle shmkit never does.
+ * Liveness: the threadsafe function is ref'd while at least one ref'd wait is pending and unref'd
+ * when none is, so a pending wait keeps Node alive (unless its caller unref'd it: asyncRef) and an
+ * idle shmkit never does.
  *
  * Kernels before Linux 5.16 have no futex_waitv. There each waiter thread holds one wait and sleeps
  * in a plain FUTEX_WAIT on its word, in slices of SLICE_NS so that it notices new orders even if a
@@ -45,6 +46,7 @@ typedef struct req {
   uint32_t expected;
   int64_t deadline; /* monotonic ns, or INT64_MAX */
   int cancelled;
+  int refd;  /* counts in st->pending; changed only under st->lock */
   struct req *next;
 } req;
 
@@ -62,7 +64,7 @@ typedef struct wthread_ {
   struct wthread_ *next_exited; /* under st->lock: threads that left, to be joined */
 } wthread;
 
-typedef struct { uint32_t id; int32_t status; } done_t;
+typedef struct { uint32_t id; int32_t status; int refd; } done_t;
 
 typedef struct state {
   pthread_mutex_t lock;
@@ -78,6 +80,8 @@ typedef struct state {
   int64_t pending;
   int refd;
 } state;
+
+static void hold_alive(napi_env env, state *st);
 
 /* Called with st->lock held. */
 static void complete(state *st, wthread *w, int index, int32_t status) {
@@ -97,6 +101,7 @@ static void complete(state *st, wthread *w, int index, int32_t status) {
   }
   st->done[st->ndone].id = r->id;
   st->done[st->ndone].status = status;
+  st->done[st->ndone].refd = r->refd;
   st->ndone++;
   free(r);
 }
@@ -205,7 +210,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   napi_value undef;
   napi_get_undefined(env, &undef);
   for (size_t i = 0; i < n; i++) {
-    st->pending--;
+    if (items[i].refd) st->pending--;
     napi_value args[2];
     napi_create_uint32(env, items[i].id, &args[0]);
     napi_create_int32(env, items[i].status, &args[1]);
@@ -216,11 +221,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     }
   }
   free(items);
-  if (st->pending <= 0 && st->refd) {
-    st->pending = 0;
-    napi_unref_threadsafe_function(env, st->tsfn);
-    st->refd = 0;
-  }
+  hold_alive(env, st);
 }
 
 /* Joins the threads that exited after idling (they are past their last use of st->lock). */
@@ -295,10 +296,22 @@ static int start_thread(state *st) {
   return 0;
 }
 
-/* asyncWait(int32array, index, expected, timeoutMs) -> id (>0) | -errno */
+/* Main thread: the threadsafe function is ref'd exactly while a ref'd wait is pending. */
+static void hold_alive(napi_env env, state *st) {
+  if (st->pending > 0 && !st->refd) {
+    napi_ref_threadsafe_function(env, st->tsfn);
+    st->refd = 1;
+  } else if (st->pending <= 0 && st->refd) {
+    st->pending = 0;
+    napi_unref_threadsafe_function(env, st->tsfn);
+    st->refd = 0;
+  }
+}
+
+/* asyncWait(int32array, index, expected, timeoutMs, ref = true) -> id (>0) | -errno */
 static napi_value async_wait(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  state *st = get_args_data(env, info, 4, argv);
+  napi_value argv[5];
+  state *st = get_args_data(env, info, 5, argv);
   if (!st || !st->tsfn) return make_int(env, -EINVAL);
   uint32_t *addr = word_address(env, argv[0], argv[1]);
   if (!addr) return make_int(env, -EINVAL);
@@ -313,6 +326,11 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
   r->addr = addr;
   r->expected = (uint32_t)expected;
   r->deadline = timeout == PLAT_INFINITE ? INT64_MAX : plat_monotonic_ns() + timeout;
+  napi_valuetype t5 = napi_undefined;
+  napi_typeof(env, argv[4], &t5);
+  bool ref = true;
+  if (t5 == napi_boolean) napi_get_value_bool(env, argv[4], &ref);
+  r->refd = ref ? 1 : 0;
 
   pthread_mutex_lock(&st->lock);
   wthread *w = NULL;
@@ -333,11 +351,39 @@ static napi_value async_wait(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&st->lock);
   if (reaping) reap(st);
 
-  if (st->pending++ == 0 && !st->refd) {
-    napi_ref_threadsafe_function(env, st->tsfn);
-    st->refd = 1;
-  }
+  if (ref) st->pending++;
+  hold_alive(env, st);
   return make_int(env, id);
+}
+
+/* asyncRef(id, on) -> 0 | -ENOENT (already completed: nothing to change). Whether a pending wait
+ * keeps the process alive. */
+static napi_value async_ref(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  state *st = get_args_data(env, info, 2, argv);
+  if (!st || !st->tsfn) return make_int(env, -EINVAL);
+  uint32_t id = (uint32_t)get_double(env, argv[0]);
+  bool on = true;
+  napi_get_value_bool(env, argv[1], &on);
+  int found = 0, delta = 0;
+  pthread_mutex_lock(&st->lock);
+  for (int i = 0; i < st->nthreads && !found; i++) {
+    wthread *w = st->threads[i];
+    req *r = NULL;
+    for (int j = 0; j < w->nactive && !r; j++)
+      if (w->active[j]->id == id) r = w->active[j];
+    for (req *q = w->incoming; q && !r; q = q->next)
+      if (q->id == id) r = q;
+    if (r) {
+      found = 1;
+      if (r->refd != (on ? 1 : 0)) { r->refd = on ? 1 : 0; delta = on ? 1 : -1; }
+    }
+  }
+  pthread_mutex_unlock(&st->lock);
+  if (!found) return make_int(env, -ENOENT);
+  st->pending += delta;
+  hold_alive(env, st);
+  return make_int(env, 0);
 }
 
 /* asyncCancel(id) -> 0 | -ENOENT. The wait completes later with status 2 (cancelled). */
@@ -383,9 +429,9 @@ void init_waiter(napi_env env, napi_value exports) {
   state *st = calloc(1, sizeof *st);
   if (!st) return;
   pthread_mutex_init(&st->lock, NULL);
-  const char *names[] = {"asyncInit", "asyncWait", "asyncCancel", "asyncStats"};
-  napi_callback cbs[] = {async_init, async_wait, async_cancel, async_stats};
-  for (int i = 0; i < 4; i++) {
+  const char *names[] = {"asyncInit", "asyncWait", "asyncCancel", "asyncStats", "asyncRef"};
+  napi_callback cbs[] = {async_init, async_wait, async_cancel, async_stats, async_ref};
+  for (int i = 0; i < 5; i++) {
     napi_value fn;
     napi_create_function(env, names[i], NAPI_AUTO_LENGTH, cbs[i], st, &fn);
     napi_set_named_property(env, exports, names[i], fn);

@@ -111,10 +111,11 @@ function joinTicker(onSlice: () => void): void {
   }
 }
 
-/** Refs the doorbell while any wait is pending (see the ticker above). */
+/** Refs the doorbell while any wait whose owner is ref'd is pending (see the ticker above). */
 let refd = false;
+let refdWaits = 0;
 function holdAlive(): void {
-  const want = waiters.size > 0;
+  const want = refdWaits > 0;
   if (want !== refd) {
     refd = want;
     native.bellRef(want);
@@ -132,9 +133,19 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
   return new Promise<boolean>((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | null = null;
     let unlisten: (() => void) | null = null;
+    let counted = owner?.hasRef?.() ?? true;
+    const onRef = (on: boolean): void => {
+      if (on === counted) return;
+      counted = on;
+      refdWaits += on ? 1 : -1;
+      holdAlive();
+    };
     const finish = (): void => {
       waiters.delete(onBell);
       ticking.delete(onSlice);
+      if (counted) refdWaits--;
+      counted = false;
+      owner?.refHooks?.delete(onRef);
       holdAlive();
       if (timer !== null) clearTimeout(timer);
       unlisten?.();
@@ -159,6 +170,8 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
     if (timeoutMs >= tuning.livenessIntervalMs) joinTicker(onSlice);
     else timer = setTimeout(onSlice, timeoutMs);
     waiters.add(onBell);
+    if (counted) refdWaits++;
+    owner?.refHooks?.add(onRef);
     holdAlive();
     if (signal) unlisten = listenAbort(signal, onAbort);
     owner?.pendingWaits.add(onClose);

@@ -31,8 +31,8 @@ export const ErrorCodes = {
   CLOSED: 'ERR_SHMKIT_CLOSED',
   /** A wait ran out of time. */
   TIMEOUT: 'ERR_SHMKIT_TIMEOUT',
-  /** An AbortSignal cancelled the operation; `cause` is the signal's reason. */
-  ABORTED: 'ERR_SHMKIT_ABORTED',
+  /** An AbortSignal cancelled the operation; `cause` is the signal's reason. Node's own code (and `name` 'AbortError'), as its AbortError has. */
+  ABORTED: 'ABORT_ERR',
   /** unlock() by someone who does not hold the lock. */
   NOT_OWNER: 'ERR_SHMKIT_NOT_OWNER',
   /** A blocking lock by the thread that already holds it: it would wait forever. */

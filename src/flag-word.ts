@@ -87,6 +87,22 @@ export class FlagWord {
     }
   }
 
+  /**
+   * Runs `failIfGone`. If it throws (the peers are gone), `ready` is asked once more before the
+   * error goes out: a peer that published and then left between our first ready() and its
+   * departure must not lose that message (it published before it left, so this read sees it).
+   * Returns true if ready after all.
+   */
+  private gone(failIfGone: () => void, ready: () => boolean): boolean {
+    try {
+      failIfGone();
+      return false;
+    } catch (err) {
+      if (ready()) return true;
+      throw err;
+    }
+  }
+
   private count(counted: boolean): true {
     if (!counted && this.f64 !== null) this.f64[this.waitStat]! += 1; // a statistic: racy increments between processes may be lost
     return true;
@@ -94,7 +110,8 @@ export class FlagWord {
 
   /**
    * Spins (with `spinner`, or on `ready`), then parks until ready() (true) or the deadline (false).
-   * `failIfGone` runs before every park and may throw (a peer that should wake us is gone).
+   * `failIfGone` runs before every park and may throw (a peer that should wake us is gone), unless
+   * ready() turns true meanwhile.
    */
   waitSync(o: FlagWait, deadline: Deadline, ready: () => boolean, failIfGone: (() => void) | null, spinner?: () => boolean): boolean {
     if (spinner ? spinner() : spin(ready, o.spin)) return true;
@@ -103,7 +120,7 @@ export class FlagWord {
     let counted = false;
     for (;;) {
       if (ready()) return true;
-      failIfGone?.();
+      if (failIfGone !== null && this.gone(failIfGone, ready)) return true;
       const left = deadline.remaining();
       if (left === 0) return false;
       const cur = Atomics.load(i32, word);
@@ -116,7 +133,7 @@ export class FlagWord {
   }
 
   /** The async driver of waitSync: the event loop is never blocked. Honours `o.signal`. */
-  async waitAsync(o: FlagWait, deadline: Deadline, ready: () => boolean, failIfGone: (() => void) | null, what: string, spinner?: () => boolean): Promise<boolean> {
+  async wait(o: FlagWait, deadline: Deadline, ready: () => boolean, failIfGone: (() => void) | null, what: string, spinner?: () => boolean): Promise<boolean> {
     if (spinner ? spinner() : spin(ready, o.spin)) return true;
     const i32 = this.i32;
     const word = this.word;
@@ -124,7 +141,7 @@ export class FlagWord {
     for (;;) {
       if (i32.length === 0) throw closedError(`${this.label} handle`, this.segment.name);
       if (ready()) return true;
-      failIfGone?.();
+      if (failIfGone !== null && this.gone(failIfGone, ready)) return true;
       const left = deadline.remaining();
       if (left === 0) return false;
       const id = ownBell();

@@ -5,6 +5,7 @@
  * every message has the same shape and every error carries the object's name in `segment`.
  */
 import { abortError, closedError, type ErrorCode, ErrorCodes, ShmkitError, timeoutError } from './errors';
+import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import type { Segment } from './segment';
 
@@ -44,7 +45,7 @@ export class ErrorContext {
     return timeoutError(`${this.label} ${what}`, ms, this.name);
   }
 
-  /** ERR_SHMKIT_ABORTED for operation `what`. */
+  /** ABORT_ERR for operation `what`. */
   aborted(signal: AbortSignal, what: string): ShmkitError {
     return abortError(signal, `${this.label} ${what}`);
   }
@@ -55,7 +56,11 @@ export class ErrorContext {
   }
 }
 
-export abstract class Handle {
+/**
+ * A handle is an EventEmitter. It emits 'close' once, on the tick after close() (or disposal)
+ * released it. It never emits 'error': every failure is thrown to, or rejects, the call that met it.
+ */
+export abstract class Handle extends EventEmitter {
   /** The object's name, as given to create/open. */
   readonly name: string;
   readonly segment: Segment;
@@ -68,10 +73,16 @@ export abstract class Handle {
 
   /** `label` names the object in errors: `channel "jobs"`; `handleNoun` see ErrorContext. */
   protected constructor(segment: Segment, label: string, handleNoun?: string) {
+    super();
     this.name = segment.name;
     this.segment = segment;
     this.errors = new ErrorContext(label, segment.name, handleNoun);
     this.words = segment.int32;
+  }
+
+  /** Whether this handle was released (close()). The object itself lives on until unlinked. */
+  get closed(): boolean {
+    return this.life.released || this.words.length === 0;
   }
 
   /** Throws ERR_SHMKIT_CLOSED if this handle was released. */
@@ -86,11 +97,42 @@ export abstract class Handle {
   protected dispose(): void {
     if (this.life.released) return;
     this.life.released = true;
-    this.release();
+    try {
+      this.release();
+    } finally {
+      process.nextTick(() => this.emit('close'));
+    }
   }
 
   [Symbol.dispose](): void {
     this.dispose();
+  }
+
+  /** `await using` releases the handle as `using` does (nothing to wait for). */
+  [Symbol.asyncDispose](): Promise<void> {
+    this[Symbol.dispose]();
+    return Promise.resolve();
+  }
+
+  /**
+   * The handle's pending asynchronous waits stop keeping the process alive, like
+   * `socket.unref()`. It applies to the mapping the handle uses (an object placed in your own
+   * segment: that segment). Returns this.
+   */
+  unref(): this {
+    this.segment.unref();
+    return this;
+  }
+
+  /** Undoes unref() (the default: pending waits keep the process alive). Returns this. */
+  ref(): this {
+    this.segment.ref();
+    return this;
+  }
+
+  /** Whether the handle's pending waits keep the process alive. */
+  hasRef(): boolean {
+    return this.segment.hasRef();
   }
 
   /** What util.inspect shows of the handle (a few lines, not its internals). */

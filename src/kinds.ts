@@ -187,7 +187,7 @@ export interface ChannelState {
   producers: 'single' | 'multi';
   consumers: 'single' | 'multi';
   delivery: 'at-most-once' | 'at-least-once';
-  closed: boolean;
+  ended: boolean;
   depth: {
     /** sent - received (from the counters; 0 if they are not kept by some peer). */
     messages: number;
@@ -359,7 +359,7 @@ const channel: KindEntry<ChannelState> = {
       producers: p.multiProducer ? 'multi' : 'single',
       consumers: p.multiConsumer ? 'multi' : 'single',
       delivery: p.atLeastOnce ? 'at-least-once' : 'at-most-once',
-      closed: word(L.CLOSED) !== 0 || (tail & CLOSED_BIT) !== 0,
+      ended: word(L.CLOSED) !== 0 || (tail & CLOSED_BIT) !== 0,
       depth: { messages: sent !== null && received !== null ? Math.max(0, sent - received) : 0, bytes: used },
       counters: {
         sent,
@@ -416,7 +416,7 @@ const channel: KindEntry<ChannelState> = {
   ],
   summary: (s) => {
     const live = s.peers.filter((p) => p.alive && !p.departed).length;
-    return `${s.depth.messages} queued, ${live} peer${live === 1 ? '' : 's'}${s.closed ? ', closed' : ''}`;
+    return `${s.depth.messages} queued, ${live} peer${live === 1 ? '' : 's'}${s.ended ? ', ended' : ''}`;
   },
 };
 

@@ -4,11 +4,12 @@
  * so the other program opens "/" + name. For shmkit-to-shmkit signalling use Semaphore: it makes no
  * system call when uncontended.
  *
- * wait() blocks the thread in sem_clockwait. waitAsync() cannot park in the kernel without relying
+ * waitSync() blocks the thread in sem_clockwait. wait() cannot park in the kernel without relying
  * on the C library's private semaphore layout, so it polls sem_trywait with a backoff up to 5 ms
  * (Node runs timers shorter than 1 ms after 1 ms): its wake-up latency is 1 to 5 ms, and it never
  * blocks the event loop.
  */
+import { EventEmitter } from 'node:events';
 import { chmodSync, closeSync, constants as fsConstants, fstatSync, openSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { checkOwner, parseTrust, type Trust, type TrustedOwners } from './trust';
@@ -75,11 +76,12 @@ function openExisting(name: string, trust: Trust, how: string): object | null {
   }
 }
 
-export class NamedSemaphore {
+export class NamedSemaphore extends EventEmitter {
   readonly name: string;
   #handle: object | null;
 
   private constructor(name: string, handle: object) {
+    super();
     this.name = name;
     this.#handle = handle;
   }
@@ -154,14 +156,14 @@ export class NamedSemaphore {
   }
 
   /** Blocks the thread until the value can be decremented; ERR_SHMKIT_TIMEOUT after `timeout` ms. */
-  wait(options?: { timeout?: number }): void {
+  waitSync(options?: { timeout?: number }): void {
     const o = checkObject('options', options);
-    if (o.signal !== undefined) throw invalidArg('options.signal', 'is only accepted by waitAsync()');
+    if (o.signal !== undefined) throw invalidArg('options.signal', 'is only accepted by wait()');
     const timeout = checkTimeout('options.timeout', o.timeout);
     const deadline = new Deadline(timeout);
     for (;;) {
       const left = deadline.remaining();
-      const rc = native.semTimedWait(this.h('wait'), left === Infinity ? -1 : left);
+      const rc = native.semTimedWait(this.h('waitSync'), left === Infinity ? -1 : left);
       if (rc === 0) return;
       if (rc === -4) continue; // EINTR
       if (rc === -110) throw timeoutError(`named semaphore "${this.name}" wait`, timeout, this.name);
@@ -170,21 +172,21 @@ export class NamedSemaphore {
   }
 
   /** Waits without blocking the event loop (polling with backoff, see above). */
-  async waitAsync(options?: { timeout?: number; signal?: AbortSignal }): Promise<void> {
+  async wait(options?: { timeout?: number; signal?: AbortSignal }): Promise<void> {
     const o = checkObject('options', options);
     const timeout = checkTimeout('options.timeout', o.timeout);
     const signal = checkSignal('options.signal', o.signal);
     const deadline = new Deadline(timeout);
     let delay = 0.05;
     for (;;) {
-      if (isAborted(signal)) throw abortError(signal, `named semaphore "${this.name}" waitAsync`);
+      if (isAborted(signal)) throw abortError(signal, `named semaphore "${this.name}" wait`);
       if (this.tryWait()) return;
       const left = deadline.remaining();
-      if (left === 0) throw timeoutError(`named semaphore "${this.name}" waitAsync`, timeout, this.name);
+      if (left === 0) throw timeoutError(`named semaphore "${this.name}" wait`, timeout, this.name);
       try {
-        await sleep(Math.min(delay, left), undefined, signal ? { signal } : undefined);
+        await sleep(Math.min(delay, left), undefined, signal ? { signal, ref: this.#refd } : { ref: this.#refd });
       } catch {
-        throw abortError(signal!, `named semaphore "${this.name}" waitAsync`);
+        throw abortError(signal!, `named semaphore "${this.name}" wait`);
       }
       delay = Math.min(delay * 2, 5);
     }
@@ -206,9 +208,32 @@ export class NamedSemaphore {
     if (this.#handle === null) return;
     native.semClose(this.#handle);
     this.#handle = null;
+    process.nextTick(() => this.emit('close'));
   }
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  #refd = true;
+  /** Pending wait() calls stop keeping the process alive (from their next poll on). Returns this. */
+  unref(): this {
+    this.#refd = false;
+    return this;
+  }
+
+  /** Undoes unref(). Returns this. */
+  ref(): this {
+    this.#refd = true;
+    return this;
+  }
+
+  hasRef(): boolean {
+    return this.#refd;
   }
 }

@@ -43,7 +43,8 @@ export interface NativeAddon {
   futexWake(words: Int32Array, index: number, count: number): number;
 
   asyncInit(callback: (id: number, status: number) => void): number;
-  asyncWait(words: Int32Array, index: number, expected: number, timeoutMs: number): number;
+  asyncWait(words: Int32Array, index: number, expected: number, timeoutMs: number, ref: boolean): number;
+  asyncRef(id: number, on: boolean): number;
   asyncCancel(id: number): number;
   asyncStats(): [threads: number, pending: number];
 

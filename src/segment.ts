@@ -26,6 +26,7 @@
  * segment. Openers still validate everything: the header is untrusted input.
  */
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import { closedError, ErrorCodes, invalidArg, osError, ShmkitError } from './errors';
 import { self } from './identity';
@@ -110,7 +111,7 @@ export function headerChecksum(header: Uint8Array): number {
   return fnv1a(header, CHECKSUM_RANGES);
 }
 
-export class Segment {
+export class Segment extends EventEmitter {
   /** The name given by the user (without prefix). */
   readonly name: string;
   /** The name of the object in /dev/shm. */
@@ -139,6 +140,7 @@ export class Segment {
   #i64: BigInt64Array;
 
   private constructor(name: string, mapping: NativeMapping, created: boolean) {
+    super();
     this.name = name;
     this.shmName = objectName(name);
     this.created = created;
@@ -360,6 +362,7 @@ export class Segment {
     for (const cancel of [...this.pendingWaits]) cancel();
     this.pendingWaits.clear();
     native.unmap(this.#handle, this.#buffer);
+    process.nextTick(() => this.emit('close'));
   }
 
   /** @internal the kind-specific parameter area (header bytes 64..127). */
@@ -387,6 +390,7 @@ export class Segment {
     for (const cancel of [...this.pendingWaits]) cancel();
     this.pendingWaits.clear();
     native.unmap(this.#handle, this.#buffer);
+    process.nextTick(() => this.emit('close'));
   }
 
   /** Removes the segment's name (see Segment.unlink). */
@@ -396,6 +400,41 @@ export class Segment {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  #refd = true;
+  /** @internal Pending waits on this mapping, told when ref()/unref() changes. */
+  readonly refHooks = new Set<(refd: boolean) => void>();
+
+  /**
+   * Pending asynchronous waits on this mapping (of every object in it) stop keeping the process
+   * alive, like `timeout.unref()` or `socket.unref()`; waits in progress included. Returns this.
+   */
+  unref(): this {
+    return this.setRef(false);
+  }
+
+  /** Undoes unref(): pending waits keep the process alive again (the default). Returns this. */
+  ref(): this {
+    return this.setRef(true);
+  }
+
+  /** Whether pending waits on this mapping keep the process alive. */
+  hasRef(): boolean {
+    return this.#refd;
+  }
+
+  private setRef(on: boolean): this {
+    if (this.#refd !== on) {
+      this.#refd = on;
+      for (const hook of [...this.refHooks]) hook(on);
+    }
+    return this;
   }
 
   /** What util.inspect shows: the object, not the mapping's internals. */

@@ -81,7 +81,7 @@ export function parkSync(words: Int32Array, index: number, expected: number, tim
   if (rc === 0 || rc === Status.EAGAIN || rc === Status.EINTR) return true;
   if (rc === Status.ETIMEDOUT) return false;
   if (rc === Status.EINVAL) throw closedError('the shared memory behind this object');
-  throw osError(-rc, 'futex', 'wait');
+  throw osError(-rc, 'futex', 'waitSync');
 }
 
 export function wake(words: Int32Array, index: number, count: number): void {
@@ -92,7 +92,7 @@ export function wake(words: Int32Array, index: number, count: number): void {
 //
 // Idle waiting costs close to nothing:
 // - Waits on the same word with the same expected value share one native wait (a Semaphore with
-//   5,000 pending waitAsync() calls holds one slot of one waiter thread, not 5,000).
+//   5,000 pending wait() calls holds one slot of one waiter thread, not 5,000).
 // - A native wait has no liveness slice. One ticker per thread (unref'd, running only while waits
 //   are pending) looks at every shared wait once per liveness interval: if the word no longer holds
 //   the expected value (a peer changed it and died before waking), or the wait's `recheck` says so
@@ -107,6 +107,10 @@ export interface WaitOwner {
   check?(): boolean;
   /** Why the owner was closed under its waits, if not by close() (e.g. it was truncated). */
   readonly damage?: unknown;
+  /** Whether the owner's pending waits keep the process alive (Segment.ref/unref). */
+  hasRef?(): boolean;
+  /** Told when that changes, by each pending wait. */
+  readonly refHooks?: Set<(refd: boolean) => void>;
 }
 
 interface Sub {
@@ -123,6 +127,7 @@ interface Shared {
   recheck: (() => boolean) | undefined;
   owner: WaitOwner | undefined;
   id: number;
+  onRef: ((refd: boolean) => void) | undefined;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -165,6 +170,7 @@ function endShared(sh: Shared, cancelNative: boolean): void {
     if (m.size === 0) byWord.delete(sh.words.buffer);
   }
   if (cancelNative) native.asyncCancel(sh.id);
+  if (sh.onRef !== undefined) sh.owner?.refHooks?.delete(sh.onRef);
   if (byId.size === 0) stopTicker();
 }
 
@@ -238,12 +244,14 @@ export function parkAsync(
   let m = byWord.get(words.buffer);
   let sh = m?.get(key);
   if (sh === undefined) {
-    const id = native.asyncWait(words, index, expected, -1);
+    const id = native.asyncWait(words, index, expected, -1, owner?.hasRef?.() ?? true);
     if (id < 0) {
       if (id === Status.EINVAL) return Promise.reject(closedError('the shared memory behind this object'));
       return Promise.reject(osError(-id, 'asyncWait', what));
     }
-    sh = { words, index, expected: expected | 0, key, subs: new Set(), recheck, owner, id };
+    const onRef = owner?.refHooks === undefined ? undefined : (refd: boolean): void => void native.asyncRef(id, refd);
+    if (onRef !== undefined) owner!.refHooks!.add(onRef);
+    sh = { words, index, expected: expected | 0, key, subs: new Set(), recheck, owner, id, onRef };
     byId.set(id, sh);
     if (m === undefined) byWord.set(words.buffer, (m = new Map()));
     m.set(key, sh);

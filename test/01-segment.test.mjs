@@ -152,7 +152,7 @@ describe('Segment', () => {
     assert.throws(() => seg.data, code(ErrorCodes.CLOSED));
     const m = Mutex.at(Segment.open(name), 0);
     m.segment.close();
-    assert.throws(() => m.lock(), code(ErrorCodes.CLOSED));
+    assert.throws(() => m.lockSync(), code(ErrorCodes.CLOSED));
     assert.throws(() => Mutex.at(m.segment, 0), code(ErrorCodes.CLOSED));
     Segment.unlink(name);
   });
@@ -309,7 +309,7 @@ describe('a segment truncated by a peer', () => {
   test('async waits on a segment that a peer truncated report CORRUPT instead of dying of SIGBUS', async () => {
     for (const kind of ['semAsync', 'channelAsync']) {
       const name = uniq('ta');
-      if (kind === 'channelAsync') Channel.create(name, { capacity: 4096 }).disconnect();
+      if (kind === 'channelAsync') Channel.create(name, { capacity: 4096 }).close();
       else Segment.create(name, { size: 64 }).close();
       const victim = segmentChild('park', { name, kind, liveness: 20 });
       await victim.waitFor(/waiting/);
@@ -353,7 +353,7 @@ describe('a segment truncated by a peer', () => {
       assert.equal(r.signal, null, `the victim died of ${r.signal}`);
       assert.match(r.out, /"code":"ERR_SHMKIT_CORRUPT"/);
       assert.equal(statSync(`/dev/shm/shmkit-${name}`).size, size, 'the size was restored');
-      ch.disconnect();
+      ch.close();
       Channel.unlink(name);
     });
   }

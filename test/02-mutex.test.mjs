@@ -13,7 +13,7 @@ describe('Mutex', () => {
     const name = uniq('mx');
     const m = Mutex.create(name);
     assert.equal(m.locked, false);
-    const g = m.lock();
+    const g = m.lockSync();
     assert.equal(g.recovered, false);
     assert.equal(m.locked, true);
     assert.equal(m.ownedByMe, true);
@@ -36,12 +36,12 @@ describe('Mutex', () => {
     await holder.waitFor(/locked/);
     assert.equal(m.tryLock(), null);
     assert.throws(() => m.unlock(), (e) => e.code === ErrorCodes.NOT_OWNER && /another owner/.test(e.message));
-    assert.throws(() => m.lock({ timeout: 30 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => m.lockSync({ timeout: 30 }), code(ErrorCodes.TIMEOUT));
     holder.child.kill('SIGKILL');
     await watchdog(holder.exited, 10000, 'holder exit');
-    const g = m.lock({ timeout: 20000 });
+    const g = m.lockSync({ timeout: 20000 });
     assert.equal(g.recovered, true);
-    assert.throws(() => m.lock(), code(ErrorCodes.WOULD_DEADLOCK));
+    assert.throws(() => m.lockSync(), code(ErrorCodes.WOULD_DEADLOCK));
     g.unlock();
     m.close();
     Segment.unlink(name);
@@ -79,7 +79,7 @@ describe('Mutex', () => {
   test('a parked waiter is woken by unlock (spin 0)', async () => {
     const name = uniq('park');
     const m = Mutex.create(name);
-    const g = m.lock();
+    const g = m.lockSync();
     const waiter = lockChild('lockAfterDeath', { name, spin: 0 });
     await new Promise((r) => setTimeout(r, 100));
     g.unlock();
@@ -88,22 +88,22 @@ describe('Mutex', () => {
     Segment.unlink(name);
   });
 
-  test('lockAsync waits for a holder in the same process, and AbortSignal cancels it', async () => {
+  test('lock waits for a holder in the same process, and AbortSignal cancels it', async () => {
     const name = uniq('mxa');
     const m = Mutex.create(name);
-    const g = await m.lockAsync({ timeout: 10000 });
+    const g = await m.lock({ timeout: 10000 });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 2);
-    const p = m.lockAsync({ spin: 0 });
+    const p = m.lock({ spin: 0 });
     await new Promise((r) => setTimeout(r, 30));
     assert.ok(ticks > 0, 'the event loop kept running');
     g.unlock();
-    const g2 = await watchdog(p, 10000, 'lockAsync');
+    const g2 = await watchdog(p, 10000, 'lock');
     const ac = new AbortController();
-    const p3 = m.lockAsync({ signal: ac.signal });
+    const p3 = m.lock({ signal: ac.signal });
     setTimeout(() => ac.abort(new Error('stop')), 10);
-    await assert.rejects(watchdog(p3, 10000, 'aborted lockAsync'), (e) => e.code === ErrorCodes.ABORTED && e.name === 'AbortError' && e.cause.message === 'stop');
-    await assert.rejects(m.lockAsync({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(watchdog(p3, 10000, 'aborted lock'), (e) => e.code === ErrorCodes.ABORTED && e.name === 'AbortError' && e.cause.message === 'stop');
+    await assert.rejects(m.lock({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
     clearInterval(timer);
     g2.unlock();
     assert.equal(m.locked, false);
@@ -114,12 +114,12 @@ describe('Mutex', () => {
   test('closing the segment rejects pending async waits with CLOSED', async () => {
     const name = uniq('mxc');
     const m = Mutex.create(name);
-    const g = m.lock();
-    const p = m.lockAsync({ spin: 0 });
+    const g = m.lockSync();
+    const p = m.lock({ spin: 0 });
     await new Promise((r) => setTimeout(r, 10));
     void g;
     m.close();
-    await assert.rejects(watchdog(p, 10000, 'lockAsync'), code(ErrorCodes.CLOSED));
+    await assert.rejects(watchdog(p, 10000, 'lock'), code(ErrorCodes.CLOSED));
     Segment.unlink(name);
   });
 
@@ -129,9 +129,9 @@ describe('Mutex', () => {
     assert.throws(() => Mutex.at(seg, 4), (e) => e.argument === 'offset');
     assert.throws(() => Mutex.at(seg, 32), (e) => e.argument === 'offset');
     assert.throws(() => Mutex.at({}, 0), (e) => e.argument === 'segment');
-    assert.throws(() => Mutex.at(seg, 0).lock({ timeout: -1 }), (e) => e.argument === 'options.timeout');
+    assert.throws(() => Mutex.at(seg, 0).lockSync({ timeout: -1 }), (e) => e.argument === 'options.timeout');
     const m = Mutex.at(seg, 24);
-    m.lock().unlock();
+    m.lockSync().unlock();
     seg.close();
     Segment.unlink(name);
   });
@@ -141,7 +141,7 @@ describe('Mutex', () => {
     const seg = Segment.create(name, { size: 64 });
     const m = Mutex.init(seg, 0);
     new BigInt64Array(seg.buffer, 128, 1)[0] = -12345n;
-    const g = m.lock({ timeout: 5000 });
+    const g = m.lockSync({ timeout: 5000 });
     assert.equal(g.recovered, true);
     g.unlock();
     new BigInt64Array(seg.buffer, 128, 1)[0] = 0x7fffffff003fffffn; // pid 2^22-1: no such process
@@ -159,12 +159,12 @@ describe('Mutex', () => {
 });
 
 describe('Mutex regressions', () => {
-  // Found in review: an internal give-back hook once leaked into the public lockAsync.
-  test('closing a mutex held through lockAsync does not release it (as with lock())', async () => {
+  // Found in review: an internal give-back hook once leaked into the public lock.
+  test('closing a mutex held through lock does not release it (as with lock())', async () => {
     const name = uniq('mcl');
     const m1 = Mutex.create(name);
     try {
-      await watchdog(m1.lockAsync(), 10_000, 'lockAsync');
+      await watchdog(m1.lock(), 10_000, 'lock');
       m1.close();
       const m2 = Mutex.open(name);
       assert.equal(m2.locked, true, 'still held by this thread');
@@ -185,7 +185,7 @@ describe('Mutex regressions', () => {
       const { parentPort, workerData } = require('node:worker_threads');
       const { Mutex } = require(workerData.pkg);
       const m = Mutex.open(workerData.name);
-      m.lock();
+      m.lockSync();
       parentPort.postMessage('locked');
       setInterval(() => {}, 1000);
     `, { eval: true, workerData: { name, pkg: new URL('../dist/index.js', import.meta.url).pathname } });
@@ -195,7 +195,7 @@ describe('Mutex regressions', () => {
     await w.terminate();
     configure({ livenessIntervalMs: 20 });
     try {
-      const g = m.lock({ timeout: 10000 });
+      const g = m.lockSync({ timeout: 10000 });
       assert.equal(g.recovered, true);
       g.unlock();
     } finally {
@@ -213,11 +213,11 @@ describe('Mutex regressions', () => {
     await h.waitFor(/locked/);
     h.child.kill('SIGKILL');
     await watchdog(h.exited, 10000, 'holder exit');
-    const g = await watchdog(m.lockAsync({ timeout: 10000 }), 15000, 'lockAsync');
+    const g = await watchdog(m.lock({ timeout: 10000 }), 15000, 'lock');
     assert.equal(g.recovered, true);
     assert.equal(g.deadOwner.pid, h.child.pid);
     g.unlock();
-    const g2 = m.lock();
+    const g2 = m.lockSync();
     assert.equal(g2.deadOwner, null);
     g2.unlock();
     m.close();

@@ -13,9 +13,9 @@ describe('Semaphore', () => {
     const s = Semaphore.create(name, { initial: 2 });
     assert.equal(s.value, 2);
     assert.equal(s.tryWait(), true);
-    s.wait();
+    s.waitSync();
     assert.equal(s.tryWait(), false);
-    assert.throws(() => s.wait({ timeout: 5 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => s.waitSync({ timeout: 5 }), code(ErrorCodes.TIMEOUT));
     s.post(3);
     assert.equal(s.value, 3);
     assert.throws(() => s.post(0), (e) => e.argument === 'n');
@@ -75,24 +75,24 @@ describe('Semaphore', () => {
     });
   }
 
-  test('waitAsync keeps the event loop responsive, and AbortSignal cancels it', async () => {
+  test('wait keeps the event loop responsive, and AbortSignal cancels it', async () => {
     const name = uniq('sea');
     const s = Semaphore.create(name);
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     setTimeout(() => s.post(), 60);
-    await watchdog(s.waitAsync({ spin: 0 }), 10000, 'waitAsync');
+    await watchdog(s.wait({ spin: 0 }), 10000, 'wait');
     clearInterval(timer);
     assert.ok(ticks >= 3, `timer ticked ${ticks} times while waiting`);
 
     const ac = new AbortController();
-    const p = s.waitAsync({ signal: ac.signal, spin: 0 });
+    const p = s.wait({ signal: ac.signal, spin: 0 });
     ac.abort();
     await assert.rejects(watchdog(p, 10000, 'abort'), (e) => e.code === ErrorCodes.ABORTED && e.name === 'AbortError');
     const pre = AbortSignal.abort();
-    await assert.rejects(s.waitAsync({ signal: pre }), code(ErrorCodes.ABORTED));
-    await assert.rejects(s.waitAsync({ signal: 'nope' }), (e) => e.argument === 'options.signal');
-    await assert.rejects(s.waitAsync({ timeout: 5, spin: 0 }), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(s.wait({ signal: pre }), code(ErrorCodes.ABORTED));
+    await assert.rejects(s.wait({ signal: 'nope' }), (e) => e.argument === 'options.signal');
+    await assert.rejects(s.wait({ timeout: 5, spin: 0 }), code(ErrorCodes.TIMEOUT));
     // An aborted waiter left nothing behind: a post is still taken by the next wait.
     s.post();
     assert.equal(s.tryWait(), true);
@@ -104,7 +104,7 @@ describe('Semaphore', () => {
     const name = uniq('many');
     const s = Semaphore.create(name);
     const n = 300;
-    const all = Array.from({ length: n }, () => s.waitAsync({ spin: 0 }));
+    const all = Array.from({ length: n }, () => s.wait({ spin: 0 }));
     await new Promise((r) => setTimeout(r, 20));
     for (let i = 0; i < n; i++) s.post();
     await watchdog(Promise.all(all), 30000, `${n} waits`);
@@ -137,7 +137,7 @@ describe('Semaphore', () => {
     words[0] = -5;
     assert.equal(s.value, 0);
     assert.equal(s.tryWait(), false);
-    assert.throws(() => s.wait({ timeout: 20, spin: 0 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => s.waitSync({ timeout: 20, spin: 0 }), code(ErrorCodes.TIMEOUT));
     s.close();
     Segment.unlink(name);
   });
@@ -165,10 +165,10 @@ describe('Semaphore regressions', () => {
     const warnings = [];
     const onWarning = (w) => warnings.push(w.name);
     process.on('warning', onWarning);
-    const p = s.waitAsync({ timeout: 30 * 24 * 3600 * 1000, spin: 0 });
+    const p = s.wait({ timeout: 30 * 24 * 3600 * 1000, spin: 0 });
     await sleep(100);
     s.post();
-    await watchdog(p, 10000, 'waitAsync with a 30-day timeout');
+    await watchdog(p, 10000, 'wait with a 30-day timeout');
     process.off('warning', onWarning);
     assert.deepEqual(warnings, []);
     seg.close();
@@ -176,12 +176,12 @@ describe('Semaphore regressions', () => {
   });
 
   // Found by crash and hostile-input testing (idle waits); failed before its fix.
-  test('5,000 pending waitAsync on one semaphore share one native wait; waiter threads end when idle', async () => {
+  test('5,000 pending wait on one semaphore share one native wait; waiter threads end when idle', async () => {
     const seg = Segment.create(uniq('iw'), { size: 64 });
     const s = Semaphore.init(seg, 0, 0);
     const N = 5000;
     const waits = [];
-    for (let i = 0; i < N; i++) waits.push(s.waitAsync({ spin: 0, timeout: 60000 }));
+    for (let i = 0; i < N; i++) waits.push(s.wait({ spin: 0, timeout: 60000 }));
     await sleep(10);
     const st = asyncWaitStats();
     assert.equal(st.pending, N);
@@ -199,7 +199,7 @@ describe('Semaphore regressions', () => {
   test('a poster killed between its add and its wake cannot strand an async waiter (liveness tick)', async () => {
     const seg = Segment.create(uniq('pk'), { size: 64 });
     const s = Semaphore.init(seg, 0, 0);
-    const p = s.waitAsync({ spin: 0 });
+    const p = s.wait({ spin: 0 });
     await sleep(20);
     // What a dying poster leaves behind: the count raised, nobody woken.
     Atomics.add(new Int32Array(seg.buffer, seg.dataOffset, 2), 0, 1);

@@ -11,19 +11,19 @@ describe('RwLock', () => {
   test('many readers at once, one writer alone, ownership checks', () => {
     const name = uniq('rw');
     const l = RwLock.create(name);
-    const r1 = l.readLock();
+    const r1 = l.readLockSync();
     const r2 = l.tryReadLock();
     assert.ok(r2);
     assert.deepEqual(l.state, { readers: 2, writer: false, recoveryPending: false });
     assert.equal(l.tryWriteLock(), null);
-    assert.throws(() => l.writeLock(), code(ErrorCodes.WOULD_DEADLOCK));
+    assert.throws(() => l.writeLockSync(), code(ErrorCodes.WOULD_DEADLOCK));
     r1.unlock();
     r2[Symbol.dispose]();
     assert.throws(() => l.readUnlock(), code(ErrorCodes.NOT_OWNER));
-    const w = l.writeLock();
+    const w = l.writeLockSync();
     assert.deepEqual(l.state, { readers: 0, writer: true, recoveryPending: false });
     assert.equal(l.tryReadLock(), null);
-    assert.throws(() => l.readLock(), code(ErrorCodes.WOULD_DEADLOCK));
+    assert.throws(() => l.readLockSync(), code(ErrorCodes.WOULD_DEADLOCK));
     w.unlock();
     assert.throws(() => l.writeUnlock(), code(ErrorCodes.NOT_OWNER));
     l.close();
@@ -60,7 +60,7 @@ describe('RwLock', () => {
     const loop = async (offset) => {
       await new Promise((r) => setTimeout(r, offset));
       while (!stop) {
-        const g = await l.readLockAsync({ spin: 0, timeout: 30000 });
+        const g = await l.readLock({ spin: 0, timeout: 30000 });
         await new Promise((r) => setTimeout(r, 10));
         g.unlock();
       }
@@ -85,7 +85,7 @@ describe('RwLock', () => {
     await w.waitFor(/write/);
     w.child.kill('SIGKILL');
     await watchdog(w.exited, 10000, 'writer exit');
-    const g = l.writeLock({ timeout: 20000 });
+    const g = l.writeLockSync({ timeout: 20000 });
     assert.equal(g.recovered, true);
     g.unlock();
 
@@ -94,7 +94,7 @@ describe('RwLock', () => {
     assert.equal(l.state.readers, 1);
     r.child.kill('SIGKILL');
     await watchdog(r.exited, 10000, 'reader exit');
-    const g2 = await l.writeLockAsync({ timeout: 20000 });
+    const g2 = await l.writeLock({ timeout: 20000 });
     assert.equal(g2.recovered, false, 'a dead reader changed nothing: no recovery notice');
     assert.equal(l.state.readers, 0);
     g2.unlock();
@@ -103,7 +103,7 @@ describe('RwLock', () => {
     await w2.waitFor(/write/);
     w2.child.kill('SIGKILL');
     await watchdog(w2.exited, 10000, 'writer exit');
-    const rg = l.readLock({ timeout: 20000 });
+    const rg = l.readLockSync({ timeout: 20000 });
     assert.equal(rg.recovered, true);
     rg.unlock();
     l.close();
@@ -115,9 +115,9 @@ describe('RwLock', () => {
     const l = RwLock.create(name);
     const r = lockChild('holdRead', { name });
     await r.waitFor(/read/);
-    assert.throws(() => l.writeLock({ timeout: 30 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => l.writeLockSync({ timeout: 30 }), code(ErrorCodes.TIMEOUT));
     assert.equal(l.state.writer, false, 'the writer claim was given back');
-    const rg = l.readLock({ timeout: 1000 });
+    const rg = l.readLockSync({ timeout: 1000 });
     rg.unlock();
     r.child.kill('SIGKILL');
     await watchdog(r.exited, 10000, 'reader exit');
@@ -128,19 +128,19 @@ describe('RwLock', () => {
 
 describe('RwLock regressions', () => {
   // Found in review; failed before its fix (a crash, a hang or a wrong result).
-  test('closing the segment under a pending writeLockAsync gives the writer claim back', async () => {
+  test('closing the segment under a pending writeLock gives the writer claim back', async () => {
     const name = uniq('rwc');
     const l = RwLock.create(name);
     const other = RwLock.open(name);
-    const r = l.readLock();
-    const p = other.writeLockAsync({ spin: 0 });
+    const r = l.readLockSync();
+    const p = other.writeLock({ spin: 0 });
     await new Promise((res) => setTimeout(res, 30));
     assert.equal(l.state.writer, true, 'the writer has claimed and waits for readers');
     other.close();
-    await assert.rejects(watchdog(p, 10000, 'writeLockAsync'), (e) => e.code === ErrorCodes.CLOSED);
+    await assert.rejects(watchdog(p, 10000, 'writeLock'), (e) => e.code === ErrorCodes.CLOSED);
     assert.equal(l.state.writer, false);
     r.unlock();
-    l.writeLock().unlock();
+    l.writeLockSync().unlock();
     l.close();
     Segment.unlink(name);
   });
@@ -162,15 +162,15 @@ describe('RwLock regressions', () => {
     const name = uniq('rn');
     const l = RwLock.create(name);
     const reads = [];
-    for (let i = 0; i < RwLock.MAX_READERS; i++) reads.push(l.readLock());
+    for (let i = 0; i < RwLock.MAX_READERS; i++) reads.push(l.readLockSync());
     const pid = await killWaitingWriter(name);
     assert.equal(l.tryReadLock(), null, 'no free slot');
     for (const g of reads) g.unlock();
-    const g = l.writeLock({ timeout: 10000 });
+    const g = l.writeLockSync({ timeout: 10000 });
     assert.equal(g.recovered, true);
     assert.equal(g.deadOwner.pid, pid);
     g.unlock();
-    const again = l.writeLock({ timeout: 10000 });
+    const again = l.writeLockSync({ timeout: 10000 });
     assert.equal(again.recovered, false, 'exactly one writer is told');
     again.unlock();
     l.close();
@@ -180,11 +180,11 @@ describe('RwLock regressions', () => {
   test('RwLock: tryWriteLock that must give up puts the recovery notice back', async () => {
     const name = uniq('rt');
     const l = RwLock.create(name);
-    const r = l.readLock();
+    const r = l.readLockSync();
     const pid = await killWaitingWriter(name);
     assert.equal(l.tryWriteLock(), null, 'a reader still holds a slot');
     r.unlock();
-    const g = l.writeLock({ timeout: 10000 });
+    const g = l.writeLockSync({ timeout: 10000 });
     assert.equal(g.recovered, true);
     assert.equal(g.deadOwner.pid, pid);
     g.unlock();
@@ -193,11 +193,11 @@ describe('RwLock regressions', () => {
     await w.waitFor(/write/);
     w.child.kill('SIGKILL');
     await watchdog(w.exited, 10000, 'writer exit');
-    const rg = l.readLock({ timeout: 10000 });
+    const rg = l.readLockSync({ timeout: 10000 });
     assert.equal(rg.recovered, true);
     assert.equal(rg.deadOwner.pid, w.child.pid);
     rg.unlock();
-    const wg = await watchdog(l.writeLockAsync({ timeout: 10000 }), 15000, 'writeLockAsync');
+    const wg = await watchdog(l.writeLock({ timeout: 10000 }), 15000, 'writeLock');
     assert.equal(wg.recovered, true);
     assert.equal(wg.deadOwner.pid, w.child.pid);
     wg.unlock();
@@ -210,7 +210,7 @@ describe('RwLock regressions', () => {
     const l = RwLock.create(name);
     const r = lockChild('releaseSilently', { name });
     await r.waitFor(/held/);
-    const g = await watchdog(l.writeLockAsync({ timeout: 20000 }), 25000, 'writeLockAsync');
+    const g = await watchdog(l.writeLock({ timeout: 20000 }), 25000, 'writeLock');
     assert.equal(g.recovered, false);
     g.unlock();
     await watchdog(r.exited, 10000, 'reader exit');
@@ -218,15 +218,15 @@ describe('RwLock regressions', () => {
     Segment.unlink(name);
   });
 
-  test('RwLock.writeLockAsync followed at once by close() gives its claim back', async () => {
+  test('RwLock.writeLock followed at once by close() gives its claim back', async () => {
     const name = uniq('rc');
     const l = RwLock.create(name);
     const other = RwLock.open(name);
-    const p = l.writeLockAsync();
+    const p = l.writeLock();
     l.close();
-    await assert.rejects(watchdog(p, 10000, 'writeLockAsync'), code(ErrorCodes.CLOSED));
+    await assert.rejects(watchdog(p, 10000, 'writeLock'), code(ErrorCodes.CLOSED));
     assert.deepEqual(other.state, { readers: 0, writer: false, recoveryPending: false });
-    other.readLock({ timeout: 1000 }).unlock();
+    other.readLockSync({ timeout: 1000 }).unlock();
     other.close();
     Segment.unlink(name);
   });

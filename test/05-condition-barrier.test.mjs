@@ -13,10 +13,10 @@ describe('Condition', () => {
     const seg = Segment.create(name, { size: 32, initialize: (s) => { Mutex.init(s, 0); Condition.init(s, 16); } });
     const m = Mutex.at(seg, 0);
     const c = Condition.at(seg, 16);
-    assert.throws(() => c.wait(m), code(ErrorCodes.NOT_OWNER));
-    assert.throws(() => c.wait({}), (e) => e.argument === 'mutex');
-    m.lock();
-    assert.throws(() => c.wait(m, { timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => c.waitSync(m), code(ErrorCodes.NOT_OWNER));
+    assert.throws(() => c.waitSync({}), (e) => e.argument === 'mutex');
+    m.lockSync();
+    assert.throws(() => c.waitSync(m, { timeout: 10 }), code(ErrorCodes.TIMEOUT));
     assert.equal(m.ownedByMe, true);
     m.unlock();
     c.signal();
@@ -36,7 +36,7 @@ describe('Condition', () => {
       const ws = [lockChild('condWaiter', { name, target, async: mode === 'async' }), lockChild('condWaiter', { name, target, async: mode === 'async' })];
       for (const w of ws) await w.waitFor(/waiting/);
       for (let v = 1; v <= target; v++) {
-        const g = await m.lockAsync({ timeout: 30000 });
+        const g = await m.lock({ timeout: 30000 });
         i32[6] = v;
         c.broadcast();
         g.unlock();
@@ -55,14 +55,14 @@ describe('Barrier', () => {
     assert.throws(() => Barrier.create(uniq('b'), {}), (e) => e.argument === 'options.parties');
     const name = uniq('bar');
     const one = Barrier.create(name, { parties: 1 });
-    assert.equal(one.wait(), true);
+    assert.equal(one.waitSync(), true);
     one.close();
     Segment.unlink(name);
     const name2 = uniq('bar2');
     const two = Barrier.create(name2, { parties: 2 });
-    assert.throws(() => two.wait({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => two.waitSync({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
     // The withdrawn arrival does not count: one more wait still waits for a second party.
-    assert.throws(() => two.wait({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => two.waitSync({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
     two.close();
     Segment.unlink(name2);
   });
@@ -84,16 +84,16 @@ describe('Barrier', () => {
     Segment.unlink(name);
   });
 
-  test('waitAsync meets a sync party; abort withdraws', async () => {
+  test('wait meets a sync party; abort withdraws', async () => {
     const name = uniq('bara');
     const b = Barrier.create(name, { parties: 2 });
     const ac = new AbortController();
-    const p = b.waitAsync({ signal: ac.signal, spin: 0 });
+    const p = b.wait({ signal: ac.signal, spin: 0 });
     ac.abort();
     await assert.rejects(watchdog(p, 10000, 'aborted barrier'), code(ErrorCodes.ABORTED));
-    const q = b.waitAsync({ spin: 0 });
+    const q = b.wait({ spin: 0 });
     const other = Barrier.open(name);
-    setTimeout(() => other.wait(), 10);
+    setTimeout(() => other.waitSync(), 10);
     const leader = await watchdog(q, 10000, 'barrier');
     assert.equal(typeof leader, 'boolean');
     other.close();
@@ -104,22 +104,22 @@ describe('Barrier', () => {
 
 describe('Condition and Barrier regressions', () => {
   // Found in review; failed before its fix (a crash, a hang or a wrong result).
-  test('closing the segment under a pending Barrier.waitAsync withdraws the arrival', async () => {
+  test('closing the segment under a pending Barrier.wait withdraws the arrival', async () => {
     const name = uniq('bcl');
     const b = Barrier.create(name, { parties: 2 });
     const other = Barrier.open(name);
-    const p = other.waitAsync({ spin: 0 });
+    const p = other.wait({ spin: 0 });
     await new Promise((res) => setTimeout(res, 20));
     other.close();
     await assert.rejects(watchdog(p, 10000, 'barrier'), (e) => e.code === ErrorCodes.CLOSED);
-    assert.throws(() => b.wait({ timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT, 'a lone party must not pass a 2-party barrier');
+    assert.throws(() => b.waitSync({ timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT, 'a lone party must not pass a 2-party barrier');
     b.close();
     Segment.unlink(name);
   });
 
   // Found by crash and hostile-input testing (a Condition wait and its deadline); failed before its
   // fix.
-  test('Condition.wait and waitAsync re-take the mutex within their deadline, or say it is not held', async () => {
+  test('Condition.waitSync and wait re-take the mutex within their deadline, or say it is not held', async () => {
     const name = uniq('cw');
     const seg = Segment.create(name, { size: 64 });
     const m = Mutex.init(seg, 0);
@@ -128,9 +128,9 @@ describe('Condition and Barrier regressions', () => {
     // Async: while we wait, a grabber takes the mutex and keeps it.
     const grabber = lockChild('grabMutex', { name });
     await grabber.waitFor(/started/);
-    m.lock();
+    m.lockSync();
     Atomics.store(go, 0, 1);
-    await assert.rejects(watchdog(c.waitAsync(m, { timeout: 300 }), 10000, 'waitAsync'), (err) => err.code === ErrorCodes.TIMEOUT && /NOT held/.test(err.message));
+    await assert.rejects(watchdog(c.wait(m, { timeout: 300 }), 10000, 'wait'), (err) => err.code === ErrorCodes.TIMEOUT && /NOT held/.test(err.message));
     assert.equal(m.ownedByMe, false);
     grabber.child.kill('SIGKILL');
     await watchdog(grabber.exited, 10000, 'grabber exit');
@@ -143,8 +143,8 @@ describe('Condition and Barrier regressions', () => {
     grabber2.child.kill('SIGKILL');
     await watchdog(grabber2.exited, 10000, 'grabber exit');
     // Uncontended, a timed-out wait still returns with the mutex held again.
-    const g = await watchdog(m.lockAsync({ timeout: 10000 }), 15000, 'lock');
-    await assert.rejects(watchdog(c.waitAsync(m, { timeout: 50 }), 10000, 'waitAsync'), code(ErrorCodes.TIMEOUT));
+    const g = await watchdog(m.lock({ timeout: 10000 }), 15000, 'lockSync');
+    await assert.rejects(watchdog(c.wait(m, { timeout: 50 }), 10000, 'wait'), code(ErrorCodes.TIMEOUT));
     assert.equal(m.ownedByMe, true);
     g.unlock();
     seg.close();

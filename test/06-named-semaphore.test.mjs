@@ -36,9 +36,9 @@ describe('NamedSemaphore', () => {
     assert.equal(t.value, 1);
     assert.equal(t.tryWait(), true);
     assert.equal(t.tryWait(), false);
-    assert.throws(() => t.wait({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    assert.throws(() => t.waitSync({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
     s.post();
-    t.wait({ timeout: 1000 });
+    t.waitSync({ timeout: 1000 });
     t.close();
     t.close();
     assert.throws(() => t.post(), code(ErrorCodes.CLOSED));
@@ -54,9 +54,9 @@ describe('NamedSemaphore', () => {
   test('a python3 ctypes process (sem_open + sem_post) wakes our wait', async () => {
     const name = uniq('py1');
     const s = NamedSemaphore.create(name);
-    const waiting = s.waitAsync({ timeout: 30000 });
+    const waiting = s.wait({ timeout: 30000 });
     const py = python('post', name);
-    await watchdog(waiting, 30000, 'waitAsync woken by python');
+    await watchdog(waiting, 30000, 'wait woken by python');
     assert.equal((await watchdog(py.exited, 30000, 'python')).code, 0);
     s.close();
     NamedSemaphore.unlink(name);
@@ -75,14 +75,14 @@ describe('NamedSemaphore', () => {
     NamedSemaphore.unlink(name);
   });
 
-  test('waitAsync honours AbortSignal and timeout', async () => {
+  test('wait honours AbortSignal and timeout', async () => {
     const name = uniq('nsa');
     const s = NamedSemaphore.create(name);
     const ac = new AbortController();
-    const p = s.waitAsync({ signal: ac.signal });
+    const p = s.wait({ signal: ac.signal });
     setTimeout(() => ac.abort(), 10);
     await assert.rejects(watchdog(p, 10000, 'abort'), code(ErrorCodes.ABORTED));
-    await assert.rejects(s.waitAsync({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(s.wait({ timeout: 10 }), code(ErrorCodes.TIMEOUT));
     s.close();
     NamedSemaphore.unlink(name);
   });

@@ -12,7 +12,7 @@ import { cleanupAll, ROOT, uniq } from './helpers.mjs';
 
 after(cleanupAll);
 
-const documented = new Set([...readFileSync(join(ROOT, 'docs', 'errors.md'), 'utf8').matchAll(/^\| `(ERR_SHMKIT_[A-Z_]+)` \|/gm)].map((m) => m[1]));
+const documented = new Set([...readFileSync(join(ROOT, 'docs', 'errors.md'), 'utf8').matchAll(/^\| `(ERR_SHMKIT_[A-Z_]+|ABORT_ERR)` \|/gm)].map((m) => m[1]));
 
 test('docs/errors.md documents exactly the codes in ErrorCodes', () => {
   assert.deepEqual([...documented].sort(), Object.values(ErrorCodes).sort());
@@ -32,10 +32,10 @@ const cases = {
   ERR_SHMKIT_PERMISSION: [() => { const n = uniq('pm'); Segment.create(n, { size: 1, mode: 0 }); Segment.open(n); }, { errnoCode: 'EACCES' }, process.getuid() === 0],
   ERR_SHMKIT_NO_SPACE: [() => Segment.create(uniq('big'), { size: 2 ** 40 - 128 }), { syscall: 'posix_fallocate' }],
   ERR_SHMKIT_CLOSED: [() => { const s = Semaphore.create(uniq('cl')); s.close(); s.post(); }, {}],
-  ERR_SHMKIT_TIMEOUT: [() => Semaphore.create(uniq('to')).wait({ timeout: 1 }), {}],
-  ERR_SHMKIT_ABORTED: [async () => Semaphore.create(uniq('ab')).waitAsync({ signal: AbortSignal.abort() }), {}],
+  ERR_SHMKIT_TIMEOUT: [() => Semaphore.create(uniq('to')).waitSync({ timeout: 1 }), {}],
+  ABORT_ERR: [async () => Semaphore.create(uniq('ab')).wait({ signal: AbortSignal.abort() }), {}],
   ERR_SHMKIT_NOT_OWNER: [() => Mutex.create(uniq('no')).unlock(), {}],
-  ERR_SHMKIT_WOULD_DEADLOCK: [() => { const m = Mutex.create(uniq('dl')); m.lock(); m.lock(); }, {}],
+  ERR_SHMKIT_WOULD_DEADLOCK: [() => { const m = Mutex.create(uniq('dl')); m.lockSync(); m.lockSync(); }, {}],
   ERR_SHMKIT_OVERFLOW: [() => Semaphore.create(uniq('of'), { initial: 0x7fffffff }).post(), {}],
   ERR_SHMKIT_OS: [() => { const n = uniq('dir'); mkdirSync(`/dev/shm/shmkit-${n}`); try { Segment.open(n); } finally { rmdirSync(`/dev/shm/shmkit-${n}`); } }, { syscall: 'shm_open', errnoCode: 'EINVAL' }],
   // Not provoked here: ERR_SHMKIT_TOO_MANY_WAITS needs 32,513 pending waits (256 threads);
@@ -60,7 +60,7 @@ test('Barrier corrupt state is reported, not looped on', () => {
   const n = uniq('bc');
   const b = Barrier.create(n, { parties: 2 });
   new Int32Array(b.segment.buffer, 128, 4)[0] = 5; // 5 arrivals for 2 parties
-  assert.throws(() => b.wait({ timeout: 10 }), (e) => e.code === ErrorCodes.CORRUPT);
+  assert.throws(() => b.waitSync({ timeout: 10 }), (e) => e.code === ErrorCodes.CORRUPT);
   b.close();
   assert.ok(NamedSemaphore);
 });

@@ -19,11 +19,11 @@ describe('Channel basics', () => {
     const ch = Channel.create(name, { capacity: 4096 });
     assert.equal(ch.capacity, 4096);
     assert.equal(ch.maxMessageSize, 2040);
-    ch.send(Buffer.from('abc'));
+    ch.sendSync(Buffer.from('abc'));
     assert.equal(ch.trySend(new Uint8Array([1, 2])), true);
     const other = Channel.open(name);
     assert.equal(other.stats().depth, 2);
-    assert.deepEqual(other.receive(), Buffer.from('abc'));
+    assert.deepEqual(other.receiveSync(), Buffer.from('abc'));
     assert.deepEqual([...other.tryReceive()], [1, 2]);
     assert.equal(other.tryReceive(), undefined);
     const s = ch.stats();
@@ -35,8 +35,8 @@ describe('Channel basics', () => {
     assert.equal(s.producers, 1);
     assert.equal(s.consumers, 1);
     assert.ok(ch.peerList().some((p) => p.self && p.producer));
-    other.disconnect();
-    ch.disconnect();
+    other.close();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -55,27 +55,27 @@ describe('Channel basics', () => {
     }
     const ch = Channel.create(name, { capacity: 3000 });
     assert.equal(ch.capacity, 4096, 'rounded up to a power of two');
-    assert.throws(() => ch.send('not bytes'), (e) => e.argument === 'message');
-    assert.throws(() => ch.receiveBatch(0), (e) => e.argument === 'max');
-    assert.throws(() => ch.receive({ timeout: -1 }), (e) => e.argument === 'options.timeout');
-    assert.throws(() => ch.receive({ failIfPeerGone: 'yes' }), (e) => e.argument === 'options.failIfPeerGone');
-    ch.disconnect();
+    assert.throws(() => ch.sendSync('not bytes'), (e) => e.argument === 'message');
+    assert.throws(() => ch.receiveBatchSync(0), (e) => e.argument === 'max');
+    assert.throws(() => ch.receiveSync({ timeout: -1 }), (e) => e.argument === 'options.timeout');
+    assert.throws(() => ch.receiveSync({ failIfPeerGone: 'yes' }), (e) => e.argument === 'options.failIfPeerGone');
+    ch.close();
     Channel.unlink(name);
   });
 
   test('a message over the maximum size gets TOO_LARGE and nothing is written', () => {
     const name = uniq('big');
     const ch = Channel.create(name, { capacity: 4096, maxMessageSize: 100 });
-    ch.send(Buffer.alloc(100));
+    ch.sendSync(Buffer.alloc(100));
     const before = ch.stats();
-    assert.throws(() => ch.send(Buffer.alloc(101)), (e) => e.code === ErrorCodes.TOO_LARGE && /101-byte/.test(e.message));
+    assert.throws(() => ch.sendSync(Buffer.alloc(101)), (e) => e.code === ErrorCodes.TOO_LARGE && /101-byte/.test(e.message));
     assert.throws(() => ch.trySend(Buffer.alloc(5000)), code(ErrorCodes.TOO_LARGE));
-    assert.throws(() => Channel.open(name, { codec: 'utf8' }).send('é'.repeat(51)), code(ErrorCodes.TOO_LARGE));
+    assert.throws(() => Channel.open(name, { codec: 'utf8' }).sendSync('é'.repeat(51)), code(ErrorCodes.TOO_LARGE));
     assert.deepEqual(ch.stats().depthBytes, before.depthBytes);
     assert.equal(ch.stats().sent, 1);
-    assert.equal(ch.receive().length, 100);
+    assert.equal(ch.receiveSync().length, 100);
     assert.equal(ch.tryReceive(), undefined);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -91,50 +91,50 @@ describe('Channel basics', () => {
     const name = uniq('cdc');
     const raw = Channel.create(name, { capacity: 1 << 16 });
     const s = Channel.open(name, { codec: 'utf8' });
-    s.send('héllo wörld ✓ 😀');
-    assert.equal(s.receive(), 'héllo wörld ✓ 😀');
+    s.sendSync('héllo wörld ✓ 😀');
+    assert.equal(s.receiveSync(), 'héllo wörld ✓ 😀');
     const j = Channel.open(name, { codec: 'json' });
     const obj = { n: 1, s: 'x', a: [1, 2, { b: null }], u: 'ü' };
-    j.send(obj);
-    assert.deepEqual(j.receive(), obj);
-    assert.throws(() => j.send(undefined), (e) => e.argument === 'message');
+    j.sendSync(obj);
+    assert.deepEqual(j.receiveSync(), obj);
+    assert.throws(() => j.sendSync(undefined), (e) => e.argument === 'message');
     const st = Channel.open(name, { codec: 'structured' });
     const value = { m: new Map([[1, 'a']]), d: new Date(0), big: 10n ** 20n, set: new Set([1]), u8: new Uint8Array([1, 2]) };
-    st.send(value);
-    assert.deepEqual(st.receive(), value);
+    st.sendSync(value);
+    assert.deepEqual(st.receiveSync(), value);
     const upper = { name: 'upper', encode: (v) => Buffer.from(v.toUpperCase()), decode: (b) => b.toString().toLowerCase() + '!' };
     const cu = Channel.open(name, { codec: upper });
-    cu.send('abc');
-    assert.equal(cu.receive(), 'abc!');
-    raw.send(Buffer.from('{not json'));
-    assert.throws(() => j.receive(), (e) => e.code === ErrorCodes.DECODE && e.cause instanceof SyntaxError);
+    cu.sendSync('abc');
+    assert.equal(cu.receiveSync(), 'abc!');
+    raw.sendSync(Buffer.from('{not json'));
+    assert.throws(() => j.receiveSync(), (e) => e.code === ErrorCodes.DECODE && e.cause instanceof SyntaxError);
     assert.equal(j.tryReceive(), undefined, 'the bad message was consumed');
     assert.equal(codecs.json.name, 'json');
-    for (const c of [raw, s, j, st, cu]) c.disconnect();
+    for (const c of [raw, s, j, st, cu]) c.close();
     Channel.unlink(name);
   });
 
-  test('async: AbortSignal and timeout on receiveAsync and sendAsync; the loop stays responsive', async () => {
+  test('async: AbortSignal and timeout on receive and send; the loop stays responsive', async () => {
     const name = uniq('as');
     const ch = Channel.create(name, { capacity: 1024 });
     let ticks = 0;
     const t = setInterval(() => ticks++, 1);
     const ac = new AbortController();
-    const p = ch.receiveAsync({ signal: ac.signal, spin: 0 });
+    const p = ch.receive({ signal: ac.signal, spin: 0 });
     await sleep(30);
     ac.abort();
     await assert.rejects(watchdog(p, 10000, 'abort'), code(ErrorCodes.ABORTED));
     clearInterval(t);
     assert.ok(ticks > 3);
-    await assert.rejects(ch.receiveAsync({ timeout: 5 }), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(ch.receive({ timeout: 5 }), code(ErrorCodes.TIMEOUT));
     while (ch.trySend(Buffer.alloc(100)));
-    await assert.rejects(ch.sendAsync(Buffer.alloc(100), { timeout: 5 }), code(ErrorCodes.TIMEOUT));
-    await assert.rejects(ch.sendAsync(Buffer.alloc(100), { signal: AbortSignal.abort() }), code(ErrorCodes.ABORTED));
-    const pending = ch.sendAsync(Buffer.alloc(100), { spin: 0 });
+    await assert.rejects(ch.send(Buffer.alloc(100), { timeout: 5 }), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(ch.send(Buffer.alloc(100), { signal: AbortSignal.abort() }), code(ErrorCodes.ABORTED));
+    const pending = ch.send(Buffer.alloc(100), { spin: 0 });
     await sleep(10);
-    ch.receive();
-    await watchdog(pending, 10000, 'sendAsync after space');
-    ch.disconnect();
+    ch.receiveSync();
+    await watchdog(pending, 10000, 'send after space');
+    ch.close();
     Channel.unlink(name);
   });
 });
@@ -150,48 +150,58 @@ describe('Channel conventions', () => {
       assert.match(text, /^Channel \{/);
       assert.match(text, new RegExp(`name: '${name}'`));
       assert.match(text, /consumers: 'single'/);
-      ch.disconnect();
+      ch.close();
       assert.equal(inspect(ch), `Channel { name: '${name}', released: true }`);
     } finally {
-      ch.disconnect();
+      ch.close();
       Channel.unlink(name);
     }
   });
 });
 
 describe('Channel conventions: closed, unlink, NODE_DEBUG', () => {
-  test('closed is a boolean in every state: false, true once closed, true after disconnect() (never a throw)', () => {
+  test('lifecycle: close() releases this handle (closed), end() ends the channel for everyone (ended), unlink() removes the name; getters never throw', async () => {
     const name = uniq('cls');
-    const a = Channel.create(name, { capacity: 4096 });
-    const b = Channel.open(name);
-    assert.equal(b.closed, false);
-    b.disconnect();
-    assert.equal(b.closed, true);
-    assert.equal(a.closed, false, 'the channel itself is not closed');
-    a.close();
-    assert.equal(a.closed, true);
-    a.disconnect();
+    const a = Channel.create(name, { capacity: 4096, codec: 'json' });
+    const b = Channel.open(name, { codec: 'json' });
+    assert.deepEqual([b.closed, b.ended], [false, false]);
+    let closeEvents = 0;
+    b.on('close', () => closeEvents++);
+    b.close();
+    b.close(); // idempotent
+    assert.deepEqual([b.closed, b.ended], [true, false], 'a released handle: closed; the channel goes on');
+    assert.deepEqual([a.closed, a.ended], [false, false]);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(closeEvents, 1, "'close' is emitted once, after close()");
+    assert.throws(() => b.sendSync(1), (e) => e.code === ErrorCodes.CLOSED);
+    a.sendSync(1);
+    a.end();
+    assert.deepEqual([a.closed, a.ended], [false, true], 'ended for everyone; this handle still drains');
+    assert.equal(a.receiveSync(), 1);
+    assert.throws(() => a.receiveSync({ timeout: 0 }), (e) => e.code === ErrorCodes.CLOSED);
+    await a[Symbol.asyncDispose]();
+    assert.deepEqual([a.closed, a.ended], [true, true], 'after close(), ended is what the handle last saw');
     assert.equal(Channel.unlink(name), true);
     assert.equal(Channel.unlink(name), false);
   });
 
   test('NODE_DEBUG=shmkit logs what the library does with shared memory', () => {
     const name = uniq('dbg');
-    const script = `const { Channel } = require(${JSON.stringify(`${ROOT}/dist/index.js`)}); const c = Channel.create(${JSON.stringify(name)}, { capacity: 4096 }); c.close(); c.disconnect(); Channel.unlink(${JSON.stringify(name)});`;
+    const script = `const { Channel } = require(${JSON.stringify(`${ROOT}/dist/index.js`)}); const c = Channel.create(${JSON.stringify(name)}, { capacity: 4096 }); c.end(); c.close(); Channel.unlink(${JSON.stringify(name)});`;
     const quiet = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_DEBUG: '' } });
     assert.equal(quiet.status, 0, quiet.stderr);
     assert.doesNotMatch(quiet.stderr, /SHMKIT/);
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_DEBUG: 'shmkit' } });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`SHMKIT \\d+: created "${name}"`));
-    assert.match(r.stderr, new RegExp(`SHMKIT \\d+: channel "${name}" closed`));
+    assert.match(r.stderr, new RegExp(`SHMKIT \\d+: channel "${name}" ended`));
     assert.match(r.stderr, new RegExp(`SHMKIT \\d+: unlink "${name}" .*removed`));
   });
 });
 
 describe('Channel across processes', () => {
   for (const [label, opts, consumerMode] of [
-    ['multi producer, multi consumer, blocking receive', {}, 'receive'],
+    ['multi producer, multi consumer, blocking receive', {}, 'receiveSync'],
     ['multi producer, multi consumer, async receive', {}, 'async'],
     ['multi producer, multi consumer, batches', {}, 'batch'],
     ['multi producer, multi consumer, views', {}, 'view'],
@@ -204,10 +214,10 @@ describe('Channel across processes', () => {
       const max = ch.maxMessageSize;
       const producers = 3;
       const count = 1500;
-      const cs = [0, 1].map((k) => crun('consumer', { name, mode: consumerMode === 'async' ? 'receive' : consumerMode, async: consumerMode === 'async' || (consumerMode === 'into' && k === 1) }));
+      const cs = [0, 1].map((k) => crun('consumer', { name, mode: consumerMode === 'async' ? 'receiveSync' : consumerMode, async: consumerMode === 'async' || (consumerMode === 'into' && k === 1) }));
       const ps = Array.from({ length: producers }, (_, id) => crun('producer', { name, id, count, async: id === 1 }));
       for (const [i, p] of ps.entries()) await result(p, 120000, `producer ${i}`);
-      ch.close();
+      ch.end();
       const rs = [];
       for (const [i, c] of cs.entries()) rs.push(await result(c, 120000, `consumer ${i}`));
       // Exactly once: identifiable messages as a set, small ones by size, checksums by the consumers.
@@ -239,7 +249,7 @@ describe('Channel across processes', () => {
       assert.equal(st.sent, producers * count);
       assert.equal(st.received, producers * count);
       assert.ok(sizeOf(0, 0, max) >= 0 && Object.keys(smallExpected).includes('0') || true);
-      ch.disconnect();
+      ch.close();
       Channel.unlink(name);
     });
   }
@@ -250,7 +260,7 @@ describe('Channel across processes', () => {
     const c = crun('consumer', { name, mode: 'iterate' });
     const p = crun('producer', { name, id: 7, count: 5000 });
     await result(p, 120000, 'producer');
-    ch.close();
+    ch.end();
     const r = await result(c, 120000, 'consumer');
     assert.equal(r.bad, 0);
     assert.equal(r.n, 5000);
@@ -258,7 +268,7 @@ describe('Channel across processes', () => {
       assert.ok(r.order[i + 1] > s);
       s = r.order[i + 1];
     }
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -271,11 +281,11 @@ describe('Channel across processes', () => {
     await sleep(150);
     assert.doesNotMatch(f.out, /"sent":10\b/, 'the producer is blocked, not dropping');
     const got = [];
-    while (got.length < 40) got.push(await watchdog(ch.receiveAsync({ spin: 0 }), 30000, 'receive'));
+    while (got.length < 40) got.push(await watchdog(ch.receive({ spin: 0 }), 30000, 'receiveSync'));
     assert.deepEqual(got.map((b) => b[0]), Array.from({ length: 40 }, (_, i) => i));
     await watchdog(f.exited, 30000, 'filler exit');
     assert.ok(ch.stats().sendWaits >= 1, 'the producer parked');
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -287,7 +297,7 @@ describe('Channel across processes', () => {
     assert.ok(r.errors > 0, 'the garbage was noticed');
     assert.ok(r.codes[ErrorCodes.CORRUPT] > 0, JSON.stringify(r.codes));
     for (const c of Object.keys(r.codes)) assert.match(c, /^ERR_SHMKIT_/);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 });
@@ -301,9 +311,9 @@ describe('Channel regressions', () => {
       const b = Channel.openOrCreate(name); // default options ask for 1 MiB
       assert.equal(b.created ?? b.segment.created, false);
       assert.equal(b.capacity, 4096);
-      b.disconnect();
+      b.close();
     } finally {
-      a.disconnect();
+      a.close();
       Channel.unlink(name);
     }
   });
@@ -313,21 +323,21 @@ describe('Channel regressions', () => {
     const a = Channel.create(name, { capacity: 4096 }); // multi-producer, multi-consumer
     const other = Channel.open(name);
     try {
-      const sending = a.sendAsync(Buffer.from('hello')); // takes the free producer lock at once
-      a.disconnect(); // before sendAsync's continuation runs
-      await assert.rejects(watchdog(sending, 10_000, 'sendAsync after disconnect'), (e) => e.code === ErrorCodes.CLOSED);
+      const sending = a.send(Buffer.from('hello')); // takes the free producer lock at once
+      a.close(); // before send's continuation runs
+      await assert.rejects(watchdog(sending, 10_000, 'send after disconnect'), (e) => e.code === ErrorCodes.CLOSED);
       assert.equal(other.trySend(Buffer.from('x')), true, 'the producer lock is free again');
-      other.send(Buffer.from('y'));
+      other.sendSync(Buffer.from('y'));
       const view = other.tryReceiveView(); // holds the consumer lock: b's receive waits for it
       assert.equal(String(view.bytes), 'x');
       const b = Channel.open(name);
-      const receiving = b.receiveAsync();
-      b.disconnect();
-      await assert.rejects(watchdog(receiving, 10_000, 'receiveAsync after disconnect'), (e) => e.code === ErrorCodes.CLOSED);
+      const receiving = b.receive();
+      b.close();
+      await assert.rejects(watchdog(receiving, 10_000, 'receive after disconnect'), (e) => e.code === ErrorCodes.CLOSED);
       view.release();
       assert.equal(String(other.tryReceive()), 'y', 'the consumer lock is free again');
     } finally {
-      other.disconnect();
+      other.close();
       Channel.unlink(name);
     }
   });
@@ -341,21 +351,21 @@ describe('Channel regressions', () => {
       const a = Channel.create(name, { capacity: 1024, producers: 'single', consumers });
       const b = Channel.open(name);
       try {
-        while (a.trySend(Buffer.alloc(100))) {} // full: a sendAsync must wait
-        const sending = a.sendAsync(Buffer.alloc(100));
-        a.disconnect();
-        await check(`sendAsync on a full ring (${consumers})`, sending);
+        while (a.trySend(Buffer.alloc(100))) {} // full: a send must wait
+        const sending = a.send(Buffer.alloc(100));
+        a.close();
+        await check(`send on a full ring (${consumers})`, sending);
         await sending.catch((e) => assert.equal(e.published, false));
         while (b.tryReceive() !== undefined) {} // empty: receives must wait
         const c = consumers === 'single' ? b : Channel.open(name); // single: b holds the consumer role
-        const pending = [['receiveAsync', c.receiveAsync()]];
+        const pending = [['receive', c.receive()]];
         const d = Channel.open(name);
-        if (consumers === 'multi') pending.push(['receiveBatchAsync', d.receiveBatchAsync(4)]);
+        if (consumers === 'multi') pending.push(['receiveBatch', d.receiveBatch(4)]);
         const e = Channel.open(name);
         if (consumers === 'multi') pending.push(['iterator next', e[Symbol.asyncIterator]().next()]);
-        c.disconnect();
-        d.disconnect();
-        e.disconnect();
+        c.close();
+        d.close();
+        e.close();
         for (const [what, p] of pending) {
           if (what === 'iterator next') {
             // The iteration of a released handle ends, or the pending next() rejects with CLOSED.
@@ -364,7 +374,7 @@ describe('Channel regressions', () => {
           } else await check(`${what} (${consumers})`, p);
         }
       } finally {
-        b.disconnect();
+        b.close();
         Channel.unlink(name);
       }
     }
@@ -372,11 +382,11 @@ describe('Channel regressions', () => {
     const a = Channel.create(name, { capacity: 1024, delivery: 'at-least-once' });
     try {
       const b = Channel.open(name);
-      const taking = b.takeAsync();
-      b.disconnect();
-      await check('takeAsync', taking);
+      const taking = b.take();
+      b.close();
+      await check('take', taking);
     } finally {
-      a.disconnect();
+      a.close();
       Channel.unlink(name);
     }
   });
@@ -386,15 +396,15 @@ describe('Channel regressions', () => {
     const a = Channel.create(name, { capacity: 1024, producers: 'single', consumers: 'single' });
     const b = Channel.open(name);
     try {
-      a.send(Buffer.from('one'));
-      a.send(Buffer.from('two'));
-      assert.equal(String(b.receive()), 'one');
+      a.sendSync(Buffer.from('one'));
+      a.sendSync(Buffer.from('two'));
+      assert.equal(String(b.receiveSync()), 'one');
       b.segment.close(); // what an unrepairable truncation does under a handle
       assert.throws(() => b.tryReceive(), (e) => e.code === ErrorCodes.CLOSED);
-      assert.throws(() => b.receive(), (e) => e.code === ErrorCodes.CLOSED);
+      assert.throws(() => b.receiveSync(), (e) => e.code === ErrorCodes.CLOSED);
     } finally {
-      b.disconnect();
-      a.disconnect();
+      b.close();
+      a.close();
       Channel.unlink(name);
     }
   });
@@ -405,14 +415,14 @@ describe('Channel regressions', () => {
       const name = uniq('ps');
       const raw = Channel.create(name, { capacity: 4096, producers: mode, consumers: mode });
       const js = Channel.open(name, { codec: 'json' });
-      for (const s of ['1', '2', '{bad', '3', '{bad', '4']) raw.send(Buffer.from(s));
-      assert.deepEqual(js.receiveBatch(10), [1, 2]);
-      assert.throws(() => js.receiveBatch(10), (e) => e.code === ErrorCodes.DECODE);
-      assert.equal(js.receive(), 3);
-      assert.throws(() => js.receive(), (e) => e.code === ErrorCodes.DECODE);
-      assert.equal(js.receive(), 4);
-      raw.disconnect();
-      js.disconnect();
+      for (const s of ['1', '2', '{bad', '3', '{bad', '4']) raw.sendSync(Buffer.from(s));
+      assert.deepEqual(js.receiveBatchSync(10), [1, 2]);
+      assert.throws(() => js.receiveBatchSync(10), (e) => e.code === ErrorCodes.DECODE);
+      assert.equal(js.receiveSync(), 3);
+      assert.throws(() => js.receiveSync(), (e) => e.code === ErrorCodes.DECODE);
+      assert.equal(js.receiveSync(), 4);
+      raw.close();
+      js.close();
       Channel.unlink(name);
     });
   }
@@ -423,16 +433,16 @@ describe('Channel regressions', () => {
     const ch = Channel.create(name, { capacity: 4096, codec: 'utf8' });
     const other = Channel.open(name, { codec: 'utf8' });
     assert.deepEqual(ch.tryReceiveResult(), { ok: false, reason: 'empty' });
-    ch.send('a');
-    ch.send('b');
+    ch.sendSync('a');
+    ch.sendSync('b');
     const v = other.tryReceiveView();
     assert.deepEqual(ch.tryReceiveResult(), { ok: false, reason: 'busy' });
     v.release();
     assert.deepEqual(ch.tryReceiveResult(), { ok: true, value: 'b' });
-    ch.close();
+    ch.end();
     assert.deepEqual(ch.tryReceiveResult(), { ok: false, reason: 'ended' });
-    other.disconnect();
-    ch.disconnect();
+    other.close();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -443,17 +453,17 @@ describe('Channel regressions', () => {
     const ch = Channel.create(name, { capacity: 1024, maxMessageSize: 500 });
     while (ch.trySend(Buffer.alloc(400)));
     const depth = ch.stats().depth;
-    assert.throws(() => ch.send(Buffer.alloc(400), { timeout: 10 }), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
+    assert.throws(() => ch.sendSync(Buffer.alloc(400), { timeout: 10 }), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 10);
-    await assert.rejects(watchdog(ch.sendAsync(Buffer.alloc(400), { signal: ac.signal }), 10000, 'sendAsync'), (err) => err.code === ErrorCodes.ABORTED && err.published === false);
-    await assert.rejects(watchdog(ch.sendAsync(Buffer.alloc(400), { timeout: 10 }), 10000, 'sendAsync'), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
-    assert.throws(() => ch.send(42), (err) => err.code === ErrorCodes.INVALID_ARGUMENT && err.published === false, 'a codec refusal');
+    await assert.rejects(watchdog(ch.send(Buffer.alloc(400), { signal: ac.signal }), 10000, 'send'), (err) => err.code === ErrorCodes.ABORTED && err.published === false);
+    await assert.rejects(watchdog(ch.send(Buffer.alloc(400), { timeout: 10 }), 10000, 'send'), (err) => err.code === ErrorCodes.TIMEOUT && err.published === false);
+    assert.throws(() => ch.sendSync(42), (err) => err.code === ErrorCodes.INVALID_ARGUMENT && err.published === false, 'a codec refusal');
     assert.throws(() => ch.trySend(Buffer.alloc(600)), (err) => err.code === ErrorCodes.TOO_LARGE && err.published === false);
-    ch.close();
-    assert.throws(() => ch.send(Buffer.alloc(4)), (err) => err.code === ErrorCodes.CLOSED && err.published === false);
+    ch.end();
+    assert.throws(() => ch.sendSync(Buffer.alloc(4)), (err) => err.code === ErrorCodes.CLOSED && err.published === false);
     assert.equal(ch.stats().depth, depth, 'nothing was published');
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 });

@@ -15,24 +15,24 @@ describe('Channel views, loans and receiveInto', () => {
   test('zero-copy: views stay valid until release, loans commit in place', () => {
     const name = uniq('zc');
     const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
-    const loan = ch.loan(64);
+    const loan = ch.loanSync(64);
     loan.bytes.write('zero-copy', 0);
-    assert.throws(() => ch.send(Buffer.from('x')), code(ErrorCodes.BUSY));
+    assert.throws(() => ch.sendSync(Buffer.from('x')), code(ErrorCodes.BUSY));
     loan.commit(9);
     assert.throws(() => loan.commit(), code(ErrorCodes.BUSY));
-    const l2 = ch.loan(10);
+    const l2 = ch.loanSync(10);
     l2.abort();
-    ch.send(Buffer.from('second'));
-    const v = ch.receiveView();
+    ch.sendSync(Buffer.from('second'));
+    const v = ch.receiveViewSync();
     assert.equal(v.bytes.toString(), 'zero-copy');
     assert.equal(ch.stats().received, 0, 'not consumed before release');
-    assert.throws(() => ch.receive(), code(ErrorCodes.BUSY));
+    assert.throws(() => ch.receiveSync(), code(ErrorCodes.BUSY));
     v.release();
     v.release();
-    assert.equal(ch.receive().toString(), 'second');
+    assert.equal(ch.receiveSync().toString(), 'second');
     assert.equal(ch.stats().received, 2);
-    assert.throws(() => ch.loan(5000), (e) => e.argument === 'size');
-    ch.disconnect();
+    assert.throws(() => ch.loanSync(5000), (e) => e.argument === 'size');
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -41,36 +41,36 @@ describe('Channel views, loans and receiveInto', () => {
     const ch = Channel.create(name, { capacity: 4096, codec: 'utf8' });
     const target = Buffer.alloc(8, 0xee);
     assert.equal(ch.tryReceiveInto(target), undefined, 'empty');
-    ch.send('héllo'); // 6 bytes as sent: receiveInto gives the encoded bytes, the codec is not applied
-    ch.send('a longer message');
-    ch.send('');
-    assert.equal(ch.receiveInto(target), 6);
+    ch.sendSync('héllo'); // 6 bytes as sent: receiveInto gives the encoded bytes, the codec is not applied
+    ch.sendSync('a longer message');
+    ch.sendSync('');
+    assert.equal(ch.receiveIntoSync(target), 6);
     assert.equal(target.subarray(0, 6).toString(), 'héllo');
     assert.deepEqual([...target.subarray(6)], [0xee, 0xee], 'bytes past the message are untouched');
-    assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.TOO_LARGE && /16 bytes/.test(e.message));
+    assert.throws(() => ch.receiveIntoSync(target), (e) => e.code === ErrorCodes.TOO_LARGE && /16 bytes/.test(e.message));
     assert.equal(ch.stats().depth, 2, 'the long message stays queued');
     const big = new Uint8Array(64);
-    assert.equal(await watchdog(ch.receiveIntoAsync(big), 10000, 'receiveIntoAsync'), 16);
+    assert.equal(await watchdog(ch.receiveInto(big), 10000, 'receiveInto'), 16);
     assert.equal(Buffer.from(big.subarray(0, 16)).toString(), 'a longer message');
     assert.equal(ch.tryReceiveInto(target), 0, 'a 0-byte message');
-    assert.throws(() => ch.receiveInto('nope'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'target');
-    ch.send('x');
-    assert.throws(() => ch.receiveInto(target, { timeout: -1 }), (e) => e.argument === 'options.timeout');
-    await assert.rejects(watchdog(ch.receiveIntoAsync(target, { signal: 'no' }), 10000, 'receiveIntoAsync, bad signal'), (e) => e.argument === 'options.signal');
-    assert.throws(() => ch.receiveView({ timeout: 'soon' }), (e) => e.argument === 'options.timeout');
+    assert.throws(() => ch.receiveIntoSync('nope'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'target');
+    ch.sendSync('x');
+    assert.throws(() => ch.receiveIntoSync(target, { timeout: -1 }), (e) => e.argument === 'options.timeout');
+    await assert.rejects(watchdog(ch.receiveInto(target, { signal: 'no' }), 10000, 'receiveInto, bad signal'), (e) => e.argument === 'options.signal');
+    assert.throws(() => ch.receiveViewSync({ timeout: 'soon' }), (e) => e.argument === 'options.timeout');
     assert.equal(ch.tryReceiveInto(target), 1, 'bad options consumed nothing');
-    assert.throws(() => ch.receiveInto(target, { timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT);
+    assert.throws(() => ch.receiveIntoSync(target, { timeout: 20 }), (e) => e.code === ErrorCodes.TIMEOUT);
     const ac = new AbortController();
-    const pending = ch.receiveIntoAsync(target, { signal: ac.signal });
+    const pending = ch.receiveInto(target, { signal: ac.signal });
     ac.abort();
-    await assert.rejects(watchdog(pending, 10000, 'aborted receiveIntoAsync'), (e) => e.code === ErrorCodes.ABORTED);
-    const view = (ch.send('v'), ch.receiveView());
+    await assert.rejects(watchdog(pending, 10000, 'aborted receiveInto'), (e) => e.code === ErrorCodes.ABORTED);
+    const view = (ch.sendSync('v'), ch.receiveViewSync());
     assert.throws(() => ch.tryReceiveInto(target), (e) => e.code === ErrorCodes.BUSY, 'not while a view is outstanding');
     view.release();
+    ch.end();
+    assert.throws(() => ch.receiveIntoSync(target), (e) => e.code === ErrorCodes.CLOSED);
+    await assert.rejects(watchdog(ch.receiveInto(target), 10000, 'receiveInto at the end'), (e) => e.code === ErrorCodes.CLOSED);
     ch.close();
-    assert.throws(() => ch.receiveInto(target), (e) => e.code === ErrorCodes.CLOSED);
-    await assert.rejects(watchdog(ch.receiveIntoAsync(target), 10000, 'receiveIntoAsync at the end'), (e) => e.code === ErrorCodes.CLOSED);
-    ch.disconnect();
     Channel.unlink(name);
   });
 });
@@ -81,26 +81,26 @@ describe('Channel views and loans: regressions', () => {
     test(`a loan committed after a receive on the same handle keeps the channel intact (${mode})`, () => {
       const name = uniq('lr');
       const ch = Channel.create(name, { capacity: 4096, producers: mode, consumers: mode, codec: 'utf8' });
-      for (const s of ['a', 'b', 'c']) ch.send(s);
-      const loan = ch.loan(16);
+      for (const s of ['a', 'b', 'c']) ch.sendSync(s);
+      const loan = ch.loanSync(16);
       assert.equal(ch.tryReceive(), 'a');
       loan.bytes.write('LOAN');
       loan.commit(4);
-      assert.deepEqual([ch.receive(), ch.receive(), ch.receive()], ['b', 'c', 'LOAN']);
-      ch.disconnect();
+      assert.deepEqual([ch.receiveSync(), ch.receiveSync(), ch.receiveSync()], ['b', 'c', 'LOAN']);
+      ch.close();
       Channel.unlink(name);
     });
 
     test(`a view released after a send on the same handle loses nothing (${mode})`, () => {
       const name = uniq('vs');
       const ch = Channel.create(name, { capacity: 4096, producers: mode, consumers: mode, codec: 'utf8' });
-      for (const s of ['a', 'b', 'c']) ch.send(s);
+      for (const s of ['a', 'b', 'c']) ch.sendSync(s);
       const v = ch.tryReceiveView();
-      ch.send('d');
+      ch.sendSync('d');
       assert.equal(v.bytes.toString(), 'a');
       v.release();
-      assert.deepEqual([ch.receive(), ch.receive(), ch.receive()], ['b', 'c', 'd']);
-      ch.disconnect();
+      assert.deepEqual([ch.receiveSync(), ch.receiveSync(), ch.receiveSync()], ['b', 'c', 'd']);
+      ch.close();
       Channel.unlink(name);
     });
   }
@@ -109,36 +109,36 @@ describe('Channel views and loans: regressions', () => {
   test('a handle with its own outstanding view gets BUSY in a multi-consumer channel too; options are validated even when no wait is needed', () => {
     const name = uniq('bv');
     const ch = Channel.create(name, { capacity: 4096 });
-    ch.send(Buffer.from('a'));
-    ch.send(Buffer.from('b'));
+    ch.sendSync(Buffer.from('a'));
+    ch.sendSync(Buffer.from('b'));
     const v = ch.tryReceiveView();
-    assert.throws(() => ch.receive(), (e) => e.code === ErrorCodes.BUSY);
-    assert.throws(() => ch.receiveBatch(4), (e) => e.code === ErrorCodes.BUSY);
+    assert.throws(() => ch.receiveSync(), (e) => e.code === ErrorCodes.BUSY);
+    assert.throws(() => ch.receiveBatchSync(4), (e) => e.code === ErrorCodes.BUSY);
     v.release();
-    assert.throws(() => ch.send(Buffer.from('x'), { timeout: -1 }), (e) => e.argument === 'options.timeout');
-    assert.throws(() => ch.receive({ spin: 'fast' }), (e) => e.argument === 'options.spin');
-    ch.disconnect();
+    assert.throws(() => ch.sendSync(Buffer.from('x'), { timeout: -1 }), (e) => e.argument === 'options.timeout');
+    assert.throws(() => ch.receiveSync({ spin: 'fast' }), (e) => e.argument === 'options.spin');
+    ch.close();
     Channel.unlink(name);
   });
 
   // Found in review; failed before its fix (lost, corrupt or blocked data).
-  test('receiveAsync on a multi-consumer channel does not block the event loop while another consumer holds a view', async () => {
+  test('receive on a multi-consumer channel does not block the event loop while another consumer holds a view', async () => {
     const name = uniq('mv');
     const ch = Channel.create(name, { capacity: 4096 });
     const a = Channel.open(name);
     const b = Channel.open(name);
-    ch.send(Buffer.from('one'));
-    ch.send(Buffer.from('two'));
+    ch.sendSync(Buffer.from('one'));
+    ch.sendSync(Buffer.from('two'));
     const view = a.tryReceiveView();
     let ticks = 0;
     const t = setInterval(() => ticks++, 1);
-    const p = b.receiveAsync({ timeout: 10000 });
+    const p = b.receive({ timeout: 10000 });
     await sleep(50);
     assert.ok(ticks > 5, `the loop ran (${ticks} ticks) while b waited for the lock`);
     view.release();
-    assert.equal((await watchdog(p, 10000, 'receiveAsync')).toString(), 'two');
+    assert.equal((await watchdog(p, 10000, 'receive')).toString(), 'two');
     clearInterval(t);
-    for (const h of [ch, a, b]) h.disconnect();
+    for (const h of [ch, a, b]) h.close();
     Channel.unlink(name);
   });
 
@@ -146,8 +146,8 @@ describe('Channel views and loans: regressions', () => {
   test('multi-producer/consumer lock waits honour timeout; try* never wait for the lock', async () => {
     const name = uniq('lt');
     const ch = Channel.create(name, { capacity: 4096 });
-    ch.send(Buffer.from('a'));
-    ch.send(Buffer.from('b'));
+    ch.sendSync(Buffer.from('a'));
+    ch.sendSync(Buffer.from('b'));
     // Another thread (its own owner identity) holds a view (consumer lock) and a loan (producer lock).
     const { Worker } = await import('node:worker_threads');
     const w = new Worker(`
@@ -156,22 +156,22 @@ describe('Channel views and loans: regressions', () => {
       const rx = Channel.open(workerData.name);
       const tx = Channel.open(workerData.name);
       const view = rx.tryReceiveView();
-      const loan = tx.loan(8);
+      const loan = tx.loanSync(8);
       parentPort.postMessage('holding');
-      parentPort.once('message', () => { loan.abort(); view.release(); rx.disconnect(); tx.disconnect(); parentPort.postMessage('released'); });
+      parentPort.once('message', () => { loan.abort(); view.release(); rx.close(); tx.close(); parentPort.postMessage('released'); });
     `, { eval: true, workerData: { name, pkg: new URL('../dist/index.js', import.meta.url).pathname } });
     const next = () => new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
     await watchdog(next(), 30000, 'worker holding');
-    assert.throws(() => ch.receive({ timeout: 30 }), (e) => e.code === ErrorCodes.TIMEOUT);
+    assert.throws(() => ch.receiveSync({ timeout: 30 }), (e) => e.code === ErrorCodes.TIMEOUT);
     assert.equal(ch.tryReceive(), undefined, 'tryReceive does not wait for the lock');
     assert.equal(ch.trySend(Buffer.from('c')), false, 'trySend does not wait for the lock');
-    assert.throws(() => ch.send(Buffer.from('c'), { timeout: 30 }), (e) => e.code === ErrorCodes.TIMEOUT);
+    assert.throws(() => ch.sendSync(Buffer.from('c'), { timeout: 30 }), (e) => e.code === ErrorCodes.TIMEOUT);
     const released = next();
     w.postMessage('release');
     await watchdog(released, 30000, 'worker released');
     await w.terminate();
-    assert.equal(ch.receive({ timeout: 10000 }).toString(), 'b');
-    ch.disconnect();
+    assert.equal(ch.receiveSync({ timeout: 10000 }).toString(), 'b');
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -180,8 +180,8 @@ describe('Channel views and loans: regressions', () => {
   test('receive({ timeout: 0 }) and receiveBatch with the consumer lock held by a live process return at once', async () => {
     const name = uniq('rl');
     const ch = Channel.create(name, { capacity: 4096 });
-    ch.send(Buffer.from('a'));
-    ch.send(Buffer.from('b'));
+    ch.sendSync(Buffer.from('a'));
+    ch.sendSync(Buffer.from('b'));
     const holder = crun('holdView', { name });
     await holder.waitFor(/"held":true/);
     try {
@@ -192,34 +192,34 @@ describe('Channel views and loans: regressions', () => {
       holder.child.kill('SIGKILL');
       await watchdog(holder.exited, 10000, 'holder exit');
     }
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
   // Found by crash and hostile-input testing (waits for an internal lock honour the caller's
   // deadline); failed before its fix.
-  test('receiveAsync, receiveBatchAsync and receiveViewAsync honour timeout and signal while another handle holds a view', async () => {
+  test('receive, receiveBatch and receiveView honour timeout and signal while another handle holds a view', async () => {
     const name = uniq('ra');
     const ch = Channel.create(name, { capacity: 4096 });
     const other = Channel.open(name);
-    ch.send(Buffer.from('a'));
-    ch.send(Buffer.from('b'));
+    ch.sendSync(Buffer.from('a'));
+    ch.sendSync(Buffer.from('b'));
     const view = other.tryReceiveView();
     assert.ok(view);
-    await assert.rejects(watchdog(ch.receiveAsync({ timeout: 30 }), 10000, 'receiveAsync'), code(ErrorCodes.TIMEOUT));
-    await assert.rejects(watchdog(ch.receiveBatchAsync(4, { timeout: 30 }), 10000, 'receiveBatchAsync'), code(ErrorCodes.TIMEOUT));
-    await assert.rejects(watchdog(ch.receiveViewAsync({ timeout: 30 }), 10000, 'receiveViewAsync'), code(ErrorCodes.TIMEOUT));
-    await assert.rejects(watchdog(ch.receiveIntoAsync(Buffer.alloc(16), { timeout: 30 }), 10000, 'receiveIntoAsync'), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(watchdog(ch.receive({ timeout: 30 }), 10000, 'receive'), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(watchdog(ch.receiveBatch(4, { timeout: 30 }), 10000, 'receiveBatch'), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(watchdog(ch.receiveView({ timeout: 30 }), 10000, 'receiveView'), code(ErrorCodes.TIMEOUT));
+    await assert.rejects(watchdog(ch.receiveInto(Buffer.alloc(16), { timeout: 30 }), 10000, 'receiveInto'), code(ErrorCodes.TIMEOUT));
     const ac = new AbortController();
-    const p = ch.receiveAsync({ signal: ac.signal });
+    const p = ch.receive({ signal: ac.signal });
     setTimeout(() => ac.abort(), 20);
-    await assert.rejects(watchdog(p, 10000, 'aborted receiveAsync'), code(ErrorCodes.ABORTED));
+    await assert.rejects(watchdog(p, 10000, 'aborted receive'), code(ErrorCodes.ABORTED));
     // And once the view is released, the same calls take the messages.
-    const late = ch.receiveAsync({ timeout: 10000 });
+    const late = ch.receive({ timeout: 10000 });
     view.release();
-    assert.equal((await watchdog(late, 15000, 'receiveAsync after release')).toString(), 'b');
-    other.disconnect();
-    ch.disconnect();
+    assert.equal((await watchdog(late, 15000, 'receive after release')).toString(), 'b');
+    other.close();
+    ch.close();
     Channel.unlink(name);
   });
 });

@@ -12,30 +12,30 @@ const crun = runner('channel-child.mjs');
 const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
 const STRIDE = 4096;
 
-describe('Channel close', () => {
-  test('close: receivers drain what is queued, then see the end; sends fail', async () => {
+describe('Channel end', () => {
+  test('end: receivers drain what is queued, then see the end; sends fail', async () => {
     const name = uniq('cls');
     const ch = Channel.create(name, { capacity: 4096, codec: 'json' });
     const rx = Channel.open(name, { codec: 'json' });
     const blocked = Channel.open(name, { codec: 'json' });
-    const waiting = blocked.receiveBatchAsync(10, { spin: 0 });
+    const waiting = blocked.receiveBatch(10, { spin: 0 });
     await sleep(10);
-    ch.send({ a: 1 });
+    ch.sendSync({ a: 1 });
     assert.deepEqual(await watchdog(waiting, 10000, 'batch'), [{ a: 1 }]);
-    ch.send({ a: 2 });
-    ch.send({ a: 3 });
+    ch.sendSync({ a: 2 });
+    ch.sendSync({ a: 3 });
     const waiter = Channel.open(name, { codec: 'json' });
-    ch.close();
-    assert.equal(ch.closed, true);
-    assert.throws(() => ch.send({ a: 4 }), code(ErrorCodes.CLOSED));
+    ch.end();
+    assert.equal(ch.ended, true);
+    assert.throws(() => ch.sendSync({ a: 4 }), code(ErrorCodes.CLOSED));
     const got = [];
     await watchdog((async () => { for await (const m of rx) got.push(m); })(), 10000, 'iteration to the end');
     assert.deepEqual(got, [{ a: 2 }, { a: 3 }]);
-    assert.throws(() => waiter.receive(), code(ErrorCodes.CLOSED));
-    await assert.rejects(waiter.receiveAsync(), code(ErrorCodes.CLOSED));
-    assert.deepEqual(waiter.receiveBatch(5), []);
-    assert.equal(waiter.receiveView(), null);
-    for (const c of [ch, rx, blocked, waiter]) c.disconnect();
+    assert.throws(() => waiter.receiveSync(), code(ErrorCodes.CLOSED));
+    await assert.rejects(waiter.receive(), code(ErrorCodes.CLOSED));
+    assert.deepEqual(waiter.receiveBatchSync(5), []);
+    assert.equal(waiter.receiveViewSync(), null);
+    for (const c of [ch, rx, blocked, waiter]) c.close();
     Channel.unlink(name);
   });
 
@@ -44,10 +44,10 @@ describe('Channel close', () => {
     const ch = Channel.create(name, { capacity: 4096 });
     const c = crun('consumer', { name, spin: 0 });
     await sleep(100);
-    ch.close();
+    ch.end();
     const r = await result(c, 30000, 'consumer');
     assert.equal(r.n, 0);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 });
@@ -58,13 +58,13 @@ describe('Channel peers that die', () => {
     const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
     const holder = crun('sendAndHang', { name });
     await holder.waitFor(/sent/);
-    assert.throws(() => ch.send(Buffer.from('x')), code(ErrorCodes.BUSY));
+    assert.throws(() => ch.sendSync(Buffer.from('x')), code(ErrorCodes.BUSY));
     holder.child.kill('SIGKILL');
     await watchdog(holder.exited, 10000, 'holder exit');
-    ch.send(Buffer.from('mine')); // the dead producer's role is taken over
-    assert.equal(ch.receive().toString(), 'hello');
-    assert.equal(ch.receive().toString(), 'mine');
-    ch.disconnect();
+    ch.sendSync(Buffer.from('mine')); // the dead producer's role is taken over
+    assert.equal(ch.receiveSync().toString(), 'hello');
+    assert.equal(ch.receiveSync().toString(), 'mine');
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -73,12 +73,12 @@ describe('Channel peers that die', () => {
     const ch = Channel.create(name, { capacity: 4096 });
     const p = crun('sendAndHang', { name });
     await p.waitFor(/sent/);
-    ch.receive(); // take "hello"
+    ch.receiveSync(); // take "hello"
     const o = crun('orphan', { name });
     await o.waitFor(/waiting/);
     p.child.kill('SIGKILL');
     assert.deepEqual(await result(o, 30000, 'orphan'), { result: ErrorCodes.PEER_GONE });
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -98,13 +98,13 @@ describe('Channel peers that die', () => {
       assert.deepEqual(got, ['hello']);
       const ac = new AbortController();
       const aborted = (async () => {
-        for await (const m of ch.iterate({ signal: ac.signal })) got.push(String(m));
+        for await (const m of ch.iterate({ signal: ac.signal, failIfPeerGone: false })) got.push(String(m));
       })();
       setTimeout(() => ac.abort(), 20);
       await assert.rejects(watchdog(aborted, 10_000, 'aborted for await'), (e) => e.code === ErrorCodes.ABORTED);
       assert.throws(() => ch.iterate({ timeout: -1 }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && e.argument === 'options.timeout');
     } finally {
-      ch.disconnect();
+      ch.close();
       Channel.unlink(name);
     }
   });
@@ -142,8 +142,8 @@ describe('Channel peers that die', () => {
     }
     // The channel still works for everyone after the crashes.
     const fresh = Channel.open(name);
-    fresh.send(Buffer.alloc(0));
-    ch.close();
+    fresh.sendSync(Buffer.alloc(0));
+    ch.end();
     const results = [];
     for (const [i, c] of consumers.entries()) {
       const r = await watchdog(c.exited, 120000, `consumer ${i}`);
@@ -168,8 +168,8 @@ describe('Channel peers that die', () => {
       }
     }
     assert.ok(lost <= killedConsumers, `${lost} committed messages lost`);
-    fresh.disconnect();
-    ch.disconnect();
+    fresh.close();
+    ch.close();
     led.close();
     Channel.unlink(name);
     Segment.unlink(ledger);
@@ -182,32 +182,32 @@ describe('Channel close: regressions', () => {
     const name = uniq('cr');
     const p = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
     const other = Channel.open(name);
-    p.send(Buffer.from('x'));
-    other.close();
-    assert.throws(() => p.send(Buffer.from('y')), (e) => e.code === ErrorCodes.CLOSED);
+    p.sendSync(Buffer.from('x'));
+    other.end();
+    assert.throws(() => p.sendSync(Buffer.from('y')), (e) => e.code === ErrorCodes.CLOSED);
     assert.throws(() => p.trySend(Buffer.from('z')), (e) => e.code === ErrorCodes.CLOSED);
     const c = Channel.open(name);
-    assert.equal(c.receive().toString(), 'x');
-    assert.throws(() => c.receive(), (e) => e.code === ErrorCodes.CLOSED);
-    for (const h of [p, other, c]) h.disconnect();
+    assert.equal(c.receiveSync().toString(), 'x');
+    assert.throws(() => c.receiveSync(), (e) => e.code === ErrorCodes.CLOSED);
+    for (const h of [p, other, c]) h.close();
     Channel.unlink(name);
   });
 
-  // Found by crash and hostile-input testing (close() never waits); failed before its fix.
-  test('Channel.close() returns while a live process holds the producer lock', async () => {
+  // Found by crash and hostile-input testing (end() never waits); failed before its fix.
+  test('Channel.end() returns while a live process holds the producer lock', async () => {
     const name = uniq('cl');
     const ch = Channel.create(name, { capacity: 4096 });
     const holder = crun('holdLoan', { name });
     await holder.waitFor(/loaned/);
     try {
-      const r = await result(crun('close', { name }), 30000, 'close()');
-      assert.equal(r.closed, true);
-      assert.equal(ch.closed, true);
+      const r = await result(crun('end', { name }), 30000, 'end()');
+      assert.equal(r.ended, true);
+      assert.equal(ch.ended, true);
     } finally {
       holder.child.kill('SIGKILL');
       await watchdog(holder.exited, 10000, 'holder exit');
     }
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 });

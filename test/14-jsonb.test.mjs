@@ -120,14 +120,14 @@ describe('jsonb codec: what JSON refuses', () => {
   test('a refused message is not sent and the channel stays usable', () => {
     const name = uniq('jb');
     const ch = Channel.create(name, { capacity: 4096, codec: 'jsonb' });
-    assert.throws(() => ch.send({ big: 2n }), code(ErrorCodes.INVALID_ARGUMENT));
+    assert.throws(() => ch.sendSync({ big: 2n }), code(ErrorCodes.INVALID_ARGUMENT));
     assert.throws(() => ch.trySend(undefined), code(ErrorCodes.INVALID_ARGUMENT));
     assert.equal(ch.stats().sent, 0);
-    ch.send({ ok: 1 });
-    assert.deepEqual(ch.receive(), { ok: 1 });
-    assert.throws(() => ch.send({ s: 'x'.repeat(4000) }), code(ErrorCodes.TOO_LARGE));
+    ch.sendSync({ ok: 1 });
+    assert.deepEqual(ch.receiveSync(), { ok: 1 });
+    assert.throws(() => ch.sendSync({ s: 'x'.repeat(4000) }), code(ErrorCodes.TOO_LARGE));
     assert.equal(ch.stats().depth, 0);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 });
@@ -189,18 +189,18 @@ describe('jsonb codec: untrusted bytes', () => {
     const name = uniq('jb');
     const bytesSide = Channel.create(name, { capacity: 4096 });
     const ch = Channel.open(name, { codec: 'jsonb' });
-    bytesSide.send(Buffer.from([0x07, 0xff, 0xff, 0xff, 0x7f]));
-    bytesSide.send(codecs.jsonb.encode({ fine: [1, 'two'] }));
-    assert.throws(() => ch.receive(), code(ErrorCodes.DECODE));
-    assert.deepEqual(ch.receive(), { fine: [1, 'two'] });
-    bytesSide.disconnect();
-    ch.disconnect();
+    bytesSide.sendSync(Buffer.from([0x07, 0xff, 0xff, 0xff, 0x7f]));
+    bytesSide.sendSync(codecs.jsonb.encode({ fine: [1, 'two'] }));
+    assert.throws(() => ch.receiveSync(), code(ErrorCodes.DECODE));
+    assert.deepEqual(ch.receiveSync(), { fine: [1, 'two'] });
+    bytesSide.close();
+    ch.close();
     Channel.unlink(name);
   });
 });
 
 describe('jsonb over a channel between processes', () => {
-  test('objects from two producer processes (send and sendAsync) arrive equal to their JSON form', async () => {
+  test('objects from two producer processes (send and send) arrive equal to their JSON form', async () => {
     const name = uniq('jbx');
     const ch = Channel.create(name, { capacity: 1 << 14, producers: 'multi', codec: 'jsonb' });
     const count = 3000;
@@ -214,7 +214,7 @@ describe('jsonb over a channel between processes', () => {
     const next = [0, 0];
     const receiveAll = async () => {
       for (let n = 0; n < 2 * count; n++) {
-        const m = await ch.receiveAsync({ timeout: 60000 });
+        const m = await ch.receive({ timeout: 60000 });
         const want = expected[m.id][next[m.id]++];
         assert.equal(JSON.stringify(m), JSON.stringify(want), `producer ${m.id} message ${m.i}`);
         assert.deepStrictEqual(m, want);
@@ -223,7 +223,7 @@ describe('jsonb over a channel between processes', () => {
     await watchdog(receiveAll(), 90000, 'receiving jsonb messages');
     for (const k of kids) assert.equal((await watchdog(k.exited, 30000, 'jsonb child exit')).code, 0);
     assert.deepEqual(next, [count, count]);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 });

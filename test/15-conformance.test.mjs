@@ -110,10 +110,10 @@ test('Node -> Python, single/single: 20,000 messages through a wrapping 8 KiB ri
   for (let seq = 0; seq < N; seq++) {
     const m = fill(1, seq, sizeOf(1, seq, max));
     bytes += m.length;
-    await watchdog(ch.sendAsync(m), 30000, `sendAsync #${seq}`);
+    await watchdog(ch.send(m), 30000, `send #${seq}`);
     if (seq % 2500 === 2499) await sleep(20); // the Python receiver empties the ring and parks on the tail word
   }
-  ch.close();
+  ch.end();
   const r = await result(py, 60000, 'python receiver');
   assert.equal(r.n, N);
   assert.equal(r.bad, 0, 'every message arrived in order with its content');
@@ -125,7 +125,7 @@ test('Node -> Python, single/single: 20,000 messages through a wrapping 8 KiB ri
   assert.equal(st.receivedBytes, bytes);
   const entry = ch.peerList().find((p) => p.pid === r.pid);
   assert.ok(entry && entry.consumer && !entry.alive, 'the Python peer registered as a consumer, then departed');
-  ch.disconnect();
+  ch.close();
   Channel.unlink(name);
 });
 
@@ -139,14 +139,14 @@ test('Node -> Python, multi/multi: two Node producers, the Python consumer compe
   await py.waitFor(/"attached"/);
   const producers = [1, 2].map((id) => run('producer', { name, id, count }, { script: CHANNEL_CHILD }));
   for (const [i, p] of producers.entries()) assert.deepEqual(await result(p, 120000, `node producer ${i + 1}`), { produced: count });
-  ch.close();
+  ch.end();
   const rp = await result(py, 60000, 'python consumer');
   const rn = await result(nodeConsumer, 60000, 'node consumer');
   assert.equal(rp.n + rn.n, N);
   assert.ok(rp.n > 0, 'the Python consumer took part');
   assert.equal(rn.dups, 0);
   checkDelivery([rp, rn], [1, 2], count, max);
-  ch.disconnect();
+  ch.close();
   Channel.unlink(name);
 });
 
@@ -182,9 +182,9 @@ test('Python -> Node, single/single: Python creates the channel, rings the parke
   assert.ok(r.rung > 0 && asyncWaitStats().doorbellRings > rings, 'the Python producer rang the doorbell of the parked Node receiver');
   assert.ok(r.wokenByPeer > 0, "Node's head exchange woke the Python sender parked on a full ring");
   const st = ch.stats();
-  assert.equal(st.closed, true);
+  assert.equal(st.ended, true);
   assert.deepEqual([st.sent, st.sentBytes, st.received, st.receivedBytes], [N, bytes, N, bytes], 'the counters sit where the spec says');
-  ch.disconnect();
+  ch.close();
   Channel.unlink(name);
 });
 
@@ -199,7 +199,7 @@ test('Python -> Node, multi/multi: two Python producers and a Node producer shar
   let got = 0;
   const consuming = (async () => {
     for (;;) {
-      const batch = await watchdog(ch.receiveBatchAsync(64), 60000, `receiveBatchAsync after ${got} messages`);
+      const batch = await watchdog(ch.receiveBatch(64, { failIfPeerGone: false }), 60000, `receiveBatch after ${got} messages`);
       if (batch.length === 0) return;
       for (const m of batch) {
         got++;
@@ -214,12 +214,12 @@ test('Python -> Node, multi/multi: two Python producers and a Node producer shar
   const node = run('producer', { name, id: 3, count }, { script: CHANNEL_CHILD });
   for (const [i, p] of pys.entries()) assert.equal((await result(p, 120000, `python producer ${i + 1}`)).sent, count);
   assert.deepEqual(await result(node, 120000, 'node producer'), { produced: count });
-  ch.close();
+  ch.end();
   await watchdog(consuming, 60000, 'the consumer loop');
   assert.equal(got, 3 * count);
   checkDelivery([{ bad, order, small }], [1, 2, 3], count, max);
   assert.equal(ch.stats().sent, 3 * count, 'Python producers keep the sent counter under the lock');
-  ch.disconnect();
+  ch.close();
   Channel.unlink(name);
 });
 
@@ -255,7 +255,7 @@ test('Mutex: a Python holder has a valid owner token; SIGKILLed, Node recovers t
   assert.equal(m.tryLock(), null, "Node's liveness check sees the Python owner alive");
   py.child.kill('SIGKILL');
   await watchdog(py.exited, 10000, 'python holder exit');
-  const g = await watchdog(m.lockAsync({ timeout: 20000 }), 30000, 'Mutex.lockAsync after the holder died');
+  const g = await watchdog(m.lock({ timeout: 20000 }), 30000, 'Mutex.lock after the holder died');
   assert.equal(g.recovered, true);
   if (g.deadOwner !== undefined) assert.equal(g.deadOwner.pid, pid);
   g.unlock();

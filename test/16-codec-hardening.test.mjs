@@ -127,7 +127,7 @@ describe('codec names and codec objects', () => {
     }
     const ch = Channel.create(name, { capacity: 4096 }); // nothing was created by the refusals
     for (const codec of inherited) assert.throws(() => Channel.open(name, { codec }), invalid('options.codec'), codec);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -138,10 +138,10 @@ describe('codec names and codec objects', () => {
       for (const codec of [n, c]) {
         const h = Channel.open(name, { codec });
         assert.equal(h.codec, c, n);
-        h.disconnect();
+        h.close();
       }
     }
-    base.disconnect();
+    base.close();
     Channel.unlink(name);
   });
 
@@ -169,7 +169,7 @@ describe('codec names and codec objects', () => {
     }
     const ch = Channel.create(name, { capacity: 4096 });
     for (const [i, codec] of bad.entries()) assert.throws(() => Channel.open(name, { codec }), invalid('options.codec'), `bad codec #${i}`);
-    ch.disconnect();
+    ch.close();
     Channel.unlink(name);
   });
 
@@ -187,17 +187,17 @@ describe('codec names and codec objects', () => {
     }
     const codec = new Prefixed();
     const ch = Channel.create(name, { capacity: 4096, codec });
-    ch.send('hello');
-    assert.equal(ch.receive(), 'hello');
+    ch.sendSync('hello');
+    assert.equal(ch.receiveSync(), 'hello');
     assert.equal(ch.codec.name, 'prefixed');
     assert.equal(ch.codec.prefix, '>');
     assert.ok(ch.codec instanceof Prefixed);
     const again = Channel.open(name, { codec: ch.codec }); // a handle's codec is accepted as it is
     assert.equal(again.codec, ch.codec);
-    again.send('again');
-    assert.equal(ch.receive(), 'again');
-    again.disconnect();
-    ch.disconnect();
+    again.sendSync('again');
+    assert.equal(ch.receiveSync(), 'again');
+    again.close();
+    ch.close();
     Channel.unlink(name);
   });
 });
@@ -244,7 +244,7 @@ describe('encode failures are ERR_SHMKIT_INVALID_ARGUMENT (message), with the ca
     }
   });
 
-  for (const how of ['send', 'trySend', 'sendAsync', 'send after a first send']) {
+  for (const how of ['sendSync', 'trySend', 'send', 'send after a first send']) {
     test(`through a channel: ${how}; nothing is sent and the channel stays usable`, async () => {
       const name = uniq('cenc');
       const chans = {};
@@ -256,18 +256,18 @@ describe('encode failures are ERR_SHMKIT_INVALID_ARGUMENT (message), with the ca
         for (const [codec, make, cause] of cases) {
           const ch = chans[codec];
           if (how === 'send after a first send') {
-            ch.send(ok[codec]);
-            assert.deepEqual(ch.receive(), ok[codec]);
+            ch.sendSync(ok[codec]);
+            assert.deepEqual(ch.receiveSync(), ok[codec]);
           }
           const sent = ch.stats().sent;
-          const attempt = how === 'sendAsync' ? () => watchdog(ch.sendAsync(make()), 10000, 'sendAsync') : () => ch[how === 'trySend' ? 'trySend' : 'send'](make());
+          const attempt = how === 'send' ? () => watchdog(ch.send(make()), 10000, 'send') : () => ch[how === 'trySend' ? 'trySend' : 'sendSync'](make());
           await assert.rejects(async () => attempt(), invalid('message', cause), `${codec}: ${make}`);
           assert.equal(ch.stats().sent, sent, `${codec}: nothing sent`);
-          ch.send(ok[codec]);
-          assert.deepEqual(ch.receive(), ok[codec], `${codec}: usable after the refusal`);
+          ch.sendSync(ok[codec]);
+          assert.deepEqual(ch.receiveSync(), ok[codec], `${codec}: usable after the refusal`);
         }
       } finally {
-        for (const ch of Object.values(chans)) ch.disconnect();
+        for (const ch of Object.values(chans)) ch.close();
         Channel.unlink(name);
       }
     });
@@ -279,12 +279,12 @@ describe('encode failures are ERR_SHMKIT_INVALID_ARGUMENT (message), with the ca
       const name = uniq('cenc');
       const ch = Channel.create(name, { capacity: 4096, producers: 'single' });
       try {
-        ch.send(Buffer.from('a'));
-        ch.receive();
-        assert.throws(() => ch.send(revokedProxy()), invalid('message'));
+        ch.sendSync(Buffer.from('a'));
+        ch.receiveSync();
+        assert.throws(() => ch.sendSync(revokedProxy()), invalid('message'));
         assert.throws(() => ch.trySend(revokedProxy()), invalid('message'));
       } finally {
-        ch.disconnect();
+        ch.close();
         Channel.unlink(name);
       }
     },
@@ -306,29 +306,29 @@ describe('encode failures are ERR_SHMKIT_INVALID_ARGUMENT (message), with the ca
       ]) {
         const h = Channel.open(name, { codec: make(encode) });
         try {
-          for (const send of [(v) => h.send(v), (v) => h.trySend(v), (v) => watchdog(h.sendAsync(v), 10000, 'sendAsync')]) {
+          for (const send of [(v) => h.sendSync(v), (v) => h.trySend(v), (v) => watchdog(h.send(v), 10000, 'send')]) {
             await assert.rejects(async () => send('x'), invalid('message', cause), what);
           }
           let err;
           try {
-            h.send('x');
+            h.sendSync('x');
           } catch (e) {
             err = e;
           }
           if (what === 'throws an Error') assert.equal(err.cause, boom);
           if (what === 'throws a non-Error') assert.equal(err.cause, 'a string');
         } finally {
-          h.disconnect();
+          h.close();
         }
       }
       assert.equal(ch.stats().sent, 0);
       // A DataView or another typed array is still accepted, sent as its bytes.
       const dv = Channel.open(name, { codec: make((v) => new DataView(new Uint16Array([v.length, 0]).buffer, 0, 2)) });
-      dv.send('ab');
+      dv.sendSync('ab');
       assert.equal(dv.stats().sent, 1);
-      dv.disconnect();
+      dv.close();
     } finally {
-      ch.disconnect();
+      ch.close();
       Channel.unlink(name);
     }
   });
@@ -351,21 +351,21 @@ describe('decode failures are ERR_SHMKIT_DECODE for every codec that can fail', 
       for (const codec of ['json', 'jsonb', 'structured', custom]) {
         const h = Channel.open(name, { codec });
         try {
-          raw.send(Buffer.from([0xff, 0x07, 0xff, 0xff, 0xff, 0x7f, 0x00]));
-          assert.throws(() => h.receive(), (e) => e instanceof ShmkitError && e.code === ErrorCodes.DECODE && e.cause !== undefined, String(codec.name ?? codec));
+          raw.sendSync(Buffer.from([0xff, 0x07, 0xff, 0xff, 0xff, 0x7f, 0x00]));
+          assert.throws(() => h.receiveSync(), (e) => e instanceof ShmkitError && e.code === ErrorCodes.DECODE && e.cause !== undefined, String(codec.name ?? codec));
           assert.equal(h.tryReceive(), undefined, 'consumed');
         } finally {
-          h.disconnect();
+          h.close();
         }
       }
       for (const codec of ['bytes', 'utf8']) {
         const h = Channel.open(name, { codec });
-        raw.send(Buffer.from([0xff, 0xfe, 0x00]));
-        assert.notEqual(h.receive(), undefined, `${codec} never fails to decode`);
-        h.disconnect();
+        raw.sendSync(Buffer.from([0xff, 0xfe, 0x00]));
+        assert.notEqual(h.receiveSync(), undefined, `${codec} never fails to decode`);
+        h.close();
       }
     } finally {
-      raw.disconnect();
+      raw.close();
       Channel.unlink(name);
     }
   });

@@ -126,7 +126,7 @@ describe('ls', () => {
     symlinkSync('/etc/hostname', shm(`shmkit-${names.link}`));
     // A channel whose parameter block (not covered by the checksum) is garbage: capacity 3.
     const ch = Channel.create(names.params, { capacity: 4096 });
-    ch.disconnect();
+    ch.close();
     const fd = openSync(shm(`shmkit-${names.params}`), 'r+');
     writeSync(fd, Buffer.from([3, 0, 0, 0]), 0, 4, 64);
     closeSync(fd);
@@ -235,7 +235,7 @@ describe('inspect', () => {
     const name = uniq('longcli').padEnd(120, 'w');
     const ch = Channel.create(name, { capacity: 4096 });
     try {
-      ch.send(Buffer.from('x'));
+      ch.sendSync(Buffer.from('x'));
       const entry = ch.segment.shmName;
       const list = await cliJson(['ls', '--json']);
       const o = byEntry(list.objects ?? list, entry);
@@ -246,7 +246,7 @@ describe('inspect', () => {
       assert.equal(i.entry, entry);
       assert.equal(i.state.depth.messages, 1);
     } finally {
-      ch.disconnect();
+      ch.close();
       Channel.unlink(name);
     }
   });

@@ -17,7 +17,7 @@ test('a fake AbortSignal is refused with INVALID_ARGUMENT by every async wait', 
   const name = uniq('fs');
   for (const other of [Object.create(AbortSignal.prototype), { aborted: false, addEventListener() {}, removeEventListener() {} }]) {
     const seg = Segment.create(uniq('fo'), { size: 64 });
-    await assert.rejects(watchdog(Semaphore.init(seg, 0, 0).waitAsync({ signal: other }), 5000, 'waitAsync'), code(ErrorCodes.INVALID_ARGUMENT));
+    await assert.rejects(watchdog(Semaphore.init(seg, 0, 0).wait({ signal: other }), 5000, 'wait'), code(ErrorCodes.INVALID_ARGUMENT));
     seg.close();
     seg.unlink();
   }
@@ -29,15 +29,15 @@ test('a fake AbortSignal is refused with INVALID_ARGUMENT by every async wait', 
   const b = Barrier.init(seg, 32, 2);
   const s = Semaphore.init(seg, 64, 0);
   const calls = {
-    'Channel.receiveAsync': () => ch.receiveAsync({ signal: fake }),
-    'Channel.receiveViewAsync': () => ch.receiveViewAsync({ signal: fake }),
-    'Channel.sendAsync': () => ch.sendAsync(Buffer.from('x'), { signal: fake }),
-    'Mutex.lockAsync': () => m.lockAsync({ signal: fake }),
-    'Condition.waitAsync': () => c.waitAsync(m, { signal: fake }),
-    'Barrier.waitAsync': () => b.waitAsync({ signal: fake }),
-    'Semaphore.waitAsync': () => s.waitAsync({ signal: fake }),
+    'Channel.receive': () => ch.receive({ signal: fake }),
+    'Channel.receiveView': () => ch.receiveView({ signal: fake }),
+    'Channel.send': () => ch.send(Buffer.from('x'), { signal: fake }),
+    'Mutex.lock': () => m.lock({ signal: fake }),
+    'Condition.wait': () => c.wait(m, { signal: fake }),
+    'Barrier.wait': () => b.wait({ signal: fake }),
+    'Semaphore.wait': () => s.wait({ signal: fake }),
   };
-  const held = m.lock();
+  const held = m.lockSync();
   for (const [what, call] of Object.entries(calls)) {
     await assert.rejects(watchdog(Promise.resolve().then(call), 5000, what), (err) => {
       assert.equal(err.code, ErrorCodes.INVALID_ARGUMENT, `${what}: ${err.message}`);
@@ -46,7 +46,7 @@ test('a fake AbortSignal is refused with INVALID_ARGUMENT by every async wait', 
     });
   }
   held.unlock();
-  ch.disconnect();
+  ch.close();
   Channel.unlink(name);
   seg.close();
   seg.unlink();
@@ -60,14 +60,14 @@ test('a real AbortSignal whose own methods throw cannot crash the process from a
   for (const k of ['removeEventListener', 'addEventListener']) signal[k] = () => { throw new Error(`hostile ${k}`); };
   Object.defineProperty(signal, 'aborted', { get() { throw new Error('hostile aborted'); } });
   // Ends by timeout (the listener is removed from a timer callback), then by abort.
-  await assert.rejects(watchdog(s.waitAsync({ signal, timeout: 20, spin: 0 }), 5000, 'timeout'), code(ErrorCodes.TIMEOUT));
-  const p = s.waitAsync({ signal, spin: 0 });
+  await assert.rejects(watchdog(s.wait({ signal, timeout: 20, spin: 0 }), 5000, 'timeout'), code(ErrorCodes.TIMEOUT));
+  const p = s.wait({ signal, spin: 0 });
   setTimeout(() => ac.abort(new Error('bye')), 20);
   await assert.rejects(watchdog(p, 5000, 'abort'), code(ErrorCodes.ABORTED));
   // Ends by a post (the native waiter's callback removes the listener).
   const ac2 = new AbortController();
   ac2.signal.removeEventListener = () => { throw new Error('hostile'); };
-  const q = s.waitAsync({ signal: ac2.signal, spin: 0 });
+  const q = s.wait({ signal: ac2.signal, spin: 0 });
   setTimeout(() => s.post(), 20);
   await watchdog(q, 5000, 'post');
   seg.close();

@@ -20,16 +20,16 @@ const NOBODY = 65534;
 test('open and openOrCreate refuse an object owned by another user unless trusted', { skip: !isRoot && 'needs root to give a file away' }, () => {
   const name = uniq('sq');
   const ch = Channel.create(name, { capacity: 4096, mode: 0o666 });
-  ch.disconnect();
+  ch.close();
   chownSync(`/dev/shm/shmkit-${name}`, NOBODY, NOBODY); // as if user nobody had created it first
   for (const call of [() => Channel.openOrCreate(name), () => Channel.open(name), () => Segment.open(name)]) {
     assert.throws(call, (err) => err.code === ErrorCodes.UNTRUSTED_OWNER || err.code === ErrorCodes.KIND);
   }
   assert.throws(() => Channel.openOrCreate(name), code(ErrorCodes.UNTRUSTED_OWNER));
   const trusted = Channel.open(name, { trustedOwners: { uids: [NOBODY] } });
-  trusted.disconnect();
-  Channel.open(name, { trustedOwners: { gids: [NOBODY] } }).disconnect();
-  Channel.open(name, { trustedOwners: 'any' }).disconnect();
+  trusted.close();
+  Channel.open(name, { trustedOwners: { gids: [NOBODY] } }).close();
+  Channel.open(name, { trustedOwners: 'any' }).close();
   assert.throws(() => Channel.open(name, { trustedOwners: { uids: ['x'] } }), code(ErrorCodes.INVALID_ARGUMENT));
   Channel.unlink(name);
 

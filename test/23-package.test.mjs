@@ -1,8 +1,8 @@
 // What the published package holds: the files a user needs, and nothing that points nowhere.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './helpers.mjs';
 
@@ -38,7 +38,7 @@ import { Channel, Mutex, Segment, ShmStream, ShmkitError, ErrorCodes } from ${JS
 export async function use(): Promise<void> {
   const ch = Channel.create<Buffer>('x', { capacity: 4096 });
   for await (const m of ch.iterate({ failIfPeerGone: true })) void m.length;
-  const g = await Mutex.create('m').lockAsync();
+  const g = await Mutex.create('m').lock();
   g.unlock();
   const s: Segment = Segment.create('s', { size: 8 });
   void s.size; void ShmStream; void ShmkitError; void ErrorCodes.CLOSED;
@@ -52,4 +52,14 @@ export async function use(): Promise<void> {
   }
   const dts = readFileSync(join(ROOT, 'dist', 'segment.d.ts'), 'utf8');
   for (const internal of ['pendingWaits', 'closeHooks', 'createKind', 'openKind']) assert.ok(!dts.includes(internal), `${internal} is not in the public types`);
+});
+
+test('the API reference (docs/api, made by TypeDoc at npm install) documents the public classes and none of the internals', { skip: !existsSync(join(ROOT, 'docs', 'api', 'index.html')) && process.env.CI !== 'true' && 'docs/api not generated (npm run docs)' }, () => {
+  const channel = readFileSync(join(ROOT, 'docs', 'api', 'classes', 'Channel.html'), 'utf8');
+  for (const m of ['receive', 'receiveSync', 'tryReceive', 'end', 'close', 'unref', 'iterate']) assert.match(channel, new RegExp(`\\b${m}\\b`), `Channel.${m}`);
+  for (const c of ['Segment', 'Mutex', 'RwLock', 'Semaphore', 'Condition', 'Barrier', 'NamedSemaphore', 'ShmStream', 'ShmkitError']) {
+    assert.ok(existsSync(join(ROOT, 'docs', 'api', 'classes', `${c}.html`)), `${c} is documented`);
+  }
+  const found = spawnSync('grep', ['-rlE', 'refHooks|pendingWaits|closeHooks|createKind|lockAsyncForCaller|giveBackOnClose', join(ROOT, 'docs', 'api')], { encoding: 'utf8' });
+  assert.equal(found.status, 1, `no internal member is documented, but: ${found.stdout}`);
 });

@@ -49,16 +49,16 @@ for (const rt of runtimes) {
     const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
     try {
       for (let i = 0; i < n; i++) {
-        await q.sendAsync({ i }, { timeout: 30_000 });
-        const m = await watchdog(r.receiveAsync({ timeout: 30_000 }), 40_000, `echo ${i} from ${rt.name}`);
+        await q.send({ i }, { timeout: 30_000 });
+        const m = await watchdog(r.receive({ timeout: 30_000 }), 40_000, `echo ${i} from ${rt.name}`);
         assert.deepEqual([m.i, m.by], [i, child.pid]);
       }
       const end = await watchdog(exited, 30_000, `${rt.name} exit`);
       assert.deepEqual(end, { code: 0, signal: null }, err);
     } finally {
       child.kill('SIGKILL');
-      q.disconnect();
-      r.disconnect();
+      q.close();
+      r.close();
       Channel.unlink(`${name}.q`);
       Channel.unlink(`${name}.r`);
     }

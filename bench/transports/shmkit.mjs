@@ -18,9 +18,9 @@ export async function run() {
       req.claim('consumer');
       res.claim('producer');
       for (let i = 0; i < WARM + count; i++) {
-        const m = asyncMode ? await req.receiveAsync() : req.receive();
-        if (asyncMode) await res.sendAsync(m);
-        else res.send(m);
+        const m = asyncMode ? await req.receive() : req.receiveSync();
+        if (asyncMode) await res.send(m);
+        else res.sendSync(m);
       }
       return;
     }
@@ -30,10 +30,10 @@ export async function run() {
     for (let i = 0; i < count; i++) {
       const m = isJson ? makeObject(i) : makeBytes(i, size, reuse);
       if (asyncMode) {
-        if (!ch.trySend(m)) await ch.sendAsync(m);
-      } else ch.send(m);
+        if (!ch.trySend(m)) await ch.send(m);
+      } else ch.sendSync(m);
     }
-    ch.disconnect();
+    ch.close();
     return;
   }
   const name = `bt${process.pid.toString(36)}`;
@@ -49,11 +49,11 @@ export async function run() {
       for (let i = 0; i < WARM + count; i++) {
         const t = performance.now();
         if (asyncMode) {
-          await req.sendAsync(ping);
-          await res.receiveAsync();
+          await req.send(ping);
+          await res.receive();
         } else {
-          req.send(ping);
-          res.receive();
+          req.sendSync(ping);
+          res.receiveSync();
         }
         if (i >= WARM) samples.push(performance.now() - t);
       }
@@ -77,14 +77,14 @@ export async function run() {
     if (mode === 'into') {
       const target = Buffer.allocUnsafe(size);
       while (i < count) {
-        const n = ch.receiveInto(target);
+        const n = ch.receiveIntoSync(target);
         first();
         checkBytes(target.subarray(0, n), i, size);
         i++;
       }
     } else if (mode === 'view') {
       while (i < count) {
-        const v = ch.receiveView();
+        const v = ch.receiveViewSync();
         first();
         checkBytes(v.bytes, i, size);
         v.release();
@@ -99,7 +99,7 @@ export async function run() {
       }
     } else {
       while (i < count) {
-        const m = ch.receive();
+        const m = ch.receiveSync();
         first();
         if (isJson) checkObject(m, i);
         else checkBytes(m, i, size);
@@ -111,6 +111,6 @@ export async function run() {
   }
   const r = rate(performance.now() - t0, count - 1);
   await once(child, 'exit');
-  ch.disconnect();
+  ch.close();
   return r;
 }

@@ -64,23 +64,23 @@ export class AckedReceiver<T> {
     return d === NONE ? undefined : d;
   }
 
-  take(o: ParsedChannelWait): Delivery<T> {
-    const d = this.takeWait(o, 'take', false);
-    if (d === END) throw this.p.errors.closed(' (closed and drained)');
+  takeSync(o: ParsedChannelWait): Delivery<T> {
+    const d = this.takeWait(o, 'takeSync', false);
+    if (d === END) throw this.p.errors.closed(' (ended and drained)');
     return d;
   }
 
-  async takeAsync(o: ParsedChannelWait): Promise<Delivery<T>> {
+  async take(o: ParsedChannelWait): Promise<Delivery<T>> {
     const p = this.p;
-    if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, 'takeAsync');
+    if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, 'take');
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const d = await this.takeOnceAsync(o, deadline, 'takeAsync', false);
+      const d = await this.takeOnceAsync(o, deadline, 'take', false);
       if (d !== NONE) return d;
       p.assertOpen(); // disconnect() may have run during the await
-      if (this.ended()) throw p.errors.closed(' (closed and drained)');
-      if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, 'takeAsync'))) {
-        throw p.errors.timeout('takeAsync', o.timeout);
+      if (this.ended()) throw p.errors.closed(' (ended and drained)');
+      if (!(await p.ring.dataWaits.wait(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, 'take'))) {
+        throw p.errors.timeout('take', o.timeout);
       }
     }
   }
@@ -98,20 +98,20 @@ export class AckedReceiver<T> {
     return { ok: false, reason: this.ended() ? 'ended' : 'empty' };
   }
 
-  receive(o: ParsedChannelWait): T | typeof END {
-    const d = this.takeWait(o, 'receive', true);
+  receiveSync(o: ParsedChannelWait): T | typeof END {
+    const d = this.takeWait(o, 'receiveSync', true);
     return d === END ? END : d.value;
   }
 
-  receiveBatch(o: ParsedChannelWait, max: number, into: T[]): void {
-    const first = this.takeWait(o, 'receiveBatch', true);
+  receiveBatchSync(o: ParsedChannelWait, max: number, into: T[]): void {
+    const first = this.takeWait(o, 'receiveBatchSync', true);
     if (first === END) return;
     into.push(first.value);
-    this.fillBatch(into, max, 'receiveBatch');
+    this.fillBatch(into, max, 'receiveBatchSync');
   }
 
-  /** receiveAsync / receiveBatchAsync / for await: take, ack at once. */
-  async receiveAsync(o: ParsedChannelWait, max: number, into: T[] | null, what: string): Promise<T | typeof END | typeof NONE> {
+  /** receive / receiveBatch / for await: take, ack at once. */
+  async receive(o: ParsedChannelWait, max: number, into: T[] | null, what: string): Promise<T | typeof END | typeof NONE> {
     const p = this.p;
     const deadline = new Deadline(o.timeout);
     for (;;) {
@@ -124,7 +124,7 @@ export class AckedReceiver<T> {
       }
       p.assertOpen(); // disconnect() may have run during the await
       if (this.ended()) return END;
-      if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, what))) {
+      if (!(await p.ring.dataWaits.wait(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, what))) {
         throw p.errors.timeout(what, o.timeout);
       }
       p.assertOpen();

@@ -119,11 +119,11 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   // State ----------------------------------------------------------------------------------------
 
   /**
-   * Whether close() was called (by any process); messages may still be queued. After disconnect()
-   * this handle can no longer see the channel, and reports true.
+   * Whether the channel was ended (end(), by any process); messages may still be queued. After
+   * close(), what this handle last saw.
    */
-  get closed(): boolean {
-    if (this.life.released || this.segment.int32.length === 0) return true;
+  get ended(): boolean {
+    if (this.closed) return this.endedAtClose;
     return this.ring.closed;
   }
 
@@ -144,7 +144,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
       depth: Math.max(0, sent - received),
       depthBytes: Math.min(this.capacity, (r.loadTail() - r.loadHead()) >>> 0),
       capacity: this.capacity,
-      closed: r.closed,
+      ended: r.closed,
       producers: this.peers.liveOthers(L.ROLE_PRODUCER) + (this.tx.claimed ? 1 : 0),
       consumers: this.peers.liveOthers(L.ROLE_CONSUMER) + (this.rx.claimed ? 1 : 0),
     };
@@ -170,9 +170,18 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
 
   // Sending --------------------------------------------------------------------------------------
 
-  /** Sends, waiting while the ring is full (backpressure). ERR_SHMKIT_TIMEOUT after `timeout` ms. */
-  send(value: T, options?: ChannelWaitOptions): void {
-    this.tx.send(value, options);
+  /**
+   * Sends, waiting while the ring is full (backpressure) without blocking the event loop. Takes
+   * `timeout`, `signal` and `failIfPeerGone`. A send that rejects (timeout, abort, end, peer gone)
+   * never published its message: the error has `published: false`.
+   */
+  send(value: T, options?: ChannelAsyncOptions): Promise<void> {
+    return this.tx.send(value, options);
+  }
+
+  /** Like send(), blocking the thread while it waits. ERR_SHMKIT_TIMEOUT after `timeout` ms. */
+  sendSync(value: T, options?: ChannelWaitOptions): void {
+    this.tx.sendSync(value, options);
   }
 
   /** Sends without waiting. Returns false if the ring is full. */
@@ -181,41 +190,50 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   }
 
   /**
-   * Like send(), without blocking the event loop. Accepts an AbortSignal. A sendAsync that rejects
-   * (timeout, abort, close, peer gone) never published its message: the error has
-   * `published: false`.
-   */
-  sendAsync(value: T, options?: ChannelAsyncOptions): Promise<void> {
-    return this.tx.sendAsync(value, options);
-  }
-
-  /**
    * Zero-copy send: reserves `size` bytes in the ring (waiting for space like send()), for you to
    * fill in place, then commit(). In a multi-producer channel other producers wait until you commit
    * or abort, so keep loans short.
    */
-  loan(size: number, options?: ChannelWaitOptions): Loan {
+  loan(size: number, options?: ChannelAsyncOptions): Promise<Loan> {
     return this.tx.loan(size, options);
   }
 
+  /** Like loan(), blocking the thread while it waits for space. */
+  loanSync(size: number, options?: ChannelWaitOptions): Loan {
+    return this.tx.loanSync(size, options);
+  }
+
+  /** A loan if `size` bytes are free now (and, multi-producer, the producer lock is free); else null. */
+  tryLoan(size: number): Loan | null {
+    return this.tx.tryLoan(size);
+  }
+
   /**
-   * Closes the channel for everyone: further sends fail with ERR_SHMKIT_CLOSED; receivers get what
+   * Ends the channel for everyone: further sends fail with ERR_SHMKIT_CLOSED; receivers get what
    * is queued, then the end. Never waits: a send in progress in another process either published
-   * its message before the close (it is delivered) or fails with ERR_SHMKIT_CLOSED (nothing of it
-   * is delivered). This handle stays usable for receiving; disconnect() releases it.
+   * its message before the end (it is delivered) or fails with ERR_SHMKIT_CLOSED (nothing of it
+   * is delivered). This handle stays usable for receiving; close() releases it.
    */
-  close(): void {
+  end(): void {
     this.assertOpen();
-    if (this.held.loan) throw this.errors.busy('a loan is outstanding; commit or abort it before close()');
+    if (this.held.loan) throw this.errors.busy('a loan is outstanding; commit or abort it before end()');
     this.ring.close();
-    debug('channel %s closed by pid %d', JSON.stringify(this.name), process.pid);
+    debug('channel %s ended by pid %d', JSON.stringify(this.name), process.pid);
   }
 
   // Receiving ------------------------------------------------------------------------------------
 
-  /** Receives, waiting while empty. Throws ERR_SHMKIT_CLOSED once closed and drained. */
-  receive(options?: ChannelWaitOptions): T {
+  /**
+   * Receives, waiting while empty without blocking the event loop. Takes `timeout`, `signal` and
+   * `failIfPeerGone`. Rejects with ERR_SHMKIT_CLOSED once the channel is ended and drained.
+   */
+  receive(options?: ChannelAsyncOptions): Promise<T> {
     return this.rx.receive(options);
+  }
+
+  /** Like receive(), blocking the thread while it waits. */
+  receiveSync(options?: ChannelWaitOptions): T {
+    return this.rx.receiveSync(options);
   }
 
   /** Receives a message if one is queued; undefined if none (or the channel ended). */
@@ -233,21 +251,17 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     return this.rx.tryReceiveResult();
   }
 
-  /** Like receive(), without blocking the event loop. Accepts an AbortSignal. */
-  receiveAsync(options?: ChannelAsyncOptions): Promise<T> {
-    return this.rx.receiveAsync(options);
-  }
 
   /**
    * Receives up to `max` messages at once, waiting for at least one. One wake-up and one head
-   * update cover the batch. Returns [] once the channel is closed and drained.
+   * update cover the batch. Returns [] once the channel is ended and drained.
    */
-  receiveBatch(max: number, options?: ChannelWaitOptions): T[] {
-    return this.rx.receiveBatch(max, options);
+  receiveBatchSync(max: number, options?: ChannelWaitOptions): T[] {
+    return this.rx.receiveBatchSync(max, options);
   }
 
-  receiveBatchAsync(max: number, options?: ChannelAsyncOptions): Promise<T[]> {
-    return this.rx.receiveBatchAsync(max, options);
+  receiveBatch(max: number, options?: ChannelAsyncOptions): Promise<T[]> {
+    return this.rx.receiveBatch(max, options);
   }
 
   /**
@@ -261,12 +275,12 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   }
 
   /** Waits for a message and returns a zero-copy view of it (see tryReceiveView). Null once ended. */
-  receiveView(options?: ChannelWaitOptions): ReceivedView | null {
-    return this.rx.receiveView(options);
+  receiveViewSync(options?: ChannelWaitOptions): ReceivedView | null {
+    return this.rx.receiveViewSync(options);
   }
 
-  receiveViewAsync(options?: ChannelAsyncOptions): Promise<ReceivedView | null> {
-    return this.rx.receiveViewAsync(options);
+  receiveView(options?: ChannelAsyncOptions): Promise<ReceivedView | null> {
+    return this.rx.receiveView(options);
   }
 
   /**
@@ -280,16 +294,16 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   }
 
   /** Waits for a message and copies it into `target` (see tryReceiveInto). ERR_SHMKIT_CLOSED once ended. */
-  receiveInto(target: Uint8Array, options?: ChannelWaitOptions): number {
+  receiveIntoSync(target: Uint8Array, options?: ChannelWaitOptions): number {
+    return this.rx.receiveIntoSync(target, options);
+  }
+
+  receiveInto(target: Uint8Array, options?: ChannelAsyncOptions): Promise<number> {
     return this.rx.receiveInto(target, options);
   }
 
-  receiveIntoAsync(target: Uint8Array, options?: ChannelAsyncOptions): Promise<number> {
-    return this.rx.receiveIntoAsync(target, options);
-  }
-
   /**
-   * Iterates messages until the channel is closed and drained. A plain iterator object rather than
+   * Iterates messages until the channel is ended and drained. A plain iterator object rather than
    * an async generator: a queued message costs one resolved promise, not a generator round trip.
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
@@ -299,8 +313,8 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   /**
    * `for await (const m of channel.iterate({ signal, failIfPeerGone, timeout }))`: the iteration
    * of `for await (const m of channel)`, where each step that has to wait honours the options as
-   * receiveAsync does: an abort, a step waiting longer than `timeout`, or (with `failIfPeerGone`)
-   * every producer gone ends the loop with ERR_SHMKIT_ABORTED, ERR_SHMKIT_TIMEOUT or
+   * receive does: an abort, a step waiting longer than `timeout`, or (with `failIfPeerGone`)
+   * every producer gone ends the loop with ABORT_ERR, ERR_SHMKIT_TIMEOUT or
    * ERR_SHMKIT_PEER_GONE.
    */
   iterate(options?: ChannelAsyncOptions): AsyncIterableIterator<T> {
@@ -317,17 +331,20 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     return this.acked('tryTake').tryTake();
   }
 
-  /** Waits for a message of an at-least-once channel and takes it (see tryTake). ERR_SHMKIT_CLOSED once ended. */
-  take(options?: ChannelWaitOptions): Delivery<T> {
+  /** Like take(), blocking the thread while it waits. */
+  takeSync(options?: ChannelWaitOptions): Delivery<T> {
     const o = parseChannelWait(options, false);
-    return this.acked('take').take(o);
+    return this.acked('takeSync').takeSync(o);
   }
 
-  /** Like take(), without blocking the event loop. Accepts an AbortSignal. */
-  takeAsync(options?: ChannelAsyncOptions): Promise<Delivery<T>> {
+  /**
+   * Waits for a message of an at-least-once channel and takes it (see tryTake), without blocking
+   * the event loop. Rejects with ERR_SHMKIT_CLOSED once ended and drained.
+   */
+  take(options?: ChannelAsyncOptions): Promise<Delivery<T>> {
     try {
       const o = parseChannelWait(options, true);
-      return this.acked('takeAsync').takeAsync(o);
+      return this.acked('take').take(o);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -349,7 +366,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
       consumers: this.multiConsumer ? 'multi' : 'single',
       delivery: this.atLeastOnce ? 'at-least-once' : 'at-most-once',
       codec: this.codec.name,
-      closed: this.ring.closed,
+      ended: this.ring.closed,
     };
   }
 
@@ -357,15 +374,18 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
 
   /**
    * Releases this handle: gives back unacknowledged deliveries, a single-producer/consumer role,
-   * leaves the peer table, and unmaps the segment. Pending async operations reject with
-   * ERR_SHMKIT_CLOSED. The channel itself stays (see close() and unlink()). Idempotent.
+   * leaves the peer table, and unmaps the segment. Pending operations reject with
+   * ERR_SHMKIT_CLOSED. The channel itself stays (see end() and unlink()). Idempotent.
    */
-  disconnect(): void {
+  close(): void {
     this.dispose();
   }
 
+  private endedAtClose = false;
+
   protected release(): void {
     if (this.segment.int32.length > 0) {
+      this.endedAtClose = this.ring.closed;
       for (const side of [this.rx, this.tx]) {
         try {
           side.release();

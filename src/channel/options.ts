@@ -46,14 +46,14 @@ export interface ParsedChannelWait extends ParsedWait {
   failIfPeerGone: boolean;
 }
 
-export const DEFAULT_CHANNEL: ParsedChannelWait = Object.freeze({ ...DEFAULT, failIfPeerGone: false });
+export const DEFAULT_CHANNEL: ParsedChannelWait = Object.freeze({ ...DEFAULT, failIfPeerGone: true });
 
 export function parseChannelWait(options: unknown, allowSignal: boolean): ParsedChannelWait {
   if (options === undefined) return DEFAULT_CHANNEL;
   const p = parseWait(options, allowSignal) as ParsedChannelWait;
   const f = (options as ChannelWaitOptions).failIfPeerGone;
   if (f !== undefined && typeof f !== 'boolean') throw invalidArg('options.failIfPeerGone', `must be a boolean, got ${describe(f)}`);
-  return { ...p, failIfPeerGone: f === true };
+  return { ...p, failIfPeerGone: f !== false };
 }
 
 export function checkTarget(target: unknown): void {

@@ -112,7 +112,7 @@ export class ChannelReceiver<T> {
    * (within `deadline`: sync callers), 'try' (give up if another consumer holds it: try* calls and
    * async callers, which then wait for the lock with lockWithinAsync), or 'held' (the caller has it).
    */
-  private take(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receive'): T | typeof NONE {
+  private takeSync(max: number, into: T[] | null, lock: 'wait' | 'try' | 'held' = 'wait', deadline?: Deadline, what = 'receiveSync'): T | typeof NONE {
     const p = this.p;
     if (this.p.held.view) {
       if (lock === 'held') p.consumerLock.unlock();
@@ -135,12 +135,12 @@ export class ChannelReceiver<T> {
   }
 
   /** Multi-consumer async: wait for the consumer lock without blocking the event loop, then take. */
-  private async takeAsync(max: number, into: T[] | null, signal: AbortSignal | undefined, deadline: Deadline, what: string): Promise<T | typeof NONE> {
-    if (!this.multi) return this.take(max, into);
-    const v = this.take(max, into, 'try');
+  private async take(max: number, into: T[] | null, signal: AbortSignal | undefined, deadline: Deadline, what: string): Promise<T | typeof NONE> {
+    if (!this.multi) return this.takeSync(max, into);
+    const v = this.takeSync(max, into, 'try');
     if (v !== NONE || (into && into.length) || !this.p.consumerLock.locked) return v;
     await lockForCaller(this.p, this.p.consumerLock, deadline, signal, what);
-    return this.take(max, into, 'held');
+    return this.takeSync(max, into, 'held');
   }
 
   /** Multi-consumer: the consumer lock without waiting, positions reloaded; false if busy. */
@@ -185,7 +185,7 @@ export class ChannelReceiver<T> {
     this.claim();
     this.lastTryBusy = false;
     if (this.acked) return this.acked.tryReceiveResult();
-    const v = this.take(1, null, 'try');
+    const v = this.takeSync(1, null, 'try');
     if (v !== NONE) return { ok: true, value: v };
     if (this.lastTryBusy) return { ok: false, reason: 'busy' };
     return { ok: false, reason: this.drainedAndClosed() ? 'ended' : 'empty' };
@@ -199,12 +199,12 @@ export class ChannelReceiver<T> {
     this.p.assertOpen();
     this.claim();
     if (this.acked) return this.acked.tryReceive();
-    const v = this.take(1, null, 'try');
+    const v = this.takeSync(1, null, 'try');
     return v === NONE ? undefined : v;
   }
 
   /** The flat path (single consumer, a plain record queued) is small enough to be inlined. */
-  receive(options: ChannelWaitOptions | undefined): T {
+  receiveSync(options: ChannelWaitOptions | undefined): T {
     if (this.fast && options === undefined) {
       const v = this.receiveFast();
       if (v !== NONE) return v;
@@ -221,19 +221,19 @@ export class ChannelReceiver<T> {
     const o = parseChannelWait(options, false);
     this.p.assertOpen();
     this.claim();
-    const r = this.acked ? this.acked.receive(o) : this.receiveSlow(o, 1, null);
-    if (r === END) throw this.p.errors.closed(' (closed and drained)');
+    const r = this.acked ? this.acked.receiveSync(o) : this.receiveSlow(o, 1, null);
+    if (r === END) throw this.p.errors.closed(' (ended and drained)');
     return r as T;
   }
 
-  /** Takes, or waits and takes; END once closed and drained. `o` is parsed, its clock starts here. */
-  private receiveSlow(o: ParsedChannelWait, max: number, into: T[] | null, what = 'receive'): T | typeof END | typeof NONE {
+  /** Takes, or waits and takes; END once ended and drained. `o` is parsed, its clock starts here. */
+  private receiveSlow(o: ParsedChannelWait, max: number, into: T[] | null, what = 'receiveSync'): T | typeof END | typeof NONE {
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = this.take(max, into, 'wait', deadline, what);
+      const v = this.takeSync(max, into, 'wait', deadline, what);
       if (v !== NONE || (into && into.length)) return v;
       if (this.drainedAndClosed()) {
-        const again = this.take(max, into, 'wait', deadline, what);
+        const again = this.takeSync(max, into, 'wait', deadline, what);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
@@ -241,55 +241,55 @@ export class ChannelReceiver<T> {
     }
   }
 
-  async receiveAsync(options: ChannelAsyncOptions | undefined): Promise<T> {
+  async receive(options: ChannelAsyncOptions | undefined): Promise<T> {
     this.p.assertOpen();
     this.claim();
     const v = this.fast ? this.receiveFast() : NONE;
     const r = v !== NONE ? v : await this.receiveAsyncSlow(options, 1, null);
-    if (r === END) throw this.p.errors.closed(' (closed and drained)');
+    if (r === END) throw this.p.errors.closed(' (ended and drained)');
     return r as T;
   }
 
-  private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null, what = 'receiveAsync'): Promise<T | typeof END | typeof NONE> {
+  private async receiveAsyncSlow(options: ChannelAsyncOptions | undefined, max: number, into: T[] | null, what = 'receive'): Promise<T | typeof END | typeof NONE> {
     return this.receiveAsyncParsed(options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true), max, into, what);
   }
 
   private async receiveAsyncParsed(o: ParsedChannelWait, max: number, into: T[] | null, what: string): Promise<T | typeof END | typeof NONE> {
     const p = this.p;
     if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, what);
-    if (this.acked) return this.acked.receiveAsync(o, max, into, what);
+    if (this.acked) return this.acked.receive(o, max, into, what);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      const v = await this.takeAsync(max, into, o.signal, deadline, what);
+      const v = await this.take(max, into, o.signal, deadline, what);
       if (v !== NONE || (into && into.length)) return v;
       p.assertOpen(); // disconnect() may have run during the await
       if (this.drainedAndClosed()) {
-        const again = await this.takeAsync(max, into, o.signal, deadline, what);
+        const again = await this.take(max, into, o.signal, deadline, what);
         if (again !== NONE || (into && into.length)) return again;
         return END;
       }
-      if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.dataOrClosed, this.gone(o), what))) throw p.errors.timeout(what, o.timeout);
+      if (!(await p.ring.dataWaits.wait(o, deadline, this.dataOrClosed, this.gone(o), what))) throw p.errors.timeout(what, o.timeout);
       p.assertOpen();
     }
   }
 
-  receiveBatch(max: number, options: ChannelWaitOptions | undefined): T[] {
+  receiveBatchSync(max: number, options: ChannelWaitOptions | undefined): T[] {
     this.p.assertOpen();
     checkInt('max', max, 1, 2 ** 31);
     this.claim();
     const out: T[] = [];
     const o = parseChannelWait(options, false);
-    if (this.acked) this.acked.receiveBatch(o, max, out);
-    else this.receiveSlow(o, max, out, 'receiveBatch');
+    if (this.acked) this.acked.receiveBatchSync(o, max, out);
+    else this.receiveSlow(o, max, out, 'receiveBatchSync');
     return out;
   }
 
-  async receiveBatchAsync(max: number, options: ChannelAsyncOptions | undefined): Promise<T[]> {
+  async receiveBatch(max: number, options: ChannelAsyncOptions | undefined): Promise<T[]> {
     this.p.assertOpen();
     checkInt('max', max, 1, 2 ** 31);
     this.claim();
     const out: T[] = [];
-    await this.receiveAsyncSlow(options, max, out, 'receiveBatchAsync');
+    await this.receiveAsyncSlow(options, max, out, 'receiveBatch');
     return out;
   }
 
@@ -336,18 +336,18 @@ export class ChannelReceiver<T> {
     };
   }
 
-  receiveView(options: ChannelWaitOptions | undefined): ReceivedView | null {
+  receiveViewSync(options: ChannelWaitOptions | undefined): ReceivedView | null {
     const o = parseChannelWait(options, false); // before anything is consumed
     const first = this.tryReceiveView();
     if (first) return first;
-    return this.waitToTake(() => this.tryReceiveView(), o, 'receiveView');
+    return this.waitToTake(() => this.tryReceiveView(), o, 'receiveViewSync');
   }
 
-  async receiveViewAsync(options: ChannelAsyncOptions | undefined): Promise<ReceivedView | null> {
+  async receiveView(options: ChannelAsyncOptions | undefined): Promise<ReceivedView | null> {
     const o = parseChannelWait(options, true);
     const first = this.tryReceiveView();
     if (first) return first;
-    return this.waitToTakeAsync(() => this.tryReceiveView(), o, 'receiveViewAsync');
+    return this.waitToTakeAsync(() => this.tryReceiveView(), o, 'receiveView');
   }
 
   tryReceiveInto(target: Uint8Array): number | undefined {
@@ -355,21 +355,21 @@ export class ChannelReceiver<T> {
     return this.takeInto(target, 'tryReceiveInto') ?? undefined;
   }
 
-  receiveInto(target: Uint8Array, options: ChannelWaitOptions | undefined): number {
+  receiveIntoSync(target: Uint8Array, options: ChannelWaitOptions | undefined): number {
     checkTarget(target);
     const o = parseChannelWait(options, false);
-    const attempt = (): number | null => this.takeInto(target, 'receiveInto');
-    const n = attempt() ?? this.waitToTake(attempt, o, 'receiveInto');
-    if (n === null) throw this.p.errors.closed(' (closed and drained)');
+    const attempt = (): number | null => this.takeInto(target, 'receiveIntoSync');
+    const n = attempt() ?? this.waitToTake(attempt, o, 'receiveIntoSync');
+    if (n === null) throw this.p.errors.closed(' (ended and drained)');
     return n;
   }
 
-  async receiveIntoAsync(target: Uint8Array, options: ChannelAsyncOptions | undefined): Promise<number> {
+  async receiveInto(target: Uint8Array, options: ChannelAsyncOptions | undefined): Promise<number> {
     checkTarget(target);
     const o = parseChannelWait(options, true);
-    const attempt = (): number | null => this.takeInto(target, 'receiveIntoAsync');
-    const n = attempt() ?? (await this.waitToTakeAsync(attempt, o, 'receiveIntoAsync'));
-    if (n === null) throw this.p.errors.closed(' (closed and drained)');
+    const attempt = (): number | null => this.takeInto(target, 'receiveInto');
+    const n = attempt() ?? (await this.waitToTakeAsync(attempt, o, 'receiveInto'));
+    if (n === null) throw this.p.errors.closed(' (ended and drained)');
     return n;
   }
 
@@ -399,7 +399,7 @@ export class ChannelReceiver<T> {
 
   /**
    * The waiting loop of the view and receiveInto families: waits until `attempt` takes something
-   * (its result) or the channel is closed and drained (null). In a multi-consumer channel, data may
+   * (its result) or the channel is ended and drained (null). In a multi-consumer channel, data may
    * be there while another consumer holds the lock (e.g. a view): then it waits for the lock.
    */
   private waitToTake<R>(attempt: () => R | null, o: ParsedChannelWait, what: string): R | null {
@@ -419,7 +419,7 @@ export class ChannelReceiver<T> {
     const deadline = new Deadline(o.timeout);
     for (;;) {
       if (this.drainedAndClosed()) return attempt();
-      if (!(await p.ring.dataWaits.waitAsync(o, deadline, this.dataOrClosed, this.gone(o), what))) throw p.errors.timeout(what, o.timeout);
+      if (!(await p.ring.dataWaits.wait(o, deadline, this.dataOrClosed, this.gone(o), what))) throw p.errors.timeout(what, o.timeout);
       const v = attempt();
       if (v !== null) return v;
       if (this.multi && p.consumerLock.locked) (await lockForCaller(p, p.consumerLock, deadline, o.signal, what)).unlock();
@@ -427,7 +427,7 @@ export class ChannelReceiver<T> {
   }
 
   /**
-   * Iterates messages until the channel is closed and drained. A plain iterator object rather than
+   * Iterates messages until the channel is ended and drained. A plain iterator object rather than
    * an async generator: a queued message costs one resolved promise, not a generator round trip.
    * Once the handle is released, the iteration ends.
    */
@@ -442,7 +442,7 @@ export class ChannelReceiver<T> {
         if (life.released) return Promise.resolve(done);
         const v = this.fast ? this.receiveFast() : NONE;
         if (v !== NONE) return Promise.resolve({ value: v, done: false });
-        return this.receiveAsyncParsed(o, 1, null, 'receiveAsync').then((r) => (r === END ? done : { value: r as T, done: false }));
+        return this.receiveAsyncParsed(o, 1, null, 'receive').then((r) => (r === END ? done : { value: r as T, done: false }));
       },
       return: (): Promise<IteratorResult<T>> => Promise.resolve(done),
       [Symbol.asyncIterator]() {

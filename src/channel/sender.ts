@@ -1,5 +1,5 @@
 /**
- * The producer side of a channel handle: send, trySend, sendAsync and loans, over a RingProducer.
+ * The producer side of a channel handle: send, sendSync, trySend and loans, over a RingProducer.
  * Multi-producer channels serialize producers with a robust Mutex held across reserve, copy and
  * publish: a producer killed in the middle never published anything, and the next producer
  * recovers the lock and writes over its unpublished bytes. A single-producer channel holds that
@@ -63,11 +63,11 @@ export class ChannelSender<T> {
   }
 
   /**
-   * The flat path is kept small enough to be inlined into Channel.send: bytes that fit, with the
+   * The flat path is kept small enough to be inlined into Channel.sendSync: bytes that fit, with the
    * role held. Everything else (and every error) goes through sendSlow(). RingProducer.putFast
    * throws nothing but ERR_SHMKIT_CORRUPT, already marked `published: false`.
    */
-  send(value: T, options: ChannelWaitOptions | undefined): void {
+  sendSync(value: T, options: ChannelWaitOptions | undefined): void {
     if (options === undefined && this.fastValue && ArrayBuffer.isView(value) && value instanceof Uint8Array && this.cursor.putFast(value)) return;
     this.sendSlow(value, options);
   }
@@ -111,7 +111,7 @@ export class ChannelSender<T> {
     }
   }
 
-  async sendAsync(value: T, options: ChannelAsyncOptions | undefined): Promise<void> {
+  async send(value: T, options: ChannelAsyncOptions | undefined): Promise<void> {
     try {
       await this.sendAsyncOrThrow(value, options);
     } catch (err) {
@@ -126,14 +126,14 @@ export class ChannelSender<T> {
     const data = p.plan.encodeStable(value); // the bytes must survive the awaits below
     const len = this.byteLength(data);
     const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
-    if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, 'sendAsync');
+    if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, 'send');
     const deadline = new Deadline(o.timeout);
     if (await this.attemptAsync(data, len, o, deadline)) return;
     const ready = (): boolean => this.cursor.spaceFor(len, this.multi) || p.ring.closed;
     const spinner = (): boolean => this.cursor.spinForSpace(len, o.spin, this.multi);
     for (;;) {
-      if (!(await p.ring.spaceWaits.waitAsync(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, 'sendAsync', spinner))) {
-        throw p.errors.timeout('sendAsync', o.timeout);
+      if (!(await p.ring.spaceWaits.wait(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, 'send', spinner))) {
+        throw p.errors.timeout('send', o.timeout);
       }
       if (await this.attemptAsync(data, len, o, deadline)) return;
     }
@@ -149,7 +149,7 @@ export class ChannelSender<T> {
     const spinner = (): boolean => this.cursor.spinForSpace(len, o.spin, this.multi);
     for (;;) {
       if (!p.ring.spaceWaits.waitSync(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, spinner)) {
-        throw p.errors.timeout('send', o.timeout);
+        throw p.errors.timeout('sendSync', o.timeout);
       }
       if (this.attempt(data, len, deadline)) return;
     }
@@ -196,7 +196,7 @@ export class ChannelSender<T> {
     }
     if (deadline === null) {
       if (p.producerLock.tryLock() === null) return false;
-    } else lockWithin(p.producerLock, deadline, p.errors.op('send'), p.errors.name);
+    } else lockWithin(p.producerLock, deadline, p.errors.op('sendSync'), p.errors.name);
     try {
       return this.putLocked(data, len);
     } finally {
@@ -210,7 +210,7 @@ export class ChannelSender<T> {
     if (!this.multi) return this.attempt(data, len, deadline);
     if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.
-    const g = await lockForCaller(p, p.producerLock, deadline, o.signal, 'sendAsync');
+    const g = await lockForCaller(p, p.producerLock, deadline, o.signal, 'send');
     try {
       return this.putLocked(data, len);
     } finally {
@@ -225,30 +225,73 @@ export class ChannelSender<T> {
     return this.put(data, len);
   }
 
-  loan(size: number, options: ChannelWaitOptions | undefined): Loan {
+  /** What every loan form checks first. */
+  private loanStart(size: number): void {
     const p = this.p;
     p.assertOpen();
     checkInt('size', size, 0, p.params.maxMessageSize);
     this.claim();
     const out = outstanding(p);
     if (out !== null) throw p.errors.busy(`a ${out} is outstanding`);
+  }
+
+  /**
+   * With the producer lock held (multi-producer) or the role: reserves `size` bytes and returns the
+   * loan, which keeps the lock until commit or abort; or gives the lock back and returns null when
+   * there is no space.
+   */
+  private loanLocked(size: number): Loan | null {
+    const p = this.p;
+    let pos: number;
+    try {
+      if (p.ring.closed) throw p.errors.closed();
+      if (this.multi) this.cursor.reload();
+      pos = this.cursor.reserve(size);
+    } catch (err) {
+      if (this.multi) p.producerLock.unlock();
+      throw err;
+    }
+    if (pos >= 0) return this.makeLoan(pos, size);
+    if (this.multi) p.producerLock.unlock();
+    return null;
+  }
+
+  tryLoan(size: number): Loan | null {
+    this.loanStart(size);
+    if (this.multi && this.p.producerLock.tryLock() === null) return null;
+    return this.loanLocked(size);
+  }
+
+  loanSync(size: number, options: ChannelWaitOptions | undefined): Loan {
+    const p = this.p;
+    this.loanStart(size);
     const o = parseChannelWait(options, false);
     const deadline = new Deadline(o.timeout);
     for (;;) {
-      if (this.multi) lockWithin(p.producerLock, deadline, p.errors.op('loan'), p.errors.name);
-      let pos: number;
-      try {
-        if (p.ring.closed) throw p.errors.closed();
-        if (this.multi) this.cursor.reload();
-        pos = this.cursor.reserve(size);
-      } catch (err) {
-        if (this.multi) p.producerLock.unlock();
-        throw err;
-      }
-      if (pos >= 0) return this.makeLoan(pos, size);
-      if (this.multi) p.producerLock.unlock();
+      if (this.multi) lockWithin(p.producerLock, deadline, p.errors.op('loanSync'), p.errors.name);
+      const loan = this.loanLocked(size);
+      if (loan !== null) return loan;
       const ready = (): boolean => this.cursor.spaceFor(size, this.multi) || p.ring.closed;
       if (!p.ring.spaceWaits.waitSync(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, () => this.cursor.spinForSpace(size, o.spin, this.multi))) {
+        throw p.errors.timeout('loanSync', o.timeout);
+      }
+    }
+  }
+
+  async loan(size: number, options: ChannelAsyncOptions | undefined): Promise<Loan> {
+    const p = this.p;
+    this.loanStart(size);
+    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
+    if (isAborted(o.signal)) throw p.errors.aborted(o.signal!, 'loan');
+    const deadline = new Deadline(o.timeout);
+    const ready = (): boolean => this.cursor.spaceFor(size, this.multi) || p.ring.closed;
+    const spinner = (): boolean => this.cursor.spinForSpace(size, o.spin, this.multi);
+    for (;;) {
+      p.assertOpen(); // after an await: close() may have run meanwhile
+      if (this.multi) await lockForCaller(p, p.producerLock, deadline, o.signal, 'loan');
+      const loan = this.loanLocked(size);
+      if (loan !== null) return loan;
+      if (!(await p.ring.spaceWaits.wait(o, deadline, ready, o.failIfPeerGone ? this.consumersGone : null, 'loan', spinner))) {
         throw p.errors.timeout('loan', o.timeout);
       }
     }

@@ -47,6 +47,20 @@ export class ShmStream extends Duplex {
   readonly name: string;
   private readonly out: Channel<Uint8Array>;
   private readonly in: Channel<Uint8Array>;
+
+  /** Like socket.unref(): a pending read or write no longer keeps the process alive. Returns this. */
+  unref(): this {
+    this.out.unref();
+    this.in.unref();
+    return this;
+  }
+
+  /** Undoes unref(). Returns this. */
+  ref(): this {
+    this.out.ref();
+    this.in.ref();
+    return this;
+  }
   private readonly owner: boolean;
   private reading = false;
 
@@ -61,8 +75,8 @@ export class ShmStream extends Duplex {
       out.claim('producer');
       inbound.claim('consumer');
     } catch (err) {
-      out.disconnect();
-      inbound.disconnect();
+      out.close();
+      inbound.close();
       throw err;
     }
   }
@@ -81,8 +95,8 @@ export class ShmStream extends Duplex {
       return new ShmStream(name, out, inbound, true, duplex);
     } catch (err) {
       // Nothing of a stream that failed to build stays in /dev/shm.
-      out.disconnect();
-      inbound?.disconnect();
+      out.close();
+      inbound?.close();
       Channel.unlink(a);
       if (inbound) Channel.unlink(b);
       throw err;
@@ -100,7 +114,7 @@ export class ShmStream extends Duplex {
     try {
       out = Channel.open<Uint8Array>(b, open);
     } catch (err) {
-      inbound.disconnect();
+      inbound.close();
       throw err;
     }
     return new ShmStream(name, out, inbound, false, duplex);
@@ -121,13 +135,13 @@ export class ShmStream extends Duplex {
     const max = this.out.maxMessageSize;
     for (let off = 0; off < chunk.length; off += max) {
       const piece = off === 0 && chunk.length <= max ? chunk : chunk.subarray(off, Math.min(chunk.length, off + max));
-      if (!this.out.trySend(piece)) await this.out.sendAsync(piece, { failIfPeerGone: true });
+      if (!this.out.trySend(piece)) await this.out.send(piece, { failIfPeerGone: true });
     }
   }
 
   override _final(callback: (error?: Error | null) => void): void {
     try {
-      this.out.close();
+      this.out.end();
       callback();
     } catch (err) {
       callback(err as Error);
@@ -146,9 +160,9 @@ export class ShmStream extends Duplex {
         let chunk = this.in.tryReceive();
         if (chunk === undefined) {
           try {
-            chunk = await this.in.receiveAsync({ failIfPeerGone: true });
+            chunk = await this.in.receive({ failIfPeerGone: true });
           } catch (err) {
-            if (err instanceof ShmkitError && err.code === ErrorCodes.CLOSED && this.in.closed) {
+            if (err instanceof ShmkitError && err.code === ErrorCodes.CLOSED && this.in.ended) {
               this.push(null); // the peer ended its side, and everything was read
               return;
             }
@@ -166,8 +180,8 @@ export class ShmStream extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     try {
-      this.out.disconnect();
-      this.in.disconnect();
+      this.out.close();
+      this.in.close();
       if (this.owner) for (const n of names(this.name)) Channel.unlink(n);
       callback(error);
     } catch (err) {

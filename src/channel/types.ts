@@ -35,7 +35,13 @@ export interface ChannelWaitOptions {
   timeout?: number;
   /** Spin budget in µs before parking (default: configure().spinMicros; 0 = park at once). */
   spin?: number;
-  /** Fail with ERR_SHMKIT_PEER_GONE when every peer of the other role has died (or detached after having attached). */
+  /**
+   * Default true: a wait fails with ERR_SHMKIT_PEER_GONE, within the liveness interval, once every
+   * peer of the other role is gone (died, or closed its handle) after at least one had attached: a
+   * receive whose producers are all gone, a send whose consumers are all gone. Queued messages are
+   * still delivered first. A wait never fails while no peer of the other role ever attached. Pass
+   * false where peers come and go (a consumer that outlives one producer and waits for the next).
+   */
   failIfPeerGone?: boolean;
 }
 
@@ -57,7 +63,8 @@ export interface ChannelStats {
   /** Bytes of the ring in use, record headers and padding included. */
   depthBytes: number;
   capacity: number;
-  closed: boolean;
+  /** end() was called (by any process). */
+  ended: boolean;
   /** Live peers (processes or threads) that have sent / received on this channel. */
   producers: number;
   consumers: number;

@@ -113,7 +113,7 @@ export class Barrier extends Primitive {
    * to arrive), false in the others. On timeout the arrival is withdrawn and ERR_SHMKIT_TIMEOUT
    * thrown (unless the round completed in that instant, which counts as passing).
    */
-  wait(options?: WaitOptions): boolean {
+  waitSync(options?: WaitOptions): boolean {
     this.assertOpen();
     const o = parseWait(options, false);
     const gen = this.arrive();
@@ -135,13 +135,13 @@ export class Barrier extends Primitive {
       if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     if (this.withdraw(gen)) return false;
-    throw timeoutError('Barrier.wait', o.timeout, this.segment.name);
+    throw timeoutError('Barrier.waitSync', o.timeout, this.segment.name);
   }
 
-  async waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  async wait(options?: AsyncWaitOptions): Promise<boolean> {
     this.assertOpen();
     const o = parseWait(options, true);
-    if (isAborted(o.signal)) throw abortError(o.signal, 'Barrier.waitAsync');
+    if (isAborted(o.signal)) throw abortError(o.signal, 'Barrier.wait');
     const gen = this.arrive();
     if (gen < 0) return true;
     const i32 = this.i32;
@@ -158,7 +158,7 @@ export class Barrier extends Primitive {
         if (GEN(w) !== gen) return false;
         const left = deadline.remaining();
         if (left === 0) break;
-        await parkAsync(i32, this.stateWord, w, left, o.signal, this.segment, 'Barrier.waitAsync');
+        await parkAsync(i32, this.stateWord, w, left, o.signal, this.segment, 'Barrier.wait');
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } catch (err) {
@@ -169,6 +169,6 @@ export class Barrier extends Primitive {
       if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1);
     }
     if (this.withdraw(gen)) return false;
-    throw timeoutError('Barrier.waitAsync', o.timeout, this.segment.name);
+    throw timeoutError('Barrier.wait', o.timeout, this.segment.name);
   }
 }

@@ -64,8 +64,8 @@ export class Condition extends Primitive {
    * bounded by the same deadline: if another holder keeps the mutex past it, ERR_SHMKIT_TIMEOUT is
    * thrown with the mutex NOT held (its message says so; `mutex.ownedByMe` tells).
    */
-  wait(mutex: Mutex, options?: WaitOptions): MutexGuard {
-    const m = this.enter(mutex, 'Condition.wait');
+  waitSync(mutex: Mutex, options?: WaitOptions): MutexGuard {
+    const m = this.enter(mutex, 'Condition.waitSync');
     const o = parseWait(options, false);
     const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
@@ -89,14 +89,14 @@ export class Condition extends Primitive {
       if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     // Re-lock within the same deadline: a mutex held elsewhere cannot stretch the wait past it.
-    const guard = this.relock(m, deadline, 'Condition.wait');
-    if (!signalled) throw timeoutError('Condition.wait', o.timeout, this.segment.name);
+    const guard = this.relock(m, deadline, 'Condition.waitSync');
+    if (!signalled) throw timeoutError('Condition.waitSync', o.timeout, this.segment.name);
     return guard;
   }
 
   /** Like wait(), without blocking the event loop. */
-  async waitAsync(mutex: Mutex, options?: AsyncWaitOptions): Promise<MutexGuard> {
-    const m = this.enter(mutex, 'Condition.waitAsync');
+  async wait(mutex: Mutex, options?: AsyncWaitOptions): Promise<MutexGuard> {
+    const m = this.enter(mutex, 'Condition.wait');
     const o = parseWait(options, true);
     const deadline = new Deadline(o.timeout);
     const i32 = this.i32;
@@ -111,7 +111,7 @@ export class Condition extends Primitive {
         for (;;) {
           const left = deadline.remaining();
           if (left === 0) { signalled = false; break; }
-          const timedOut = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Condition.waitAsync');
+          const timedOut = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Condition.wait');
           this.segment.verify(); // before touching memory a peer may have truncated meanwhile
           if (!timedOut || Atomics.load(i32, this.seqWord) !== seq) break;
         }
@@ -127,12 +127,12 @@ export class Condition extends Primitive {
     // re-taken within the deadline and before the signal fires.
     let guard: MutexGuard;
     try {
-      guard = await lockWithinAsync(m, deadline, isAborted(o.signal) ? undefined : o.signal, 'Condition.waitAsync', this.segment.name);
+      guard = await lockWithinAsync(m, deadline, isAborted(o.signal) ? undefined : o.signal, 'Condition.wait', this.segment.name);
     } catch (err) {
       throw this.notRelocked(err, failure);
     }
     if (failure !== undefined) throw failure;
-    if (!signalled) throw timeoutError('Condition.waitAsync', o.timeout, this.segment.name);
+    if (!signalled) throw timeoutError('Condition.wait', o.timeout, this.segment.name);
     return guard;
   }
 

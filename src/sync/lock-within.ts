@@ -16,7 +16,7 @@ export function lockWithin(mutex: Mutex, deadline: Deadline, what: string, segme
     return g;
   }
   try {
-    return mutex.lock(left === Infinity ? undefined : { timeout: left });
+    return mutex.lockSync(left === Infinity ? undefined : { timeout: left });
   } catch (err) {
     throw asOwnTimeout(err, what, deadline, segment);
   }
@@ -38,7 +38,7 @@ export async function lockWithinAsync(mutex: Mutex, deadline: Deadline, signal: 
   if (left !== Infinity) options.timeout = left;
   if (signal !== undefined) options.signal = signal;
   try {
-    return await (forCaller ? mutex.lockAsyncForCaller(options) : mutex.lockAsync(options));
+    return await (forCaller ? mutex.lockAsyncForCaller(options) : mutex.lock(options));
   } catch (err) {
     throw asOwnTimeout(err, what, deadline, segment);
   }

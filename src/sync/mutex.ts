@@ -29,7 +29,7 @@ import { type AsyncWaitOptions, checkPlacement, DEFAULT, namedPrimitive, onClose
 
 const GUARD_KEY = Symbol('MutexGuard');
 
-/** A held lock. `using guard = mutex.lock()` unlocks at the end of the block. */
+/** A held lock. `using guard = mutex.lockSync()` unlocks at the end of the block. */
 export class MutexGuard {
   /**
    * True if the previous owner died holding the lock, so inside its critical section: the
@@ -138,12 +138,12 @@ export class Mutex extends Primitive {
    * Blocks until the lock is taken. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms, and
    * ERR_SHMKIT_WOULD_DEADLOCK if this thread already holds it.
    */
-  lock(options?: WaitOptions): MutexGuard {
+  lockSync(options?: WaitOptions): MutexGuard {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return new MutexGuard(GUARD_KEY, this, 0n);
     if (Atomics.load(this.i64, this.ownerWord) === SELF_TOKEN) {
-      throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lock: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
+      throw new ShmkitError(ErrorCodes.WOULD_DEADLOCK, `Mutex.lockSync: this thread already holds the mutex in segment "${this.segment.name}"`, { segment: this.segment.name });
     }
     const deadline = new Deadline(o.timeout);
     let r = -1;
@@ -166,18 +166,18 @@ export class Mutex extends Primitive {
       if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     this.passOn();
-    throw timeoutError('Mutex.lock', o.timeout, this.segment.name);
+    throw timeoutError('Mutex.lockSync', o.timeout, this.segment.name);
   }
 
   /** Like lock(), without blocking the event loop. Accepts an AbortSignal. */
-  lockAsync(options?: AsyncWaitOptions): Promise<MutexGuard> {
+  lock(options?: AsyncWaitOptions): Promise<MutexGuard> {
     return this.lockAsyncImpl(options, false);
   }
 
   /**
-   * @internal lockAsync for a lock the library takes on its caller's behalf (a channel's producer
+   * @internal lock for a lock the library takes on its caller's behalf (a channel's producer
    * or consumer lock), whose caller runs again only after an await. If the segment is closed in
-   * that gap (disconnect() during a sendAsync), a close hook gives the lock back while the memory
+   * that gap (disconnect() during a send), a close hook gives the lock back while the memory
    * is still mapped: a live owner's lock is never taken over, so nobody else could ever get it.
    * A lock recovered from a dead owner goes back with that owner's token, so the next owner is
    * told. The caller calls settle() as soon as it runs again; unlock() settles too.
@@ -212,7 +212,7 @@ export class Mutex extends Primitive {
   private async lockAsyncImpl(options: AsyncWaitOptions | undefined, giveBack: boolean): Promise<MutexGuard> {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (isAborted(o.signal)) throw abortError(o.signal, 'Mutex.lockAsync');
+    if (isAborted(o.signal)) throw abortError(o.signal, 'Mutex.lock');
     const taken = (g: MutexGuard): MutexGuard => (giveBack ? this.giveBackOnClose(g) : g);
     if (Atomics.compareExchange(this.i64, this.ownerWord, 0n, SELF_TOKEN) === 0n) return taken(new MutexGuard(GUARD_KEY, this, 0n));
     const deadline = new Deadline(o.timeout);
@@ -233,7 +233,7 @@ export class Mutex extends Primitive {
         if (r >= 0) { got = true; return taken(this.guard(r)); }
         const left = deadline.remaining();
         if (left === 0) break;
-        checkOwner = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Mutex.lockAsync', this.ownerGone);
+        checkOwner = await parkAsync(i32, this.seqWord, seq, left, o.signal, this.segment, 'Mutex.lock', this.ownerGone);
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
@@ -243,7 +243,7 @@ export class Mutex extends Primitive {
         if (!got) this.passOn();
       }
     }
-    throw timeoutError('Mutex.lockAsync', o.timeout, this.segment.name);
+    throw timeoutError('Mutex.lock', o.timeout, this.segment.name);
   }
 
   /** Releases the lock. Throws ERR_SHMKIT_NOT_OWNER unless this thread holds it. */

@@ -20,7 +20,7 @@ export interface WaitOptions {
 }
 
 export interface AsyncWaitOptions extends WaitOptions {
-  /** Cancels the wait; it then rejects with ERR_SHMKIT_ABORTED (name 'AbortError'). */
+  /** Cancels the wait; it then rejects with ABORT_ERR (name 'AbortError'). */
   signal?: AbortSignal;
 }
 
@@ -79,6 +79,11 @@ export abstract class Primitive extends Handle {
     this.i32 = segment.int32;
     this.i64 = segment.bigint64;
     this.ownsSegment = ownsSegment;
+  }
+
+  /** Removes the name of a primitive made by name (its segment's); false if there was none. */
+  static unlink(name: string): boolean {
+    return Segment.unlink(name);
   }
 
   /** Closes the segment if this primitive opened it by name; a no-op for primitives placed in a user segment. */

@@ -141,23 +141,23 @@ export class RwLock extends Primitive {
     return s === BUSY ? null : this.readGuard(s);
   }
 
-  readLock(options?: WaitOptions): RwLockGuard {
+  readLockSync(options?: WaitOptions): RwLockGuard {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
-    if (Atomics.load(this.i64, this.writerWord) === SELF_TOKEN) throw this.deadlock('readLock', 'holds the write lock');
-    s = this.blockSync(o, (check) => this.tryRead(check), 'RwLock.readLock');
+    if (Atomics.load(this.i64, this.writerWord) === SELF_TOKEN) throw this.deadlock('readLockSync', 'holds the write lock');
+    s = this.blockSync(o, (check) => this.tryRead(check), 'RwLock.readLockSync');
     return this.readGuard(s);
   }
 
-  async readLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
+  async readLock(options?: AsyncWaitOptions): Promise<RwLockGuard> {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (isAborted(o.signal)) throw abortError(o.signal!, 'RwLock.readLockAsync');
+    if (isAborted(o.signal)) throw abortError(o.signal!, 'RwLock.readLock');
     let s = this.tryRead(false);
     if (s !== BUSY) return this.readGuard(s);
-    s = await this.blockAsync(o, (check) => this.tryRead(check), 'RwLock.readLockAsync');
+    s = await this.blockAsync(o, (check) => this.tryRead(check), 'RwLock.readLock');
     return this.readGuard(s);
   }
 
@@ -172,21 +172,21 @@ export class RwLock extends Primitive {
     return null;
   }
 
-  writeLock(options?: WaitOptions): RwLockGuard {
+  writeLockSync(options?: WaitOptions): RwLockGuard {
     this.assertOpen();
     const o = parseWait(options, false);
     const w = Atomics.load(this.i64, this.writerWord);
-    if (w === SELF_TOKEN) throw this.deadlock('writeLock', 'holds the write lock');
+    if (w === SELF_TOKEN) throw this.deadlock('writeLockSync', 'holds the write lock');
     const deadline = new Deadline(o.timeout);
     let notice: bigint | null = null;
-    this.blockSync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLock');
+    this.blockSync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLockSync');
     const got = notice as unknown as bigint;
     if (this.ownReadSlot() >= 0) {
       this.giveBack(got);
-      throw this.deadlock('writeLock', 'holds a read lock');
+      throw this.deadlock('writeLockSync', 'holds a read lock');
     }
     try {
-      this.blockSync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLock', o.timeout);
+      this.blockSync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockSync', o.timeout);
     } catch (err) {
       this.giveBack(got);
       throw err;
@@ -194,7 +194,7 @@ export class RwLock extends Primitive {
     return new RwLockGuard(GUARD_KEY, this, 'write', -1, got);
   }
 
-  async writeLockAsync(options?: AsyncWaitOptions): Promise<RwLockGuard> {
+  async writeLock(options?: AsyncWaitOptions): Promise<RwLockGuard> {
     this.assertOpen();
     const o = parseWait(options, true);
     const deadline = new Deadline(o.timeout);
@@ -205,9 +205,9 @@ export class RwLock extends Primitive {
       if (notice !== null) this.giveBack(notice);
     });
     try {
-      await this.blockAsync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLockAsync');
+      await this.blockAsync(o, (check) => ((notice = this.claimWriter(check)) === null ? BUSY : 0), 'RwLock.writeLock');
       this.assertOpen();
-      await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLockAsync', o.timeout);
+      await this.blockAsync({ ...o, timeout: deadline.remaining() }, (check) => (this.drained(check) ? 0 : BUSY), 'RwLock.writeLock', o.timeout);
       this.assertOpen();
     } catch (err) {
       if (this.i32.length > 0 && notice !== null) this.giveBack(notice);

@@ -97,10 +97,10 @@ export class Semaphore extends Primitive {
   /** Takes one unit if available, without waiting. */
   tryWait(): boolean {
     this.assertOpen();
-    return this.take();
+    return this.takeSync();
   }
 
-  private take(): boolean {
+  private takeSync(): boolean {
     const i32 = this.i32;
     let v = Atomics.load(i32, this.countWord);
     while (v > 0) {
@@ -112,19 +112,19 @@ export class Semaphore extends Primitive {
   }
 
   /** Blocks until a unit is available and takes it. Throws ERR_SHMKIT_TIMEOUT after `timeout` ms. */
-  wait(options?: WaitOptions): void {
+  waitSync(options?: WaitOptions): void {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, false);
-    if (this.take()) return;
+    if (this.takeSync()) return;
     const deadline = new Deadline(o.timeout);
-    if (spin(() => this.take(), o.spin)) return;
+    if (spin(() => this.takeSync(), o.spin)) return;
     const i32 = this.i32;
     Atomics.add(i32, this.sleepersWord, 1);
     try {
       for (;;) {
         const v = Atomics.load(i32, this.countWord);
         if (v > 0) {
-          if (this.take()) return;
+          if (this.takeSync()) return;
           continue;
         }
         const left = deadline.remaining();
@@ -136,17 +136,17 @@ export class Semaphore extends Primitive {
       if (i32.length > 0) Atomics.sub(i32, this.sleepersWord, 1); // unmapped if a truncation could not be repaired
     }
     this.passOn();
-    throw timeoutError('Semaphore.wait', o.timeout, this.segment.name);
+    throw timeoutError('Semaphore.waitSync', o.timeout, this.segment.name);
   }
 
   /** Like wait(), without blocking the event loop. Accepts an AbortSignal. */
-  async waitAsync(options?: AsyncWaitOptions): Promise<void> {
+  async wait(options?: AsyncWaitOptions): Promise<void> {
     this.assertOpen();
     const o = options === undefined ? DEFAULT : parseWait(options, true);
-    if (isAborted(o.signal)) throw abortError(o.signal, 'Semaphore.waitAsync');
-    if (this.take()) return;
+    if (isAborted(o.signal)) throw abortError(o.signal, 'Semaphore.wait');
+    if (this.takeSync()) return;
     const deadline = new Deadline(o.timeout);
-    if (spin(() => this.take(), o.spin)) return;
+    if (spin(() => this.takeSync(), o.spin)) return;
     const i32 = this.i32;
     Atomics.add(i32, this.sleepersWord, 1);
     const undo = onClose(this.segment, () => {
@@ -158,14 +158,14 @@ export class Semaphore extends Primitive {
       for (;;) {
         const v = Atomics.load(i32, this.countWord);
         if (v > 0) {
-          if (this.take()) { ok = true; return; }
+          if (this.takeSync()) { ok = true; return; }
           continue;
         }
         const left = deadline.remaining();
         if (left === 0) break;
         // No liveness slice: a poster that died between its add and its wake left the count changed,
         // which the shared liveness tick notices (see parkAsync).
-        await parkAsync(i32, this.countWord, v, left, o.signal, this.segment, 'Semaphore.waitAsync');
+        await parkAsync(i32, this.countWord, v, left, o.signal, this.segment, 'Semaphore.wait');
         this.segment.verify(); // before touching memory a peer may have truncated meanwhile
       }
     } finally {
@@ -175,7 +175,7 @@ export class Semaphore extends Primitive {
         if (!ok) this.passOn();
       }
     }
-    throw timeoutError('Semaphore.waitAsync', o.timeout, this.segment.name);
+    throw timeoutError('Semaphore.wait', o.timeout, this.segment.name);
   }
 
   /** A waiter leaving without taking may have consumed a wake-up meant for another: pass it on. */
