@@ -148,6 +148,26 @@ describe('peer death ends every channel wait by default', () => {
   }
 });
 
+test("'peergone' tells a listening handle that every producer is gone, once; the watch never keeps the process alive", async () => {
+  const name = uniq('pe');
+  const ch = Channel.create(name, { capacity: 4096, codec: 'json' });
+  try {
+    const events = [];
+    const heard = new Promise((resolve) => ch.on('peergone', (role) => { events.push(role); resolve(); }));
+    const prod = child('produce', { name });
+    await prod.waitFor(/"sent"/);
+    assert.deepEqual(await ch.receive(), { n: 1 });
+    prod.child.kill('SIGKILL');
+    await watchdog(prod.exited, 30_000, 'producer');
+    await watchdog(heard, 30_000, "'peergone'");
+    assert.deepEqual(events, ['producer']);
+  } finally {
+    ch.removeAllListeners('peergone');
+    ch.close();
+    Channel.unlink(name);
+  }
+});
+
 test("aborts are Node's AbortError: name AbortError, code ABORT_ERR, cause the signal's reason", async () => {
   const name = uniq('ab');
   const ch = Channel.create(name, { capacity: 4096 });

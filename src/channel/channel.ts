@@ -22,6 +22,7 @@ import { Mutex } from '../sync/mutex';
 import { parseTrust } from '../trust';
 import { resolveCodec } from '../codec/codec';
 import { checkObject, describe } from '../validate';
+import { tuning } from '../wait';
 import { AckedReceiver } from './at-least-once';
 import * as L from './layout';
 import { parseChannelWait, parseCreate } from './options';
@@ -74,6 +75,59 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     this.tx = new ChannelSender(parts);
     this.rx = new ChannelReceiver(parts);
     this.peers.register();
+    // 'peergone' costs nothing until someone listens for it.
+    this.on('newListener', (event: string | symbol) => {
+      if (event === 'peergone' && this.peerTimer === null && !this.closed) {
+        this.peerTimer = setInterval(() => this.checkPeers(), tuning.livenessIntervalMs);
+        this.peerTimer.unref();
+      }
+    });
+    this.on('removeListener', (event: string | symbol) => {
+      if (event === 'peergone' && this.listenerCount('peergone') === 0) this.stopPeerWatch();
+    });
+  }
+
+  // 'peergone' -----------------------------------------------------------------------------------
+
+  private peerTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly goneSeen = [false, false];
+
+  /**
+   * Emits 'peergone' with 'producer' (or 'consumer') once every producer (consumer) other than this
+   * handle is gone, dead or closed, after at least one had attached; again after a new one attached
+   * and went too. Checked once per liveness interval while a listener is registered (an unref'd
+   * timer: it never keeps the process alive).
+   */
+  private checkPeers(): void {
+    if (this.closed) return this.stopPeerWatch();
+    for (const [i, role, label] of [[0, L.ROLE_PRODUCER, 'producer'], [1, L.ROLE_CONSUMER, 'consumer']] as const) {
+      const gone = this.peers.allGone(role);
+      if (gone && !this.goneSeen[i]) {
+        this.goneSeen[i] = true;
+        debug('channel %s: every %s is gone', JSON.stringify(this.name), label);
+        this.emit('peergone', label);
+      } else if (!gone) this.goneSeen[i] = false;
+    }
+  }
+
+  /** 'peergone' (see checkPeers) with the role whose peers are all gone; 'close' once released. */
+  override on(event: 'peergone', listener: (role: 'producer' | 'consumer') => void): this;
+  override on(event: 'close', listener: () => void): this;
+  override on(event: string | symbol, listener: (...args: any[]) => void): this;
+  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.on(event, listener);
+  }
+
+  override once(event: 'peergone', listener: (role: 'producer' | 'consumer') => void): this;
+  override once(event: 'close', listener: () => void): this;
+  override once(event: string | symbol, listener: (...args: any[]) => void): this;
+  override once(event: string | symbol, listener: (...args: any[]) => void): this {
+    return super.once(event, listener);
+  }
+
+  private stopPeerWatch(): void {
+    if (this.peerTimer !== null) clearInterval(this.peerTimer);
+    this.peerTimer = null;
   }
 
   // Creation -------------------------------------------------------------------------------------
@@ -384,6 +438,7 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   private endedAtClose = false;
 
   protected release(): void {
+    this.stopPeerWatch();
     if (this.segment.int32.length > 0) {
       this.endedAtClose = this.ring.closed;
       for (const side of [this.rx, this.tx]) {
