@@ -56,6 +56,48 @@ test('the linux-arm64 glibc prebuild runs the smoke suite in an arm64 Node under
   assert.match(r.stdout, /^ok$/m);
 });
 
+/**
+ * A host program for musl that exports a stub for every Node-API and libuv function the prebuild
+ * imports, then dlopens it (RTLD_NOW: musl binds every symbol at load) and looks up its Node-API
+ * entry point. It proves what no musl Node on this machine can: musl's own dynamic linker resolves
+ * every libc symbol the prebuild needs.
+ */
+function muslHost(t, dir) {
+  const stubs = execFileSync('nm', ['-D', '--undefined-only', prebuildPath(t)], { encoding: 'utf8' })
+    .split('\n').map((l) => l.trim().split(/\s+/).pop()).filter((n) => n && /^(napi_|node_api_|uv_)/.test(n));
+  const src = join(dir, `host-${t.id}.c`);
+  writeFileSync(src, [
+    '#include <dlfcn.h>', '#include <stdio.h>',
+    ...stubs.map((n) => `void ${n}(void) {}`),
+    'int main(int argc, char **argv) {',
+    '  void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);',
+    '  if (!h) { printf("dlopen failed: %s\\n", dlerror()); return 1; }',
+    '  if (!dlsym(h, "napi_register_module_v1")) { printf("no napi_register_module_v1\\n"); return 1; }',
+    '  printf("loaded\\n");',
+    '  return 0;',
+    '}', ''].join('\n'));
+  const exe = join(dir, `host-${t.id}`);
+  execFileSync(t.cc[0], [...t.cc.slice(1), '-rdynamic', '-o', exe, src], { stdio: 'pipe' });
+  return exe;
+}
+
+const muslMissing = (!which('musl-gcc') || !which('aarch64-linux-gnu-gcc') || !qemu || !existsSync('/usr/lib/aarch64-linux-musl/musl-gcc.specs')) &&
+  'needs musl-tools, gcc-aarch64-linux-gnu, musl-dev:arm64 and qemu-user';
+
+test('each musl prebuild loads under musl\'s own dynamic linker (x64 natively, arm64 under qemu-aarch64)', { skip: noPrebuilds || (!CI && muslMissing) }, () => {
+  assert.ok(!muslMissing, muslMissing);
+  const dir = mkdtempSync(join(tmpdir(), 'shmkit-musl-'));
+  try {
+    for (const t of TARGETS.filter((x) => x.libc === 'musl')) {
+      const exe = muslHost(t, dir);
+      const r = t.dir === 'linux-x64' ? spawnSync(exe, [prebuildPath(t)], { encoding: 'utf8' }) : spawnSync(qemu, [exe, prebuildPath(t)], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.stdout.trim(), 'loaded', `${t.id}: ${r.stdout}${r.stderr}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // --- the packed tarball, installed with no compiler on the PATH ---------------------------------
 
 const work = mkdtempSync(join(tmpdir(), 'shmkit-install-'));
