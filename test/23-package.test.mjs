@@ -22,6 +22,15 @@ test('the tarball holds LICENSE, CHANGELOG, the README\'s example and the compil
   assert.ok(Array.isArray(pkg.keywords) && pkg.keywords.length > 0);
 });
 
+for (const [major, env] of [['6', 'SHMKIT_TSC6'], ['7', 'SHMKIT_TSC7']]) {
+  const tsc = process.env[env];
+  test(`the project's tsconfig type-checks the sources with TypeScript ${major}`, { skip: !tsc && process.env.CI !== 'true' && `set ${env} to a TypeScript ${major} tsc (CI installs it)` }, () => {
+    assert.ok(tsc, `${env} is set`);
+    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json', '--noEmit'], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+}
+
 test('the project\'s tsconfig uses a module resolution current TypeScript versions keep (node16)', () => {
   const tsconfig = JSON.parse(readFileSync(join(ROOT, 'tsconfig.json'), 'utf8'));
   assert.equal(tsconfig.compilerOptions.moduleResolution, 'node16');
