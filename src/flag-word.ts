@@ -66,7 +66,7 @@ export class FlagWord {
     if ((flags & BELL_WAITING) !== 0) ringAll(this.i32, this.bells, BELL_SLOTS);
   }
 
-  /** Wakes every waiter, whether or not it advertised itself (close()). */
+  /** Wakes every waiter, whether or not it advertised itself (a channel's end()). */
   wakeAll(): void {
     this.wake(WAITING);
   }

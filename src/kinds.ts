@@ -166,7 +166,7 @@ export interface ChannelPeer {
   threadSlot: number;
   producer: boolean;
   consumer: boolean;
-  /** It detached cleanly (disconnect()); its entry stays as evidence. */
+  /** It detached cleanly (close()); its entry stays as evidence. */
   departed: boolean;
   /** Its process lives. An attached peer is one that is alive and not departed. */
   alive: boolean;

@@ -77,7 +77,7 @@ export class AckedReceiver<T> {
     for (;;) {
       const d = await this.takeOnceAsync(o, deadline, 'take', false);
       if (d !== NONE) return d;
-      p.assertOpen(); // disconnect() may have run during the await
+      p.assertOpen(); // close() may have run during the await
       if (this.ended()) throw p.errors.closed(' (ended and drained)');
       if (!(await p.ring.dataWaits.wait(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, 'take'))) {
         throw p.errors.timeout('take', o.timeout);
@@ -122,7 +122,7 @@ export class AckedReceiver<T> {
         this.fillBatch(into, max, what);
         return NONE;
       }
-      p.assertOpen(); // disconnect() may have run during the await
+      p.assertOpen(); // close() may have run during the await
       if (this.ended()) return END;
       if (!(await p.ring.dataWaits.wait(o, deadline, this.ready, o.failIfPeerGone ? this.producersGone : null, what))) {
         throw p.errors.timeout(what, o.timeout);

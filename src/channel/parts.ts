@@ -68,7 +68,7 @@ export function decodeError(p: ChannelParts<unknown>, len: number, cause: unknow
 
 /**
  * Takes an internal lock (producer or consumer) without blocking the event loop, within the
- * caller's deadline and signal. If the handle was released while this waited (disconnect), the
+ * caller's deadline and signal. If the handle was released while this waited (close()), the
  * lock went back at close (Mutex.lockAsyncForCaller) and this throws ERR_SHMKIT_CLOSED.
  */
 export async function lockForCaller(p: ChannelParts<unknown>, lock: Mutex, deadline: Deadline, signal: AbortSignal | undefined, what: string): Promise<MutexGuard> {

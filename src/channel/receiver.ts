@@ -153,7 +153,7 @@ export class ChannelReceiver<T> {
 
   /** True if nothing is queued and the channel is closed. */
   drainedAndClosed(): boolean {
-    // Closed: everything sent before close() is published before the flag (see Ring.close).
+    // Closed: everything sent before end() is published before the flag (see Ring.close).
     return this.p.ring.closed && this.cursor.isEmpty(this.multi);
   }
 
@@ -262,7 +262,7 @@ export class ChannelReceiver<T> {
     for (;;) {
       const v = await this.take(max, into, o.signal, deadline, what);
       if (v !== NONE || (into && into.length)) return v;
-      p.assertOpen(); // disconnect() may have run during the await
+      p.assertOpen(); // close() may have run during the await
       if (this.drainedAndClosed()) {
         const again = await this.take(max, into, o.signal, deadline, what);
         if (again !== NONE || (into && into.length)) return again;

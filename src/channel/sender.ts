@@ -206,7 +206,7 @@ export class ChannelSender<T> {
 
   private async attemptAsync(data: Encoded, len: number, o: ParsedChannelWait, deadline: Deadline): Promise<boolean> {
     const p = this.p;
-    p.assertOpen(); // after an await: disconnect() may have run meanwhile
+    p.assertOpen(); // after an await: close() may have run meanwhile
     if (!this.multi) return this.attempt(data, len, deadline);
     if (this.p.held.loan) throw p.errors.busy('a loan is outstanding; commit or abort it first');
     // Multi-producer: take the lock without blocking the event loop, then send (briefly) under it.

@@ -177,7 +177,7 @@ export class Mutex extends Primitive {
   /**
    * @internal lock for a lock the library takes on its caller's behalf (a channel's producer
    * or consumer lock), whose caller runs again only after an await. If the segment is closed in
-   * that gap (disconnect() during a send), a close hook gives the lock back while the memory
+   * that gap (close() during a send), a close hook gives the lock back while the memory
    * is still mapped: a live owner's lock is never taken over, so nobody else could ever get it.
    * A lock recovered from a dead owner goes back with that owner's token, so the next owner is
    * told. The caller calls settle() as soon as it runs again; unlock() settles too.
