@@ -15,7 +15,7 @@
       "conditions": [
         ["OS=='linux'", {
           "sources": ["native/platform_linux.c"],
-          "libraries": ["-lpthread", "-lrt"]
+          "libraries": ["-lpthread", "-lrt", "-ldl"]
         }]
       ]
     }

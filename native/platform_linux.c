@@ -218,7 +218,9 @@ int plat_have_futex_waitv(void) {
       /* A word whose value differs from the expected one: EAGAIN at once where futex_waitv exists. */
       uint32_t word = 1;
       plat_waitv_entry e = {&word, 0, 1};
-      k = plat_futex_waitv(&e, 1, PLAT_INFINITE) == -ENOSYS ? 2 : 1;
+      /* Anything but EAGAIN (ENOSYS on an old kernel, EPERM from a seccomp filter that refuses
+       * unknown system calls) means futex_waitv cannot be used here. */
+      k = plat_futex_waitv(&e, 1, PLAT_INFINITE) == -EAGAIN ? 1 : 2;
     }
     atomic_store_explicit(&known, k, memory_order_relaxed);
   }

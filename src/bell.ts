@@ -135,6 +135,8 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
     let unlisten: (() => void) | null = null;
     let counted = owner?.hasRef?.() ?? true;
     const onRef = (on: boolean): void => {
+      if (on) timer?.ref();
+      else timer?.unref();
       if (on === counted) return;
       counted = on;
       refdWaits += on ? 1 : -1;
@@ -168,7 +170,10 @@ export function bellWait(timeoutMs: number, signal: AbortSignal | undefined, own
       reject(owner?.damage ?? new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
     };
     if (timeoutMs >= tuning.livenessIntervalMs) joinTicker(onSlice);
-    else timer = setTimeout(onSlice, timeoutMs);
+    else {
+      timer = setTimeout(onSlice, timeoutMs);
+      if (!counted) timer.unref();
+    }
     waiters.add(onBell);
     if (counted) refdWaits++;
     owner?.refHooks?.add(onRef);

@@ -128,6 +128,7 @@ export class PeerTable {
 
   /** Every live peer of `role` other than this handle is gone, and at least one had taken it. */
   allGone(role: number): boolean {
-    return this.liveOthers(role) === 0 && this.anyOthers(role);
+    // Scanned again after anyOthers: a peer that took the role between the two scans is live.
+    return this.liveOthers(role) === 0 && this.anyOthers(role) && this.liveOthers(role) === 0;
   }
 }

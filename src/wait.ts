@@ -266,6 +266,7 @@ export function parkAsync(
       if (timer !== null) clearTimeout(timer);
       unlisten?.();
       owner?.pendingWaits.delete(onClose);
+      owner?.refHooks?.delete(onRef);
       // The last caller to leave early ends the native wait.
       if (shared.subs.size === 0 && byId.get(shared.id) === shared) endShared(shared, true);
     };
@@ -276,7 +277,13 @@ export function parkAsync(
     const onClose = (): void => sub.reject(owner?.damage ?? new ShmkitError(ErrorCodes.CLOSED, `${what}: the segment was closed while waiting`));
     shared.subs.add(sub);
     // Node clamps a delay above 2^31-1 ms to 1 ms: cap it; the caller's loop waits again until its deadline.
-    if (timeoutMs !== Infinity) timer = setTimeout(() => sub.resolve(true), Math.min(timeoutMs, MAX_TIMER_MS));
+    if (timeoutMs !== Infinity) {
+      timer = setTimeout(() => sub.resolve(true), Math.min(timeoutMs, MAX_TIMER_MS));
+      if (owner?.hasRef?.() === false) timer.unref(); // an unref'd owner's timeout keeps nothing alive either
+    }
+    // The caller's timer follows unref()/ref() of the owner, as the native wait does.
+    const onRef = (on: boolean): void => void (on ? timer?.ref() : timer?.unref());
+    owner?.refHooks?.add(onRef);
     if (signal) unlisten = listenAbort(signal, () => sub.reject(abortError(signal, what)));
     owner?.pendingWaits.add(onClose);
   });

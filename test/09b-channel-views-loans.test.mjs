@@ -36,6 +36,43 @@ describe('Channel views, loans and receiveInto', () => {
     Channel.unlink(name);
   });
 
+  for (const multi of [false, true]) {
+    test(`loan() waits for space without blocking the event loop, tryLoan() never waits, a commit after close() is CLOSED (${multi ? 'multi' : 'single'}-producer)`, async () => {
+      const name = uniq('ln');
+      const ch = Channel.create(name, { capacity: 4096, producers: multi ? 'multi' : 'single' });
+      const rx = Channel.open(name);
+      try {
+        const max = ch.maxMessageSize;
+        let fitted = 0;
+        for (let l = ch.tryLoan(max); l !== null; l = ch.tryLoan(max)) {
+          l.commit();
+          fitted++;
+        }
+        assert.ok(fitted >= 1 && fitted <= 4, `maximal loans fit until the ring is full (${fitted}); then tryLoan() says null at once`);
+        const pending = ch.loan(max, { timeout: 30_000 });
+        let ticked = false;
+        setImmediate(() => { ticked = true; });
+        await new Promise((r) => setImmediate(r));
+        assert.ok(ticked, 'the event loop runs while loan() waits');
+        assert.equal(rx.receiveSync().length, max); // frees the space: the loan gets it
+        const b = await watchdog(pending, 30_000, 'loan()');
+        b.bytes.fill(7, 0, 5);
+        b.commit(5);
+        for (let i = 1; i < fitted; i++) assert.equal(rx.receiveSync().length, max);
+        assert.deepEqual([...rx.receiveSync()], [7, 7, 7, 7, 7]);
+        await assert.rejects(ch.loan(16, { signal: AbortSignal.abort() }), (e) => e.code === 'ABORT_ERR');
+        const c = await ch.loan(16);
+        ch.close();
+        assert.throws(() => c.commit(), code(ErrorCodes.CLOSED));
+        assert.equal(rx.tryReceive(), undefined, 'nothing of the given-up loan was published');
+      } finally {
+        if (!ch.closed) ch.close();
+        rx.close();
+        Channel.unlink(name);
+      }
+    });
+  }
+
   test('receiveInto copies into the caller\'s buffer; a message longer than it stays queued', async () => {
     const name = uniq('into');
     const ch = Channel.create(name, { capacity: 4096, codec: 'utf8' });

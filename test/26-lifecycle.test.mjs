@@ -95,7 +95,7 @@ describe('unref()', () => {
       else made = Segment.create(name, { size: 64 });
       try {
         for (const unref of ['before', 'during']) {
-          const c = child('park', { name, kind, unref });
+          const c = child('park', { name, kind, unref, timeout: unref === 'during' ? 600_000 : undefined });
           await c.waitFor(/"waiting"/);
           const r = await watchdog(c.exited, 30_000, `${kind} child with unref ${unref}`);
           assert.deepEqual([r.code, r.signal], [0, null], r.err);
@@ -163,6 +163,42 @@ test("'peergone' tells a listening handle that every producer is gone, once; the
     assert.deepEqual(events, ['producer']);
   } finally {
     ch.removeAllListeners('peergone');
+    ch.close();
+    Channel.unlink(name);
+  }
+});
+
+test("'peergone' still works after removeAllListeners(), and a listener may close the handle", async () => {
+  const name = uniq('pf');
+  const ch = Channel.create(name, { capacity: 4096, codec: 'json' });
+  try {
+    ch.on('peergone', () => {});
+    ch.removeAllListeners();
+    // The listener closes the handle: the watch must stop there, not read the released memory.
+    const heard = new Promise((resolve) => ch.once('peergone', (role) => { ch.close(); resolve(role); }));
+    const prod = child('produce', { name });
+    await prod.waitFor(/"sent"/);
+    prod.child.kill('SIGKILL');
+    await watchdog(prod.exited, 30_000, 'producer');
+    assert.equal(await watchdog(heard, 30_000, "'peergone' after removeAllListeners()"), 'producer');
+    await sleep(300); // two liveness ticks: a watch that read the released memory would crash this process
+  } finally {
+    if (!ch.closed) ch.close();
+    Channel.unlink(name);
+  }
+});
+
+test('an already-aborted signal is refused before a queued message is taken, on every receive form', async () => {
+  const name = uniq('aq');
+  const ch = Channel.create(name, { capacity: 4096 });
+  try {
+    ch.sendSync(Buffer.from('kept'));
+    const signal = AbortSignal.abort();
+    for (const call of [() => ch.receive({ signal }), () => ch.receiveBatch(4, { signal }), () => ch.receiveView({ signal }), () => ch.receiveInto(Buffer.alloc(16), { signal }), () => ch.iterate({ signal }).next()]) {
+      await assert.rejects(call(), (e) => e.code === 'ABORT_ERR');
+    }
+    assert.equal(String(ch.tryReceive()), 'kept', 'the message is still queued');
+  } finally {
     ch.close();
     Channel.unlink(name);
   }

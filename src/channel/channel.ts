@@ -75,16 +75,6 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
     this.tx = new ChannelSender(parts);
     this.rx = new ChannelReceiver(parts);
     this.peers.register();
-    // 'peergone' costs nothing until someone listens for it.
-    this.on('newListener', (event: string | symbol) => {
-      if (event === 'peergone' && this.peerTimer === null && !this.closed) {
-        this.peerTimer = setInterval(() => this.checkPeers(), tuning.livenessIntervalMs);
-        this.peerTimer.unref();
-      }
-    });
-    this.on('removeListener', (event: string | symbol) => {
-      if (event === 'peergone' && this.listenerCount('peergone') === 0) this.stopPeerWatch();
-    });
   }
 
   // 'peergone' -----------------------------------------------------------------------------------
@@ -99,14 +89,23 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
    * timer: it never keeps the process alive).
    */
   private checkPeers(): void {
-    if (this.closed) return this.stopPeerWatch();
+    if (this.closed || this.listenerCount('peergone') === 0) return this.stopPeerWatch();
     for (const [i, role, label] of [[0, L.ROLE_PRODUCER, 'producer'], [1, L.ROLE_CONSUMER, 'consumer']] as const) {
       const gone = this.peers.allGone(role);
       if (gone && !this.goneSeen[i]) {
         this.goneSeen[i] = true;
         debug('channel %s: every %s is gone', JSON.stringify(this.name), label);
         this.emit('peergone', label);
+        if (this.closed) return this.stopPeerWatch(); // a listener closed the handle
       } else if (!gone) this.goneSeen[i] = false;
+    }
+  }
+
+  /** Starts the watch when a 'peergone' listener arrives (it stops itself once none is left). */
+  private watch(event: string | symbol): void {
+    if (event === 'peergone' && this.peerTimer === null && !this.closed) {
+      this.peerTimer = setInterval(() => this.checkPeers(), tuning.livenessIntervalMs);
+      this.peerTimer.unref();
     }
   }
 
@@ -115,14 +114,34 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
   override on(event: 'close', listener: () => void): this;
   override on(event: string | symbol, listener: (...args: any[]) => void): this;
   override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    return super.on(event, listener);
+    super.on(event, listener);
+    this.watch(event);
+    return this;
+  }
+
+  override addListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    return this.on(event, listener);
   }
 
   override once(event: 'peergone', listener: (role: 'producer' | 'consumer') => void): this;
   override once(event: 'close', listener: () => void): this;
   override once(event: string | symbol, listener: (...args: any[]) => void): this;
   override once(event: string | symbol, listener: (...args: any[]) => void): this {
-    return super.once(event, listener);
+    super.once(event, listener);
+    this.watch(event);
+    return this;
+  }
+
+  override prependListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    super.prependListener(event, listener);
+    this.watch(event);
+    return this;
+  }
+
+  override prependOnceListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    super.prependOnceListener(event, listener);
+    this.watch(event);
+    return this;
   }
 
   private stopPeerWatch(): void {

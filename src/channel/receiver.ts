@@ -244,8 +244,11 @@ export class ChannelReceiver<T> {
   async receive(options: ChannelAsyncOptions | undefined): Promise<T> {
     this.p.assertOpen();
     this.claim();
+    // Options are checked, and an aborted signal refused, before a queued message is taken.
+    const o = options === undefined ? DEFAULT_CHANNEL : parseChannelWait(options, true);
+    if (isAborted(o.signal)) throw this.p.errors.aborted(o.signal!, 'receive');
     const v = this.fast ? this.receiveFast() : NONE;
-    const r = v !== NONE ? v : await this.receiveAsyncSlow(options, 1, null);
+    const r = v !== NONE ? v : await this.receiveAsyncParsed(o, 1, null, 'receive');
     if (r === END) throw this.p.errors.closed(' (ended and drained)');
     return r as T;
   }
@@ -345,6 +348,7 @@ export class ChannelReceiver<T> {
 
   async receiveView(options: ChannelAsyncOptions | undefined): Promise<ReceivedView | null> {
     const o = parseChannelWait(options, true);
+    if (isAborted(o.signal)) throw this.p.errors.aborted(o.signal!, 'receiveView');
     const first = this.tryReceiveView();
     if (first) return first;
     return this.waitToTakeAsync(() => this.tryReceiveView(), o, 'receiveView');
@@ -367,6 +371,7 @@ export class ChannelReceiver<T> {
   async receiveInto(target: Uint8Array, options: ChannelAsyncOptions | undefined): Promise<number> {
     checkTarget(target);
     const o = parseChannelWait(options, true);
+    if (isAborted(o.signal)) throw this.p.errors.aborted(o.signal!, 'receiveInto');
     const attempt = (): number | null => this.takeInto(target, 'receiveInto');
     const n = attempt() ?? (await this.waitToTakeAsync(attempt, o, 'receiveInto'));
     if (n === null) throw this.p.errors.closed(' (ended and drained)');
@@ -440,6 +445,7 @@ export class ChannelReceiver<T> {
     const it: AsyncIterableIterator<T> = {
       next: (): Promise<IteratorResult<T>> => {
         if (life.released) return Promise.resolve(done);
+        if (o.signal !== undefined && isAborted(o.signal)) return Promise.reject(this.p.errors.aborted(o.signal, 'iterate'));
         const v = this.fast ? this.receiveFast() : NONE;
         if (v !== NONE) return Promise.resolve({ value: v, done: false });
         return this.receiveAsyncParsed(o, 1, null, 'receive').then((r) => (r === END ? done : { value: r as T, done: false }));

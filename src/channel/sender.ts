@@ -316,6 +316,7 @@ export class ChannelSender<T> {
       bytes: view,
       commit: (length = size) => {
         if (done) throw p.errors.busy('this loan was already committed or aborted');
+        if (p.life.released || r.i32.length === 0) throw p.errors.released(); // close() gave the loan up
         checkInt('length', length, 0, size);
         try {
           this.cursor.shrink(pos, length); // the final length: the record only shrinks, so it still fits

@@ -61,6 +61,11 @@ export class ShmStream extends Duplex {
     this.in.ref();
     return this;
   }
+
+  /** Whether a pending read or write keeps the process alive. */
+  hasRef(): boolean {
+    return this.out.hasRef();
+  }
   private readonly owner: boolean;
   private reading = false;
 
