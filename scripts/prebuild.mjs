@@ -15,8 +15,8 @@
 // those symbols live before glibc 2.34. The Node-API headers (and uv.h) come from the Node headers
 // that node-gyp uses: $npm_config_nodedir/include/node, /usr/include/node, or node-gyp's cache.
 //
-// Usage: node scripts/prebuild.mjs [--target linux-x64-glibc,...]   builds
-//        node scripts/prebuild.mjs --check                           verifies all four (before publishing)
+// Usage: node scripts/prebuild.mjs [--target linux-x64-glibc,...]
+// (scripts/prepublish.mjs checks that all four exist before `npm publish`.)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -151,11 +151,6 @@ export function inspect(t, file = prebuildPath(t)) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  if (process.argv.includes('--check')) {
-    const problems = TARGETS.flatMap((t) => (existsSync(prebuildPath(t)) ? [] : [`${t.id}: ${path.relative(root, prebuildPath(t))} is missing (npm run prebuild)`]));
-    for (const p of problems) console.error(`prebuild --check: ${p}`);
-    process.exit(problems.length ? 1 : 0);
-  }
   const i = process.argv.indexOf('--target');
   const wanted = i > 0 ? process.argv[i + 1].split(',') : TARGETS.map((t) => t.id);
   const unknown = wanted.filter((w) => !TARGETS.some((t) => t.id === w));

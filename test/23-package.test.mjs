@@ -72,3 +72,13 @@ test('the API reference (docs/api, made by TypeDoc at npm install) documents the
   const found = spawnSync('grep', ['-rlE', 'refHooks|pendingWaits|closeHooks|createKind|lockAsyncForCaller|giveBackOnClose', join(ROOT, 'docs', 'api')], { encoding: 'utf8' });
   assert.equal(found.status, 1, `no internal member is documented, but: ${found.stdout}`);
 });
+
+test('npm publish is refused without the prebuilds, the API reference and the project\'s public address (prepublishOnly)', () => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  assert.equal(pkg.scripts.prepublishOnly, 'node scripts/prepublish.mjs');
+  const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'prepublish.mjs')], { encoding: 'utf8', timeout: 60_000 });
+  const missing = ['repository', 'homepage', 'bugs'].filter((f) => pkg[f] === undefined);
+  if (missing.length === 0) return; // the publisher filled them in: the rest is checked at publish time
+  assert.equal(r.status, 1);
+  for (const f of missing) assert.match(r.stderr, new RegExp(`no "${f}"`));
+});
