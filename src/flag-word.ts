@@ -73,16 +73,17 @@ export class FlagWord {
 
   /**
    * Wakes the advertised waiters without changing the rest of the word: clears their bits with a
-   * CAS first, so a waiter about to park sees the word changed and does not sleep.
+   * CAS first, so a waiter about to park sees the word changed and does not sleep. Returns whether
+   * there were any.
    */
-  wakeWaiters(): void {
+  wakeWaiters(): boolean {
     for (;;) {
       const t = Atomics.load(this.i32, this.word);
       const bits = t & WAITING;
-      if (bits === 0) return;
+      if (bits === 0) return false;
       if (Atomics.compareExchange(this.i32, this.word, t, t & ~WAITING) === t) {
         this.wake(bits);
-        return;
+        return true;
       }
     }
   }

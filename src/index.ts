@@ -18,6 +18,7 @@ export { configure } from './config';
 export { asyncWaitStats, type WaitTuning } from './wait';
 export { self as processIdentity, processAlive, type ProcessIdentity } from './identity';
 export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWaitOptions, type ChannelAsyncOptions, type ChannelStats, type ReceivedView, type Loan, type Delivery, type TryReceiveResult } from './channel/channel';
+export { Event, type EventOptions, type EventStats } from './event/event';
 export { codecs, type Codec, type CodecName } from './codec/codec';
 export type { PeerInfo } from './channel/types';
 export { ShmStream, type ShmStreamOptions } from './channel/stream';

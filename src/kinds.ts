@@ -25,6 +25,7 @@ import { RwLock } from './sync/rwlock';
 import { Condition } from './sync/condition';
 import { Barrier } from './sync/barrier';
 import * as L from './channel/layout';
+import * as EL from './event/layout';
 import { DEPARTED, storedPeers } from './peers';
 import { CLOSED_BIT, POS_MASK } from './ring/format';
 import { WAITING } from './flag-word';
@@ -212,7 +213,25 @@ export interface ChannelState {
   leases?: ChannelLease[];
 }
 
-export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState;
+export interface EventListenerState {
+  slot: number;
+  pid: number;
+  threadSlot: number;
+  alive: boolean;
+  /** Ids notified and not yet taken by this listener. */
+  pending: number[];
+  /** The listener sleeps (a waiter flag is set on its word). */
+  sleeping: boolean;
+}
+export interface EventState {
+  maxId: number;
+  maxListeners: number;
+  notified: number | null;
+  wakeUps: number | null;
+  listeners: EventListenerState[];
+}
+
+export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState;
 
 export interface KindEntry<S extends KindState = KindState> {
   readonly id: number;
@@ -420,9 +439,42 @@ const channel: KindEntry<ChannelState> = {
   },
 };
 
+const event: KindEntry<EventState> = {
+  id: Kind.EVENT,
+  name: 'event',
+  check(params, dataSize) {
+    const r = EL.checkParams(params, dataSize);
+    return typeof r === 'string' ? r : null;
+  },
+  controlSize: (params) => EL.dataSize({ maxId: params.getUint32(0, true), maxListeners: params.getUint32(4, true) }),
+  describe(r) {
+    const p = EL.checkParams(r.params, Number(r.dv.getBigUint64(16, true)) - r.data);
+    if (typeof p === 'string') return corrupt(p);
+    const slot = EL.slotSize(p.maxId);
+    const listeners: EventListenerState[] = [];
+    for (let i = 0; i < p.maxListeners; i++) {
+      const base = r.data + EL.SLOTS + i * slot;
+      const token = r.i64[(base + EL.SLOT_TOKEN) >> 3]!;
+      if (token === 0n) continue;
+      const pending: number[] = [];
+      for (let id = 0; id <= p.maxId; id++) if ((r.i32[((base + EL.SLOT_BITMAP) >> 2) + (id >> 5)]! >>> (id & 31)) & 1) pending.push(id);
+      const h = holder(token);
+      listeners.push({ slot: i, pid: h.pid, threadSlot: h.threadSlot, alive: h.alive, pending, sleeping: (r.i32[(base + EL.SLOT_FLAG) >> 2]! & WAITING) !== 0 });
+    }
+    const f64 = (off: number): number | null => counter(r.dv.getFloat64(r.data + off, true));
+    return { maxId: p.maxId, maxListeners: p.maxListeners, notified: f64(EL.NOTIFIED), wakeUps: f64(EL.WOKEN), listeners };
+  },
+  users: (s) => s.listeners.map((l) => ({ pid: l.pid, alive: l.alive, role: 'listener' })),
+  summary: (s) => {
+    const live = s.listeners.filter((l) => l.alive).length;
+    const pending = s.listeners.reduce((n, l) => n + l.pending.length, 0);
+    return `${live} listener${live === 1 ? '' : 's'}, ${pending} pending, ids 0..${s.maxId}`;
+  },
+};
+
 /** Every kind this shmkit knows, by the id stored in the header. */
 export const kinds: ReadonlyMap<number, KindEntry> = new Map(
-  [segment, semaphore, mutex, rwlock, condition, barrier, channel].map((k) => [k.id, k as unknown as KindEntry]),
+  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event].map((k) => [k.id, k as unknown as KindEntry]),
 );
 
 // Describing an object ----------------------------------------------------------------------------

@@ -56,6 +56,7 @@ export const Kind = {
   CONDITION: 5,
   BARRIER: 6,
   CHANNEL: 16,
+  EVENT: 17,
 } as const;
 
 export function kindName(kind: number): string {
