@@ -45,6 +45,8 @@ export const ErrorCodes = {
   BUSY: 'ERR_SHMKIT_BUSY',
   /** The other side is gone: no live producer (or consumer) is attached any more. */
   PEER_GONE: 'ERR_SHMKIT_PEER_GONE',
+  /** A topic subscriber fell a whole log behind under the 'overwrite' policy and lost messages (`lost` says how many); asked for with lagged: 'throw'. */
+  LAGGED: 'ERR_SHMKIT_LAGGED',
   /** A received message could not be decoded by the channel's codec; it was consumed. */
   DECODE: 'ERR_SHMKIT_DECODE',
   /** Too many asynchronous waits pending in this process. */

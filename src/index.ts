@@ -19,6 +19,8 @@ export { asyncWaitStats, type WaitTuning } from './wait';
 export { self as processIdentity, processAlive, type ProcessIdentity } from './identity';
 export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWaitOptions, type ChannelAsyncOptions, type ChannelStats, type ReceivedView, type Loan, type Delivery, type TryReceiveResult } from './channel/channel';
 export { Event, type EventOptions, type EventStats } from './event/event';
+export { Topic, type TopicOptions, type OpenTopicOptions, type TopicStats, type TopicSubscriberStats } from './topic/topic';
+export { Subscription, type SubscribeOptions } from './topic/subscription';
 export { codecs, type Codec, type CodecName } from './codec/codec';
 export type { PeerInfo } from './channel/types';
 export { ShmStream, type ShmStreamOptions } from './channel/stream';

@@ -26,6 +26,7 @@ import { Condition } from './sync/condition';
 import { Barrier } from './sync/barrier';
 import * as L from './channel/layout';
 import * as EL from './event/layout';
+import * as TL from './topic/layout';
 import { DEPARTED, storedPeers } from './peers';
 import { CLOSED_BIT, POS_MASK } from './ring/format';
 import { WAITING } from './flag-word';
@@ -231,7 +232,27 @@ export interface EventState {
   listeners: EventListenerState[];
 }
 
-export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState;
+export interface TopicSubscriberState {
+  slot: number;
+  pid: number;
+  alive: boolean;
+  seq: number;
+  lag: number;
+  received: number | null;
+  lost: number | null;
+}
+export interface TopicState {
+  capacity: number;
+  maxMessageSize: number;
+  overflow: 'block' | 'overwrite';
+  history: number;
+  published: number;
+  ended: boolean;
+  publishWaits: number | null;
+  subscribers: TopicSubscriberState[];
+}
+
+export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState;
 
 export interface KindEntry<S extends KindState = KindState> {
   readonly id: number;
@@ -472,9 +493,48 @@ const event: KindEntry<EventState> = {
   },
 };
 
+const topic: KindEntry<TopicState> = {
+  id: Kind.TOPIC,
+  name: 'topic',
+  check(params, dataSize) {
+    const r = TL.checkParams(params, dataSize);
+    return typeof r === 'string' ? r : null;
+  },
+  // The control part only: the message slots are not read.
+  controlSize: (params) => TL.SUBSCRIBERS + Math.min(params.getUint32(8, true), TL.MAX_SUBSCRIBERS) * TL.SUB_SIZE,
+  describe(r) {
+    const p = TL.checkParams(r.params, Number(r.dv.getBigUint64(16, true)) - r.data);
+    if (typeof p === 'string') return corrupt(p);
+    const tailWord = r.i64[(r.data + TL.TAIL) >> 3]!;
+    const published = Number(tailWord & TL.SEQ_MASK);
+    const subscribers: TopicSubscriberState[] = [];
+    for (let i = 0; i < p.maxSubscribers; i++) {
+      const base = r.data + TL.SUBSCRIBERS + i * TL.SUB_SIZE;
+      const token = r.i64[(base + TL.SUB_TOKEN) >> 3]!;
+      if (token === 0n) continue;
+      const seq = Number(r.i64[(base + TL.SUB_CURSOR) >> 3]!);
+      const h = holder(token);
+      subscribers.push({
+        slot: i, pid: h.pid, alive: h.alive, seq, lag: Math.max(0, published - seq),
+        received: counter(r.dv.getFloat64(base + TL.SUB_RECEIVED, true)), lost: counter(r.dv.getFloat64(base + TL.SUB_LOST, true)),
+      });
+    }
+    return {
+      capacity: p.capacity, maxMessageSize: p.maxMessageSize, overflow: p.overwrite ? 'overwrite' : 'block', history: p.history,
+      published, ended: (tailWord & TL.ENDED_BIT) !== 0n, publishWaits: counter(r.dv.getFloat64(r.data + TL.PUBLISH_WAITS, true)), subscribers,
+    };
+  },
+  users: (s) => s.subscribers.map((x) => ({ pid: x.pid, alive: x.alive, role: 'subscriber' })),
+  summary: (s) => {
+    const live = s.subscribers.filter((x) => x.alive);
+    const lag = live.reduce((m, x) => Math.max(m, x.lag), 0);
+    return `${s.published} published, ${live.length} subscriber${live.length === 1 ? '' : 's'}, max lag ${lag}${s.ended ? ', ended' : ''}`;
+  },
+};
+
 /** Every kind this shmkit knows, by the id stored in the header. */
 export const kinds: ReadonlyMap<number, KindEntry> = new Map(
-  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event].map((k) => [k.id, k as unknown as KindEntry]),
+  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic].map((k) => [k.id, k as unknown as KindEntry]),
 );
 
 // Describing an object ----------------------------------------------------------------------------

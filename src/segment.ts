@@ -57,6 +57,7 @@ export const Kind = {
   BARRIER: 6,
   CHANNEL: 16,
   EVENT: 17,
+  TOPIC: 18,
 } as const;
 
 export function kindName(kind: number): string {

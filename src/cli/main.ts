@@ -21,6 +21,8 @@ function allCommands(): Command[] {
       (require('./commands/rm') as typeof import('./commands/rm')).rm,
       (require('./commands/gc') as typeof import('./commands/gc')).gc,
       (require('./commands/top') as typeof import('./commands/top')).top,
+      (require('./commands/notify') as typeof import('./commands/notify')).notify,
+      (require('./commands/listen') as typeof import('./commands/listen')).listen,
       (require('./commands/bench') as typeof import('./commands/bench')).bench,
       build,
     ];

@@ -1,0 +1,112 @@
+/**
+ * Topic memory layout; docs/design.md ("Topics") is the protocol. Offsets are bytes from the start
+ * of the segment's data area.
+ *
+ * Parameters (segment header bytes 64..91, written once at creation, validated at every open):
+ *   64 u32 capacity (message slots)   68 u32 max message size   72 u32 subscriber slots
+ *   76 u32 history                    80 u32 flags (1: overwrite)  84 u32 slots offset
+ *   88 u32 slot size
+ *
+ * Data area:
+ *   0    i64 TAIL: the sequence number the next message gets (= messages published), | ENDED_BIT
+ *   8    f64 publisher parks (block policy: waits for the slowest subscriber)
+ *   16   Mutex (16 bytes): the publisher lock, held from claiming a sequence number to committing it
+ *   64   i32 published word: a flag word (flag-word.ts) every commit advances by 8; subscribers sleep on it
+ *   68   i32 consumed word: a flag word subscribers advance by 8 when they move on and a publisher sleeps
+ *   128  16 x u32 doorbells of sleeping subscribers;  192  16 x u32 doorbells of sleeping publishers
+ *   256  subscriber slots, SUB_SIZE bytes each:
+ *        +0 i64 owner token (0: free)   +8 i64 cursor: the next sequence number it reads
+ *        +16 f64 received   +24 f64 lost   +32 f64 parks
+ *   slots offset (a multiple of 64): capacity message slots, slot size bytes each:
+ *        +0 i64 stamp: 2s+1 while message s is written into the slot, 2s+2 once written
+ *        +8 u32 payload length   +16 i64 writer's owner token (for tools)   +32 payload
+ */
+import { ErrorCodes, ShmkitError } from '../errors';
+import type { Segment } from '../segment';
+
+export const TAIL = 0;
+export const PUBLISH_WAITS = 8;
+export const PUBLISHER_LOCK = 16;
+export const PUBLISHED_WORD = 64;
+export const CONSUMED_WORD = 68;
+export const SUBSCRIBER_BELLS = 128;
+export const PUBLISHER_BELLS = 192;
+export const SUBSCRIBERS = 256;
+export const SUB_SIZE = 64;
+export const SUB_TOKEN = 0;
+export const SUB_CURSOR = 8;
+export const SUB_RECEIVED = 16;
+export const SUB_LOST = 24;
+export const SUB_WAITS = 32;
+export const SLOT_STAMP = 0;
+export const SLOT_LEN = 8;
+export const SLOT_WRITER = 16;
+export const SLOT_PAYLOAD = 32;
+/** TAIL bit 62: the topic was ended; no commit succeeds any more. */
+export const ENDED_BIT = 1n << 62n;
+export const SEQ_MASK = ENDED_BIT - 1n;
+/** What a commit adds to the published word, and a subscriber's move to the consumed word. */
+export const STEP = 8;
+
+export const FLAG_OVERWRITE = 1;
+export const MIN_CAPACITY = 2;
+export const MAX_CAPACITY = 1 << 20;
+export const MAX_MESSAGE = 64 << 20;
+export const MAX_SUBSCRIBERS = 1024;
+export const MAX_BYTES = 2 ** 40;
+
+export interface TopicParams {
+  capacity: number;
+  maxMessageSize: number;
+  maxSubscribers: number;
+  history: number;
+  overwrite: boolean;
+}
+
+export function slotsOffset(p: TopicParams): number {
+  return (SUBSCRIBERS + p.maxSubscribers * SUB_SIZE + 63) & ~63;
+}
+
+export function slotSize(p: TopicParams): number {
+  return SLOT_PAYLOAD + ((p.maxMessageSize + 7) & ~7);
+}
+
+export function dataSize(p: TopicParams): number {
+  return slotsOffset(p) + p.capacity * slotSize(p);
+}
+
+export function writeParams(seg: Segment, p: TopicParams): void {
+  const dv = seg.params();
+  dv.setUint32(0, p.capacity, true);
+  dv.setUint32(4, p.maxMessageSize, true);
+  dv.setUint32(8, p.maxSubscribers, true);
+  dv.setUint32(12, p.history, true);
+  dv.setUint32(16, p.overwrite ? FLAG_OVERWRITE : 0, true);
+  dv.setUint32(20, slotsOffset(p), true);
+  dv.setUint32(24, slotSize(p), true);
+}
+
+/** The parameters of an existing topic, checked as untrusted input; a string says what is wrong. */
+export function checkParams(dv: DataView, size: number): TopicParams | string {
+  const p: TopicParams = {
+    capacity: dv.getUint32(0, true),
+    maxMessageSize: dv.getUint32(4, true),
+    maxSubscribers: dv.getUint32(8, true),
+    history: dv.getUint32(12, true),
+    overwrite: (dv.getUint32(16, true) & FLAG_OVERWRITE) !== 0,
+  };
+  if (p.capacity < MIN_CAPACITY || p.capacity > MAX_CAPACITY) return `bad capacity ${p.capacity}`;
+  if (p.maxMessageSize < 1 || p.maxMessageSize > MAX_MESSAGE) return `bad max message size ${p.maxMessageSize}`;
+  if (p.maxSubscribers < 1 || p.maxSubscribers > MAX_SUBSCRIBERS) return `bad subscriber slot count ${p.maxSubscribers}`;
+  if (p.history >= p.capacity) return `history ${p.history} must be below the capacity ${p.capacity}`;
+  if ((dv.getUint32(16, true) & ~FLAG_OVERWRITE) !== 0) return 'bad flags';
+  if (dv.getUint32(20, true) !== slotsOffset(p) || dv.getUint32(24, true) !== slotSize(p)) return 'bad slots offset or slot size';
+  if (size !== dataSize(p)) return `data area is ${size} bytes, expected ${dataSize(p)}`;
+  return p;
+}
+
+export function readParams(seg: Segment): TopicParams {
+  const r = checkParams(seg.params(), seg.size);
+  if (typeof r === 'string') throw new ShmkitError(ErrorCodes.CORRUPT, `open topic "${seg.name}": ${r}`, { segment: seg.name });
+  return r;
+}

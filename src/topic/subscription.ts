@@ -1,0 +1,311 @@
+/**
+ * A subscription: one reader of a topic's log, with a cursor (the next sequence number it reads)
+ * in a subscriber slot that publishers can see. Under 'block' the publisher never writes over a
+ * message the cursor has not passed, so reads need no check. Under 'overwrite' a read is a seqlock
+ * read: the slot's stamp must say "message s, written" before and after the payload is decoded;
+ * otherwise the message was overwritten, and the subscriber moves on to the oldest message kept,
+ * counting what it lost. It is never handed a torn message.
+ */
+import { ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { isAborted } from '../abort';
+import { debug } from '../debug';
+import { WAITING } from '../flag-word';
+import type { ErrorContext } from '../handle';
+import { SELF_TOKEN, tokenAlive } from '../identity';
+import { type AsyncWaitOptions, DEFAULT, parseWait, type ParsedWait, type WaitOptions } from '../sync/primitive';
+import { checkObject, describe } from '../validate';
+import { Deadline } from '../wait';
+import * as L from './layout';
+import type { Topic, TopicParts } from './topic';
+
+const fence = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * A full memory barrier: a sequentially consistent read-modify-write on a word nobody else uses.
+ * Orders the plain reads of a payload before the load that validates its stamp (docs/design.md).
+ */
+function fullFence(): void {
+  Atomics.add(fence, 0, 0);
+}
+
+export interface SubscribeOptions {
+  /** Where to start: 'now' (default), 'history', or a sequence number (to resume). */
+  from?: 'now' | 'history' | number;
+  /** 'count' (default): losses under 'overwrite' are counted in `lost`; 'throw': also ERR_SHMKIT_LAGGED. */
+  lagged?: 'count' | 'throw';
+}
+
+const NONE = Symbol('none');
+const END = Symbol('end');
+
+export class Subscription<T = unknown> {
+  /** @internal */
+  readonly slotIndex: number;
+  private readonly slot: number;
+  private readonly f64: Float64Array;
+  private cursor: number;
+  private released = false;
+  private lostCount = 0;
+
+  private constructor(
+    private readonly topic: Topic<T>,
+    private readonly p: TopicParts<T>,
+    private readonly errors: ErrorContext,
+    slotIndex: number,
+    start: number,
+    private readonly throwOnLag: boolean,
+  ) {
+    this.slotIndex = slotIndex;
+    this.slot = p.base + L.SUBSCRIBERS + slotIndex * L.SUB_SIZE;
+    this.f64 = new Float64Array(p.segment.buffer, this.slot, L.SUB_SIZE >> 3);
+    this.cursor = start;
+  }
+
+  /** @internal Claims a subscriber slot and places the cursor. */
+  static start<T>(topic: Topic<T>, p: TopicParts<T>, errors: ErrorContext, options: SubscribeOptions | undefined): Subscription<T> {
+    const o = checkObject('options', options);
+    const from = o.from ?? 'now';
+    if (from !== 'now' && from !== 'history' && !(typeof from === 'number' && Number.isSafeInteger(from) && from >= 0)) {
+      throw invalidArg('options.from', `must be 'now', 'history' or a sequence number (an integer >= 0), got ${describe(from)}`);
+    }
+    if (o.lagged !== undefined && o.lagged !== 'count' && o.lagged !== 'throw') throw invalidArg('options.lagged', `must be 'count' or 'throw', got ${describe(o.lagged)}`);
+    for (let i = 0; i < p.params.maxSubscribers; i++) {
+      const slot = p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
+      const ti = (slot + L.SUB_TOKEN) >> 3;
+      const cur = Atomics.load(p.i64, ti);
+      if (cur !== 0n && tokenAlive(cur)) continue;
+      // Placed before the slot is claimed, so a publisher never sees a claimed slot with a stale cursor.
+      const tail = topic.tailSeq();
+      Atomics.store(p.i64, (slot + L.SUB_CURSOR) >> 3, BigInt(tail));
+      if (Atomics.compareExchange(p.i64, ti, cur, SELF_TOKEN) !== cur) continue;
+      const f64 = new Float64Array(p.segment.buffer, slot, L.SUB_SIZE >> 3);
+      f64[L.SUB_RECEIVED >> 3] = 0;
+      f64[L.SUB_LOST >> 3] = 0;
+      f64[L.SUB_WAITS >> 3] = 0;
+      if (cur !== 0n) debug('topic %s: subscriber slot %d taken over from a dead subscriber', JSON.stringify(topic.name), i);
+      // The start, now that publishers see our cursor (at the tail, it holds up nobody yet).
+      const now = topic.tailSeq();
+      const oldest = Math.max(0, now - (p.params.capacity - 1));
+      let start = now;
+      let lost = 0;
+      if (from === 'history') start = Math.max(oldest, now - p.params.history);
+      else if (typeof from === 'number') {
+        if (from > now) {
+          Atomics.store(p.i64, ti, 0n);
+          throw invalidArg('options.from', `sequence number ${from} is beyond the last published message (the next one is ${now})`);
+        }
+        start = Math.max(from, oldest);
+        lost = start - from;
+      }
+      Atomics.store(p.i64, (slot + L.SUB_CURSOR) >> 3, BigInt(start));
+      const sub = new Subscription<T>(topic, p, errors, i, start, o.lagged === 'throw');
+      if (lost > 0) sub.countLost(lost);
+      return sub;
+    }
+    throw errors.error(ErrorCodes.BUSY, `all ${p.params.maxSubscribers} subscriber slots have live subscribers (create the topic with a larger maxSubscribers)`);
+  }
+
+  // State ----------------------------------------------------------------------------------------
+
+  /** The sequence number of the next message this subscription reads (save it to resume). */
+  get seq(): number {
+    return this.cursor;
+  }
+
+  /** Messages published that this subscription has not read yet. */
+  get lag(): number {
+    if (this.closed) return 0;
+    return Math.max(0, this.topic.tailSeq() - this.cursor);
+  }
+
+  /** Messages this subscription lost: overwritten before it read them ('overwrite'), or asked for by `from` but no longer kept. */
+  get lost(): number {
+    return this.lostCount;
+  }
+
+  get closed(): boolean {
+    return this.released || this.topic.closed;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw this.errors.error(ErrorCodes.CLOSED, 'this subscription is closed');
+    if (Atomics.load(this.p.i64, (this.slot + L.SUB_TOKEN) >> 3) !== SELF_TOKEN) {
+      this.released = true;
+      this.topic.forget(this);
+      throw this.errors.error(ErrorCodes.CLOSED, `this subscription's slot ${this.slotIndex} was taken by another process (evicted as dead?)`);
+    }
+  }
+
+  private countLost(n: number): void {
+    this.lostCount += n;
+    this.f64[L.SUB_LOST >> 3]! += n;
+  }
+
+  // Reading --------------------------------------------------------------------------------------
+
+  private advance(next: number): void {
+    this.cursor = next;
+    Atomics.store(this.p.i64, (this.slot + L.SUB_CURSOR) >> 3, BigInt(next));
+    // A publisher waiting for the slowest subscriber ('block') may be waiting for us.
+    if (!this.p.params.overwrite && (Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.p.consumed.wakeWaiters();
+  }
+
+  /** Moves past messages that were overwritten: to the oldest one still kept. */
+  private lagged(s: number): void {
+    const tail = this.topic.tailSeq();
+    const next = Math.max(s + 1, tail - (this.p.params.capacity - 1));
+    this.countLost(next - s);
+    this.advance(next);
+    if (this.throwOnLag) {
+      const err = this.errors.error(ErrorCodes.LAGGED, `this subscriber fell behind: ${next - s} message(s) were overwritten before it read them; it goes on from sequence number ${next}`);
+      (err as ShmkitError & { lost: number }).lost = next - s;
+      throw err;
+    }
+  }
+
+  /** The next message if one is there: its value, NONE, or END (the topic ended and all was read). */
+  private take(): T | typeof NONE | typeof END {
+    const p = this.p;
+    for (;;) {
+      const s = this.cursor;
+      const tailWord = Atomics.load(p.i64, p.base >> 3);
+      const tail = Number(tailWord & L.SEQ_MASK);
+      if (s >= tail) return (tailWord & L.ENDED_BIT) !== 0n ? END : NONE;
+      const slot = p.slots + (s % p.params.capacity) * p.slotBytes;
+      const si = (slot + L.SLOT_STAMP) >> 3;
+      const want = BigInt(2 * s + 2);
+      const stamp = Atomics.load(p.i64, si);
+      if (stamp !== want) {
+        if (stamp > want) {
+          this.lagged(s);
+          continue;
+        }
+        throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
+      }
+      const len = Atomics.load(p.i32, (slot + L.SLOT_LEN) >> 2);
+      let value: T | undefined;
+      let failure: unknown = null;
+      if (len < 0 || len > p.params.maxMessageSize) failure = this.errors.error(ErrorCodes.CORRUPT, `message ${s} has a length of ${len >>> 0} bytes (the maximum is ${p.params.maxMessageSize})`);
+      else {
+        try {
+          value = p.plan.decode(p.bytes, p.i32, slot + L.SLOT_PAYLOAD, len);
+        } catch (err) {
+          failure = err;
+        }
+      }
+      if (p.params.overwrite) {
+        fullFence(); // the payload reads above happen before the stamp is read again
+        if (Atomics.load(p.i64, si) !== want) {
+          this.lagged(s); // overwritten while we read: what we read is dropped
+          continue;
+        }
+      }
+      this.advance(s + 1);
+      if (failure !== null) {
+        if (failure instanceof ShmkitError && failure.code === ErrorCodes.CORRUPT) throw failure;
+        throw this.errors.error(ErrorCodes.DECODE, `the ${p.plan.codec.name} codec could not decode message ${s} (${len} bytes; it was skipped)`, failure);
+      }
+      this.f64[L.SUB_RECEIVED >> 3]! += 1;
+      return value as T;
+    }
+  }
+
+  /** The next message if one was published and not yet read; undefined if none (or the topic ended). */
+  tryReceive(): T | undefined {
+    this.assertOpen();
+    const v = this.take();
+    return v === NONE || v === END ? undefined : v;
+  }
+
+  private readonly ready = (): boolean => {
+    const t = Atomics.load(this.p.i64, this.p.base >> 3);
+    return this.cursor < Number(t & L.SEQ_MASK) || (t & L.ENDED_BIT) !== 0n;
+  };
+
+  /**
+   * The next message, waiting without blocking the event loop. Takes `timeout`, `signal` and
+   * `spin`. Rejects with ERR_SHMKIT_CLOSED once the topic ended and everything was read.
+   */
+  async receive(options?: AsyncWaitOptions): Promise<T> {
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
+    if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'receive');
+    const r = await this.receiveParsed(o);
+    if (r === END) throw this.errors.closed(' (ended, and everything was read)');
+    return r;
+  }
+
+  private async receiveParsed(o: ParsedWait): Promise<T | typeof END> {
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      this.assertOpen();
+      const v = this.take();
+      if (v !== NONE) return v;
+      this.f64[L.SUB_WAITS >> 3]! += 1;
+      if (!(await this.p.published.wait(o, deadline, this.ready, null, 'receive'))) throw timeoutError(`${this.errors.label} receive`, o.timeout, this.p.segment.name);
+    }
+  }
+
+  /** Like receive(), blocking the thread while it waits. */
+  receiveSync(options?: WaitOptions): T {
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      this.assertOpen();
+      const v = this.take();
+      if (v === END) throw this.errors.closed(' (ended, and everything was read)');
+      if (v !== NONE) return v;
+      this.f64[L.SUB_WAITS >> 3]! += 1;
+      if (!this.p.published.waitSync(o, deadline, this.ready, null)) throw timeoutError(`${this.errors.label} receiveSync`, o.timeout, this.p.segment.name);
+    }
+  }
+
+  /** `for await (const m of subscription)`: every message until the topic ends or the subscription closes. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
+    return this.iterate();
+  }
+
+  /** The iteration of `for await`, whose waits take `signal` and `timeout`. */
+  iterate(options?: AsyncWaitOptions): AsyncIterableIterator<T> {
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
+    this.assertOpen();
+    const done: IteratorResult<T> = Object.freeze({ value: undefined, done: true }) as IteratorResult<T>;
+    const it: AsyncIterableIterator<T> = {
+      next: async (): Promise<IteratorResult<T>> => {
+        if (this.closed) return done;
+        if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'iterate');
+        try {
+          const v = await this.receiveParsed(o);
+          return v === END ? done : { value: v, done: false };
+        } catch (err) {
+          if (this.closed && err instanceof ShmkitError && err.code === ErrorCodes.CLOSED) return done;
+          throw err;
+        }
+      },
+      return: async (): Promise<IteratorResult<T>> => done,
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
+  }
+
+  // Lifetime -------------------------------------------------------------------------------------
+
+  /** Ends this subscription: its slot is freed, and a publisher waiting for it ('block') goes on. Idempotent. */
+  close(): void {
+    if (this.released) return;
+    this.released = true;
+    this.topic.forget(this);
+    if (this.p.segment.int32.length === 0) return;
+    Atomics.compareExchange(this.p.i64, (this.slot + L.SUB_TOKEN) >> 3, SELF_TOKEN, 0n);
+    if ((Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.p.consumed.wakeWaiters();
+  }
+
+  /** The same as close(). */
+  unsubscribe(): void {
+    this.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

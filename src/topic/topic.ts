@@ -1,0 +1,448 @@
+/**
+ * Topic: publish/subscribe over one shared log. A publish writes its message once, into the slot
+ * of its sequence number; every subscriber reads it with a cursor of its own, so the cost of a
+ * publish does not grow with the number of subscribers. Publishers take sequence numbers one at a
+ * time under a robust lock, which gives one total order. Under the 'block' policy a publisher waits
+ * while the slowest live subscriber is a whole log behind (a dead one is evicted); under
+ * 'overwrite' it never waits, and a subscriber that was lapped counts what it lost.
+ *
+ * A message is committed by advancing TAIL with a compare-and-swap, which fails once the topic is
+ * ended: a publish either committed before the end (every subscriber gets it) or fails with
+ * ERR_SHMKIT_CLOSED. A publisher that dies while writing never advanced TAIL: its slot is simply
+ * written again by the next publish, and nobody waits for it. See docs/design.md ("Topics").
+ */
+import type { Codec } from '../codec/codec';
+import { resolveCodec } from '../codec/codec';
+import { type CodecPlan, type Encoded, planFor } from '../codec/plan';
+import { reserveLength, utf8Write } from '../codec/utf8';
+import { ErrorCodes, invalidArg, timeoutError } from '../errors';
+import { isAborted } from '../abort';
+import { debug } from '../debug';
+import { FlagWord } from '../flag-word';
+import { Handle } from '../handle';
+import { SELF_TOKEN, tokenAlive } from '../identity';
+import { openNamed, type OpenHow } from '../open';
+import { Kind, type OpenOptions, Segment } from '../segment';
+import { lockWithin, lockWithinAsync } from '../sync/lock-within';
+import { Mutex } from '../sync/mutex';
+import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type WaitOptions } from '../sync/primitive';
+import { parseTrust } from '../trust';
+import { checkInt, checkObject, describe } from '../validate';
+import { Deadline, tuning } from '../wait';
+import * as L from './layout';
+import { Subscription, type SubscribeOptions } from './subscription';
+
+export type { SubscribeOptions };
+
+export interface TopicOptions<T = unknown> extends OpenOptions {
+  /** Message slots in the log (2 to 2^20). Default 256. */
+  capacity?: number;
+  /** Largest message in bytes (each slot holds one). Default 4096. */
+  maxMessageSize?: number;
+  /** Subscriber slots (1 to 1024). Default 64. */
+  maxSubscribers?: number;
+  /** Messages kept for subscribers that start from 'history' (below capacity). Default 0. */
+  history?: number;
+  /** When the slowest subscriber is a whole log behind: 'block' (default) or 'overwrite'. */
+  overflow?: 'block' | 'overwrite';
+  /** As for Channel: 'bytes' (default), 'utf8', 'json', 'jsonb', 'structured', or a Codec. */
+  codec?: string | Codec<T>;
+  /** Permission bits. Default 0o600. */
+  mode?: number;
+}
+
+export interface OpenTopicOptions<T = unknown> extends OpenOptions {
+  codec?: string | Codec<T>;
+}
+
+export interface TopicSubscriberStats {
+  /** The next sequence number it reads. */
+  seq: number;
+  /** Messages published that it has not read. */
+  lag: number;
+  received: number;
+  lost: number;
+  parks: number;
+  pid: number;
+  alive: boolean;
+  /** One of this handle's subscriptions. */
+  self: boolean;
+}
+
+export interface TopicStats {
+  /** Messages published: also the sequence number the next one gets. */
+  published: number;
+  ended: boolean;
+  /** Times a publisher waited for the slowest subscriber ('block'). */
+  publishWaits: number;
+  subscribers: TopicSubscriberStats[];
+}
+
+/** @internal What a topic handle shares with its subscriptions. */
+export interface TopicParts<T> {
+  readonly segment: Segment;
+  readonly params: L.TopicParams;
+  readonly plan: CodecPlan<T>;
+  readonly i32: Int32Array;
+  readonly i64: BigInt64Array;
+  readonly bytes: Buffer;
+  readonly published: FlagWord;
+  readonly consumed: FlagWord;
+  readonly base: number;
+  readonly slots: number;
+  readonly slotBytes: number;
+  readonly label: string;
+}
+
+export class Topic<T = unknown> extends Handle {
+  readonly capacity: number;
+  readonly maxMessageSize: number;
+  readonly maxSubscribers: number;
+  readonly history: number;
+  readonly overflow: 'block' | 'overwrite';
+  readonly codec: Codec<T>;
+  /** @internal */
+  readonly parts: TopicParts<T>;
+  private readonly lock: Mutex;
+  private readonly subs = new Set<Subscription<T>>();
+  /** The lowest cursor of a live subscriber seen at the last scan ('block'). */
+  private minSeen = 0;
+  private livenessCheckedAt = -Infinity;
+  /** This handle holds the publisher lock (given back by close() if an async publish holds it). */
+  private lockHeld = false;
+
+  private constructor(segment: Segment, params: L.TopicParams, codec: Codec<T>) {
+    super(segment, `topic "${segment.name}"`);
+    this.capacity = params.capacity;
+    this.maxMessageSize = params.maxMessageSize;
+    this.maxSubscribers = params.maxSubscribers;
+    this.history = params.history;
+    this.overflow = params.overwrite ? 'overwrite' : 'block';
+    this.codec = codec;
+    const base = segment.dataOffset;
+    this.parts = {
+      segment,
+      params,
+      plan: planFor(codec),
+      i32: segment.int32,
+      i64: segment.bigint64,
+      bytes: Buffer.from(segment.buffer),
+      published: new FlagWord(segment, this.errors.label, (base + L.PUBLISHED_WORD) >> 2, (base + L.SUBSCRIBER_BELLS) >> 2, -1),
+      consumed: new FlagWord(segment, this.errors.label, (base + L.CONSUMED_WORD) >> 2, (base + L.PUBLISHER_BELLS) >> 2, (base + L.PUBLISH_WAITS) >> 3),
+      base,
+      slots: base + L.slotsOffset(params),
+      slotBytes: L.slotSize(params),
+      label: this.errors.label,
+    };
+    this.lock = Mutex.at(segment, L.PUBLISHER_LOCK);
+  }
+
+  // Creation -------------------------------------------------------------------------------------
+
+  private static named<T>(how: OpenHow, name: string, options: unknown): Topic<T> {
+    const o = checkObject('options', options);
+    const codec = resolveCodec(o.codec) as Codec<T>;
+    const trust = parseTrust(o.trustedOwners);
+    if (how === 'open') {
+      return openNamed(how, name, { kind: Kind.TOPIC, size: 0, minSize: 0, mode: 0o600, trust }, (seg) => new Topic<T>(seg, L.readParams(seg), codec));
+    }
+    const capacity = o.capacity === undefined ? 256 : checkInt('options.capacity', o.capacity, L.MIN_CAPACITY, L.MAX_CAPACITY);
+    const p: L.TopicParams = {
+      capacity,
+      maxMessageSize: o.maxMessageSize === undefined ? 4096 : checkInt('options.maxMessageSize', o.maxMessageSize, 1, L.MAX_MESSAGE),
+      maxSubscribers: o.maxSubscribers === undefined ? 64 : checkInt('options.maxSubscribers', o.maxSubscribers, 1, L.MAX_SUBSCRIBERS),
+      history: o.history === undefined ? 0 : checkInt('options.history', o.history, 0, capacity - 1),
+      overwrite: false,
+    };
+    if (o.overflow !== undefined && o.overflow !== 'block' && o.overflow !== 'overwrite') {
+      throw invalidArg('options.overflow', `must be 'block' or 'overwrite', got ${describe(o.overflow)}`);
+    }
+    p.overwrite = o.overflow === 'overwrite';
+    if (L.dataSize(p) > L.MAX_BYTES) throw invalidArg('options.capacity', `capacity x maxMessageSize is too large (${L.dataSize(p)} bytes)`);
+    const spec = { kind: Kind.TOPIC, size: L.dataSize(p), minSize: 0, mode: parseMode(o), trust, initialize: (s: Segment) => L.writeParams(s, p) };
+    return openNamed(how, name, spec, (seg) => new Topic<T>(seg, seg.created ? p : L.readParams(seg), codec));
+  }
+
+  /** Creates the topic (ERR_SHMKIT_EXISTS if the name is taken). */
+  static create<T = unknown>(name: string, options?: TopicOptions<T>): Topic<T> {
+    return Topic.named<T>('create', name, options);
+  }
+
+  /** Opens an existing topic; its capacity, sizes and policy come from it. */
+  static open<T = unknown>(name: string, options?: OpenTopicOptions<T>): Topic<T> {
+    return Topic.named<T>('open', name, options);
+  }
+
+  /** Opens the topic, or creates it with `options` (one racer creates). */
+  static openOrCreate<T = unknown>(name: string, options?: TopicOptions<T>): Topic<T> {
+    return Topic.named<T>('openOrCreate', name, options);
+  }
+
+  /** Removes the name; false if there was none. */
+  static unlink(name: string): boolean {
+    return Segment.unlink(name);
+  }
+
+  // Sequence numbers ---------------------------------------------------------------------------
+
+  /** @internal TAIL without its ended bit: the sequence number of the next message. */
+  tailSeq(): number {
+    return Number(Atomics.load(this.parts.i64, this.parts.base >> 3) & L.SEQ_MASK);
+  }
+
+  /** Whether end() was called, by any process. After close(), true. */
+  get ended(): boolean {
+    if (this.closed) return true;
+    return (Atomics.load(this.parts.i64, this.parts.base >> 3) & L.ENDED_BIT) !== 0n;
+  }
+
+  /** Messages published so far: the sequence number the next one gets. */
+  get published(): number {
+    this.assertOpen();
+    return this.tailSeq();
+  }
+
+  // Publishing -----------------------------------------------------------------------------------
+
+  private encode(value: T): { data: Encoded; len: number } {
+    const data = this.parts.plan.encodeStable(value);
+    const len = reserveLength(data, this.maxMessageSize);
+    if (len > this.maxMessageSize) {
+      throw this.errors.error(ErrorCodes.TOO_LARGE, `a ${len}-byte message exceeds the maximum of ${this.maxMessageSize} bytes; nothing was published`);
+    }
+    return { data, len };
+  }
+
+  /** With the lock: whether message `s` may be written now ('overwrite': always). */
+  private hasSpace(s: number): boolean {
+    if (this.parts.params.overwrite || s - this.minSeen < this.capacity) return true;
+    this.minSeen = this.minCursor(s);
+    return s - this.minSeen < this.capacity;
+  }
+
+  /**
+   * The lowest cursor of the subscribers, `s` if none. A subscriber a whole log behind whose thread
+   * is dead is evicted (checked at most four times per liveness interval): it never blocks a
+   * publisher for longer than that.
+   */
+  private minCursor(s: number): number {
+    const p = this.parts;
+    let min = s;
+    const now = performance.now();
+    const checkLiveness = now - this.livenessCheckedAt >= tuning.livenessIntervalMs / 4;
+    if (checkLiveness) this.livenessCheckedAt = now;
+    for (let i = 0; i < this.maxSubscribers; i++) {
+      const slot = p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
+      const t = Atomics.load(p.i64, (slot + L.SUB_TOKEN) >> 3);
+      if (t === 0n) continue;
+      const c = Number(Atomics.load(p.i64, (slot + L.SUB_CURSOR) >> 3));
+      if (!(c >= 0 && c <= s)) continue; // garbage: a cursor outside 0..s blocks nobody
+      if (s - c >= this.capacity && checkLiveness && t !== SELF_TOKEN && !tokenAlive(t)) {
+        if (Atomics.compareExchange(p.i64, (slot + L.SUB_TOKEN) >> 3, t, 0n) === t) {
+          debug('topic %s: evicted dead subscriber in slot %d (it was %d messages behind)', JSON.stringify(this.name), i, s - c);
+        }
+        continue;
+      }
+      if (c < min) min = c;
+    }
+    return min;
+  }
+
+  /** With the lock and space: writes message `s` into its slot, then commits it. */
+  private writeAndCommit(s: number, data: Encoded, len: number): void {
+    const p = this.parts;
+    const slot = p.slots + (s % this.capacity) * p.slotBytes;
+    const stamp = (slot + L.SLOT_STAMP) >> 3;
+    // An exchange, not a store: the payload writes below cannot become visible before it.
+    Atomics.exchange(p.i64, stamp, BigInt(2 * s + 1));
+    p.i64[(slot + L.SLOT_WRITER) >> 3] = SELF_TOKEN;
+    let n = len;
+    if (typeof data === 'string') n = utf8Write(p.bytes, data, slot + L.SLOT_PAYLOAD, len);
+    else p.bytes.set(data, slot + L.SLOT_PAYLOAD);
+    Atomics.store(p.i32, (slot + L.SLOT_LEN) >> 2, n);
+    Atomics.store(p.i64, stamp, BigInt(2 * s + 2));
+    const tail = p.base >> 3;
+    if (Atomics.compareExchange(p.i64, tail, BigInt(s), BigInt(s + 1)) !== BigInt(s)) {
+      throw this.errors.closed(' (ended)'); // the ended bit is set: nothing was published
+    }
+  }
+
+  /** The state of the next message under the lock: its sequence number, or throws if ended. */
+  private nextSeq(): number {
+    const t = Atomics.load(this.parts.i64, this.parts.base >> 3);
+    if ((t & L.ENDED_BIT) !== 0n) throw this.errors.closed(' (ended)');
+    return Number(t & L.SEQ_MASK);
+  }
+
+  /**
+   * Publishes `value` to every subscriber, waiting without blocking the event loop while the log is
+   * full ('block'). Takes `timeout`, `signal` and `spin`. Resolves with the message's sequence
+   * number. A publish that rejects published nothing.
+   */
+  async publish(value: T, options?: AsyncWaitOptions): Promise<number> {
+    this.assertOpen();
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
+    if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'publish');
+    const { data, len } = this.encode(value);
+    const deadline = new Deadline(o.timeout);
+    await lockWithinAsync(this.lock, deadline, o.signal, this.errors.op('publish'), this.name, true);
+    this.lock.settle();
+    // Released while the lock was being taken: the close hook gave it back already.
+    if (this.life.released || this.segment.int32.length === 0) throw this.errors.released();
+    this.lockHeld = true;
+    let s: number;
+    try {
+      this.assertOpen();
+      s = this.nextSeq();
+      if (!this.hasSpace(s)) {
+        const ready = (): boolean => this.hasSpace(s) || this.ended;
+        if (!(await this.parts.consumed.wait(o, deadline, ready, null, 'publish'))) throw timeoutError(`${this.errors.label} publish`, o.timeout, this.name);
+        this.assertOpen();
+        s = this.nextSeq();
+      }
+      this.writeAndCommit(s, data, len);
+    } finally {
+      this.unlockPublisher();
+    }
+    this.parts.published.wakeWaiters();
+    return s;
+  }
+
+  /** Like publish(), blocking the thread while it waits for space. Returns the sequence number. */
+  publishSync(value: T, options?: WaitOptions): number {
+    this.assertOpen();
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
+    const { data, len } = this.encode(value);
+    const deadline = new Deadline(o.timeout);
+    lockWithin(this.lock, deadline, this.errors.op('publishSync'), this.name);
+    this.lockHeld = true;
+    let s: number;
+    try {
+      s = this.nextSeq();
+      if (!this.hasSpace(s)) {
+        const ready = (): boolean => this.hasSpace(s) || this.ended;
+        if (!this.parts.consumed.waitSync(o, deadline, ready, null)) throw timeoutError(`${this.errors.label} publishSync`, o.timeout, this.name);
+        s = this.nextSeq();
+      }
+      this.writeAndCommit(s, data, len);
+    } finally {
+      this.unlockPublisher();
+    }
+    this.parts.published.wakeWaiters();
+    return s;
+  }
+
+  private unlockPublisher(): void {
+    if (!this.lockHeld) return; // close() gave it back meanwhile
+    this.lockHeld = false;
+    this.lock.unlock();
+  }
+
+  /**
+   * Publishes if that needs no waiting: the publisher lock is free and ('block') the log has
+   * space. Returns the sequence number, or -1.
+   */
+  tryPublish(value: T): number {
+    this.assertOpen();
+    const { data, len } = this.encode(value);
+    if (this.lock.tryLock() === null) return -1;
+    this.lockHeld = true;
+    let s: number;
+    try {
+      s = this.nextSeq();
+      if (!this.hasSpace(s)) return -1;
+      this.writeAndCommit(s, data, len);
+    } finally {
+      this.unlockPublisher();
+    }
+    this.parts.published.wakeWaiters();
+    return s;
+  }
+
+  /**
+   * Ends the topic for everyone: publishing fails with ERR_SHMKIT_CLOSED from now on; subscribers
+   * read what was published, then see the end. Never waits.
+   */
+  end(): void {
+    this.assertOpen();
+    const tail = this.parts.base >> 3;
+    Atomics.or(this.parts.i64, tail, L.ENDED_BIT);
+    this.parts.published.wakeAll();
+    this.parts.consumed.wakeAll();
+    debug('topic %s ended by pid %d', JSON.stringify(this.name), process.pid);
+  }
+
+  // Subscribing ----------------------------------------------------------------------------------
+
+  /**
+   * A subscription of this handle: it gets every message published from its starting point on, in
+   * publish order. `from`: 'now' (default), 'history' (the last `history` messages kept), or a
+   * sequence number seen before (to resume). `lagged`: 'count' (default: `lost` counts what an
+   * 'overwrite' topic overwrote before it was read) or 'throw' (ERR_SHMKIT_LAGGED as well).
+   * ERR_SHMKIT_BUSY when every subscriber slot has a live subscriber.
+   */
+  subscribe(options?: SubscribeOptions): Subscription<T> {
+    this.assertOpen();
+    const sub = Subscription.start<T>(this, this.parts, this.errors, options);
+    this.subs.add(sub);
+    return sub;
+  }
+
+  /** @internal A subscription that ended. */
+  forget(sub: Subscription<T>): void {
+    this.subs.delete(sub);
+  }
+
+  // State ----------------------------------------------------------------------------------------
+
+  stats(): TopicStats {
+    this.assertOpen();
+    const p = this.parts;
+    const published = this.tailSeq();
+    const f64 = new Float64Array(p.segment.buffer, p.base, (L.SUBSCRIBERS + this.maxSubscribers * L.SUB_SIZE) >> 3);
+    const subscribers: TopicSubscriberStats[] = [];
+    const mine = new Set([...this.subs].map((s) => s.slotIndex));
+    for (let i = 0; i < this.maxSubscribers; i++) {
+      const slot = L.SUBSCRIBERS + i * L.SUB_SIZE;
+      const t = Atomics.load(p.i64, (p.base + slot + L.SUB_TOKEN) >> 3);
+      if (t === 0n) continue;
+      const seq = Number(Atomics.load(p.i64, (p.base + slot + L.SUB_CURSOR) >> 3));
+      subscribers.push({
+        seq,
+        lag: Math.max(0, published - seq),
+        received: f64[(slot + L.SUB_RECEIVED) >> 3]!,
+        lost: f64[(slot + L.SUB_LOST) >> 3]!,
+        parks: f64[(slot + L.SUB_WAITS) >> 3]!,
+        pid: Number(t & 0x3fffffn),
+        alive: t === SELF_TOKEN || tokenAlive(t),
+        self: mine.has(i),
+      });
+    }
+    return { published, ended: this.ended, publishWaits: f64[L.PUBLISH_WAITS >> 3]!, subscribers };
+  }
+
+  protected override inspectFields(): Record<string, unknown> {
+    return { name: this.name, capacity: this.capacity, maxMessageSize: this.maxMessageSize, overflow: this.overflow, codec: this.codec.name, published: this.tailSeq(), subscriptions: this.subs.size };
+  }
+
+  /** Releases this handle and its subscriptions (their slots are freed). The topic lives on. */
+  close(): void {
+    this.dispose();
+  }
+
+  protected release(): void {
+    for (const sub of [...this.subs]) sub.close();
+    this.subs.clear();
+    if (this.lockHeld && this.segment.int32.length > 0) {
+      // An async publish waits for space holding the lock: give it back while the memory is mapped.
+      this.lockHeld = false;
+      try {
+        this.lock.unlock();
+      } catch {
+        // taken over meanwhile (we were presumed dead): nothing to give back
+      }
+    }
+    this.segment.close();
+  }
+}
+
