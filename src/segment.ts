@@ -486,7 +486,8 @@ function validateHeader(name: string, buffer: ArrayBuffer, kind: number): void {
     if (stored !== name) fail(ErrorCodes.CORRUPT, `its name block holds ${stored === null ? 'no valid name' : `"${stored}"`}, not "${name}" (a hash collision or damage)`);
   }
   const actual = dv.getUint32(8, true);
-  if (actual !== kind) fail(ErrorCodes.KIND, `it is a ${kindName(actual)}, not a ${kindName(kind)}`);
+  const a = (k: number): string => `${/^[aeiou]/.test(kindName(k)) ? 'an' : 'a'} ${kindName(k)}`;
+  if (actual !== kind) fail(ErrorCodes.KIND, `it is ${a(actual)}, not ${a(kind)}`);
 }
 
 /** The full name in a name block (`block`: its NAME_BLOCK_SIZE bytes), or null if it holds none. */

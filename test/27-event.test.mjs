@@ -69,6 +69,19 @@ describe('Event in one process', () => {
       assert.deepEqual(got, [1, 2, 3]);
       assert.equal(a.closed, true);
       assert.deepEqual(b.tryWait(), [1, 2, 3]);
+      // iterate() with options, and a loop left early: the ids not yielded yet are pending again.
+      e.notify(4);
+      e.notify(6);
+      for await (const id of b.iterate({ timeout: 10_000 })) {
+        assert.equal(id, 4);
+        break;
+      }
+      assert.deepEqual(b.tryWait(), [6]);
+      const ac = new AbortController();
+      const it = b.iterate({ signal: ac.signal });
+      const step = it.next();
+      ac.abort();
+      await assert.rejects(step, (err) => err.code === 'ABORT_ERR');
     } finally {
       e.close();
       if (!a.closed) a.close();

@@ -17,7 +17,7 @@ import { Handle } from '../handle';
 import { SELF_TOKEN, tokenAlive } from '../identity';
 import { openNamed, type OpenHow } from '../open';
 import { Kind, type OpenOptions, Segment } from '../segment';
-import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type WaitOptions } from '../sync/primitive';
+import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type ParsedWait, type WaitOptions } from '../sync/primitive';
 import { parseTrust } from '../trust';
 import { checkInt, checkObject } from '../validate';
 import { Deadline } from '../wait';
@@ -230,8 +230,15 @@ export class Event extends Handle {
    * Waits until at least one id is pending, without blocking the event loop, and takes every pending
    * id (ascending). Takes `timeout` (then ERR_SHMKIT_TIMEOUT), `signal` and `spin`.
    */
-  async wait(options?: AsyncWaitOptions): Promise<number[]> {
-    const o = options === undefined ? DEFAULT : parseWait(options, true);
+  wait(options?: AsyncWaitOptions): Promise<number[]> {
+    try {
+      return this.waitParsed(options === undefined ? DEFAULT : parseWait(options, true));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private async waitParsed(o: ParsedWait): Promise<number[]> {
     if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'wait');
     const deadline = new Deadline(o.timeout);
     for (;;) {
@@ -268,7 +275,7 @@ export class Event extends Handle {
    * step that waits longer ends the loop with ERR_SHMKIT_TIMEOUT). It ends when the handle is closed.
    */
   iterate(options?: AsyncWaitOptions): AsyncIterableIterator<number> {
-    const o = options === undefined ? undefined : { ...parseWait(options, true) };
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
     this.own(); // listening starts here, not at the first next()
     const queue: number[] = [];
     const life = this.life;
@@ -277,14 +284,21 @@ export class Event extends Handle {
         if (queue.length > 0) return { value: queue.shift()!, done: false };
         if (life.released) return { value: undefined, done: true };
         try {
-          queue.push(...(await this.wait(o)));
+          queue.push(...(await this.waitParsed(o)));
         } catch (err) {
           if (life.released && (err as { code?: string }).code === ErrorCodes.CLOSED) return { value: undefined, done: true };
           throw err;
         }
         return { value: queue.shift()!, done: false };
       },
-      return: async (): Promise<IteratorResult<number>> => ({ value: undefined, done: true }),
+      return: async (): Promise<IteratorResult<number>> => {
+        // Leaving the loop early: ids taken but not yet yielded go back to the pending bitmap.
+        if (queue.length > 0 && !life.released && this.slot >= 0) {
+          const b = this.bitmapIndex(this.slot);
+          for (const id of queue.splice(0)) Atomics.or(this.i32, b + (id >> 5), 1 << (id & 31));
+        }
+        return { value: undefined, done: true };
+      },
       [Symbol.asyncIterator]() {
         return it;
       },
@@ -301,7 +315,8 @@ export class Event extends Handle {
       const t = Atomics.load(this.i64, this.tokenIndex(i));
       if (t !== 0n && (t === SELF_TOKEN || tokenAlive(t))) listeners++;
     }
-    return { notified: this.f64[L.NOTIFIED >> 3]!, wakeUps: this.f64[L.WOKEN >> 3]!, listeners };
+    const counter = (v: number): number => (Number.isFinite(v) && v >= 0 ? v : 0); // statistics in shared memory: untrusted
+    return { notified: counter(this.f64[L.NOTIFIED >> 3]!), wakeUps: counter(this.f64[L.WOKEN >> 3]!), listeners };
   }
 
   protected override inspectFields(): Record<string, unknown> {
