@@ -68,6 +68,38 @@ describe('Topic in one process', () => {
     }
   });
 
+  test("'block' regressions: a subscriber starting back in history holds up a publisher that had scanned before it joined; leaving a for await loop ends the subscription", async () => {
+    const name = uniq('th');
+    const pub = Topic.create(name, { capacity: 4, maxMessageSize: 16, history: 3 });
+    const other = Topic.open(name);
+    try {
+      const first = pub.subscribe();
+      for (let i = 0; i < 3; i++) pub.publishSync(Buffer.from([i]));
+      while (first.tryReceive() !== undefined);
+      first.close();
+      pub.publishSync(Buffer.from([3])); // the publisher has scanned: nobody holds the log
+      const late = other.subscribe({ from: 'history' }); // starts back at 1
+      assert.equal(late.seq, 1);
+      const results = [4, 5, 6].map((i) => pub.tryPublish(Buffer.from([i])));
+      assert.deepEqual(results, [4, -1, -1], 'message 5 would reuse the slot of message 1, which late has not read');
+      const got = [];
+      for (let m = late.tryReceive(); m !== undefined; m = late.tryReceive()) got.push(m[0]);
+      assert.deepEqual(got, [1, 2, 3, 4]);
+      assert.equal(late.lost, 0);
+      const iterated = other.subscribe();
+      pub.publishSync(Buffer.from([5]));
+      for await (const m of iterated) {
+        assert.equal(m[0], 5);
+        break;
+      }
+      assert.equal(iterated.closed, true, 'break ended the subscription');
+    } finally {
+      pub.close();
+      other.close();
+      Topic.unlink(name);
+    }
+  });
+
   test("'overwrite': the publisher never waits; a lapped subscriber counts exactly what it lost, or gets ERR_SHMKIT_LAGGED", () => {
     const name = uniq('to');
     const t = Topic.create(name, { capacity: 8, maxMessageSize: 16, overflow: 'overwrite', codec: 'json' });

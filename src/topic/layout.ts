@@ -10,9 +10,11 @@
  * Data area:
  *   0    i64 TAIL: the sequence number the next message gets (= messages published), | ENDED_BIT
  *   8    f64 publisher parks (block policy: waits for the slowest subscriber)
+ *   48   i32 subscriptions word: every subscribe adds 1 once its cursor is placed; a publisher that
+ *        sees it change scans the cursors again before it trusts what it remembered
  *   16   Mutex (16 bytes): the publisher lock, held from claiming a sequence number to committing it
- *   64   i32 published word: a flag word (flag-word.ts) every commit advances by 8; subscribers sleep on it
- *   68   i32 consumed word: a flag word subscribers advance by 8 when they move on and a publisher sleeps
+ *   64   i32 published word: a flag word (flag-word.ts) every commit and end() advance by 8; subscribers sleep on it
+ *   68   i32 consumed word: a flag word a subscriber advances by 8 when it moves on (or leaves) while a publisher sleeps
  *   128  16 x u32 doorbells of sleeping subscribers;  192  16 x u32 doorbells of sleeping publishers
  *   256  subscriber slots, SUB_SIZE bytes each:
  *        +0 i64 owner token (0: free)   +8 i64 cursor: the next sequence number it reads
@@ -27,6 +29,7 @@ import type { Segment } from '../segment';
 export const TAIL = 0;
 export const PUBLISH_WAITS = 8;
 export const PUBLISHER_LOCK = 16;
+export const SUBSCRIPTIONS = 48;
 export const PUBLISHED_WORD = 64;
 export const CONSUMED_WORD = 68;
 export const SUBSCRIBER_BELLS = 128;

@@ -53,6 +53,8 @@ export class Subscription<T = unknown> {
     slotIndex: number,
     start: number,
     private readonly throwOnLag: boolean,
+    /** Below this sequence number reads are validated even under 'block' (see start()). */
+    private readonly joinUntil: number,
   ) {
     this.slotIndex = slotIndex;
     this.slot = p.base + L.SUBSCRIBERS + slotIndex * L.SUB_SIZE;
@@ -71,18 +73,18 @@ export class Subscription<T = unknown> {
     for (let i = 0; i < p.params.maxSubscribers; i++) {
       const slot = p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
       const ti = (slot + L.SUB_TOKEN) >> 3;
+      const ci = (slot + L.SUB_CURSOR) >> 3;
       const cur = Atomics.load(p.i64, ti);
       if (cur !== 0n && tokenAlive(cur)) continue;
-      // Placed before the slot is claimed, so a publisher never sees a claimed slot with a stale cursor.
-      const tail = topic.tailSeq();
-      Atomics.store(p.i64, (slot + L.SUB_CURSOR) >> 3, BigInt(tail));
+      // Claimed first, then the cursor written: a racer that loses never writes into our slot. Until
+      // our cursor is written, publishers see the previous owner's (a dead subscriber's, or 0): at
+      // worst it holds them up for a moment.
       if (Atomics.compareExchange(p.i64, ti, cur, SELF_TOKEN) !== cur) continue;
       const f64 = new Float64Array(p.segment.buffer, slot, L.SUB_SIZE >> 3);
       f64[L.SUB_RECEIVED >> 3] = 0;
       f64[L.SUB_LOST >> 3] = 0;
       f64[L.SUB_WAITS >> 3] = 0;
       if (cur !== 0n) debug('topic %s: subscriber slot %d taken over from a dead subscriber', JSON.stringify(topic.name), i);
-      // The start, now that publishers see our cursor (at the tail, it holds up nobody yet).
       const now = topic.tailSeq();
       const oldest = Math.max(0, now - (p.params.capacity - 1));
       let start = now;
@@ -96,8 +98,13 @@ export class Subscription<T = unknown> {
         start = Math.max(from, oldest);
         lost = start - from;
       }
-      Atomics.store(p.i64, (slot + L.SUB_CURSOR) >> 3, BigInt(start));
-      const sub = new Subscription<T>(topic, p, errors, i, start, o.lagged === 'throw');
+      Atomics.store(p.i64, ci, BigInt(start));
+      // Publishers scan the cursors again from their next publish on. A publish already under way
+      // may still reuse one slot at or before the tail read below: until the cursor passes it, reads
+      // are checked as under 'overwrite' (a message overwritten in that window counts as lost).
+      Atomics.add(p.i32, (p.base + L.SUBSCRIPTIONS) >> 2, 1);
+      const joinUntil = topic.tailSeq() + 1;
+      const sub = new Subscription<T>(topic, p, errors, i, start, o.lagged === 'throw', joinUntil);
       if (lost > 0) sub.countLost(lost);
       return sub;
     }
@@ -146,7 +153,12 @@ export class Subscription<T = unknown> {
     this.cursor = next;
     Atomics.store(this.p.i64, (this.slot + L.SUB_CURSOR) >> 3, BigInt(next));
     // A publisher waiting for the slowest subscriber ('block') may be waiting for us.
-    if (!this.p.params.overwrite && (Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.p.consumed.wakeWaiters();
+    if (!this.p.params.overwrite && (Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.wakePublisher();
+  }
+
+  private wakePublisher(): void {
+    Atomics.add(this.p.i32, this.p.consumed.word, L.STEP);
+    this.p.consumed.wakeWaiters();
   }
 
   /** Moves past messages that were overwritten: to the oldest one still kept. */
@@ -174,11 +186,13 @@ export class Subscription<T = unknown> {
       const si = (slot + L.SLOT_STAMP) >> 3;
       const want = BigInt(2 * s + 2);
       const stamp = Atomics.load(p.i64, si);
+      const checked = p.params.overwrite || s < this.joinUntil;
       if (stamp !== want) {
-        if (stamp > want) {
+        if (stamp > want && checked) {
           this.lagged(s);
           continue;
         }
+        // Under 'block' no publisher reuses a slot a subscriber has not passed: the state is damaged.
         throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
       }
       const len = Atomics.load(p.i32, (slot + L.SLOT_LEN) >> 2);
@@ -192,7 +206,7 @@ export class Subscription<T = unknown> {
           failure = err;
         }
       }
-      if (p.params.overwrite) {
+      if (checked) {
         fullFence(); // the payload reads above happen before the stamp is read again
         if (Atomics.load(p.i64, si) !== want) {
           this.lagged(s); // overwritten while we read: what we read is dropped
@@ -280,7 +294,12 @@ export class Subscription<T = unknown> {
           throw err;
         }
       },
-      return: async (): Promise<IteratorResult<T>> => done,
+      // Leaving the loop early ends the subscription, as it destroys a stream: a forgotten live
+      // subscriber would hold 'block' publishers up for good.
+      return: async (): Promise<IteratorResult<T>> => {
+        this.close();
+        return done;
+      },
       [Symbol.asyncIterator]() {
         return it;
       },
@@ -297,7 +316,7 @@ export class Subscription<T = unknown> {
     this.topic.forget(this);
     if (this.p.segment.int32.length === 0) return;
     Atomics.compareExchange(this.p.i64, (this.slot + L.SUB_TOKEN) >> 3, SELF_TOKEN, 0n);
-    if ((Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.p.consumed.wakeWaiters();
+    if ((Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.wakePublisher();
   }
 
   /** The same as close(). */

@@ -107,6 +107,8 @@ export class Topic<T = unknown> extends Handle {
   private readonly subs = new Set<Subscription<T>>();
   /** The lowest cursor of a live subscriber seen at the last scan ('block'). */
   private minSeen = 0;
+  /** The subscriptions word when minSeen was computed: a new subscriber invalidates it. */
+  private subscriptionsSeen = -1;
   private livenessCheckedAt = -Infinity;
   /** This handle holds the publisher lock (given back by close() if an async publish holds it). */
   private lockHeld = false;
@@ -215,7 +217,11 @@ export class Topic<T = unknown> extends Handle {
 
   /** With the lock: whether message `s` may be written now ('overwrite': always). */
   private hasSpace(s: number): boolean {
-    if (this.parts.params.overwrite || s - this.minSeen < this.capacity) return true;
+    if (this.parts.params.overwrite) return true;
+    const subscriptions = Atomics.load(this.parts.i32, (this.parts.base + L.SUBSCRIPTIONS) >> 2);
+    if (subscriptions === this.subscriptionsSeen && s - this.minSeen < this.capacity) return true;
+    // Read before the scan: a subscriber that joins during it makes the next publish scan again.
+    this.subscriptionsSeen = subscriptions;
     this.minSeen = this.minCursor(s);
     return s - this.minSeen < this.capacity;
   }
@@ -253,8 +259,11 @@ export class Topic<T = unknown> extends Handle {
     const p = this.parts;
     const slot = p.slots + (s % this.capacity) * p.slotBytes;
     const stamp = (slot + L.SLOT_STAMP) >> 3;
-    // An exchange, not a store: the payload writes below cannot become visible before it.
+    // The payload writes below must not become visible before this stamp: on arm64 a release store
+    // (or the store half of an exchange) does not order later stores, but a load-acquire of the same
+    // word after it does (docs/design.md, "Topics: memory ordering"). On x86-64 stores stay in order.
     Atomics.exchange(p.i64, stamp, BigInt(2 * s + 1));
+    Atomics.load(p.i64, stamp);
     p.i64[(slot + L.SLOT_WRITER) >> 3] = SELF_TOKEN;
     let n = len;
     if (typeof data === 'string') n = utf8Write(p.bytes, data, slot + L.SLOT_PAYLOAD, len);
@@ -304,7 +313,7 @@ export class Topic<T = unknown> extends Handle {
     } finally {
       this.unlockPublisher();
     }
-    this.parts.published.wakeWaiters();
+    this.announce();
     return s;
   }
 
@@ -328,8 +337,18 @@ export class Topic<T = unknown> extends Handle {
     } finally {
       this.unlockPublisher();
     }
-    this.parts.published.wakeWaiters();
+    this.announce();
     return s;
+  }
+
+  /**
+   * After a commit: the published word moves (so a subscriber about to park on its old value does
+   * not sleep through this message, whatever other subscribers did to the waiter bits meanwhile),
+   * then the sleepers are woken.
+   */
+  private announce(): void {
+    Atomics.add(this.parts.i32, this.parts.published.word, L.STEP);
+    this.parts.published.wakeWaiters();
   }
 
   private unlockPublisher(): void {
@@ -355,7 +374,7 @@ export class Topic<T = unknown> extends Handle {
     } finally {
       this.unlockPublisher();
     }
-    this.parts.published.wakeWaiters();
+    this.announce();
     return s;
   }
 
@@ -367,6 +386,8 @@ export class Topic<T = unknown> extends Handle {
     this.assertOpen();
     const tail = this.parts.base >> 3;
     Atomics.or(this.parts.i64, tail, L.ENDED_BIT);
+    Atomics.add(this.parts.i32, this.parts.published.word, L.STEP);
+    Atomics.add(this.parts.i32, this.parts.consumed.word, L.STEP);
     this.parts.published.wakeAll();
     this.parts.consumed.wakeAll();
     debug('topic %s ended by pid %d', JSON.stringify(this.name), process.pid);
