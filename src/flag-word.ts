@@ -43,7 +43,8 @@ export interface FlagWait {
  * `waitStat` is the f64 index of a "times parked" counter (or -1 for none).
  */
 export class FlagWord {
-  private readonly i32: Int32Array;
+  /** @internal The segment's words (the flag word is `i32[word]`). */
+  readonly i32: Int32Array;
   private readonly f64: Float64Array | null;
 
   constructor(
@@ -101,6 +102,36 @@ export class FlagWord {
     } catch (err) {
       if (ready()) return true;
       throw err;
+    }
+  }
+
+  // One wait over many words (WaitSet): each word is armed, every condition checked again, then the
+  // caller sleeps once, on this thread's doorbell or in one futex_waitv.
+
+  /**
+   * Registers doorbell `id` in this word's table and sets BELL_WAITING: a change of the word from now
+   * on rings it. The slot, or -1 when the table is full (then use armFutex and a native wait).
+   */
+  armBell(id: number): number {
+    const slot = registerBell(this.i32, this.bells, BELL_SLOTS, id);
+    if (slot < 0) return -1;
+    for (;;) {
+      const cur = Atomics.load(this.i32, this.word);
+      if ((cur & BELL_WAITING) !== 0 || Atomics.compareExchange(this.i32, this.word, cur, cur | BELL_WAITING) === cur) return slot;
+    }
+  }
+
+  /** Undoes armBell. False if a ringer cleared the slot (our doorbell was unreachable). */
+  disarmBell(slot: number, id: number): boolean {
+    return this.i32.length === 0 || unregisterBell(this.i32, slot, id);
+  }
+
+  /** Sets FUTEX_WAITING and returns the value to park on (a change of the word wakes the park). */
+  armFutex(): number {
+    for (;;) {
+      const cur = Atomics.load(this.i32, this.word);
+      if ((cur & FUTEX_WAITING) !== 0) return cur;
+      if (Atomics.compareExchange(this.i32, this.word, cur, cur | FUTEX_WAITING) === cur) return cur | FUTEX_WAITING;
     }
   }
 

@@ -21,6 +21,7 @@ export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWait
 export { Event, type EventOptions, type EventStats } from './event/event';
 export { Topic, type TopicOptions, type OpenTopicOptions, type TopicStats, type TopicSubscriberStats } from './topic/topic';
 export { Subscription, type SubscribeOptions } from './topic/subscription';
+export { WaitSet, WaitSetEntry, type WaitSetKind, type WaitSetSource } from './waitset/waitset';
 export { codecs, type Codec, type CodecName } from './codec/codec';
 export type { PeerInfo } from './channel/types';
 export { ShmStream, type ShmStreamOptions } from './channel/stream';

@@ -45,6 +45,7 @@ export interface NativeAddon {
   asyncInit(callback: (id: number, status: number) => void): number;
   asyncWait(words: Int32Array, index: number, expected: number, timeoutMs: number, ref: boolean): number;
   asyncRef(id: number, on: boolean): number;
+  futexWaitMany(words: Int32Array[], indices: number[], expected: number[], timeoutMs: number): number;
   asyncCancel(id: number): number;
   asyncStats(): [threads: number, pending: number];
 

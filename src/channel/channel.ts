@@ -23,6 +23,7 @@ import { parseTrust } from '../trust';
 import { resolveCodec } from '../codec/codec';
 import { checkObject, describe } from '../validate';
 import { tuning } from '../wait';
+import type { WaitTarget } from '../waitset/target';
 import { AckedReceiver } from './at-least-once';
 import * as L from './layout';
 import { parseChannelWait, parseCreate } from './options';
@@ -392,6 +393,13 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
    */
   iterate(options?: ChannelAsyncOptions): AsyncIterableIterator<T> {
     return this.rx.iterator(options);
+  }
+
+  /** @internal What a WaitSet waits on for this channel: the flag word and the condition. */
+  waitTarget(kind: 'readable' | 'writable'): WaitTarget {
+    this.assertOpen();
+    if (kind === 'readable') return { flag: this.ring.dataWaits, ready: () => this.closed || this.rx.readable(), segment: this.segment };
+    return { flag: this.ring.spaceWaits, ready: () => this.closed || this.tx.writable(), segment: this.segment };
   }
 
   // At-least-once consumers ----------------------------------------------------------------------

@@ -159,6 +159,11 @@ export class ChannelReceiver<T> {
 
   private readonly dataOrClosed = (): boolean => !this.cursor.isEmpty(this.multi) || this.p.ring.closed;
 
+  /** Whether a receive would not wait now: a message is queued, or the channel ended (WaitSet). */
+  readable(): boolean {
+    return !this.cursor.isEmpty(true) || this.p.ring.closed;
+  }
+
   /**
    * The single consumer's flat path: a plain record at the head (Ring.recordAt's checks, like every
    * read). NONE to fall back to the general path (empty ring, padding).

@@ -225,6 +225,11 @@ export class ChannelSender<T> {
     return this.put(data, len);
   }
 
+  /** Whether a send of a small message would not wait now: there is room, or the channel ended (WaitSet). */
+  writable(): boolean {
+    return this.cursor.spaceFor(1, true) || this.p.ring.closed;
+  }
+
   /** What every loan form checks first. */
   private loanStart(size: number): void {
     const p = this.p;

@@ -22,6 +22,7 @@ import { parseTrust } from '../trust';
 import { checkInt, checkObject } from '../validate';
 import { Deadline } from '../wait';
 import * as L from './layout';
+import type { WaitTarget } from '../waitset/target';
 
 export interface EventOptions extends OpenOptions {
   /** The largest id notify() accepts (0 to 4095). Default 63. */
@@ -219,6 +220,12 @@ export class Event extends Handle {
       }
     }
     return ids;
+  }
+
+  /** @internal What a WaitSet waits on: this listener's flag word, and "an id is pending". Starts listening. */
+  waitTarget(): WaitTarget {
+    const slot = this.own();
+    return { flag: this.flag(slot), ready: () => this.closed || this.pending(slot), segment: this.segment };
   }
 
   /** Takes the ids pending now, ascending; [] if none. Never waits. */

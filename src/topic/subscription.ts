@@ -17,6 +17,7 @@ import { checkObject, describe } from '../validate';
 import { Deadline } from '../wait';
 import * as L from './layout';
 import type { Topic, TopicParts } from './topic';
+import type { WaitTarget } from '../waitset/target';
 
 const fence = new Int32Array(new SharedArrayBuffer(4));
 /**
@@ -234,6 +235,12 @@ export class Subscription<T = unknown> {
     const t = Atomics.load(this.p.i64, this.p.base >> 3);
     return this.cursor < Number(t & L.SEQ_MASK) || (t & L.ENDED_BIT) !== 0n;
   };
+
+  /** @internal What a WaitSet waits on: the published word, and "a message or the end is there". */
+  waitTarget(): WaitTarget {
+    this.assertOpen();
+    return { flag: this.p.published, ready: () => this.closed || this.ready(), segment: this.p.segment };
+  }
 
   /**
    * The next message, waiting without blocking the event loop. Takes `timeout`, `signal` and
