@@ -23,6 +23,8 @@ function allCommands(): Command[] {
       (require('./commands/top') as typeof import('./commands/top')).top,
       (require('./commands/notify') as typeof import('./commands/notify')).notify,
       (require('./commands/listen') as typeof import('./commands/listen')).listen,
+      (require('./commands/pub') as typeof import('./commands/pub')).pub,
+      (require('./commands/sub') as typeof import('./commands/sub')).sub,
       (require('./commands/bench') as typeof import('./commands/bench')).bench,
       build,
     ];
