@@ -100,6 +100,51 @@ describe('Topic in one process', () => {
     }
   });
 
+  test('zero copy: a publisher fills a loan in place and commits it; a subscriber reads a view in place until it releases it', async () => {
+    const name = uniq('tz');
+    const t = Topic.create(name, { capacity: 2, maxMessageSize: 32 });
+    const other = Topic.open(name);
+    const s = t.subscribe();
+    try {
+      const loan = t.loanSync(32);
+      assert.equal(loan.seq, 0);
+      assert.throws(() => t.publishSync(Buffer.from('x')), code(ErrorCodes.BUSY));
+      assert.equal(other.tryLoan(4), null, 'the loan holds the publisher lock');
+      loan.bytes.write('in place');
+      loan.commit(8);
+      assert.throws(() => loan.commit(), code(ErrorCodes.BUSY));
+      const aborted = t.loanSync(4);
+      aborted.abort();
+      const l2 = await t.loan(4);
+      assert.equal(l2.seq, 1, 'an aborted loan published nothing: the next one gets its number');
+      l2.bytes.write('two!');
+      l2.commit();
+      const v = s.tryReceiveView();
+      assert.deepEqual([v.bytes.toString(), v.seq], ['in place', 0]);
+      assert.throws(() => s.tryReceive(), code(ErrorCodes.BUSY));
+      assert.equal(t.tryPublish(Buffer.from('3')), -1, 'the view holds its slot: the log is full');
+      v.release();
+      v.release();
+      assert.equal(t.tryPublish(Buffer.from('3')), 2);
+      const v2 = await s.receiveView({ timeout: 10_000 });
+      assert.equal(v2.bytes.toString(), 'two!');
+      v2.release();
+      assert.equal(String(s.tryReceive()), '3');
+      const l3 = t.loanSync(4);
+      t.close(); // gives the loan and the lock up
+      assert.throws(() => l3.commit(), code(ErrorCodes.CLOSED));
+      assert.equal(other.tryPublish(Buffer.from('after')), 3, 'the lock went back');
+      const ow = Topic.create(`${name}o`, { overflow: 'overwrite' });
+      assert.throws(() => ow.subscribe().tryReceiveView(), code(ErrorCodes.UNSUPPORTED));
+      ow.close();
+      Topic.unlink(`${name}o`);
+    } finally {
+      if (!t.closed) t.close();
+      other.close();
+      Topic.unlink(name);
+    }
+  });
+
   test("'overwrite': the publisher never waits; a lapped subscriber counts exactly what it lost, or gets ERR_SHMKIT_LAGGED", () => {
     const name = uniq('to');
     const t = Topic.create(name, { capacity: 8, maxMessageSize: 16, overflow: 'overwrite', codec: 'json' });

@@ -35,6 +35,16 @@ export interface SubscribeOptions {
   lagged?: 'count' | 'throw';
 }
 
+/** A message read in place (zero-copy), valid until release(). */
+export interface TopicView {
+  /** The message bytes, inside the log. Do not use after release(). */
+  readonly bytes: Buffer;
+  /** Its sequence number. */
+  readonly seq: number;
+  /** Moves the subscription past the message (a 'block' publisher may then reuse its slot). Idempotent. */
+  release(): void;
+}
+
 const NONE = Symbol('none');
 const END = Symbol('end');
 
@@ -178,6 +188,7 @@ export class Subscription<T = unknown> {
   /** The next message if one is there: its value, NONE, or END (the topic ended and all was read). */
   private take(): T | typeof NONE | typeof END {
     const p = this.p;
+    if (this.viewOut) throw this.errors.busy('a view of this subscription is outstanding; release it first');
     for (;;) {
       const s = this.cursor;
       const tailWord = Atomics.load(p.i64, p.base >> 3);
@@ -222,6 +233,94 @@ export class Subscription<T = unknown> {
       this.f64[L.SUB_RECEIVED >> 3]! += 1;
       return value as T;
     }
+  }
+
+  // Views ----------------------------------------------------------------------------------------
+
+  private viewOut = false;
+
+  /**
+   * The next message in place, without a copy, if one is there: null if none (or the topic ended).
+   * 'block' topics only (under 'overwrite' a publisher may reuse the slot while it is read): the
+   * subscription stays at the message until release(), so no publisher reuses its slot meanwhile.
+   */
+  tryReceiveView(): TopicView | null {
+    this.assertOpen();
+    const p = this.p;
+    if (p.params.overwrite) throw this.errors.error(ErrorCodes.UNSUPPORTED, "views need a 'block' topic: under 'overwrite' a publisher may reuse a slot while it is read");
+    if (this.viewOut) throw this.errors.busy('a view of this subscription is outstanding; release it first');
+    for (;;) {
+      const s = this.cursor;
+      const tail = this.topic.tailSeq();
+      if (s >= tail) return null;
+      const slot = p.slots + (s % p.params.capacity) * p.slotBytes;
+      const si = (slot + L.SLOT_STAMP) >> 3;
+      const want = BigInt(2 * s + 2);
+      const stamp = Atomics.load(p.i64, si);
+      const len = Atomics.load(p.i32, (slot + L.SLOT_LEN) >> 2);
+      if (s < this.joinUntil) {
+        // In the join window a publisher under way may still reuse this slot: copy, then validate.
+        if (stamp !== want || len < 0 || len > p.params.maxMessageSize) {
+          if (stamp > want) { this.lagged(s); continue; }
+          throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
+        }
+        const copy = Buffer.from(p.bytes.subarray(slot + L.SLOT_PAYLOAD, slot + L.SLOT_PAYLOAD + len));
+        fullFence();
+        if (Atomics.load(p.i64, si) !== want) { this.lagged(s); continue; }
+        return this.makeView(copy, s);
+      }
+      if (stamp !== want) throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
+      if (len < 0 || len > p.params.maxMessageSize) throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} has a length of ${len >>> 0} bytes (the maximum is ${p.params.maxMessageSize})`);
+      return this.makeView(p.bytes.subarray(slot + L.SLOT_PAYLOAD, slot + L.SLOT_PAYLOAD + len), s);
+    }
+  }
+
+  private makeView(bytes: Buffer, s: number): TopicView {
+    this.viewOut = true;
+    let released = false;
+    return {
+      bytes,
+      seq: s,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.viewOut = false;
+        if (this.closed || this.cursor !== s) return;
+        this.f64[L.SUB_RECEIVED >> 3]! += 1;
+        this.advance(s + 1);
+      },
+    };
+  }
+
+  /** Waits for the next message and returns it in place (see tryReceiveView), without blocking the event loop; null once the topic ended and all was read. */
+  async receiveView(options?: AsyncWaitOptions): Promise<TopicView | null> {
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
+    if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'receiveView');
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const v = this.tryReceiveView();
+      if (v !== null || this.ended()) return v;
+      this.f64[L.SUB_WAITS >> 3]! += 1;
+      if (!(await this.p.published.wait(o, deadline, this.ready, null, 'receiveView'))) throw timeoutError(`${this.errors.label} receiveView`, o.timeout, this.p.segment.name);
+    }
+  }
+
+  /** Like receiveView(), blocking the thread while it waits. */
+  receiveViewSync(options?: WaitOptions): TopicView | null {
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    for (;;) {
+      const v = this.tryReceiveView();
+      if (v !== null || this.ended()) return v;
+      this.f64[L.SUB_WAITS >> 3]! += 1;
+      if (!this.p.published.waitSync(o, deadline, this.ready, null)) throw timeoutError(`${this.errors.label} receiveViewSync`, o.timeout, this.p.segment.name);
+    }
+  }
+
+  /** The topic ended and this subscription read everything. */
+  private ended(): boolean {
+    const t = Atomics.load(this.p.i64, this.p.base >> 3);
+    return (t & L.ENDED_BIT) !== 0n && this.cursor >= Number(t & L.SEQ_MASK);
   }
 
   /** The next message if one was published and not yet read; undefined if none (or the topic ended). */

@@ -69,6 +69,18 @@ export interface TopicSubscriberStats {
   self: boolean;
 }
 
+/** A zero-copy publish: fill `bytes` in place, then commit. */
+export interface TopicLoan {
+  /** Writable space inside the log's slot, `size` bytes long. Do not use after commit() or abort(). */
+  readonly bytes: Buffer;
+  /** The sequence number the message gets when committed. */
+  readonly seq: number;
+  /** Publishes the first `length` bytes (default: all) as one message. */
+  commit(length?: number): void;
+  /** Gives the slot back; nothing is published. */
+  abort(): void;
+}
+
 export interface TopicStats {
   /** Messages published: also the sequence number the next one gets. */
   published: number;
@@ -112,6 +124,8 @@ export class Topic<T = unknown> extends Handle {
   private livenessCheckedAt = -Infinity;
   /** This handle holds the publisher lock (given back by close() if an async publish holds it). */
   private lockHeld = false;
+  /** A loan of this handle is outstanding (it holds the lock until commit or abort). */
+  private loaned = false;
 
   private constructor(segment: Segment, params: L.TopicParams, codec: Codec<T>) {
     super(segment, `topic "${segment.name}"`);
@@ -207,6 +221,7 @@ export class Topic<T = unknown> extends Handle {
   // Publishing -----------------------------------------------------------------------------------
 
   private encode(value: T): { data: Encoded; len: number } {
+    if (this.loaned) throw this.errors.busy('a loan of this handle is outstanding; commit or abort it first');
     const data = this.parts.plan.encodeStable(value);
     const len = reserveLength(data, this.maxMessageSize);
     if (len > this.maxMessageSize) {
@@ -376,6 +391,120 @@ export class Topic<T = unknown> extends Handle {
     }
     this.announce();
     return s;
+  }
+
+  // Loans ----------------------------------------------------------------------------------------
+
+  /** With the lock and space: marks slot `s` as being written and lends its payload until commit or abort. */
+  private lend(s: number, size: number): TopicLoan {
+    const p = this.parts;
+    const slot = p.slots + (s % this.capacity) * p.slotBytes;
+    const stamp = (slot + L.SLOT_STAMP) >> 3;
+    Atomics.exchange(p.i64, stamp, BigInt(2 * s + 1));
+    Atomics.load(p.i64, stamp); // the payload writes stay after the stamp (see writeAndCommit)
+    p.i64[(slot + L.SLOT_WRITER) >> 3] = SELF_TOKEN;
+    this.loaned = true;
+    let done = false;
+    const finish = (): void => {
+      done = true;
+      this.loaned = false;
+      this.unlockPublisher();
+    };
+    return {
+      bytes: p.bytes.subarray(slot + L.SLOT_PAYLOAD, slot + L.SLOT_PAYLOAD + size),
+      seq: s,
+      commit: (length = size) => {
+        if (done) throw this.errors.busy('this loan was already committed or aborted');
+        checkInt('length', length, 0, size);
+        if (this.closed) throw this.errors.released(); // close() gave the loan up
+        try {
+          Atomics.store(p.i32, (slot + L.SLOT_LEN) >> 2, length);
+          Atomics.store(p.i64, stamp, BigInt(2 * s + 2));
+          if (Atomics.compareExchange(p.i64, p.base >> 3, BigInt(s), BigInt(s + 1)) !== BigInt(s)) throw this.errors.closed(' (ended)');
+        } finally {
+          finish();
+        }
+        this.announce();
+      },
+      abort: () => {
+        if (done) return;
+        finish(); // the slot keeps its "being written" stamp: the next publish writes it again
+      },
+    };
+  }
+
+  private loanStart(size: number): void {
+    this.assertOpen();
+    checkInt('size', size, 0, this.maxMessageSize);
+    if (this.loaned) throw this.errors.busy('a loan of this handle is outstanding; commit or abort it first');
+  }
+
+  /**
+   * Zero-copy publish: reserves the next sequence number's slot (waiting for space like publish(),
+   * without blocking the event loop) and lends `size` bytes of it to fill in place; commit() then
+   * publishes. Other publishers wait until the loan is committed or aborted: keep loans short.
+   */
+  async loan(size: number, options?: AsyncWaitOptions): Promise<TopicLoan> {
+    this.loanStart(size);
+    const o = options === undefined ? DEFAULT : parseWait(options, true);
+    if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'loan');
+    const deadline = new Deadline(o.timeout);
+    await lockWithinAsync(this.lock, deadline, o.signal, this.errors.op('loan'), this.name, true);
+    this.lock.settle();
+    if (this.life.released || this.segment.int32.length === 0) throw this.errors.released();
+    this.lockHeld = true;
+    try {
+      let s = this.nextSeq();
+      if (!this.hasSpace(s)) {
+        const ready = (): boolean => this.hasSpace(s) || this.ended;
+        if (!(await this.parts.consumed.wait(o, deadline, ready, null, 'loan'))) throw timeoutError(`${this.errors.label} loan`, o.timeout, this.name);
+        this.assertOpen();
+        s = this.nextSeq();
+      }
+      return this.lend(s, size);
+    } catch (err) {
+      this.unlockPublisher();
+      throw err;
+    }
+  }
+
+  /** Like loan(), blocking the thread while it waits for space. */
+  loanSync(size: number, options?: WaitOptions): TopicLoan {
+    this.loanStart(size);
+    const o = options === undefined ? DEFAULT : parseWait(options, false);
+    const deadline = new Deadline(o.timeout);
+    lockWithin(this.lock, deadline, this.errors.op('loanSync'), this.name);
+    this.lockHeld = true;
+    try {
+      let s = this.nextSeq();
+      if (!this.hasSpace(s)) {
+        const ready = (): boolean => this.hasSpace(s) || this.ended;
+        if (!this.parts.consumed.waitSync(o, deadline, ready, null)) throw timeoutError(`${this.errors.label} loanSync`, o.timeout, this.name);
+        s = this.nextSeq();
+      }
+      return this.lend(s, size);
+    } catch (err) {
+      this.unlockPublisher();
+      throw err;
+    }
+  }
+
+  /** A loan if it needs no waiting (the lock is free and, under 'block', the log has room); else null. */
+  tryLoan(size: number): TopicLoan | null {
+    this.loanStart(size);
+    if (this.lock.tryLock() === null) return null;
+    this.lockHeld = true;
+    try {
+      const s = this.nextSeq();
+      if (!this.hasSpace(s)) {
+        this.unlockPublisher();
+        return null;
+      }
+      return this.lend(s, size);
+    } catch (err) {
+      this.unlockPublisher();
+      throw err;
+    }
   }
 
   /**
