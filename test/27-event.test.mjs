@@ -5,8 +5,13 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { Event, ErrorCodes, Segment } from 'shmkit';
-import { cleanupAll, result, runner, uniq, watchdog } from './helpers.mjs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { Channel, Event, ErrorCodes, Segment } from 'shmkit';
+import { cleanupAll, result, ROOT, runner, uniq, watchdog } from './helpers.mjs';
+
+const DIST = join(ROOT, 'dist', 'index.js');
 
 const child = runner('event-child.mjs');
 after(cleanupAll);
@@ -160,6 +165,46 @@ describe('Event across processes', () => {
       }
     });
   }
+
+  test('watch(): peers of a channel attaching, leaving and dying become notifications of chosen ids', async () => {
+    const name = uniq('ew');
+    const chName = uniq('ewc');
+    const e = Event.create(name);
+    const ch = Channel.create(chName, { capacity: 4096 });
+    const l = Event.open(name).listen();
+    const stop = e.watch(ch, { attach: 1, detach: 2, death: 3 });
+    const peer = (hold) => spawn(process.execPath, ['-e', `
+      const { Channel } = require(${JSON.stringify(DIST)});
+      const ch = Channel.open(${JSON.stringify(chName)});
+      ch.sendSync(Buffer.from('hi'));
+      console.log('attached');
+      ${hold ? 'setInterval(() => {}, 1 << 30);' : 'setTimeout(() => ch.close(), 400);'}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const idsUntil = async (want) => {
+      const got = new Set();
+      while (![...want].every((id) => got.has(id))) for (const id of await watchdog(l.wait({ timeout: 30_000 }), 40_000, `ids ${[...want]}`)) got.add(id);
+      return got;
+    };
+    try {
+      const polite = peer(false);
+      assert.ok((await idsUntil([1, 2])).has(1), 'attach, then detach');
+      await once(polite, 'exit');
+      const doomed = peer(true);
+      await idsUntil([1]);
+      doomed.kill('SIGKILL');
+      await once(doomed, 'exit');
+      await idsUntil([3]);
+      assert.throws(() => e.watch({}, { attach: 1 }), (err) => err.argument === 'object');
+      assert.throws(() => e.watch(ch, {}), (err) => err.argument === 'ids');
+      assert.throws(() => e.watch(ch, { death: 999 }), (err) => err.argument === 'ids.death');
+    } finally {
+      stop();
+      l.close();
+      e.close();
+      ch.close();
+      Event.unlink(name);
+      Channel.unlink(chName);
+    }
+  });
 
   test('a SIGKILLed listener never blocks a notifier, and its slot goes to the next listener', async () => {
     const name = uniq('ek');

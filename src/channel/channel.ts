@@ -15,7 +15,8 @@ import { planFor } from '../codec/plan';
 import { debug } from '../debug';
 import { Handle } from '../handle';
 import { openNamed, type OpenHow } from '../open';
-import { PeerTable } from '../peers';
+import { DEPARTED, PeerTable, storedPeers } from '../peers';
+import type { Attached } from '../peer-watch';
 import { Ring } from '../ring/ring';
 import { Kind, Segment } from '../segment';
 import { Mutex } from '../sync/mutex';
@@ -393,6 +394,17 @@ export class Channel<T = unknown> extends Handle implements AsyncIterable<T> {
    */
   iterate(options?: ChannelAsyncOptions): AsyncIterableIterator<T> {
     return this.rx.iterator(options);
+  }
+
+  /** @internal Who is attached, by peer-table slot (Event.watch). */
+  attachments(): Map<number, Attached> {
+    this.assertOpen();
+    const m = new Map<number, Attached>();
+    for (const s of storedPeers(this.segment.int32, this.segment.bigint64, this.segment.dataOffset + L.PEERS, L.PEER_SLOTS)) {
+      const role = [(s.roles & L.ROLE_PRODUCER) !== 0 && 'producer', (s.roles & L.ROLE_CONSUMER) !== 0 && 'consumer'].filter(Boolean).join('+') || 'peer';
+      m.set(s.slot, { token: s.token, role, departed: (s.roles & DEPARTED) !== 0 });
+    }
+    return m;
   }
 
   /** @internal What a WaitSet waits on for this channel: the flag word and the condition. */

@@ -9,7 +9,10 @@
  * flag word and wakes its listener only if it sleeps: no system call otherwise. A listener takes
  * its ids with one atomic exchange per bitmap word. See docs/design.md ("Events").
  */
-import { ErrorCodes, timeoutError } from '../errors';
+import { ErrorCodes, invalidArg, timeoutError } from '../errors';
+import type { Channel } from '../channel/channel';
+import type { Topic } from '../topic/topic';
+import { type Attached, diffAttachments, liveOnly, type PeerChangeType, type Watchable } from '../peer-watch';
 import { isAborted } from '../abort';
 import { debug } from '../debug';
 import { FlagWord } from '../flag-word';
@@ -20,7 +23,7 @@ import { Kind, type OpenOptions, Segment } from '../segment';
 import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type ParsedWait, type WaitOptions } from '../sync/primitive';
 import { parseTrust } from '../trust';
 import { checkInt, checkObject } from '../validate';
-import { Deadline } from '../wait';
+import { Deadline, tuning } from '../wait';
 import * as L from './layout';
 import type { WaitTarget } from '../waitset/target';
 
@@ -311,6 +314,56 @@ export class Event extends Handle {
       },
     };
     return it;
+  }
+
+  /** @internal Who listens, by listener slot (Event.watch of an event). */
+  attachments(): Map<number, Attached> {
+    this.assertOpen();
+    const m = new Map<number, Attached>();
+    for (let i = 0; i < this.maxListeners; i++) {
+      const t = Atomics.load(this.i64, this.tokenIndex(i));
+      if (t !== 0n) m.set(i, { token: t, role: 'listener', departed: false });
+    }
+    return m;
+  }
+
+  /**
+   * Notifies ids of this event, automatically, when a peer of `object` (a Channel's producers and
+   * consumers, a Topic's subscribers, an Event's listeners) attaches, leaves (`detach`) or dies
+   * without leaving (`death`): give an id for each kind of change to report. This handle watches,
+   * once per liveness interval, on a timer that never keeps the process alive; changes are seen
+   * within about an interval, and a peer that comes and goes within one may be missed. Listeners
+   * anywhere learn of them as of any notification. Returns a function that stops the watch (so does
+   * closing either handle).
+   */
+  watch(object: Channel<any> | Topic<any> | Event, ids: { attach?: number; detach?: number; death?: number }): () => void { // eslint-disable-line @typescript-eslint/no-explicit-any
+    this.assertOpen();
+    if (!(object instanceof Handle) || typeof (object as unknown as Partial<Watchable>).attachments !== 'function') {
+      throw invalidArg('object', 'must be a Channel, a Topic or an Event');
+    }
+    const o = checkObject('ids', ids);
+    const map: Partial<Record<PeerChangeType, number>> = {};
+    for (const k of ['attach', 'detach', 'death'] as const) if (o[k] !== undefined) map[k] = checkInt(`ids.${k}`, o[k], 0, this.maxId);
+    if (Object.keys(map).length === 0) throw invalidArg('ids', 'must give at least one of attach, detach and death');
+    const target = object as unknown as Watchable & Handle;
+    let prev = liveOnly(target.attachments());
+    const timer = setInterval(() => {
+      if (this.closed || target.closed) return stop();
+      let cur: Map<number, Attached>;
+      try {
+        cur = target.attachments();
+      } catch {
+        return stop();
+      }
+      for (const c of diffAttachments(prev, cur)) {
+        const id = map[c.type];
+        if (id !== undefined) this.notify(id);
+      }
+      prev = liveOnly(cur);
+    }, tuning.livenessIntervalMs);
+    timer.unref();
+    const stop = (): void => clearInterval(timer);
+    return stop;
   }
 
   // State ----------------------------------------------------------------------------------------

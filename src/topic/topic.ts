@@ -30,6 +30,7 @@ import { parseTrust } from '../trust';
 import { checkInt, checkObject, describe } from '../validate';
 import { Deadline, tuning } from '../wait';
 import * as L from './layout';
+import type { Attached } from '../peer-watch';
 import { Subscription, type SubscribeOptions } from './subscription';
 
 export type { SubscribeOptions };
@@ -541,6 +542,17 @@ export class Topic<T = unknown> extends Handle {
   /** @internal A subscription that ended. */
   forget(sub: Subscription<T>): void {
     this.subs.delete(sub);
+  }
+
+  /** @internal Who is subscribed, by subscriber slot (Event.watch). */
+  attachments(): Map<number, Attached> {
+    this.assertOpen();
+    const m = new Map<number, Attached>();
+    for (let i = 0; i < this.maxSubscribers; i++) {
+      const t = Atomics.load(this.parts.i64, (this.parts.base + L.SUBSCRIBERS + i * L.SUB_SIZE + L.SUB_TOKEN) >> 3);
+      if (t !== 0n) m.set(i, { token: t, role: 'subscriber', departed: false });
+    }
+    return m;
   }
 
   // State ----------------------------------------------------------------------------------------
