@@ -17,10 +17,11 @@
  *   68   i32 consumed word: a flag word a subscriber advances by 8 when it moves on (or leaves) while a publisher sleeps
  *   128  16 x u32 doorbells of sleeping subscribers;  192  16 x u32 doorbells of sleeping publishers
  *   256  subscriber slots, SUB_SIZE bytes each:
- *        +0 i64 owner token (0: free)   +8 i64 cursor: the next sequence number it reads
+ *        +0 i64 owner token (0: free)   +8 u64 cursor: the next sequence number it reads, written as
+ *        two u32 halves, low first, and read high, low, high (it only grows)
  *        +16 f64 received   +24 f64 lost   +32 f64 parks
  *   slots offset (a multiple of 64): capacity message slots, slot size bytes each:
- *        +0 i64 stamp: 2s+1 while message s is written into the slot, 2s+2 once written
+ *        +0 u32 stamp: (2s+1) mod 2^32 while message s is written into the slot, (2s+2) mod 2^32 once
  *        +8 u32 payload length   +16 i64 writer's owner token (for tools)   +32 payload
  */
 import { ErrorCodes, ShmkitError } from '../errors';
@@ -50,6 +51,48 @@ export const ENDED_BIT = 1n << 62n;
 export const SEQ_MASK = ENDED_BIT - 1n;
 /** What a commit adds to the published word, and a subscriber's move to the consumed word. */
 export const STEP = 8;
+
+/** Bit 30 of TAIL's high half: ENDED_BIT. */
+const ENDED_HI = 1 << 30;
+
+/**
+ * TAIL's sequence number, read as two 32-bit halves, high, low, high (no BigInt on the hot path).
+ * TAIL changes only by 64-bit atomics, so a read whose two high halves agree is a value it held.
+ */
+export function tailSeq(i32: Int32Array, base: number): number {
+  const i = (base + TAIL) >> 2;
+  for (;;) {
+    const hi = Atomics.load(i32, i + 1);
+    const lo = Atomics.load(i32, i);
+    if (Atomics.load(i32, i + 1) === hi) return (hi & (ENDED_HI - 1)) * 4294967296 + (lo >>> 0);
+  }
+}
+
+/** Whether TAIL's ended bit is set. */
+export function tailEnded(i32: Int32Array, base: number): boolean {
+  return (Atomics.load(i32, ((base + TAIL) >> 2) + 1) & ENDED_HI) !== 0;
+}
+
+/** A subscriber's cursor (at byte `at` of the mapping), read high, low, high. */
+export function readCursor(i32: Int32Array, at: number): number {
+  const i = at >> 2;
+  for (;;) {
+    const hi = Atomics.load(i32, i + 1);
+    const lo = Atomics.load(i32, i);
+    if (Atomics.load(i32, i + 1) === hi) return (hi >>> 0) * 4294967296 + (lo >>> 0);
+  }
+}
+
+/** Writes a whole cursor: the low half first (a reader between sees a smaller value, never a larger one). */
+export function writeCursor(i32: Int32Array, at: number, v: number): void {
+  const i = at >> 2;
+  Atomics.store(i32, i, v | 0);
+  Atomics.store(i32, i + 1, Math.floor(v / 4294967296));
+}
+
+/** The stamp of message s once written (2s+2), and while being written (2s+1), mod 2^32. */
+export const stampDone = (s: number): number => (2 * s + 2) | 0;
+export const stampWriting = (s: number): number => (2 * s + 1) | 0;
 
 export const FLAG_OVERWRITE = 1;
 export const MIN_CAPACITY = 2;

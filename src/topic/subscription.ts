@@ -45,6 +45,8 @@ export interface TopicView {
   release(): void;
 }
 
+const SELF_LO = Number(SELF_TOKEN & 0xffffffffn) | 0;
+const SELF_HI = Number(SELF_TOKEN >> 32n) | 0;
 const NONE = Symbol('none');
 const END = Symbol('end');
 
@@ -56,6 +58,8 @@ export class Subscription<T = unknown> {
   private cursor: number;
   private released = false;
   private lostCount = 0;
+  /** The high half of the cursor as last written (only the low half changes, mostly). */
+  private cursorHi = 0;
 
   private constructor(
     private readonly topic: Topic<T>,
@@ -71,6 +75,7 @@ export class Subscription<T = unknown> {
     this.slot = p.base + L.SUBSCRIBERS + slotIndex * L.SUB_SIZE;
     this.f64 = new Float64Array(p.segment.buffer, this.slot, L.SUB_SIZE >> 3);
     this.cursor = start;
+    this.cursorHi = Math.floor(start / 4294967296);
   }
 
   /** @internal Claims a subscriber slot and places the cursor. */
@@ -84,7 +89,6 @@ export class Subscription<T = unknown> {
     for (let i = 0; i < p.params.maxSubscribers; i++) {
       const slot = p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
       const ti = (slot + L.SUB_TOKEN) >> 3;
-      const ci = (slot + L.SUB_CURSOR) >> 3;
       const cur = Atomics.load(p.i64, ti);
       if (cur !== 0n && tokenAlive(cur)) continue;
       // Claimed first, then the cursor written: a racer that loses never writes into our slot. Until
@@ -109,7 +113,7 @@ export class Subscription<T = unknown> {
         start = Math.max(from, oldest);
         lost = start - from;
       }
-      Atomics.store(p.i64, ci, BigInt(start));
+      L.writeCursor(p.i32, slot + L.SUB_CURSOR, start);
       // Publishers scan the cursors again from their next publish on. A publish already under way
       // may still reuse one slot at or before the tail read below: until the cursor passes it, reads
       // are checked as under 'overwrite' (a message overwritten in that window counts as lost).
@@ -146,7 +150,9 @@ export class Subscription<T = unknown> {
 
   private assertOpen(): void {
     if (this.closed) throw this.errors.error(ErrorCodes.CLOSED, 'this subscription is closed');
-    if (Atomics.load(this.p.i64, (this.slot + L.SUB_TOKEN) >> 3) !== SELF_TOKEN) {
+    // The owner token, compared by halves (no BigInt on the hot path): only a takeover changes it.
+    const ti = (this.slot + L.SUB_TOKEN) >> 2;
+    if (Atomics.load(this.p.i32, ti) !== SELF_LO || Atomics.load(this.p.i32, ti + 1) !== SELF_HI) {
       this.released = true;
       this.topic.forget(this);
       throw this.errors.error(ErrorCodes.CLOSED, `this subscription's slot ${this.slotIndex} was taken by another process (evicted as dead?)`);
@@ -162,7 +168,13 @@ export class Subscription<T = unknown> {
 
   private advance(next: number): void {
     this.cursor = next;
-    Atomics.store(this.p.i64, (this.slot + L.SUB_CURSOR) >> 3, BigInt(next));
+    const ci = (this.slot + L.SUB_CURSOR) >> 2;
+    Atomics.store(this.p.i32, ci, next | 0); // the low half first: a publisher never reads a larger value than ours
+    const hi = Math.floor(next / 4294967296);
+    if (hi !== this.cursorHi) {
+      Atomics.store(this.p.i32, ci + 1, hi);
+      this.cursorHi = hi;
+    }
     // A publisher waiting for the slowest subscriber ('block') may be waiting for us.
     if (!this.p.params.overwrite && (Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.wakePublisher();
   }
@@ -191,21 +203,25 @@ export class Subscription<T = unknown> {
     if (this.viewOut) throw this.errors.busy('a view of this subscription is outstanding; release it first');
     for (;;) {
       const s = this.cursor;
-      const tailWord = Atomics.load(p.i64, p.base >> 3);
-      const tail = Number(tailWord & L.SEQ_MASK);
-      if (s >= tail) return (tailWord & L.ENDED_BIT) !== 0n ? END : NONE;
-      const slot = p.slots + (s % p.params.capacity) * p.slotBytes;
-      const si = (slot + L.SLOT_STAMP) >> 3;
-      const want = BigInt(2 * s + 2);
-      const stamp = Atomics.load(p.i64, si);
+      const ended = L.tailEnded(p.i32, p.base); // before the tail: once ended, the tail is final
+      const tail = L.tailSeq(p.i32, p.base);
+      if (s >= tail) return ended ? END : NONE;
       const checked = p.params.overwrite || s < this.joinUntil;
+      if (tail - s > p.params.capacity && checked) {
+        this.lagged(s); // the slot has been reused at least once since
+        continue;
+      }
+      const slot = p.slots + (s % p.params.capacity) * p.slotBytes;
+      const si = (slot + L.SLOT_STAMP) >> 2;
+      const want = L.stampDone(s);
+      const stamp = Atomics.load(p.i32, si);
       if (stamp !== want) {
-        if (stamp > want && checked) {
+        if (((stamp - want) | 0) > 0 && checked) {
           this.lagged(s);
           continue;
         }
         // Under 'block' no publisher reuses a slot a subscriber has not passed: the state is damaged.
-        throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
+        throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp >>> 0}`);
       }
       const len = Atomics.load(p.i32, (slot + L.SLOT_LEN) >> 2);
       let value: T | undefined;
@@ -220,7 +236,7 @@ export class Subscription<T = unknown> {
       }
       if (checked) {
         fullFence(); // the payload reads above happen before the stamp is read again
-        if (Atomics.load(p.i64, si) !== want) {
+        if (Atomics.load(p.i32, si) !== want) {
           this.lagged(s); // overwritten while we read: what we read is dropped
           continue;
         }
@@ -254,22 +270,20 @@ export class Subscription<T = unknown> {
       const tail = this.topic.tailSeq();
       if (s >= tail) return null;
       const slot = p.slots + (s % p.params.capacity) * p.slotBytes;
-      const si = (slot + L.SLOT_STAMP) >> 3;
-      const want = BigInt(2 * s + 2);
-      const stamp = Atomics.load(p.i64, si);
+      const si = (slot + L.SLOT_STAMP) >> 2;
+      const want = L.stampDone(s);
+      const stamp = Atomics.load(p.i32, si);
       const len = Atomics.load(p.i32, (slot + L.SLOT_LEN) >> 2);
       if (s < this.joinUntil) {
         // In the join window a publisher under way may still reuse this slot: copy, then validate.
-        if (stamp !== want || len < 0 || len > p.params.maxMessageSize) {
-          if (stamp > want) { this.lagged(s); continue; }
-          throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
-        }
+        if (tail - s > p.params.capacity || ((stamp - want) | 0) > 0) { this.lagged(s); continue; }
+        if (stamp !== want || len < 0 || len > p.params.maxMessageSize) throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp >>> 0}`);
         const copy = Buffer.from(p.bytes.subarray(slot + L.SLOT_PAYLOAD, slot + L.SLOT_PAYLOAD + len));
         fullFence();
-        if (Atomics.load(p.i64, si) !== want) { this.lagged(s); continue; }
+        if (Atomics.load(p.i32, si) !== want) { this.lagged(s); continue; }
         return this.makeView(copy, s);
       }
-      if (stamp !== want) throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp}`);
+      if (stamp !== want) throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} is published but its slot says ${stamp >>> 0}`);
       if (len < 0 || len > p.params.maxMessageSize) throw this.errors.error(ErrorCodes.CORRUPT, `message ${s} has a length of ${len >>> 0} bytes (the maximum is ${p.params.maxMessageSize})`);
       return this.makeView(p.bytes.subarray(slot + L.SLOT_PAYLOAD, slot + L.SLOT_PAYLOAD + len), s);
     }
@@ -319,8 +333,7 @@ export class Subscription<T = unknown> {
 
   /** The topic ended and this subscription read everything. */
   private ended(): boolean {
-    const t = Atomics.load(this.p.i64, this.p.base >> 3);
-    return (t & L.ENDED_BIT) !== 0n && this.cursor >= Number(t & L.SEQ_MASK);
+    return L.tailEnded(this.p.i32, this.p.base) && this.cursor >= L.tailSeq(this.p.i32, this.p.base);
   }
 
   /** The next message if one was published and not yet read; undefined if none (or the topic ended). */
@@ -331,8 +344,7 @@ export class Subscription<T = unknown> {
   }
 
   private readonly ready = (): boolean => {
-    const t = Atomics.load(this.p.i64, this.p.base >> 3);
-    return this.cursor < Number(t & L.SEQ_MASK) || (t & L.ENDED_BIT) !== 0n;
+    return L.tailEnded(this.p.i32, this.p.base) || this.cursor < L.tailSeq(this.p.i32, this.p.base);
   };
 
   /** @internal What a WaitSet waits on: the published word, and "a message or the end is there". */

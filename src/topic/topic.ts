@@ -204,13 +204,13 @@ export class Topic<T = unknown> extends Handle {
 
   /** @internal TAIL without its ended bit: the sequence number of the next message. */
   tailSeq(): number {
-    return Number(Atomics.load(this.parts.i64, this.parts.base >> 3) & L.SEQ_MASK);
+    return L.tailSeq(this.parts.i32, this.parts.base);
   }
 
   /** Whether end() was called, by any process. After close(), true. */
   get ended(): boolean {
     if (this.closed) return true;
-    return (Atomics.load(this.parts.i64, this.parts.base >> 3) & L.ENDED_BIT) !== 0n;
+    return L.tailEnded(this.parts.i32, this.parts.base);
   }
 
   /** Messages published so far: the sequence number the next one gets. */
@@ -257,7 +257,7 @@ export class Topic<T = unknown> extends Handle {
       const slot = p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
       const t = Atomics.load(p.i64, (slot + L.SUB_TOKEN) >> 3);
       if (t === 0n) continue;
-      const c = Number(Atomics.load(p.i64, (slot + L.SUB_CURSOR) >> 3));
+      const c = L.readCursor(p.i32, slot + L.SUB_CURSOR);
       if (!(c >= 0 && c <= s)) continue; // garbage: a cursor outside 0..s blocks nobody
       if (s - c >= this.capacity && checkLiveness && t !== SELF_TOKEN && !tokenAlive(t)) {
         if (Atomics.compareExchange(p.i64, (slot + L.SUB_TOKEN) >> 3, t, 0n) === t) {
@@ -274,18 +274,18 @@ export class Topic<T = unknown> extends Handle {
   private writeAndCommit(s: number, data: Encoded, len: number): void {
     const p = this.parts;
     const slot = p.slots + (s % this.capacity) * p.slotBytes;
-    const stamp = (slot + L.SLOT_STAMP) >> 3;
+    const stamp = (slot + L.SLOT_STAMP) >> 2;
     // The payload writes below must not become visible before this stamp: on arm64 a release store
     // (or the store half of an exchange) does not order later stores, but a load-acquire of the same
     // word after it does (docs/design.md, "Topics: memory ordering"). On x86-64 stores stay in order.
-    Atomics.exchange(p.i64, stamp, BigInt(2 * s + 1));
-    Atomics.load(p.i64, stamp);
+    Atomics.exchange(p.i32, stamp, L.stampWriting(s));
+    Atomics.load(p.i32, stamp);
     p.i64[(slot + L.SLOT_WRITER) >> 3] = SELF_TOKEN;
     let n = len;
     if (typeof data === 'string') n = utf8Write(p.bytes, data, slot + L.SLOT_PAYLOAD, len);
     else p.bytes.set(data, slot + L.SLOT_PAYLOAD);
     Atomics.store(p.i32, (slot + L.SLOT_LEN) >> 2, n);
-    Atomics.store(p.i64, stamp, BigInt(2 * s + 2));
+    Atomics.store(p.i32, stamp, L.stampDone(s));
     const tail = p.base >> 3;
     if (Atomics.compareExchange(p.i64, tail, BigInt(s), BigInt(s + 1)) !== BigInt(s)) {
       throw this.errors.closed(' (ended)'); // the ended bit is set: nothing was published
@@ -294,9 +294,8 @@ export class Topic<T = unknown> extends Handle {
 
   /** The state of the next message under the lock: its sequence number, or throws if ended. */
   private nextSeq(): number {
-    const t = Atomics.load(this.parts.i64, this.parts.base >> 3);
-    if ((t & L.ENDED_BIT) !== 0n) throw this.errors.closed(' (ended)');
-    return Number(t & L.SEQ_MASK);
+    if (L.tailEnded(this.parts.i32, this.parts.base)) throw this.errors.closed(' (ended)');
+    return L.tailSeq(this.parts.i32, this.parts.base);
   }
 
   /**
@@ -400,9 +399,9 @@ export class Topic<T = unknown> extends Handle {
   private lend(s: number, size: number): TopicLoan {
     const p = this.parts;
     const slot = p.slots + (s % this.capacity) * p.slotBytes;
-    const stamp = (slot + L.SLOT_STAMP) >> 3;
-    Atomics.exchange(p.i64, stamp, BigInt(2 * s + 1));
-    Atomics.load(p.i64, stamp); // the payload writes stay after the stamp (see writeAndCommit)
+    const stamp = (slot + L.SLOT_STAMP) >> 2;
+    Atomics.exchange(p.i32, stamp, L.stampWriting(s));
+    Atomics.load(p.i32, stamp); // the payload writes stay after the stamp (see writeAndCommit)
     p.i64[(slot + L.SLOT_WRITER) >> 3] = SELF_TOKEN;
     this.loaned = true;
     let done = false;
@@ -420,7 +419,7 @@ export class Topic<T = unknown> extends Handle {
         if (this.closed) throw this.errors.released(); // close() gave the loan up
         try {
           Atomics.store(p.i32, (slot + L.SLOT_LEN) >> 2, length);
-          Atomics.store(p.i64, stamp, BigInt(2 * s + 2));
+          Atomics.store(p.i32, stamp, L.stampDone(s));
           if (Atomics.compareExchange(p.i64, p.base >> 3, BigInt(s), BigInt(s + 1)) !== BigInt(s)) throw this.errors.closed(' (ended)');
         } finally {
           finish();
@@ -568,7 +567,7 @@ export class Topic<T = unknown> extends Handle {
       const slot = L.SUBSCRIBERS + i * L.SUB_SIZE;
       const t = Atomics.load(p.i64, (p.base + slot + L.SUB_TOKEN) >> 3);
       if (t === 0n) continue;
-      const seq = Number(Atomics.load(p.i64, (p.base + slot + L.SUB_CURSOR) >> 3));
+      const seq = L.readCursor(p.i32, p.base + slot + L.SUB_CURSOR);
       subscribers.push({
         seq,
         lag: Math.max(0, published - seq),
