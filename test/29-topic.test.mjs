@@ -145,6 +145,29 @@ describe('Topic in one process', () => {
     }
   });
 
+  test("publishers: 'single': one handle holds the publisher role (no lock per publish); another gets BUSY until it closes", () => {
+    const name = uniq('t1');
+    const a = Topic.create(name, { publishers: 'single', codec: 'json' });
+    const b = Topic.open(name, { codec: 'json' });
+    const s = b.subscribe();
+    try {
+      assert.equal(b.publishers, 'single');
+      assert.equal(a.publishSync(1), 0);
+      assert.throws(() => b.publishSync(2), code(ErrorCodes.BUSY));
+      assert.throws(() => b.tryPublish(2), code(ErrorCodes.BUSY));
+      const l = a.loanSync(8);
+      l.bytes.write('3');
+      l.commit(1);
+      a.close();
+      assert.equal(b.publishSync(4), 2, 'the role went back at close()');
+      assert.deepEqual([s.tryReceive(), s.tryReceive(), s.tryReceive(), s.tryReceive()], [1, 3, 4, undefined]);
+    } finally {
+      if (!a.closed) a.close();
+      b.close();
+      Topic.unlink(name);
+    }
+  });
+
   test("'overwrite': the publisher never waits; a lapped subscriber counts exactly what it lost, or gets ERR_SHMKIT_LAGGED", () => {
     const name = uniq('to');
     const t = Topic.create(name, { capacity: 8, maxMessageSize: 16, overflow: 'overwrite', codec: 'json' });

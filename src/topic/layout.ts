@@ -4,7 +4,7 @@
  *
  * Parameters (segment header bytes 64..91, written once at creation, validated at every open):
  *   64 u32 capacity (message slots)   68 u32 max message size   72 u32 subscriber slots
- *   76 u32 history                    80 u32 flags (1: overwrite)  84 u32 slots offset
+ *   76 u32 history                    80 u32 flags (1: overwrite, 2: single publisher)  84 u32 slots offset
  *   88 u32 slot size
  *
  * Data area:
@@ -95,6 +95,7 @@ export const stampDone = (s: number): number => (2 * s + 2) | 0;
 export const stampWriting = (s: number): number => (2 * s + 1) | 0;
 
 export const FLAG_OVERWRITE = 1;
+export const FLAG_SINGLE_PUBLISHER = 2;
 export const MIN_CAPACITY = 2;
 export const MAX_CAPACITY = 1 << 20;
 export const MAX_MESSAGE = 64 << 20;
@@ -107,6 +108,7 @@ export interface TopicParams {
   maxSubscribers: number;
   history: number;
   overwrite: boolean;
+  singlePublisher: boolean;
 }
 
 export function slotsOffset(p: TopicParams): number {
@@ -127,7 +129,7 @@ export function writeParams(seg: Segment, p: TopicParams): void {
   dv.setUint32(4, p.maxMessageSize, true);
   dv.setUint32(8, p.maxSubscribers, true);
   dv.setUint32(12, p.history, true);
-  dv.setUint32(16, p.overwrite ? FLAG_OVERWRITE : 0, true);
+  dv.setUint32(16, (p.overwrite ? FLAG_OVERWRITE : 0) | (p.singlePublisher ? FLAG_SINGLE_PUBLISHER : 0), true);
   dv.setUint32(20, slotsOffset(p), true);
   dv.setUint32(24, slotSize(p), true);
 }
@@ -140,12 +142,13 @@ export function checkParams(dv: DataView, size: number): TopicParams | string {
     maxSubscribers: dv.getUint32(8, true),
     history: dv.getUint32(12, true),
     overwrite: (dv.getUint32(16, true) & FLAG_OVERWRITE) !== 0,
+    singlePublisher: (dv.getUint32(16, true) & FLAG_SINGLE_PUBLISHER) !== 0,
   };
   if (p.capacity < MIN_CAPACITY || p.capacity > MAX_CAPACITY) return `bad capacity ${p.capacity}`;
   if (p.maxMessageSize < 1 || p.maxMessageSize > MAX_MESSAGE) return `bad max message size ${p.maxMessageSize}`;
   if (p.maxSubscribers < 1 || p.maxSubscribers > MAX_SUBSCRIBERS) return `bad subscriber slot count ${p.maxSubscribers}`;
   if (p.history >= p.capacity) return `history ${p.history} must be below the capacity ${p.capacity}`;
-  if ((dv.getUint32(16, true) & ~FLAG_OVERWRITE) !== 0) return 'bad flags';
+  if ((dv.getUint32(16, true) & ~(FLAG_OVERWRITE | FLAG_SINGLE_PUBLISHER)) !== 0) return 'bad flags';
   if (dv.getUint32(20, true) !== slotsOffset(p) || dv.getUint32(24, true) !== slotSize(p)) return 'bad slots offset or slot size';
   if (size !== dataSize(p)) return `data area is ${size} bytes, expected ${dataSize(p)}`;
   return p;

@@ -18,7 +18,7 @@ import { reserveLength, utf8Write } from '../codec/utf8';
 import { ErrorCodes, invalidArg, timeoutError } from '../errors';
 import { isAborted } from '../abort';
 import { debug } from '../debug';
-import { FlagWord } from '../flag-word';
+import { FlagWord, WAITING } from '../flag-word';
 import { Handle } from '../handle';
 import { SELF_TOKEN, tokenAlive } from '../identity';
 import { openNamed, type OpenHow } from '../open';
@@ -46,6 +46,8 @@ export interface TopicOptions<T = unknown> extends OpenOptions {
   history?: number;
   /** When the slowest subscriber is a whole log behind: 'block' (default) or 'overwrite'. */
   overflow?: 'block' | 'overwrite';
+  /** 'multi' (default): any number of publishing handles, a lock round per publish; 'single': one at a time holds the role, no lock per publish. */
+  publishers?: 'single' | 'multi';
   /** As for Channel: 'bytes' (default), 'utf8', 'json', 'jsonb', 'structured', or a Codec. */
   codec?: string | Codec<T>;
   /** Permission bits. Default 0o600. */
@@ -113,6 +115,7 @@ export class Topic<T = unknown> extends Handle {
   readonly maxSubscribers: number;
   readonly history: number;
   readonly overflow: 'block' | 'overwrite';
+  readonly publishers: 'single' | 'multi';
   readonly codec: Codec<T>;
   /** @internal */
   readonly parts: TopicParts<T>;
@@ -127,6 +130,8 @@ export class Topic<T = unknown> extends Handle {
   private lockHeld = false;
   /** A loan of this handle is outstanding (it holds the lock until commit or abort). */
   private loaned = false;
+  /** Single-publisher: this handle holds the publisher role (the lock, for its life). */
+  private roleHeld = false;
 
   private constructor(segment: Segment, params: L.TopicParams, codec: Codec<T>) {
     super(segment, `topic "${segment.name}"`);
@@ -135,6 +140,7 @@ export class Topic<T = unknown> extends Handle {
     this.maxSubscribers = params.maxSubscribers;
     this.history = params.history;
     this.overflow = params.overwrite ? 'overwrite' : 'block';
+    this.publishers = params.singlePublisher ? 'single' : 'multi';
     this.codec = codec;
     const base = segment.dataOffset;
     this.parts = {
@@ -170,7 +176,12 @@ export class Topic<T = unknown> extends Handle {
       maxSubscribers: o.maxSubscribers === undefined ? 64 : checkInt('options.maxSubscribers', o.maxSubscribers, 1, L.MAX_SUBSCRIBERS),
       history: o.history === undefined ? 0 : checkInt('options.history', o.history, 0, capacity - 1),
       overwrite: false,
+      singlePublisher: false,
     };
+    if (o.publishers !== undefined && o.publishers !== 'single' && o.publishers !== 'multi') {
+      throw invalidArg('options.publishers', `must be 'single' or 'multi', got ${describe(o.publishers)}`);
+    }
+    p.singlePublisher = o.publishers === 'single';
     if (o.overflow !== undefined && o.overflow !== 'block' && o.overflow !== 'overwrite') {
       throw invalidArg('options.overflow', `must be 'block' or 'overwrite', got ${describe(o.overflow)}`);
     }
@@ -309,11 +320,7 @@ export class Topic<T = unknown> extends Handle {
     if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'publish');
     const { data, len } = this.encode(value);
     const deadline = new Deadline(o.timeout);
-    await lockWithinAsync(this.lock, deadline, o.signal, this.errors.op('publish'), this.name, true);
-    this.lock.settle();
-    // Released while the lock was being taken: the close hook gave it back already.
-    if (this.life.released || this.segment.int32.length === 0) throw this.errors.released();
-    this.lockHeld = true;
+    await this.acquireAsync(deadline, o.signal, 'publish');
     let s: number;
     try {
       this.assertOpen();
@@ -338,8 +345,7 @@ export class Topic<T = unknown> extends Handle {
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     const { data, len } = this.encode(value);
     const deadline = new Deadline(o.timeout);
-    lockWithin(this.lock, deadline, this.errors.op('publishSync'), this.name);
-    this.lockHeld = true;
+    this.acquireSync(deadline, 'publishSync');
     let s: number;
     try {
       s = this.nextSeq();
@@ -362,14 +368,55 @@ export class Topic<T = unknown> extends Handle {
    * then the sleepers are woken.
    */
   private announce(): void {
+    // Only when someone sleeps: a subscriber that sets its bit after this load reads TAIL again
+    // after setting it, and sees the commit.
+    if ((Atomics.load(this.parts.i32, this.parts.published.word) & WAITING) === 0) return;
     Atomics.add(this.parts.i32, this.parts.published.word, L.STEP);
     this.parts.published.wakeWaiters();
   }
 
   private unlockPublisher(): void {
-    if (!this.lockHeld) return; // close() gave it back meanwhile
+    if (!this.lockHeld || this.roleHeld) return; // close() gave it back meanwhile; a single publisher keeps it
     this.lockHeld = false;
     this.lock.unlock();
+  }
+
+  /**
+   * A single-publisher topic: the publisher lock is this handle's role, taken at its first publish
+   * and held until close() (no lock round per publish). ERR_SHMKIT_BUSY if another live handle holds
+   * it; a dead holder's is taken over.
+   */
+  private claimRole(): void {
+    if (this.roleHeld) return;
+    if (this.lock.tryLock() === null) throw this.errors.busy('it is single-publisher and another live publisher holds that role');
+    this.roleHeld = true;
+    this.lockHeld = true;
+  }
+
+  private acquireSync(deadline: Deadline, what: string): void {
+    if (this.parts.params.singlePublisher) return this.claimRole();
+    lockWithin(this.lock, deadline, this.errors.op(what), this.name);
+    this.lockHeld = true;
+  }
+
+  private async acquireAsync(deadline: Deadline, signal: AbortSignal | undefined, what: string): Promise<void> {
+    if (this.parts.params.singlePublisher) return this.claimRole();
+    await lockWithinAsync(this.lock, deadline, signal, this.errors.op(what), this.name, true);
+    this.lock.settle();
+    // Released while the lock was being taken: the close hook gave it back already.
+    if (this.life.released || this.segment.int32.length === 0) throw this.errors.released();
+    this.lockHeld = true;
+  }
+
+  /** Takes the publisher lock (or role) without waiting; false if another holds it (multi-publisher). */
+  private tryAcquire(): boolean {
+    if (this.parts.params.singlePublisher) {
+      this.claimRole();
+      return true;
+    }
+    if (this.lock.tryLock() === null) return false;
+    this.lockHeld = true;
+    return true;
   }
 
   /**
@@ -379,8 +426,7 @@ export class Topic<T = unknown> extends Handle {
   tryPublish(value: T): number {
     this.assertOpen();
     const { data, len } = this.encode(value);
-    if (this.lock.tryLock() === null) return -1;
-    this.lockHeld = true;
+    if (!this.tryAcquire()) return -1;
     let s: number;
     try {
       s = this.nextSeq();
@@ -449,10 +495,7 @@ export class Topic<T = unknown> extends Handle {
     const o = options === undefined ? DEFAULT : parseWait(options, true);
     if (isAborted(o.signal)) throw this.errors.aborted(o.signal!, 'loan');
     const deadline = new Deadline(o.timeout);
-    await lockWithinAsync(this.lock, deadline, o.signal, this.errors.op('loan'), this.name, true);
-    this.lock.settle();
-    if (this.life.released || this.segment.int32.length === 0) throw this.errors.released();
-    this.lockHeld = true;
+    await this.acquireAsync(deadline, o.signal, 'loan');
     try {
       let s = this.nextSeq();
       if (!this.hasSpace(s)) {
@@ -473,8 +516,7 @@ export class Topic<T = unknown> extends Handle {
     this.loanStart(size);
     const o = options === undefined ? DEFAULT : parseWait(options, false);
     const deadline = new Deadline(o.timeout);
-    lockWithin(this.lock, deadline, this.errors.op('loanSync'), this.name);
-    this.lockHeld = true;
+    this.acquireSync(deadline, 'loanSync');
     try {
       let s = this.nextSeq();
       if (!this.hasSpace(s)) {
@@ -492,8 +534,7 @@ export class Topic<T = unknown> extends Handle {
   /** A loan if it needs no waiting (the lock is free and, under 'block', the log has room); else null. */
   tryLoan(size: number): TopicLoan | null {
     this.loanStart(size);
-    if (this.lock.tryLock() === null) return null;
-    this.lockHeld = true;
+    if (!this.tryAcquire()) return null;
     try {
       const s = this.nextSeq();
       if (!this.hasSpace(s)) {
@@ -595,8 +636,10 @@ export class Topic<T = unknown> extends Handle {
     for (const sub of [...this.subs]) sub.close();
     this.subs.clear();
     if (this.lockHeld && this.segment.int32.length > 0) {
-      // An async publish waits for space holding the lock: give it back while the memory is mapped.
+      // An async publish waits for space holding the lock, or this handle holds the single
+      // publisher's role: give it back while the memory is mapped.
       this.lockHeld = false;
+      this.roleHeld = false;
       try {
         this.lock.unlock();
       } catch {
