@@ -240,11 +240,14 @@ export interface TopicSubscriberState {
   lag: number;
   received: number | null;
   lost: number | null;
+  /** Times it parked waiting for a message. */
+  waits: number | null;
 }
 export interface TopicState {
   capacity: number;
   maxMessageSize: number;
   overflow: 'block' | 'overwrite';
+  publishers: 'single' | 'multi';
   history: number;
   published: number;
   ended: boolean;
@@ -517,10 +520,11 @@ const topic: KindEntry<TopicState> = {
       subscribers.push({
         slot: i, pid: h.pid, alive: h.alive, seq, lag: Math.max(0, published - seq),
         received: counter(r.dv.getFloat64(base + TL.SUB_RECEIVED, true)), lost: counter(r.dv.getFloat64(base + TL.SUB_LOST, true)),
+        waits: counter(r.dv.getFloat64(base + TL.SUB_WAITS, true)),
       });
     }
     return {
-      capacity: p.capacity, maxMessageSize: p.maxMessageSize, overflow: p.overwrite ? 'overwrite' : 'block', history: p.history,
+      capacity: p.capacity, maxMessageSize: p.maxMessageSize, overflow: p.overwrite ? 'overwrite' : 'block', publishers: p.singlePublisher ? 'single' : 'multi', history: p.history,
       published, ended: (tailWord & TL.ENDED_BIT) !== 0n, publishWaits: counter(r.dv.getFloat64(r.data + TL.PUBLISH_WAITS, true)), subscribers,
     };
   },

@@ -1,9 +1,12 @@
 // The examples are end-to-end tests: the README quotes them, so they must run.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ROOT, run, watchdog } from './helpers.mjs';
+import { cleanupAll, ROOT, run, uniq, watchdog } from './helpers.mjs';
+
+after(cleanupAll);
 
 test('examples/quickstart.mjs runs twice in a row and loses no increment; the README quotes it whole', async () => {
   for (let round = 0; round < 2; round++) {
@@ -35,6 +38,37 @@ test('the quick example works from a folder whose path has a space (it locates i
   } finally {
     rmSync(dirname(dir), { recursive: true, force: true });
   }
+});
+
+test('examples/pubsub.mjs: two forked subscribers each print every message in publish order, then the end; the publisher removes the topic', async () => {
+  const name = uniq('hypub');
+  // A process group of its own: if the watchdog fires, the subscribers it forked go too.
+  const child = spawn(process.execPath, [join(ROOT, 'examples', 'pubsub.mjs'), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  let r;
+  try {
+    r = await watchdog(exited, 60000, 'pubsub example');
+  } finally {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // every process of the group has exited
+    }
+  }
+  assert.equal(r.code, 0, err + out);
+  const lines = out.split('\n');
+  const ticks = ["{ sym: 'ACME', px: 101.5 }", "{ sym: 'ACME', px: 101.7 }", "{ sym: 'ACME', px: 101.4 }"];
+  for (const label of ['A', 'B']) {
+    const mine = lines.filter((l) => l.startsWith(`subscriber ${label}`));
+    assert.deepEqual(mine, [...ticks.map((t, i) => `subscriber ${label} got #${i}: ${t}`), `subscriber ${label}: 3 messages, then the end of the topic`]);
+  }
+  assert.deepEqual(lines.filter((l) => l.startsWith('published')), ['published #0', 'published #1', 'published #2']);
+  assert.equal(lines.at(-2), 'both subscribers got every message');
+  assert.ok(!existsSync(`/dev/shm/shmkit-${name}`), 'the example removes its topic');
 });
 
 test('npm start (examples/demo.mjs): producer and consumer agree, then the quick benchmark prints its table', async () => {

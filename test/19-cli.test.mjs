@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Channel, ErrorCodes, Mutex, Segment } from 'shmkit';
+import { Channel, ErrorCodes, Event, Mutex, Segment, Topic } from 'shmkit';
 import { cleanupAll, ROOT, run, sleep, uniq, watchdog } from './helpers.mjs';
 
 const SHMKIT = join(ROOT, 'bin', 'shmkit.js');
@@ -530,7 +530,7 @@ describe('top', () => {
       const screen = r.stdout;
       assert.ok(screen.startsWith('\x1b[?1049h'), 'enters the alternate screen');
       assert.ok(screen.includes('\x1b[?25h\x1b[?1049l'), 'shows the cursor and leaves the alternate screen');
-      assert.match(screen, /NAME +KIND +IN MSG\/S +OUT MSG\/S +MB\/S +DEPTH/);
+      assert.match(screen, /NAME +KIND +IN MSG\/S +OUT MSG\/S +MB\/S +DEPTH +WAITS S\/R +PEERS +LOST +STATE/);
       assert.match(screen, new RegExp(`${name} +channel +[\\d.]+k? +[\\d.]+k? +[\\d.]+ `), 'a row with rates (second frame)');
       assert.match(screen, /1p 1c/);
     } finally {
@@ -590,6 +590,68 @@ describe('top', () => {
     } finally {
       await kill(flow);
       Channel.unlink(name);
+    }
+  });
+
+  test('topics and events: publish and notify rates, subscribers, the largest lag, losses and listeners, in JSON and in the table', async () => {
+    const topicName = uniq('hytopt');
+    const eventName = uniq('hytope');
+    const t = Topic.create(topicName, { capacity: 8, maxMessageSize: 16, overflow: 'overwrite' });
+    const e = Event.create(eventName);
+    const notifier = Event.open(eventName);
+    let timer;
+    try {
+      const idle = t.subscribe(); // never reads: its lag grows
+      const reader = t.subscribe();
+      for (let i = 0; i < 20; i++) t.publishSync(Buffer.from([i]));
+      reader.tryReceive(); // lapped: 20 published on 8 slots, it goes on from 13 and counts 13 lost
+      assert.equal(reader.lost, 13);
+      e.listen();
+      // top samples while this process publishes and notifies (it runs while cli() is awaited).
+      timer = setInterval(() => {
+        for (let i = 0; i < 5; i++) t.publishSync(Buffer.from([i]));
+        notifier.notify(1);
+      }, 5);
+      const r = await cli(['top', '--json', '--count', '3', '--interval', '200', eventName, topicName]);
+      assert.equal(r.code, 0, r.stderr);
+      const frames = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      assert.equal(frames.length, 3);
+      assert.deepEqual(frames[0].objects.map((o) => o.kind), ['topic', 'event'], 'topics before events');
+      assert.equal(frames[0].objects[0].topic.rates, null);
+      assert.equal(frames[0].objects[1].event.rates, null);
+      for (const f of frames.slice(1)) {
+        const [tp, ev] = f.objects;
+        assert.deepEqual([tp.name, tp.status, tp.rates, tp.depth, tp.waits, tp.peers, tp.event], [topicName, 'ok', null, null, null, null, null]);
+        assert.equal(tp.topic.subscribers, 2);
+        assert.equal(tp.topic.dead, 0);
+        assert.equal(tp.topic.lost, 13);
+        assert.equal(tp.topic.maxLag, tp.topic.published, 'the idle subscriber has read nothing');
+        assert.equal(tp.topic.ended, false);
+        assert.ok(tp.topic.rates.published >= 0 && Number.isFinite(tp.topic.rates.published));
+        assert.deepEqual([ev.name, ev.kind, ev.status, ev.topic], [eventName, 'event', 'ok', null]);
+        assert.deepEqual([ev.event.listeners, ev.event.dead, ev.event.pending], [1, 0, 1]);
+        assert.ok(ev.event.rates.notified >= 0 && Number.isFinite(ev.event.rates.notified));
+        assert.ok(ev.event.notified > 0);
+      }
+      // This process publishes and notifies every few milliseconds: over two intervals, the rates show it.
+      assert.ok(frames.slice(1).some((f) => f.objects[0].topic.rates.published > 0), JSON.stringify(frames.map((f) => f.objects[0].topic)));
+      assert.ok(frames.slice(1).some((f) => f.objects[1].event.rates.notified > 0), JSON.stringify(frames.map((f) => f.objects[1].event)));
+      assert.ok(frames[2].objects[0].topic.published > frames[1].objects[0].topic.published);
+
+      const plain = await cli(['top', '--count', '2', '--interval', '100', topicName, eventName]);
+      assert.equal(plain.code, 0, plain.stderr);
+      const last = plain.stdout.split('\n\n').at(-1);
+      assert.match(last, /^NAME +KIND +IN MSG\/S +OUT MSG\/S +MB\/S +DEPTH +WAITS S\/R +PEERS +LOST +STATE$/m);
+      assert.match(last, new RegExp(`^${topicName} +topic +[\\d.]+k? +- +- +lag \\d+ +\\d+/\\d+ +2 subs +13 +\\d+ published, 2 subscribers, max lag \\d+$`, 'm'));
+      assert.match(last, new RegExp(`^${eventName} +event +[\\d.]+k? +- +- +- +- +1 listener +- +1 listener, 1 pending, ids 0\\.\\.63$`, 'm'));
+      idle.close();
+    } finally {
+      clearInterval(timer);
+      t.close();
+      Topic.unlink(topicName);
+      e.close();
+      notifier.close();
+      Event.unlink(eventName);
     }
   });
 });

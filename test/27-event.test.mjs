@@ -186,12 +186,14 @@ describe('Event across processes', () => {
     };
     try {
       const polite = peer(false);
+      const politeExit = once(polite, 'exit'); // listened for at once: it may exit before we look
       assert.ok((await idsUntil([1, 2])).has(1), 'attach, then detach');
-      await once(polite, 'exit');
+      await watchdog(politeExit, 30_000, 'polite peer exit');
       const doomed = peer(true);
+      const doomedExit = once(doomed, 'exit');
       await idsUntil([1]);
       doomed.kill('SIGKILL');
-      await once(doomed, 'exit');
+      await watchdog(doomedExit, 30_000, 'doomed peer exit');
       await idsUntil([3]);
       assert.throws(() => e.watch({}, { attach: 1 }), (err) => err.argument === 'object');
       assert.throws(() => e.watch(ch, {}), (err) => err.argument === 'ids');

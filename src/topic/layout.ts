@@ -19,7 +19,7 @@
  *   256  subscriber slots, SUB_SIZE bytes each:
  *        +0 i64 owner token (0: free)   +8 u64 cursor: the next sequence number it reads, written as
  *        two u32 halves, low first, and read high, low, high (it only grows)
- *        +16 f64 received   +24 f64 lost   +32 f64 parks
+ *        +16 f64 received   +24 f64 lost   +32 f64 waits (times it waited for a message)
  *   slots offset (a multiple of 64): capacity message slots, slot size bytes each:
  *        +0 u32 stamp: (2s+1) mod 2^32 while message s is written into the slot, (2s+2) mod 2^32 once
  *        +8 u32 payload length   +16 i64 writer's owner token (for tools)   +32 payload

@@ -118,6 +118,12 @@ export class Subscription<T = unknown> {
       // may still reuse one slot at or before the tail read below: until the cursor passes it, reads
       // are checked as under 'overwrite' (a message overwritten in that window counts as lost).
       Atomics.add(p.i32, (p.base + L.SUBSCRIPTIONS) >> 2, 1);
+      // A publisher that scanned between the claim and the cursor saw the previous owner's cursor
+      // and may be waiting for it: let it look again.
+      if ((Atomics.load(p.i32, p.consumed.word) & WAITING) !== 0) {
+        Atomics.add(p.i32, p.consumed.word, L.STEP);
+        p.consumed.wakeWaiters();
+      }
       const joinUntil = topic.tailSeq() + 1;
       const sub = new Subscription<T>(topic, p, errors, i, start, o.lagged === 'throw', joinUntil);
       if (lost > 0) sub.countLost(lost);

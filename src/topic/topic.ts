@@ -65,7 +65,8 @@ export interface TopicSubscriberStats {
   lag: number;
   received: number;
   lost: number;
-  parks: number;
+  /** Times it had to wait for a message (spinning, then maybe parking). */
+  waits: number;
   pid: number;
   alive: boolean;
   /** One of this handle's subscriptions. */
@@ -108,6 +109,9 @@ export interface TopicParts<T> {
   readonly slotBytes: number;
   readonly label: string;
 }
+
+/** A statistic read from shared memory: garbage (not finite, negative) reads as 0. */
+const counter = (v: number): number => (Number.isFinite(v) && v >= 0 ? v : 0);
 
 export class Topic<T = unknown> extends Handle {
   readonly capacity: number;
@@ -597,6 +601,7 @@ export class Topic<T = unknown> extends Handle {
 
   // State ----------------------------------------------------------------------------------------
 
+  /** The counters of every subscriber, from shared memory (untrusted: garbage reads as 0). */
   stats(): TopicStats {
     this.assertOpen();
     const p = this.parts;
@@ -612,15 +617,15 @@ export class Topic<T = unknown> extends Handle {
       subscribers.push({
         seq,
         lag: Math.max(0, published - seq),
-        received: f64[(slot + L.SUB_RECEIVED) >> 3]!,
-        lost: f64[(slot + L.SUB_LOST) >> 3]!,
-        parks: f64[(slot + L.SUB_WAITS) >> 3]!,
+        received: counter(f64[(slot + L.SUB_RECEIVED) >> 3]!),
+        lost: counter(f64[(slot + L.SUB_LOST) >> 3]!),
+        waits: counter(f64[(slot + L.SUB_WAITS) >> 3]!),
         pid: Number(t & 0x3fffffn),
         alive: t === SELF_TOKEN || tokenAlive(t),
         self: mine.has(i),
       });
     }
-    return { published, ended: this.ended, publishWaits: f64[L.PUBLISH_WAITS >> 3]!, subscribers };
+    return { published, ended: this.ended, publishWaits: counter(f64[L.PUBLISH_WAITS >> 3]!), subscribers };
   }
 
   protected override inspectFields(): Record<string, unknown> {

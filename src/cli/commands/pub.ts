@@ -26,8 +26,9 @@ Options:
   -h, --help    show this help
 
 Exit status: 0 published; 1 the timeout passed first (nothing was published), the
-topic ended, the message is larger than the topic's maximum, or the topic does
-not exist or is not a topic; 2 usage error (MESSAGE not JSON with --json included).`;
+topic ended, the message is larger than the topic's maximum, another live handle
+holds the publisher role of a single-publisher topic, or the topic does not
+exist or is not a topic; 2 usage error (MESSAGE not JSON with --json included).`;
 
 export const pub: Command = {
   name: 'pub',

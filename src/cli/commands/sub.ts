@@ -64,9 +64,15 @@ export const sub: Command = {
     const withSeq = values.seq === true;
 
     const topic = Topic.open<unknown>(name, { codec: json ? 'json' : 'bytes' });
+    if (typeof from === 'number' && from > topic.published) {
+      const next = topic.published;
+      topic.close();
+      throw new UsageError(`--from ${from} is beyond the last published message of topic "${name}" (the next one is ${next})`);
+    }
     const stop = new AbortController();
     const quit = (): void => stop.abort();
-    // A reader that went away (`shmkit sub t | head -1`): stop quietly, as Ctrl-C does.
+    // A reader that went away (`shmkit sub t | head -1`): stop quietly, as Ctrl-C does. The listener
+    // stays to the end: a write still queued when the command returns may fail too.
     const pipeGone = (err: NodeJS.ErrnoException): void => {
       if (err.code === 'EPIPE') stop.abort();
     };
@@ -101,7 +107,8 @@ export const sub: Command = {
             throw new ShmkitError(ErrorCodes.TIMEOUT, `sub "${name}": timed out after ${timeout} ms with ${got} received`, { segment: name });
           }
           if (err.code === ErrorCodes.DECODE) {
-            throw new ShmkitError(ErrorCodes.DECODE, `sub "${name}": message ${s.seq - 1} is not JSON (was it published as text?): ${err.message}`, { segment: name, cause: err });
+            const why = err.cause instanceof Error ? ` (${err.cause.message})` : '';
+            throw new ShmkitError(ErrorCodes.DECODE, `sub "${name}": message ${s.seq - 1} is not JSON${why}; without --json, sub prints messages as text`, { segment: name, cause: err });
           }
           throw err;
         }

@@ -1,19 +1,24 @@
 /**
- * `shmkit top`: live rates, depth, waits and peers per object, sampled from the channel counters.
- * On a terminal it redraws in place on the alternate screen and restores the terminal on exit or
+ * `shmkit top`: live rates, depth, waits and peers per object, sampled from the counters of
+ * channels, topics and events (the kinds registry's describe()). On a terminal it redraws in place on the alternate screen and restores the terminal on exit or
  * Ctrl-C; piped, it prints plain frames (or one JSON line per frame).
  */
 import { ErrorCodes, ShmkitError } from '../../errors';
-import type { ChannelState } from '../../kinds';
+import type { ChannelState, EventState, TopicState } from '../../kinds';
 import { bytes, type Command, Exit, intOption, parse, table } from '../output';
 import { readAll, readObject, resolveEntry, type ShmObject } from '../scan';
 
 const help = `Usage: shmkit top [NAME...] [--interval MS] [--count N] [--json]
 
 Shows, for every shmkit object (or the NAMEs given), refreshed every interval:
-message rates in and out (msg/s, from the channel's sent/received counters), MB/s,
-depth (messages and ring bytes queued), waits (times senders/receivers parked),
-live producers and consumers, and a one-line state for other kinds.
+- channels: message rates in and out (msg/s, from the sent/received counters),
+  MB/s, depth (messages and ring bytes queued), waits (times senders/receivers
+  parked), live producers and consumers;
+- topics: messages published per second, the largest lag of a live subscriber,
+  waits (times publishers/subscribers parked), live subscribers, and the
+  messages they lost;
+- events: notifications per second and live listeners;
+and a one-line state for every object.
 
 On a terminal the screen is redrawn in place (alternate screen); Ctrl-C restores
 the terminal and exits 0. Piped, each refresh prints a plain table.
@@ -29,13 +34,41 @@ Exit status: 0 (also after Ctrl-C); 1 error; 2 usage error.`;
 const ENTER = '\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J';
 const RESTORE = '\x1b[?25h\x1b[?1049l';
 
+/** Counters of one object at one moment, to compute rates from. */
 interface Sample {
   t: number;
   ino: number;
-  sent: number;
-  received: number;
-  sentBytes: number;
-  receivedBytes: number;
+  counters: number[];
+}
+
+export interface TopicRow {
+  /** Messages published (the sequence number of the next one). */
+  published: number;
+  /** Per second, over the last interval; null on the first frame. */
+  rates: { published: number } | null;
+  /** Live subscribers; `dead`: slots of subscribers that died, not yet taken over or evicted. */
+  subscribers: number;
+  dead: number;
+  /** The largest lag of a live subscriber: messages published that it has not read. */
+  maxLag: number;
+  /** Messages the live subscribers lost ('overwrite' topics, or a start older than kept), summed. */
+  lost: number;
+  /** Times publishers waited for the slowest subscriber, and times subscribers parked (summed). */
+  waits: { publish: number; receive: number };
+  ended: boolean;
+}
+
+export interface EventRow {
+  /** notify() calls and wake-ups so far (statistics). */
+  notified: number;
+  wakeUps: number;
+  /** Per second, over the last interval; null on the first frame. */
+  rates: { notified: number; wakeUps: number } | null;
+  /** Live listeners; `dead`: slots of listeners that died, not yet taken over. */
+  listeners: number;
+  dead: number;
+  /** Ids notified and not yet taken, summed over the live listeners. */
+  pending: number;
 }
 
 export interface TopRow {
@@ -49,7 +82,15 @@ export interface TopRow {
   depth: { messages: number; bytes: number } | null;
   waits: { send: number; receive: number } | null;
   peers: { producers: number; consumers: number; dead: number } | null;
+  /** Topics, else null. */
+  topic: TopicRow | null;
+  /** Events, else null. */
+  event: EventRow | null;
 }
+
+/** Sort order: channels, topics, events, then the other kinds. */
+const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2 };
+const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 3;
 
 function compact(n: number): string {
   if (n < 1000) return n < 10 && n !== Math.round(n) ? n.toFixed(1) : String(Math.round(n));
@@ -59,7 +100,7 @@ function compact(n: number): string {
 
 export const top: Command = {
   name: 'top',
-  summary: 'watch message rates, depth, waits and peers live',
+  summary: 'watch message rates, depth, waits and peers of channels, topics and events live',
   help,
   run(argv) {
     const { values, positionals } = parse(argv, { interval: { type: 'string' }, count: { type: 'string' }, json: { type: 'boolean' } }, true);
@@ -76,6 +117,14 @@ export const top: Command = {
 
     const sample = (): TopRow[] => {
       const now = performance.now();
+      /** Per-second rates of `counters` since the last frame (null on the first, or for a new object under the name); remembers them. */
+      const ratesOf = (entry: string, ino: number, counters: number[]): number[] | null => {
+        const p = prev.get(entry);
+        prev.set(entry, { t: now, ino, counters });
+        if (p === undefined || p.ino !== ino || now <= p.t || p.counters.length !== counters.length) return null;
+        const dt = (now - p.t) / 1000;
+        return counters.map((c, i) => Math.max(0, (c - p.counters[i]!) / dt));
+      };
       let objects: Array<ShmObject | { missing: string }>;
       if (entries.length === 0) {
         objects = readAll();
@@ -92,29 +141,57 @@ export const top: Command = {
       const seen = new Set<string>();
       const rows = objects.map((o): TopRow => {
         if ('missing' in o) {
-          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null };
+          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null };
         }
         const r = o.report;
         seen.add(r.entry);
-        const row: TopRow = { entry: r.entry, name: r.name, kind: r.kind, status: r.status, summary: o.description?.summary ?? r.problem, rates: null, depth: null, waits: null, peers: null };
-        const st = o.description?.state;
-        if (r.kind === 'channel' && st !== null && st !== undefined) {
-          const c = st as ChannelState;
-          const s: Sample = {
-            t: now,
-            ino: o.stat.ino,
-            sent: c.counters.sent ?? 0,
-            received: c.counters.received ?? 0,
-            sentBytes: c.counters.sentBytes ?? 0,
-            receivedBytes: c.counters.receivedBytes ?? 0,
+        const row: TopRow = {
+          entry: r.entry,
+          name: r.name,
+          kind: r.kind,
+          status: r.status,
+          summary: o.description?.summary ?? r.problem,
+          rates: null,
+          depth: null,
+          waits: null,
+          peers: null,
+          topic: null,
+          event: null,
+        };
+        const st = r.status === 'ok' ? o.description?.state : null;
+        if (st === null || st === undefined) return row;
+        if (r.kind === 'topic') {
+          const t = st as TopicState;
+          const live = t.subscribers.filter((x) => x.alive);
+          const rates = ratesOf(r.entry, o.stat.ino, [t.published]);
+          row.topic = {
+            published: t.published,
+            rates: rates === null ? null : { published: rates[0]! },
+            subscribers: live.length,
+            dead: t.subscribers.length - live.length,
+            maxLag: live.reduce((m, x) => Math.max(m, x.lag), 0),
+            lost: live.reduce((n, x) => n + (x.lost ?? 0), 0),
+            waits: { publish: t.publishWaits ?? 0, receive: live.reduce((n, x) => n + (x.waits ?? 0), 0) },
+            ended: t.ended,
           };
-          const p = prev.get(r.entry);
-          if (p !== undefined && p.ino === s.ino && s.t > p.t) {
-            const dt = (s.t - p.t) / 1000;
-            const rate = (a: number, b: number): number => Math.max(0, (a - b) / dt);
-            row.rates = { sent: rate(s.sent, p.sent), received: rate(s.received, p.received), sentBytes: rate(s.sentBytes, p.sentBytes), receivedBytes: rate(s.receivedBytes, p.receivedBytes) };
-          }
-          prev.set(r.entry, s);
+        } else if (r.kind === 'event') {
+          const e = st as EventState;
+          const live = e.listeners.filter((l) => l.alive);
+          const notified = e.notified ?? 0;
+          const wakeUps = e.wakeUps ?? 0;
+          const rates = ratesOf(r.entry, o.stat.ino, [notified, wakeUps]);
+          row.event = {
+            notified,
+            wakeUps,
+            rates: rates === null ? null : { notified: rates[0]!, wakeUps: rates[1]! },
+            listeners: live.length,
+            dead: e.listeners.length - live.length,
+            pending: live.reduce((n, l) => n + l.pending.length, 0),
+          };
+        } else if (r.kind === 'channel') {
+          const c = st as ChannelState;
+          const rates = ratesOf(r.entry, o.stat.ino, [c.counters.sent ?? 0, c.counters.received ?? 0, c.counters.sentBytes ?? 0, c.counters.receivedBytes ?? 0]);
+          if (rates !== null) row.rates = { sent: rates[0]!, received: rates[1]!, sentBytes: rates[2]!, receivedBytes: rates[3]! };
           row.depth = { messages: c.depth.messages, bytes: c.depth.bytes };
           row.waits = { send: c.counters.sendWaits ?? 0, receive: c.counters.receiveWaits ?? 0 };
           const attached = c.peers.filter((q) => q.alive && !q.departed);
@@ -123,25 +200,42 @@ export const top: Command = {
         return row;
       });
       for (const k of prev.keys()) if (!seen.has(k)) prev.delete(k);
-      return rows.sort((a, b) => Number(b.kind === 'channel') - Number(a.kind === 'channel') || a.entry.localeCompare(b.entry));
+      return rows.sort((a, b) => rank(a.kind) - rank(b.kind) || a.entry.localeCompare(b.entry));
     };
 
     const render = (rows: TopRow[], width: number | undefined): string[] => {
       const d = new Date();
       const clock = [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
       const head = `shmkit top  ${clock}  every ${interval} ms  ${rows.length} object${rows.length === 1 ? '' : 's'}${tty ? '  (Ctrl-C quits)' : ''}`;
-      const cells = rows.map((r) => [
-        r.name ?? r.entry,
-        r.kind ?? '-',
-        r.rates === null ? '-' : compact(r.rates.sent),
-        r.rates === null ? '-' : compact(r.rates.received),
-        r.rates === null ? '-' : (r.rates.sentBytes / 1e6).toFixed(1),
-        r.depth === null ? '-' : `${r.depth.messages} (${bytes(r.depth.bytes)})`,
-        r.waits === null ? '-' : `${r.waits.send}/${r.waits.receive}`,
-        r.peers === null ? '-' : `${r.peers.producers}p ${r.peers.consumers}c${r.peers.dead > 0 ? ` ${r.peers.dead} dead` : ''}`,
-        r.status === 'ok' ? (r.summary ?? '') : `${r.status}${r.summary === null ? '' : `: ${r.summary}`}`,
-      ]);
-      const t = table(['NAME', 'KIND', 'IN MSG/S', 'OUT MSG/S', 'MB/S', 'DEPTH', 'WAITS S/R', 'PEERS', 'STATE'], cells, width);
+      const dead = (n: number): string => (n > 0 ? ` ${n} dead` : '');
+      const cells = rows.map((r) => {
+        const state = r.status === 'ok' ? (r.summary ?? '') : `${r.status}${r.summary === null ? '' : `: ${r.summary}`}`;
+        const t = r.topic;
+        const e = r.event;
+        if (t !== null) {
+          const rate = t.rates === null ? '-' : compact(t.rates.published);
+          const subs = `${t.subscribers} sub${t.subscribers === 1 ? '' : 's'}${dead(t.dead)}`;
+          return [r.name ?? r.entry, 'topic', rate, '-', '-', `lag ${t.maxLag}`, `${t.waits.publish}/${t.waits.receive}`, subs, String(t.lost), state];
+        }
+        if (e !== null) {
+          const rate = e.rates === null ? '-' : compact(e.rates.notified);
+          const listeners = `${e.listeners} listener${e.listeners === 1 ? '' : 's'}${dead(e.dead)}`;
+          return [r.name ?? r.entry, 'event', rate, '-', '-', '-', '-', listeners, '-', state];
+        }
+        return [
+          r.name ?? r.entry,
+          r.kind ?? '-',
+          r.rates === null ? '-' : compact(r.rates.sent),
+          r.rates === null ? '-' : compact(r.rates.received),
+          r.rates === null ? '-' : (r.rates.sentBytes / 1e6).toFixed(1),
+          r.depth === null ? '-' : `${r.depth.messages} (${bytes(r.depth.bytes)})`,
+          r.waits === null ? '-' : `${r.waits.send}/${r.waits.receive}`,
+          r.peers === null ? '-' : `${r.peers.producers}p ${r.peers.consumers}c${dead(r.peers.dead)}`,
+          '-',
+          state,
+        ];
+      });
+      const t = table(['NAME', 'KIND', 'IN MSG/S', 'OUT MSG/S', 'MB/S', 'DEPTH', 'WAITS S/R', 'PEERS', 'LOST', 'STATE'], cells, width);
       return [width !== undefined && head.length > width ? head.slice(0, width) : head, ...t];
     };
 
