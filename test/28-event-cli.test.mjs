@@ -7,62 +7,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ErrorCodes, Event, Mutex } from 'shmkit';
-import { cleanupAll, ROOT, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, ROOT, uniq, watchdog, killCliChildren, runCli, SHMKIT, startCli } from './helpers.mjs';
 
-const SHMKIT = join(ROOT, 'bin', 'shmkit.js');
-
-const running = new Set();
 after(() => {
-  for (const c of running) c.kill('SIGKILL');
+  killCliChildren();
   cleanupAll();
 });
 
-/**
- * Starts `shmkit ...args`. Returns { child, done, waitFor(re, stream) }: `done` resolves with
- * { code, signal, stdout, stderr } and is watched (never waits forever); waitFor resolves once
- * `stream` ('stderr' or 'stdout') matches `re`.
- */
-function start(args, ms = 60_000) {
-  const child = spawn(process.execPath, [SHMKIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  const text = { stdout: '', stderr: '' };
-  const waiters = [];
-  for (const s of ['stdout', 'stderr']) {
-    child[s].setEncoding('utf8').on('data', (d) => {
-      text[s] += d;
-      for (const w of waiters.slice()) w();
-    });
-  }
-  const closed = new Promise((resolve) =>
-    child.on('close', (code, signal) => {
-      running.delete(child);
-      resolve({ code, signal, ...text });
-    }),
-  );
-  const done = watchdog(closed, ms, `shmkit ${args.join(' ')}`);
-  done.catch(() => child.kill('SIGKILL'));
-  const waitFor = (re, stream = 'stderr') =>
-    watchdog(
-      new Promise((resolve, reject) => {
-        const check = () => {
-          if (re.test(text[stream])) {
-            waiters.splice(waiters.indexOf(check), 1);
-            resolve();
-          }
-        };
-        waiters.push(check);
-        check();
-        closed.then(() => {
-          if (!re.test(text[stream])) reject(new Error(`shmkit ${args.join(' ')} exited before printing ${re}: ${text.stderr}`));
-        });
-      }),
-      30_000,
-      `shmkit ${args.join(' ')} printing ${re}`,
-    );
-  return { child, done, waitFor };
-}
-
-const cli = (args) => start(args).done;
+const start = startCli;
+const cli = runCli;
 
 describe('shmkit notify and listen', () => {
   test('a listen --count 2 process prints the ids two notify processes send, then exits 0', async () => {

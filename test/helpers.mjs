@@ -101,3 +101,60 @@ export async function result(proc, ms = 60000, what = 'child') {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The shmkit command in a child process (CLI tests) ------------------------------------------------
+
+export const SHMKIT = join(ROOT, 'bin', 'shmkit.js');
+const running = new Set();
+/** Kills every `shmkit` child still running (call in after()). */
+export function killCliChildren() {
+  for (const c of running) c.kill('SIGKILL');
+}
+
+/**
+ * Starts `shmkit ...args`. Returns { child, done, waitFor(re, stream) }: `done` resolves with
+ * { code, signal, stdout, stderr } and is watched (never waits forever); waitFor resolves once
+ * `stream` ('stderr' or 'stdout') matches `re`.
+ */
+export function startCli(args, ms = 60_000) {
+  const child = spawn(process.execPath, [SHMKIT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  const text = { stdout: '', stderr: '' };
+  const waiters = [];
+  for (const s of ['stdout', 'stderr']) {
+    child[s].setEncoding('utf8').on('data', (d) => {
+      text[s] += d;
+      for (const w of waiters.slice()) w();
+    });
+  }
+  const closed = new Promise((resolve) =>
+    child.on('close', (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal, ...text });
+    }),
+  );
+  const done = watchdog(closed, ms, `shmkit ${args.join(' ')}`);
+  done.catch(() => child.kill('SIGKILL'));
+  const waitFor = (re, stream = 'stderr') =>
+    watchdog(
+      new Promise((resolve, reject) => {
+        const check = () => {
+          if (re.test(text[stream])) {
+            waiters.splice(waiters.indexOf(check), 1);
+            resolve();
+          }
+        };
+        waiters.push(check);
+        check();
+        closed.then(() => {
+          if (!re.test(text[stream])) reject(new Error(`shmkit ${args.join(' ')} exited before printing ${re}: ${text.stderr}`));
+        });
+      }),
+      30_000,
+      `shmkit ${args.join(' ')} printing ${re}`,
+    );
+  return { child, done, waitFor };
+}
+
+/** Runs `shmkit ...args` to its end: { code, signal, stdout, stderr }. */
+export const runCli = (args) => startCli(args).done;
