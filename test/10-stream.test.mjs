@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ErrorCodes, ShmStream } from 'shmkit';
-import { cleanupAll, result, ROOT, run, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, result, ROOT, run, sleep, uniq, watchdog, uniqLong } from './helpers.mjs';
 import { chunks } from './fixtures/data.mjs';
 
 after(cleanupAll);
@@ -80,7 +80,7 @@ describe('ShmStream', () => {
   });
 
   test('a stream with a 200-character name: its halves get hashed object names and work', async () => {
-    const name = uniq('long').padEnd(200, 'q');
+    const name = uniqLong('long', 200, 'q');
     const a = ShmStream.create(name);
     const b = ShmStream.connect(name);
     try {

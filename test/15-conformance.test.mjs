@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { asyncWaitStats, Channel, configure, Mutex, Segment } from 'shmkit';
-import { cleanupAll, result, ROOT, run, runner, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, result, ROOT, run, runner, sleep, uniq, watchdog, uniqLong } from './helpers.mjs';
 import { sizeOf } from './fixtures/data.mjs';
 
 const PEER = join(ROOT, 'test', 'fixtures', 'peer.py');
@@ -100,7 +100,7 @@ const procStart = (pid) => {
 };
 
 test('Node -> Python, single/single: 20,000 messages through a wrapping 8 KiB ring (PADs crossed), in order, woken both ways', { skip: SKIP }, async () => {
-  const name = uniq('cfa').padEnd(90, 'a'); // a long name: hashed object name, name block ("Names")
+  const name = uniqLong('cfa', 90, 'a'); // a long name: hashed object name, name block ("Names")
   const ch = Channel.create(name, { capacity: 8192, producers: 'single', consumers: 'single' });
   const max = ch.maxMessageSize;
   const py = peer('recv', { name, expect: { id: 1, count: N } });
@@ -151,7 +151,7 @@ test('Node -> Python, multi/multi: two Node producers, the Python consumer compe
 });
 
 test('Python -> Node, single/single: Python creates the channel, rings the parked async receiver, parks on a full ring, closes', { skip: SKIP }, async () => {
-  const name = uniq('cfc').padEnd(60, 'c'); // Python creates a long-named channel: Node validates its name block
+  const name = uniqLong('cfc', 60, 'c'); // Python creates a long-named channel: Node validates its name block
   const capacity = 8192;
   const py = peer('send', {
     name, id: 1, count: N, close: true, pauseEvery: 2500, pauseMs: 20,

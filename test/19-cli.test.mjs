@@ -9,7 +9,7 @@ import { chmodSync, chownSync, closeSync, cpSync, existsSync, mkdtempSync, openS
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Channel, ErrorCodes, Event, Mutex, Segment, Topic } from 'shmkit';
-import { cleanupAll, ROOT, run, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, ROOT, run, sleep, uniq, watchdog, uniqLong } from './helpers.mjs';
 
 const SHMKIT = join(ROOT, 'bin', 'shmkit.js');
 const CLI_CHILD = join(ROOT, 'test', 'fixtures', 'cli-child.mjs');
@@ -232,7 +232,7 @@ describe('inspect', () => {
   });
 
   test('a long-named object is listed and inspected by its full name, from its name block', async () => {
-    const name = uniq('longcli').padEnd(120, 'w');
+    const name = uniqLong('longcli', 120, 'w');
     const ch = Channel.create(name, { capacity: 4096 });
     try {
       ch.sendSync(Buffer.from('x'));
@@ -252,8 +252,8 @@ describe('inspect', () => {
   });
 
   test('name blocks are checked: on a short name, or naming another object, the entry is corrupt and keeps its own name', async () => {
-    const longA = uniq('nba').padEnd(60, 'a');
-    const longB = uniq('nbb').padEnd(60, 'b');
+    const longA = uniqLong('nba', 60, 'a');
+    const longB = uniqLong('nbb', 60, 'b');
     const short = uniq('nbs');
     const a = Mutex.create(longA);
     const b = Mutex.create(longB);

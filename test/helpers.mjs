@@ -1,5 +1,6 @@
 // Shared test helpers: unique names, child processes with watchdogs, cleanup of every segment.
 import { spawn } from 'node:child_process';
+import { Segment } from 'shmkit';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, unlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,13 @@ export function uniq(tag = 't') {
   return n;
 }
 
+/** A unique name of `length` characters (past 23 it is stored under a hashed object name). */
+export function uniqLong(tag, length, fill = 'x') {
+  const n = uniq(tag).padEnd(length, fill);
+  created.add(n);
+  return n;
+}
+
 /** Removes every segment and named semaphore made with uniq() names. Call in after(). */
 export function cleanupAll() {
   // Every entry a unique name produced: the name itself, and derived ones (a stream's ".0"/".1").
@@ -25,6 +33,7 @@ export function cleanupAll() {
     for (const e of entries) {
       if (e === `shmkit-${n}` || e.startsWith(`shmkit-${n}.`) || e === `sem.${n}`) unlinkSync(`/dev/shm/${e}`);
     }
+    if (n.length > 23) Segment.unlink(n); // a long name's object is stored under a hashed name
   }
   created.clear();
 }
