@@ -61,7 +61,7 @@ describe('Channel views, loans and receiveInto', () => {
         for (let i = 1; i < fitted; i++) assert.equal(rx.receiveSync().length, max);
         assert.deepEqual([...rx.receiveSync()], [7, 7, 7, 7, 7]);
         await assert.rejects(ch.loan(16, { signal: AbortSignal.abort() }), (e) => e.code === 'ABORT_ERR');
-        const c = await ch.loan(16);
+        const c = await ch.loan(16, { timeout: 30_000 });
         ch.close();
         assert.throws(() => c.commit(), code(ErrorCodes.CLOSED));
         assert.equal(rx.tryReceive(), undefined, 'nothing of the given-up loan was published');

@@ -61,7 +61,7 @@ describe('the lifecycle table', () => {
     b.end();
     assert.deepEqual([a.ended, b.ended, a.closed, b.closed], [true, true, false, false]);
     assert.throws(() => a.sendSync('more'), (e) => e.code === ErrorCodes.CLOSED);
-    assert.equal(await a.receive(), 'last', 'what was queued before end() is delivered');
+    assert.equal(await a.receive({ timeout: 30_000 }), 'last', 'what was queued before end() is delivered');
     await assert.rejects(a.receive({ timeout: 1000 }), (e) => e.code === ErrorCodes.CLOSED);
     a.close();
     b.close();
@@ -74,7 +74,7 @@ describe('the lifecycle table', () => {
     const b = ShmStream.connect(name);
     a.end('bye');
     let got = '';
-    for await (const chunk of b) got += chunk;
+    await watchdog((async () => { for await (const chunk of b) got += chunk; })(), 30_000, 'stream to its end');
     assert.equal(got, 'bye');
     b.destroy();
     await tick();
@@ -156,7 +156,7 @@ test("'peergone' tells a listening handle that every producer is gone, once; the
     const heard = new Promise((resolve) => ch.on('peergone', (role) => { events.push(role); resolve(); }));
     const prod = child('produce', { name });
     await prod.waitFor(/"sent"/);
-    assert.deepEqual(await ch.receive(), { n: 1 });
+    assert.deepEqual(await ch.receive({ timeout: 30_000 }), { n: 1 });
     prod.child.kill('SIGKILL');
     await watchdog(prod.exited, 30_000, 'producer');
     await watchdog(heard, 30_000, "'peergone'");

@@ -88,7 +88,7 @@ describe('Topic in one process', () => {
       assert.equal(late.lost, 0);
       const iterated = other.subscribe();
       pub.publishSync(Buffer.from([5]));
-      for await (const m of iterated) {
+      for await (const m of iterated.iterate({ timeout: 30_000 })) {
         assert.equal(m[0], 5);
         break;
       }
@@ -115,7 +115,7 @@ describe('Topic in one process', () => {
       assert.throws(() => loan.commit(), code(ErrorCodes.BUSY));
       const aborted = t.loanSync(4);
       aborted.abort();
-      const l2 = await t.loan(4);
+      const l2 = await t.loan(4, { timeout: 30_000 });
       assert.equal(l2.seq, 1, 'an aborted loan published nothing: the next one gets its number');
       l2.bytes.write('two!');
       l2.commit();
@@ -203,7 +203,7 @@ describe('Topic in one process', () => {
       assert.throws(() => t.tryPublish('c'), code(ErrorCodes.CLOSED));
       await assert.rejects(watchdog(waiting, 30_000, 'waiting receive'), code(ErrorCodes.CLOSED));
       const got = [];
-      for await (const m of s) got.push(m);
+      for await (const m of s.iterate({ timeout: 30_000 })) got.push(m);
       assert.deepEqual(got, ['a', 'b']);
       assert.throws(() => s.receiveSync({ timeout: 0 }), code(ErrorCodes.CLOSED));
     } finally {

@@ -25,7 +25,7 @@ import { openNamed, type OpenHow } from '../open';
 import { Kind, type OpenOptions, Segment } from '../segment';
 import { lockWithin, lockWithinAsync } from '../sync/lock-within';
 import { Mutex } from '../sync/mutex';
-import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type WaitOptions } from '../sync/primitive';
+import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type ParsedWait, type WaitOptions } from '../sync/primitive';
 import { parseTrust } from '../trust';
 import { checkInt, checkObject, describe } from '../validate';
 import { Deadline, tuning } from '../wait';
@@ -307,6 +307,28 @@ export class Topic<T = unknown> extends Handle {
     }
   }
 
+  /**
+   * With the lock: the sequence number of the next message, once the log has room for it ('block':
+   * waiting for the slowest subscriber within the caller's deadline and signal). Throws if ended.
+   */
+  private async room(o: ParsedWait, deadline: Deadline, what: string): Promise<number> {
+    const s = this.nextSeq();
+    if (this.hasSpace(s)) return s;
+    const ready = (): boolean => this.hasSpace(s) || this.ended;
+    if (!(await this.parts.consumed.wait(o, deadline, ready, null, what))) throw timeoutError(`${this.errors.label} ${what}`, o.timeout, this.name);
+    this.assertOpen(); // close() may have run meanwhile
+    return this.nextSeq();
+  }
+
+  /** room(), blocking the thread. */
+  private roomSync(o: ParsedWait, deadline: Deadline, what: string): number {
+    const s = this.nextSeq();
+    if (this.hasSpace(s)) return s;
+    const ready = (): boolean => this.hasSpace(s) || this.ended;
+    if (!this.parts.consumed.waitSync(o, deadline, ready, null)) throw timeoutError(`${this.errors.label} ${what}`, o.timeout, this.name);
+    return this.nextSeq();
+  }
+
   /** The state of the next message under the lock: its sequence number, or throws if ended. */
   private nextSeq(): number {
     if (L.tailEnded(this.parts.i32, this.parts.base)) throw this.errors.closed(' (ended)');
@@ -328,13 +350,7 @@ export class Topic<T = unknown> extends Handle {
     let s: number;
     try {
       this.assertOpen();
-      s = this.nextSeq();
-      if (!this.hasSpace(s)) {
-        const ready = (): boolean => this.hasSpace(s) || this.ended;
-        if (!(await this.parts.consumed.wait(o, deadline, ready, null, 'publish'))) throw timeoutError(`${this.errors.label} publish`, o.timeout, this.name);
-        this.assertOpen();
-        s = this.nextSeq();
-      }
+      s = await this.room(o, deadline, 'publish');
       this.writeAndCommit(s, data, len);
     } finally {
       this.unlockPublisher();
@@ -352,12 +368,7 @@ export class Topic<T = unknown> extends Handle {
     this.acquireSync(deadline, 'publishSync');
     let s: number;
     try {
-      s = this.nextSeq();
-      if (!this.hasSpace(s)) {
-        const ready = (): boolean => this.hasSpace(s) || this.ended;
-        if (!this.parts.consumed.waitSync(o, deadline, ready, null)) throw timeoutError(`${this.errors.label} publishSync`, o.timeout, this.name);
-        s = this.nextSeq();
-      }
+      s = this.roomSync(o, deadline, 'publishSync');
       this.writeAndCommit(s, data, len);
     } finally {
       this.unlockPublisher();
@@ -501,14 +512,7 @@ export class Topic<T = unknown> extends Handle {
     const deadline = new Deadline(o.timeout);
     await this.acquireAsync(deadline, o.signal, 'loan');
     try {
-      let s = this.nextSeq();
-      if (!this.hasSpace(s)) {
-        const ready = (): boolean => this.hasSpace(s) || this.ended;
-        if (!(await this.parts.consumed.wait(o, deadline, ready, null, 'loan'))) throw timeoutError(`${this.errors.label} loan`, o.timeout, this.name);
-        this.assertOpen();
-        s = this.nextSeq();
-      }
-      return this.lend(s, size);
+      return this.lend(await this.room(o, deadline, 'loan'), size);
     } catch (err) {
       this.unlockPublisher();
       throw err;
@@ -522,13 +526,7 @@ export class Topic<T = unknown> extends Handle {
     const deadline = new Deadline(o.timeout);
     this.acquireSync(deadline, 'loanSync');
     try {
-      let s = this.nextSeq();
-      if (!this.hasSpace(s)) {
-        const ready = (): boolean => this.hasSpace(s) || this.ended;
-        if (!this.parts.consumed.waitSync(o, deadline, ready, null)) throw timeoutError(`${this.errors.label} loanSync`, o.timeout, this.name);
-        s = this.nextSeq();
-      }
-      return this.lend(s, size);
+      return this.lend(this.roomSync(o, deadline, 'loanSync'), size);
     } catch (err) {
       this.unlockPublisher();
       throw err;
