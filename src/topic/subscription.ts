@@ -118,15 +118,12 @@ export class Subscription<T = unknown> {
       // may still reuse one slot at or before the tail read below: until the cursor passes it, reads
       // are checked as under 'overwrite' (a message overwritten in that window counts as lost).
       Atomics.add(p.i32, (p.base + L.SUBSCRIPTIONS) >> 2, 1);
-      // A publisher that scanned between the claim and the cursor saw the previous owner's cursor
-      // and may be waiting for it: let it look again.
-      if ((Atomics.load(p.i32, p.consumed.word) & WAITING) !== 0) {
-        Atomics.add(p.i32, p.consumed.word, L.STEP);
-        p.consumed.wakeWaiters();
-      }
       const joinUntil = topic.tailSeq() + 1;
       const sub = new Subscription<T>(topic, p, errors, i, start, o.lagged === 'throw', joinUntil);
       if (lost > 0) sub.countLost(lost);
+      // A publisher that scanned between the claim and the cursor saw the previous owner's cursor
+      // and may be waiting for it: let it look again.
+      sub.wakePublisher();
       return sub;
     }
     throw errors.error(ErrorCodes.BUSY, `all ${p.params.maxSubscribers} subscriber slots have live subscribers (create the topic with a larger maxSubscribers)`);
@@ -182,10 +179,12 @@ export class Subscription<T = unknown> {
       this.cursorHi = hi;
     }
     // A publisher waiting for the slowest subscriber ('block') may be waiting for us.
-    if (!this.p.params.overwrite && (Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.wakePublisher();
+    if (!this.p.params.overwrite) this.wakePublisher();
   }
 
+  /** Wakes a publisher sleeping on the consumed word, if one is: the word moves, then the bits go. */
   private wakePublisher(): void {
+    if ((Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) === 0) return;
     Atomics.add(this.p.i32, this.p.consumed.word, L.STEP);
     this.p.consumed.wakeWaiters();
   }
@@ -440,7 +439,7 @@ export class Subscription<T = unknown> {
     this.topic.forget(this);
     if (this.p.segment.int32.length === 0) return;
     Atomics.compareExchange(this.p.i64, (this.slot + L.SUB_TOKEN) >> 3, SELF_TOKEN, 0n);
-    if ((Atomics.load(this.p.i32, this.p.consumed.word) & WAITING) !== 0) this.wakePublisher();
+    this.wakePublisher();
   }
 
   /** The same as close(). */
