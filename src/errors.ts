@@ -45,6 +45,13 @@ export const ErrorCodes = {
   BUSY: 'ERR_SHMKIT_BUSY',
   /** The other side is gone: no live producer (or consumer) is attached any more. */
   PEER_GONE: 'ERR_SHMKIT_PEER_GONE',
+  /**
+   * A connection was refused: no live server listens on the name, its backlog of unanswered
+   * connections is full, every connection slot is in use, or the server refused it.
+   */
+  REFUSED: 'ERR_SHMKIT_REFUSED',
+  /** An RPC call named a method the server does not serve. */
+  UNKNOWN_METHOD: 'ERR_SHMKIT_UNKNOWN_METHOD',
   /** A topic subscriber fell a whole log behind under the 'overwrite' policy and lost messages (`lost` says how many); asked for with lagged: 'throw'. */
   LAGGED: 'ERR_SHMKIT_LAGGED',
   /** A received message could not be decoded by the channel's codec; it was consumed. */

@@ -25,3 +25,9 @@ export { WaitSet, WaitSetEntry, type WaitSetKind, type WaitSetSource } from './w
 export { codecs, type Codec, type CodecName } from './codec/codec';
 export type { PeerInfo } from './channel/types';
 export { ShmStream, type ShmStreamOptions } from './channel/stream';
+export { Server, type ServerOptions, type ServerStats } from './server/server';
+export { Connection } from './server/connection';
+export { connect, type ConnectOptions } from './server/connect';
+export { serve, RpcServer, type CallContext, type Handlers, type ServeOptions, type RpcServerStats } from './rpc/serve';
+export { rpcClient, type RpcClient, type RpcClientOptions, type RpcClientMethods, type RpcClientStats, type CallOptions, type RpcResult } from './rpc/client';
+export { RemoteError } from './rpc/protocol';

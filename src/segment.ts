@@ -58,6 +58,7 @@ export const Kind = {
   CHANNEL: 16,
   EVENT: 17,
   TOPIC: 18,
+  SERVER: 19,
 } as const;
 
 export function kindName(kind: number): string {

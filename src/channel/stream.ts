@@ -69,12 +69,16 @@ export class ShmStream extends Duplex {
   private readonly owner: boolean;
   private reading = false;
 
-  private constructor(name: string, out: Channel<Uint8Array>, inbound: Channel<Uint8Array>, owner: boolean, duplex: DuplexOptions | undefined) {
+  /** Set for a stream over channels someone else owns (a Connection): called instead of closing them. */
+  private readonly onDestroy: (() => void) | null;
+
+  private constructor(name: string, out: Channel<Uint8Array>, inbound: Channel<Uint8Array>, owner: boolean, duplex: DuplexOptions | undefined, onDestroy: (() => void) | null = null) {
     super(duplex);
     this.name = name;
     this.out = out;
     this.in = inbound;
     this.owner = owner;
+    this.onDestroy = onDestroy;
     // Take both roles at once: the peer can tell if this end dies even before any byte moves.
     try {
       out.claim('producer');
@@ -123,6 +127,14 @@ export class ShmStream extends Duplex {
       throw err;
     }
     return new ShmStream(name, out, inbound, false, duplex);
+  }
+
+  /**
+   * @internal A stream over two channels that `onDestroy` owns (a Connection's): destroying the
+   * stream calls it instead of closing them.
+   */
+  static over(label: string, out: Channel<Uint8Array>, inbound: Channel<Uint8Array>, duplex: DuplexOptions | undefined, onDestroy: () => void): ShmStream {
+    return new ShmStream(label, out, inbound, false, checkDuplex(duplex), onDestroy);
   }
 
   /** Removes the stream's names (connected ends keep working). True if either existed. */
@@ -185,6 +197,11 @@ export class ShmStream extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     try {
+      if (this.onDestroy) {
+        this.onDestroy();
+        callback(error);
+        return;
+      }
       this.out.close();
       this.in.close();
       if (this.owner) for (const n of names(this.name)) Channel.unlink(n);

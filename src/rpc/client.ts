@@ -1,0 +1,578 @@
+/**
+ * rpcClient(): a typed proxy whose methods call a service served with serve(). The client holds
+ * one connection to each listener of the name (up to maxServers), multiplexes any number of calls
+ * on each (ids match answers to calls, in any order), and sends each call over the connection with
+ * the fewest calls outstanding: calls spread over a pool of server processes. When a server dies,
+ * the calls it was running fail with ERR_SHMKIT_PEER_GONE within the liveness interval, and later
+ * calls go to the others. Listeners that join later are connected to as calls are made.
+ */
+import { isAborted, onAbort } from '../abort';
+import type { Codec, CodecName } from '../codec/codec';
+import { resolveCodec } from '../codec/codec';
+import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
+import { checkName, MAX_BASE_NAME_LENGTH } from '../naming';
+import { openSegment } from '../open';
+import { Kind, type OpenOptions, type Segment } from '../segment';
+import { checkSignal } from '../abort';
+import { connectTo } from '../server/connect';
+import type { Connection } from '../server/connection';
+import * as SL from '../server/layout';
+import { ServerTable } from '../server/table';
+import { parseTrust } from '../trust';
+import { checkInt, checkObject, checkTimeout, describe } from '../validate';
+import * as P from './protocol';
+import { nextFrame } from './reader';
+
+export interface RpcClientOptions extends OpenOptions {
+  /** How arguments, results and stream items are encoded: 'json' (default), 'jsonb', 'structured', or a Codec. The server's must match. */
+  codec?: CodecName | Codec<unknown>;
+  /** Default timeout of each call, ms (ERR_SHMKIT_TIMEOUT; the server's handler sees its signal abort). Default: none. */
+  timeout?: number;
+  /** Milliseconds to wait for the first connection. Default 10,000. */
+  connectTimeout?: number;
+  /** Stream items a caller lets the server send ahead of what it has consumed. Default 64. */
+  window?: number;
+  /** Listeners to hold a connection to at most (calls spread over them). Default 8. */
+  maxServers?: number;
+  /**
+   * Microseconds to spin for an answer before sleeping, while calls are outstanding (the event
+   * loop is busy meanwhile). Default: configure().spinMicros. 0: sleep at once (async only).
+   */
+  spin?: number;
+}
+
+export interface CallOptions {
+  /** Milliseconds until the call fails with ERR_SHMKIT_TIMEOUT (and the handler's signal aborts). */
+  timeout?: number;
+  /** Cancels the call: it rejects with ABORT_ERR and the handler's signal aborts. */
+  signal?: AbortSignal;
+}
+
+export interface RpcClientStats {
+  /** Calls made, answered with a result, and failed (errors, timeouts, aborts, dead servers). */
+  calls: number;
+  results: number;
+  errors: number;
+  /** Calls waiting for their answer (or streaming) now. */
+  inFlight: number;
+  /** Servers (listeners) this client holds a connection to. */
+  servers: number;
+}
+
+/** What the caller gets for a method of `I` returning R: a stream as an async iterator, otherwise the value. */
+export type RpcResult<R> = Awaited<R> extends AsyncIterable<infer X> ? AsyncIterableIterator<X> : Awaited<R>;
+
+/** The names a client keeps for itself; a service's methods of these names are called with call(). */
+export type ReservedName = 'call' | 'notify' | 'with' | 'close' | 'stats' | 'then' | 'servers';
+
+export interface RpcClientMethods<I> {
+  /** Calls `method` with `args` (an array) and per-call options. */
+  call<K extends keyof I & string>(method: K, args: I[K] extends (...a: infer A) => unknown ? A : never, options?: CallOptions): Promise<I[K] extends (...a: never[]) => infer R ? RpcResult<R> : never>;
+  /** Sends a notification: the handler runs, nobody waits for its result. Resolves once sent. */
+  notify<K extends keyof I & string>(method: K, ...args: I[K] extends (...a: infer A) => unknown ? A : never): Promise<void>;
+  /** The same client with other per-call options (timeout, signal) for the calls made through it. */
+  with(options: CallOptions): RpcClient<I>;
+  stats(): RpcClientStats;
+  /** Servers (listeners) this client holds a connection to. */
+  readonly servers: number;
+  /** Closes the connections; calls still waiting fail with ERR_SHMKIT_CLOSED. */
+  close(): void;
+  [Symbol.dispose](): void;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A client of service interface `I`: its methods, each returning a promise, and the client's own. */
+export type RpcClient<I> = {
+  [K in keyof I as K extends ReservedName ? never : K]: I[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<RpcResult<R>> : never;
+} & RpcClientMethods<I>;
+
+interface Pending {
+  method: string;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+  stream: ClientStream | null;
+  done: () => void;
+}
+
+interface Link {
+  conn: Connection<Buffer>;
+  listener: number;
+  pending: Map<number, Pending>;
+  nextId: number;
+  /** A pump reads answers while calls are outstanding; none runs while the link is idle. */
+  pumping: boolean;
+  /** Stops the pump's wait when the last outstanding call was given up. */
+  idle: AbortController | null;
+  dropped: boolean;
+}
+
+interface Parsed {
+  timeout: number;
+  signal: AbortSignal | undefined;
+}
+
+function parseCall(options: unknown, defaults: Parsed): Parsed {
+  if (options === undefined) return defaults;
+  const o = checkObject('options', options);
+  return {
+    timeout: o.timeout === undefined ? defaults.timeout : checkTimeout('options.timeout', o.timeout),
+    signal: o.signal === undefined ? defaults.signal : checkSignal('options.signal', o.signal),
+  };
+}
+
+const RESERVED = new Set<string>(['call', 'notify', 'with', 'close', 'stats', 'then', 'servers']);
+
+class Core {
+  readonly name: string;
+  readonly codec: Codec<unknown>;
+  readonly window: number;
+  private readonly maxServers: number;
+  private readonly table: ServerTable;
+  private readonly segment: Segment;
+  private readonly links = new Map<number, Link>();
+  private readonly connecting = new Map<number, Promise<void>>();
+  private readonly options: RpcClientOptions;
+  private readonly spin: number;
+  private lastRefresh = 0;
+  private rotate = 0;
+  closed = false;
+  readonly counts = { calls: 0, results: 0, errors: 0 };
+
+  constructor(name: string, segment: Segment, options: RpcClientOptions) {
+    this.name = name;
+    this.segment = segment;
+    this.options = options;
+    this.codec = resolveCodec(options.codec ?? 'json');
+    this.window = options.window === undefined ? 64 : checkInt('options.window', options.window, 1, 1 << 20);
+    this.maxServers = options.maxServers === undefined ? 8 : checkInt('options.maxServers', options.maxServers, 1, SL.MAX_LISTENERS);
+    this.spin = options.spin === undefined ? -1 : checkInt('options.spin', options.spin, 0, 10_000_000);
+    this.table = new ServerTable(segment, SL.readParams(segment), `server "${name}"`);
+  }
+
+  get label(): string {
+    return `rpc "${this.name}"`;
+  }
+
+  /** Connects to accepting listeners not yet in the pool (up to maxServers). Resolves when tried. */
+  async refresh(connectTimeout: number): Promise<void> {
+    this.lastRefresh = performance.now();
+    if (this.closed || this.segment.int32.length === 0) return;
+    const want = this.table.acceptingListeners().filter((i) => !this.links.has(i)).slice(0, Math.max(0, this.maxServers - this.links.size));
+    const errors: unknown[] = [];
+    await Promise.all(want.map((i) => this.connectOne(i, connectTimeout).catch((e: unknown) => void errors.push(e))));
+    if (this.links.size === 0) {
+      // None of the targeted listeners answered (one may have died meanwhile): any listener will do.
+      try {
+        await this.connectOne(-1, connectTimeout);
+      } catch (err) {
+        throw errors[0] ?? err;
+      }
+    }
+  }
+
+  private connectOne(listener: number, timeout: number): Promise<void> {
+    const running = this.connecting.get(listener);
+    if (running) return running;
+    const p = (async () => {
+      const conn = await connectTo<Buffer>(this.name, { timeout, ...(this.options.trustedOwners === undefined ? {} : { trustedOwners: this.options.trustedOwners }) }, listener);
+      if (this.closed) {
+        conn.close();
+        return;
+      }
+      const at = listener >= 0 ? listener : this.table.listenerOf(conn.id);
+      if (this.links.has(at)) {
+        conn.close(); // raced with another connect to the same listener
+        return;
+      }
+      const link: Link = { conn, listener: at, pending: new Map(), nextId: 1, pumping: false, idle: null, dropped: false };
+      this.links.set(at, link);
+      conn.on('close', (err?: unknown) => this.drop(link, err ?? null));
+    })().finally(() => this.connecting.delete(listener));
+    this.connecting.set(listener, p);
+    return p;
+  }
+
+  /** Starts the link's pump if calls are outstanding and none runs (after the caller's synchronous code). */
+  private pump(link: Link): void {
+    if (link.pumping || link.dropped) return;
+    link.pumping = true;
+    queueMicrotask(() => void this.runPump(link));
+  }
+
+  /**
+   * Reads answers while the link has calls outstanding: spins up to `spin` µs for each, then
+   * sleeps (without blocking the event loop) until it comes. Ends when nothing is outstanding, so
+   * an idle client waits on nothing and keeps no process alive.
+   */
+  private async runPump(link: Link): Promise<void> {
+    try {
+      let idle = new AbortController();
+      while (link.pending.size > 0 && !link.dropped) {
+        if (idle.signal.aborted) idle = new AbortController();
+        link.idle = idle;
+        let f: Buffer;
+        try {
+          f = await nextFrame(link.conn, this.spin, idle.signal);
+        } catch (err) {
+          if (idle.signal.aborted) continue; // the last call was given up (another may have come since)
+          throw err;
+        } finally {
+          link.idle = null;
+        }
+        this.onFrame(link, f);
+      }
+    } catch (err) {
+      link.pumping = false;
+      link.conn.close();
+      this.drop(link, err);
+      return;
+    }
+    link.pumping = false;
+    if (link.pending.size > 0) this.pump(link); // a call came in as the pump was leaving
+  }
+
+  /** A call stopped being outstanding: if it was the last one, the pump stops waiting. */
+  private settled(link: Link): void {
+    if (link.pending.size === 0) link.idle?.abort();
+  }
+
+  /** The link is gone (its server died or closed it, or it broke): its calls fail. */
+  private drop(link: Link, failure: unknown): void {
+    if (link.dropped) return;
+    link.dropped = true;
+    if (this.links.get(link.listener) === link) this.links.delete(link.listener);
+    link.conn.close();
+    const why = this.closed
+      ? closedError(`${this.label} client`, this.name)
+      : failure instanceof ShmkitError && failure.code === ErrorCodes.PEER_GONE
+        ? failure
+        : new ShmkitError(ErrorCodes.PEER_GONE, `${this.label}: the server ${failure ? `connection failed (${failure instanceof Error ? failure.message : String(failure)})` : 'closed the connection'}`, { segment: this.name, ...(failure ? { cause: failure } : {}) });
+    for (const p of [...link.pending.values()]) {
+      this.counts.errors++;
+      if (p.stream) p.stream.fail(why);
+      else p.reject(why);
+      p.done();
+    }
+    link.pending.clear();
+  }
+
+  private onFrame(link: Link, frame: Buffer): void {
+    const { type, id } = P.head(frame);
+    const p = link.pending.get(id);
+    if (p === undefined) return; // the answer to a call given up on (timeout, abort, cancelled stream)
+    switch (type) {
+      case P.RESULT: {
+        link.pending.delete(id);
+        p.done();
+        this.settled(link);
+        let v: unknown;
+        try {
+          v = P.decodeValue(this.codec, frame);
+        } catch (err) {
+          this.counts.errors++;
+          p.reject(err);
+          return;
+        }
+        this.counts.results++;
+        p.resolve(v);
+        return;
+      }
+      case P.ERROR: {
+        link.pending.delete(id);
+        p.done();
+        this.settled(link);
+        this.counts.errors++;
+        const err = P.decodeError(frame, p.method);
+        if (p.stream) p.stream.fail(err);
+        else p.reject(err);
+        return;
+      }
+      case P.STREAM: {
+        if (p.stream) return;
+        p.stream = new ClientStream(this, link, id, () => {
+          link.pending.delete(id);
+          p.done();
+          this.settled(link);
+        });
+        p.resolve(p.stream);
+        return;
+      }
+      case P.ITEM:
+        if (p.stream) p.stream.push(P.decodeValue(this.codec, frame));
+        return;
+      case P.END:
+        link.pending.delete(id);
+        p.done();
+        this.settled(link);
+        this.counts.results++;
+        p.stream?.end();
+        return;
+      default:
+        throw P.protocolError(`unexpected frame type ${type} from a server`);
+    }
+  }
+
+  /** The link with the fewest outstanding calls (ties rotate). */
+  private pick(): Link | null {
+    let best: Link | null = null;
+    const n = this.links.size;
+    if (n === 0) return null;
+    const start = this.rotate++ % n;
+    let k = 0;
+    for (const l of this.links.values()) {
+      if (l.conn.closed) continue;
+      if (best === null || l.pending.size < best.pending.size || (l.pending.size === best.pending.size && k === start)) best = l;
+      k++;
+    }
+    return best;
+  }
+
+  /** A link to call on now, or null if the pool is empty (then linkAsync). */
+  private linkNow(): Link | null {
+    if (this.closed) throw closedError(`${this.label} client`, this.name);
+    // New listeners are looked for now and then (a pool that grew).
+    if (performance.now() - this.lastRefresh > 250 && this.links.size < this.maxServers) void this.refresh(this.options.connectTimeout ?? 10_000).catch(() => {});
+    return this.pick();
+  }
+
+  private async linkAsync(): Promise<Link> {
+    await this.refresh(this.options.connectTimeout ?? 10_000);
+    const l = this.pick();
+    if (l === null) throw new ShmkitError(ErrorCodes.REFUSED, `${this.label}: no server to call`, { segment: this.name });
+    return l;
+  }
+
+  call(method: string, args: unknown[], o: Parsed): Promise<unknown> {
+    try {
+      if (typeof method !== 'string' || method.length === 0) throw invalidArg('method', `must be a non-empty string, got ${describe(method)}`);
+      if (!Array.isArray(args)) throw invalidArg('args', `must be an array, got ${describe(args)}`);
+      if (isAborted(o.signal)) throw abortError(o.signal, `${this.label} ${method}`);
+      this.counts.calls++;
+      // The frame goes out synchronously when a connection is open: calls made in one go are all
+      // sent before the pump starts reading answers.
+      const link = this.linkNow();
+      if (link !== null) return this.send(link, method, args, o);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.linkAsync().then((link) => this.send(link, method, args, o));
+  }
+
+  private send(link: Link, method: string, args: unknown[], o: Parsed): Promise<unknown> {
+    const id = link.nextId;
+    link.nextId = link.nextId >= 0xffffffff ? 1 : link.nextId + 1;
+    const deadline = o.timeout === Infinity ? 0 : Date.now() + o.timeout;
+    const frame = P.encodeCall(this.codec, id, method, args, deadline, this.window);
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | null = null;
+      let unlisten: (() => void) | null = null;
+      const giveUp = (err: ShmkitError): void => {
+        const p = link.pending.get(id);
+        if (p === undefined) return;
+        link.pending.delete(id);
+        p.done();
+        this.settled(link);
+        this.counts.errors++;
+        if (!link.conn.closed) void link.conn.send(P.encodeCancel(id)).catch(() => {});
+        if (p.stream) p.stream.fail(err);
+        else reject(err);
+      };
+      const pending: Pending = {
+        method,
+        resolve,
+        reject: (e) => reject(e),
+        stream: null,
+        done: () => {
+          if (timer) clearTimeout(timer);
+          timer = null;
+          // A stream keeps the signal: aborting it ends the iteration.
+          if (pending.stream === null || !link.pending.has(id)) unlisten?.();
+        },
+      };
+      link.pending.set(id, pending);
+      if (o.timeout !== Infinity) timer = setTimeout(() => giveUp(timeoutError(`${this.label} ${method}`, o.timeout, this.name)), o.timeout);
+      if (o.signal) unlisten = onAbort(o.signal, () => giveUp(abortError(o.signal!, `${this.label} ${method}`)));
+      const failed = (err: unknown): void => {
+        if (!link.pending.has(id)) return;
+        link.pending.delete(id);
+        pending.done();
+        this.settled(link);
+        this.counts.errors++;
+        reject(err);
+      };
+      try {
+        if (link.conn.trySend(frame)) this.pump(link);
+        else link.conn.send(frame).then(() => this.pump(link), failed);
+      } catch (err) {
+        failed(err);
+      }
+    });
+  }
+
+  async notify(method: string, args: unknown[]): Promise<void> {
+    if (typeof method !== 'string' || method.length === 0) throw invalidArg('method', `must be a non-empty string, got ${describe(method)}`);
+    const link = this.linkNow() ?? (await this.linkAsync());
+    const frame = P.encodeNotify(this.codec, method, args);
+    if (!link.conn.trySend(frame)) await link.conn.send(frame);
+  }
+
+  stats(): RpcClientStats {
+    let inFlight = 0;
+    for (const l of this.links.values()) inFlight += l.pending.size;
+    return { ...this.counts, inFlight, servers: this.links.size };
+  }
+
+  get servers(): number {
+    return this.links.size;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of [...this.links.values()]) l.conn.close();
+    this.segment.close();
+  }
+}
+
+/** A streamed result: an async iterator that grants the server credit as it consumes. */
+class ClientStream implements AsyncIterableIterator<unknown> {
+  private readonly buffer: unknown[] = [];
+  private waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void } | null = null;
+  private finished = false;
+  private error: unknown = null;
+  private consumed = 0;
+
+  constructor(
+    private readonly core: Core,
+    private readonly link: Link,
+    private readonly id: number,
+    private readonly forget: () => void,
+  ) {}
+
+  push(v: unknown): void {
+    if (this.finished) return;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      this.took();
+      w.resolve({ value: v, done: false });
+    } else this.buffer.push(v);
+  }
+
+  end(): void {
+    this.finished = true;
+    if (this.waiter && this.buffer.length === 0) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  fail(err: unknown): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.error = err;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(err);
+    }
+  }
+
+  /** One item consumed: every half window, the server gets that much credit back. */
+  private took(): void {
+    if (++this.consumed >= Math.max(1, this.core.window >> 1)) {
+      const n = this.consumed;
+      this.consumed = 0;
+      if (!this.finished && !this.link.conn.closed) void this.link.conn.send(P.encodeCredit(this.id, n)).catch(() => {});
+    }
+  }
+
+  next(): Promise<IteratorResult<unknown>> {
+    if (this.buffer.length > 0) {
+      const v = this.buffer.shift();
+      this.took();
+      return Promise.resolve({ value: v, done: false });
+    }
+    if (this.error !== null) {
+      const e = this.error;
+      this.error = null; // thrown once; then the iterator is done
+      return Promise.reject(e);
+    }
+    if (this.finished) return Promise.resolve({ value: undefined, done: true });
+    if (this.waiter) return Promise.reject(new ShmkitError(ErrorCodes.BUSY, `${this.core.label}: next() while another next() is pending`));
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  /** Stops the stream early: the server's handler sees its signal abort. */
+  return(): Promise<IteratorResult<unknown>> {
+    if (!this.finished) {
+      this.finished = true;
+      this.buffer.length = 0;
+      if (this.link.pending.has(this.id)) {
+        this.forget();
+        if (!this.link.conn.closed) void this.link.conn.send(P.encodeCancel(this.id)).catch(() => {});
+      }
+    }
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<unknown> {
+    return this;
+  }
+}
+
+function proxy<I>(core: Core, defaults: Parsed): RpcClient<I> {
+  const target = {
+    call: (method: string, args: unknown[], options?: CallOptions) => core.call(method, args, parseCall(options, defaults)),
+    notify: (method: string, ...args: unknown[]) => core.notify(method, args),
+    with: (options: CallOptions) => proxy<I>(core, parseCall(options, defaults)),
+    stats: () => core.stats(),
+    close: () => core.close(),
+    [Symbol.dispose]: () => core.close(),
+    [Symbol.asyncDispose]: () => Promise.resolve(core.close()),
+  };
+  const methods = new Map<string, (...args: unknown[]) => Promise<unknown>>();
+  return new Proxy(target, {
+    get(t, prop) {
+      if (typeof prop === 'symbol') return (t as Record<symbol, unknown>)[prop];
+      if (prop === 'then') return undefined; // not a thenable: `await client` is the client
+      if (prop === 'servers') return core.servers;
+      if (RESERVED.has(prop)) return (t as Record<string, unknown>)[prop];
+      let m = methods.get(prop);
+      if (m === undefined) {
+        m = (...args: unknown[]) => core.call(prop, args, defaults);
+        methods.set(prop, m);
+      }
+      return m;
+    },
+    has: (t, prop) => typeof prop === 'string' || prop in t,
+    set: () => false,
+  }) as unknown as RpcClient<I>;
+}
+
+/**
+ * A client of the service `name`: connects to its listeners (at least one must accept within
+ * `connectTimeout`) and returns a proxy whose methods call the service's.
+ */
+export async function rpcClient<I extends object = Record<string, (...args: any[]) => any>>(name: string, options?: RpcClientOptions): Promise<RpcClient<I>> {
+  checkName(name, 'name', MAX_BASE_NAME_LENGTH);
+  const o = checkObject('options', options) as RpcClientOptions;
+  const defaults: Parsed = { timeout: o.timeout === undefined ? Infinity : checkTimeout('options.timeout', o.timeout), signal: undefined };
+  const connectTimeout = o.connectTimeout === undefined ? 10_000 : checkTimeout('options.connectTimeout', o.connectTimeout);
+  const seg = openSegment('open', name, { kind: Kind.SERVER, size: 0, minSize: 0, mode: 0o600, trust: parseTrust(o.trustedOwners) });
+  let core: Core;
+  try {
+    core = new Core(name, seg, o);
+  } catch (err) {
+    seg.close();
+    throw err;
+  }
+  try {
+    await core.refresh(connectTimeout);
+  } catch (err) {
+    core.close();
+    throw err;
+  }
+  return proxy<I>(core, defaults);
+}
