@@ -27,6 +27,7 @@ import { Barrier } from './sync/barrier';
 import * as L from './channel/layout';
 import * as EL from './event/layout';
 import * as TL from './topic/layout';
+import * as SL from './server/layout';
 import { DEPARTED, storedPeers } from './peers';
 import { CLOSED_BIT, POS_MASK } from './ring/format';
 import { WAITING } from './flag-word';
@@ -255,7 +256,43 @@ export interface TopicState {
   subscribers: TopicSubscriberState[];
 }
 
-export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState;
+export interface ServerListenerState {
+  slot: number;
+  pid: number;
+  alive: boolean;
+  /** It stopped accepting (close() was called); its connections go on. */
+  closing: boolean;
+  /** Connections it has open now, and accepted in all. */
+  connections: number;
+  accepted: number | null;
+  /** RPC calls answered, failed, running now, and the sum of their durations (µs). */
+  calls: number | null;
+  errors: number | null;
+  inFlight: number;
+  latencyMicros: number | null;
+}
+export interface ServerConnectionState {
+  slot: number;
+  state: (typeof SL.STATE_NAMES)[number];
+  generation: number;
+  client: { pid: number; alive: boolean };
+  /** The server process accepting or serving it; null before one took it. */
+  server: { pid: number; alive: boolean } | null;
+  /** The listener slot that accepted it, -1 before. */
+  listener: number;
+  clientDone: boolean;
+  serverDone: boolean;
+}
+export interface ServerState {
+  maxConnections: number;
+  backlog: number;
+  capacity: number;
+  maxListeners: number;
+  listeners: ServerListenerState[];
+  connections: ServerConnectionState[];
+}
+
+export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState | ServerState;
 
 export interface KindEntry<S extends KindState = KindState> {
   readonly id: number;
@@ -536,9 +573,67 @@ const topic: KindEntry<TopicState> = {
   },
 };
 
+const round = (v: number | null): number | null => (v === null ? null : Math.round(v));
+
+const server: KindEntry<ServerState> = {
+  id: Kind.SERVER,
+  name: 'server',
+  check(params, dataSize) {
+    const r = SL.checkParams(params, dataSize);
+    return typeof r === 'string' ? r : null;
+  },
+  controlSize: (params) => Math.min(SL.dataSize({ maxConnections: Math.min(params.getUint32(0, true), SL.MAX_CONNECTIONS), backlog: 1, capacity: 1024, maxListeners: Math.min(params.getUint32(12, true), SL.MAX_LISTENERS) }), 1 << 20),
+  describe(r) {
+    const p = SL.checkParams(r.params, Number(r.dv.getBigUint64(16, true)) - r.data);
+    if (typeof p === 'string') return corrupt(p);
+    const listeners: ServerListenerState[] = [];
+    for (let i = 0; i < p.maxListeners; i++) {
+      const b = r.data + SL.LISTENERS + i * SL.LISTENER_SIZE;
+      const token = r.i64[(b + SL.L_TOKEN) >> 3]!;
+      if (token === 0n) continue;
+      const h = holder(token);
+      listeners.push({
+        slot: i, pid: h.pid, alive: h.alive, closing: (r.i32[(b + SL.L_FLAGS) >> 2]! & SL.CLOSING) !== 0,
+        connections: r.i32[(b + SL.L_CONNECTIONS) >> 2]!, accepted: counter(r.dv.getFloat64(b + SL.L_ACCEPTED, true)),
+        calls: counter(r.dv.getFloat64(b + SL.L_CALLS, true)), errors: counter(r.dv.getFloat64(b + SL.L_ERRORS, true)),
+        inFlight: r.i32[(b + SL.L_INFLIGHT) >> 2]!, latencyMicros: round(counter(r.dv.getFloat64(b + SL.L_LATENCY, true))),
+      });
+    }
+    const connections: ServerConnectionState[] = [];
+    const c0 = r.data + SL.connOffset(p.maxListeners);
+    for (let i = 0; i < p.maxConnections; i++) {
+      const b = c0 + i * SL.CONN_SIZE;
+      const client = r.i64[(b + SL.C_CLIENT) >> 3]!;
+      if (client === 0n) continue;
+      const w = r.i32[(b + SL.C_STATE) >> 2]!;
+      const st = SL.stateOf(w);
+      const srv = r.i64[(b + SL.C_SERVER) >> 3]!;
+      const done = r.i32[(b + SL.C_DONE) >> 2]!;
+      const c = holder(client);
+      const s = srv === 0n ? null : holder(srv);
+      connections.push({
+        slot: i, state: SL.STATE_NAMES[st] ?? corrupt(`connection slot ${i}: bad state ${st}`), generation: SL.genOf(w),
+        client: { pid: c.pid, alive: c.alive }, server: s === null ? null : { pid: s.pid, alive: s.alive },
+        listener: r.i32[(b + SL.C_LISTENER) >> 2]!, clientDone: (done & SL.CLIENT_DONE) !== 0, serverDone: (done & SL.SERVER_DONE) !== 0,
+      });
+    }
+    return { maxConnections: p.maxConnections, backlog: p.backlog, capacity: p.capacity, maxListeners: p.maxListeners, listeners, connections };
+  },
+  users: (s) => [
+    ...s.listeners.map((l) => ({ pid: l.pid, alive: l.alive, role: 'listener' })),
+    ...s.connections.map((c) => ({ pid: c.client.pid, alive: c.client.alive, role: 'client' })),
+  ],
+  summary: (s) => {
+    const live = s.listeners.filter((l) => l.alive && !l.closing).length;
+    const open = s.connections.filter((c) => c.state === 'accepted' && c.client.alive).length;
+    const calls = s.listeners.reduce((n, l) => n + (l.calls ?? 0), 0);
+    return `${live} listener${live === 1 ? '' : 's'}, ${open} connection${open === 1 ? '' : 's'}${calls > 0 ? `, ${calls} calls` : ''}`;
+  },
+};
+
 /** Every kind this shmkit knows, by the id stored in the header. */
 export const kinds: ReadonlyMap<number, KindEntry> = new Map(
-  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic].map((k) => [k.id, k as unknown as KindEntry]),
+  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic, server].map((k) => [k.id, k as unknown as KindEntry]),
 );
 
 // Describing an object ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ function allCommands(): Command[] {
       (require('./commands/listen') as typeof import('./commands/listen')).listen,
       (require('./commands/pub') as typeof import('./commands/pub')).pub,
       (require('./commands/sub') as typeof import('./commands/sub')).sub,
+      (require('./commands/call') as typeof import('./commands/call')).call,
       (require('./commands/bench') as typeof import('./commands/bench')).bench,
       build,
     ];

@@ -242,11 +242,13 @@ class Core {
     link.dropped = true;
     if (this.links.get(link.listener) === link) this.links.delete(link.listener);
     link.conn.close();
-    const why = this.closed
-      ? closedError(`${this.label} client`, this.name)
-      : failure instanceof ShmkitError && failure.code === ErrorCodes.PEER_GONE
-        ? failure
-        : new ShmkitError(ErrorCodes.PEER_GONE, `${this.label}: the server ${failure ? `connection failed (${failure instanceof Error ? failure.message : String(failure)})` : 'closed the connection'}`, { segment: this.name, ...(failure ? { cause: failure } : {}) });
+    const dead = failure instanceof ShmkitError && failure.code === ErrorCodes.PEER_GONE;
+    const what = dead
+      ? `the server process (pid ${link.conn.remotePid}) is gone`
+      : failure
+        ? `the connection to the server (pid ${link.conn.remotePid}) failed: ${failure instanceof Error ? failure.message : String(failure)}`
+        : `the server (pid ${link.conn.remotePid}) closed the connection`;
+    const why = this.closed ? closedError(`${this.label} client`, this.name) : new ShmkitError(ErrorCodes.PEER_GONE, `${this.label}: ${what}`, { segment: this.name, ...(failure ? { cause: failure } : {}) });
     for (const p of [...link.pending.values()]) {
       this.counts.errors++;
       if (p.stream) p.stream.fail(why);
@@ -471,12 +473,11 @@ class ClientStream implements AsyncIterableIterator<unknown> {
   fail(err: unknown): void {
     if (this.finished) return;
     this.finished = true;
-    this.error = err;
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
       w.reject(err);
-    }
+    } else this.error = err; // thrown by the next next(), once
   }
 
   /** One item consumed: every half window, the server gets that much credit back. */

@@ -124,7 +124,7 @@ export function decodeCall(codec: Codec<unknown>, b: Buffer): CallFrame {
   const m = b.readUInt16LE(20);
   if (m > MAX_METHOD || CALL_HEAD + m > b.length) throw protocolError(`a CALL frame's method name of ${m} bytes does not fit`);
   const deadline = b.readDoubleLE(8);
-  const args = codec.decode(b.subarray(CALL_HEAD + m));
+  const args = payloadOf(codec, b, CALL_HEAD + m);
   if (!Array.isArray(args)) throw protocolError('a CALL frame\'s arguments are not an array');
   return { id: b.readUInt32LE(4), deadline: Number.isFinite(deadline) && deadline > 0 ? deadline : 0, window: b.readUInt32LE(16), method: utf8Slice(b, CALL_HEAD, CALL_HEAD + m), args };
 }
@@ -133,7 +133,7 @@ export function decodeNotify(codec: Codec<unknown>, b: Buffer): { method: string
   if (b.length < NOTIFY_HEAD) throw protocolError(`a NOTIFY frame of ${b.length} bytes is shorter than its header`);
   const m = b.readUInt16LE(8);
   if (m > MAX_METHOD || NOTIFY_HEAD + m > b.length) throw protocolError(`a NOTIFY frame's method name of ${m} bytes does not fit`);
-  const args = codec.decode(b.subarray(NOTIFY_HEAD + m));
+  const args = payloadOf(codec, b, NOTIFY_HEAD + m);
   if (!Array.isArray(args)) throw protocolError('a NOTIFY frame\'s arguments are not an array');
   return { method: utf8Slice(b, NOTIFY_HEAD, NOTIFY_HEAD + m), args };
 }
@@ -143,7 +143,17 @@ export function decodeCredit(b: Buffer): number {
   return b.readUInt32LE(8);
 }
 
-export const decodeValue = (codec: Codec<unknown>, b: Buffer): unknown => codec.decode(b.subarray(HEAD));
+/** The payload at `at` of a frame, decoded; a payload the codec rejects is ERR_SHMKIT_DECODE. */
+function payloadOf(codec: Codec<unknown>, b: Buffer, at: number): unknown {
+  try {
+    return codec.decode(b.subarray(at));
+  } catch (err) {
+    if (err instanceof ShmkitError) throw err;
+    throw new ShmkitError(ErrorCodes.DECODE, `rpc: a payload of ${b.length - at} bytes could not be decoded by the ${codec.name} codec`, { cause: err });
+  }
+}
+
+export const decodeValue = (codec: Codec<unknown>, b: Buffer): unknown => payloadOf(codec, b, HEAD);
 
 export function protocolError(why: string): ShmkitError {
   return new ShmkitError(ErrorCodes.CORRUPT, `rpc: ${why}`);

@@ -4,7 +4,7 @@
  * Ctrl-C; piped, it prints plain frames (or one JSON line per frame).
  */
 import { ErrorCodes, ShmkitError } from '../../errors';
-import type { ChannelState, EventState, TopicState } from '../../kinds';
+import type { ChannelState, EventState, ServerState, TopicState } from '../../kinds';
 import { bytes, type Command, Exit, intOption, parse, table } from '../output';
 import { readAll, readObject, resolveEntry, type ShmObject } from '../scan';
 
@@ -18,6 +18,8 @@ Shows, for every shmkit object (or the NAMEs given), refreshed every interval:
   waits (times publishers/subscribers parked), live subscribers, and the
   messages they lost;
 - events: notifications per second and live listeners;
+- servers: RPC calls answered per second, calls running, live listeners and
+  open connections;
 and a one-line state for every object.
 
 On a terminal the screen is redrawn in place (alternate screen); Ctrl-C restores
@@ -71,6 +73,21 @@ export interface EventRow {
   pending: number;
 }
 
+export interface ServerRow {
+  /** RPC calls answered and failed so far, over the live listeners (statistics). */
+  calls: number;
+  errors: number;
+  /** Per second, over the last interval; null on the first frame. */
+  rates: { calls: number; errors: number } | null;
+  /** Calls running now. */
+  inFlight: number;
+  /** Live listeners that accept; `dead`: listener slots of dead processes. */
+  listeners: number;
+  dead: number;
+  /** Connections accepted whose client lives. */
+  connections: number;
+}
+
 export interface TopRow {
   entry: string;
   name: string | null;
@@ -86,11 +103,13 @@ export interface TopRow {
   topic: TopicRow | null;
   /** Events, else null. */
   event: EventRow | null;
+  /** Servers, else null. */
+  server: ServerRow | null;
 }
 
-/** Sort order: channels, topics, events, then the other kinds. */
-const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2 };
-const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 3;
+/** Sort order: channels, topics, events, servers, then the other kinds. */
+const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2, server: 3 };
+const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 4;
 
 function compact(n: number): string {
   if (n < 1000) return n < 10 && n !== Math.round(n) ? n.toFixed(1) : String(Math.round(n));
@@ -141,7 +160,7 @@ export const top: Command = {
       const seen = new Set<string>();
       const rows = objects.map((o): TopRow => {
         if ('missing' in o) {
-          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null };
+          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null, server: null };
         }
         const r = o.report;
         seen.add(r.entry);
@@ -157,6 +176,7 @@ export const top: Command = {
           peers: null,
           topic: null,
           event: null,
+          server: null,
         };
         const st = r.status === 'ok' ? o.description?.state : null;
         if (st === null || st === undefined) return row;
@@ -188,6 +208,21 @@ export const top: Command = {
             dead: e.listeners.length - live.length,
             pending: live.reduce((n, l) => n + l.pending.length, 0),
           };
+        } else if (r.kind === 'server') {
+          const v = st as ServerState;
+          const live = v.listeners.filter((l) => l.alive);
+          const calls = live.reduce((n, l) => n + (l.calls ?? 0), 0);
+          const errors = live.reduce((n, l) => n + (l.errors ?? 0), 0);
+          const rates = ratesOf(r.entry, o.stat.ino, [calls, errors]);
+          row.server = {
+            calls,
+            errors,
+            rates: rates === null ? null : { calls: Math.max(0, rates[0]!), errors: Math.max(0, rates[1]!) },
+            inFlight: live.reduce((n, l) => n + Math.max(0, l.inFlight), 0),
+            listeners: live.filter((l) => !l.closing).length,
+            dead: v.listeners.length - live.length,
+            connections: v.connections.filter((c) => c.state === 'accepted' && c.client.alive).length,
+          };
         } else if (r.kind === 'channel') {
           const c = st as ChannelState;
           const rates = ratesOf(r.entry, o.stat.ino, [c.counters.sent ?? 0, c.counters.received ?? 0, c.counters.sentBytes ?? 0, c.counters.receivedBytes ?? 0]);
@@ -216,6 +251,12 @@ export const top: Command = {
           const rate = t.rates === null ? '-' : compact(t.rates.published);
           const subs = `${t.subscribers} sub${t.subscribers === 1 ? '' : 's'}${dead(t.dead)}`;
           return [r.name ?? r.entry, 'topic', rate, '-', '-', `lag ${t.maxLag}`, `${t.waits.publish}/${t.waits.receive}`, subs, String(t.lost), state];
+        }
+        const v = r.server;
+        if (v !== null) {
+          const rate = v.rates === null ? '-' : compact(v.rates.calls);
+          const peers = `${v.listeners} listener${v.listeners === 1 ? '' : 's'} ${v.connections} conn${dead(v.dead)}`;
+          return [r.name ?? r.entry, 'server', rate, rate, '-', `${v.inFlight} calls`, '-', peers, '-', state];
         }
         if (e !== null) {
           const rate = e.rates === null ? '-' : compact(e.rates.notified);
