@@ -1,5 +1,5 @@
-// The fan-out benchmark's peers from outside Node (bench/topics.mjs, bench/fixtures/fanout.mjs):
-// ZeroMQ, Redis and NATS. Which of them this machine has, with an install hint for each that is
+// The benchmarks' peers from outside Node's core (bench/topics.mjs and bench/rpc.mjs, and their
+// fixtures): ZeroMQ, Redis, NATS, gRPC (@grpc/grpc-js) and undici. Which of them this machine has, with an install hint for each that is
 // missing; starting a private redis-server or nats-server for one trial and stopping it; and the
 // few lines of RESP (the Redis protocol) the Redis trials speak.
 //
@@ -16,6 +16,8 @@ import { delimiter, join } from 'node:path';
 
 export const PEERS = {
   zeromq: { module: 'zeromq' },
+  grpc: { module: '@grpc/grpc-js' },
+  http: { module: 'undici' },
   redis: { server: 'redis-server', env: 'REDIS_SERVER', apt: 'redis-server' },
   nats: { server: 'nats-server', env: 'NATS_SERVER', apt: 'nats-server', module: '@nats-io/transport-node' },
 };

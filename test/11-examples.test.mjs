@@ -78,3 +78,32 @@ test('npm start (examples/demo.mjs): producer and consumer agree, then the quick
   assert.match(r.out, /OK: [\d,]+ orders sent, [\d,]+ received in order and verified, 0 bad/);
   assert.match(r.out, /## Targets/);
 });
+
+test('examples/rpc.mjs: two forked workers serve one name; calls spread over both, a stream, an error and a deadline', async () => {
+  const name = uniq('hyrpc');
+  // A process group of its own: if the watchdog fires, the workers it forked go too.
+  const child = spawn(process.execPath, [join(ROOT, 'examples', 'rpc.mjs'), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  let r;
+  try {
+    r = await watchdog(exited, 60000, 'rpc example');
+  } finally {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // every process of the group has exited
+    }
+  }
+  assert.equal(r.code, 0, err);
+  assert.match(out, /resized a\.png to 640 by worker \d+/);
+  assert.match(out, /workers used: 2/);
+  assert.match(out, /progress 1\/3\nprogress 2\/3\nprogress 3\/3/);
+  assert.match(out, /error from the worker: E_UNREADABLE cannot read broken\.png/);
+  assert.match(out, /deadline: ERR_SHMKIT_TIMEOUT/);
+  assert.match(out, /done\n$/);
+  assert.ok(!existsSync(`/dev/shm/shmkit-${name}`), 'the last worker to close removed the service name');
+});

@@ -21,7 +21,7 @@ import { ServerTable } from '../server/table';
 import { parseTrust } from '../trust';
 import { checkInt, checkObject, checkTimeout, describe } from '../validate';
 import * as P from './protocol';
-import { nextFrame } from './reader';
+import { nextFrame, Stop } from './reader';
 
 export interface RpcClientOptions extends OpenOptions {
   /** How arguments, results and stream items are encoded: 'json' (default), 'jsonb', 'structured', or a Codec. The server's must match. */
@@ -102,7 +102,7 @@ interface Link {
   /** A pump reads answers while calls are outstanding; none runs while the link is idle. */
   pumping: boolean;
   /** Stops the pump's wait when the last outstanding call was given up. */
-  idle: AbortController | null;
+  idle: Stop | null;
   dropped: boolean;
 }
 
@@ -206,15 +206,15 @@ class Core {
    */
   private async runPump(link: Link): Promise<void> {
     try {
-      let idle = new AbortController();
+      let idle = new Stop();
       while (link.pending.size > 0 && !link.dropped) {
-        if (idle.signal.aborted) idle = new AbortController();
+        if (idle.stopped) idle = new Stop();
         link.idle = idle;
         let f: Buffer;
         try {
-          f = await nextFrame(link.conn, this.spin, idle.signal);
+          f = await nextFrame(link.conn, this.spin, idle);
         } catch (err) {
-          if (idle.signal.aborted) continue; // the last call was given up (another may have come since)
+          if (idle.stopped) continue; // the last call was given up (another may have come since)
           throw err;
         } finally {
           link.idle = null;
@@ -233,7 +233,7 @@ class Core {
 
   /** A call stopped being outstanding: if it was the last one, the pump stops waiting. */
   private settled(link: Link): void {
-    if (link.pending.size === 0) link.idle?.abort();
+    if (link.pending.size === 0) link.idle?.stop();
   }
 
   /** The link is gone (its server died or closed it, or it broke): its calls fail. */

@@ -11,7 +11,30 @@ import { spinEnd, tuning } from '../wait';
 /** One turn of the microtask queue. */
 const turn = (): Promise<void> => new Promise<void>((resolve) => queueMicrotask(resolve));
 
-export async function nextFrame(conn: Connection<Buffer>, spin: number, signal: AbortSignal | undefined): Promise<Buffer> {
+/**
+ * A stop switch for a reader: checked while it spins; its AbortSignal is made only if the reader
+ * has to sleep (most waits end while spinning, and an AbortController costs an allocation).
+ */
+export class Stop {
+  stopped = false;
+  private controller: AbortController | null = null;
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.stopped) this.controller.abort();
+    }
+    return this.controller.signal;
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.controller?.abort();
+  }
+}
+
+export async function nextFrame(conn: Connection<Buffer>, spin: number, stop: Stop | null): Promise<Buffer> {
   if (conn.closed) return conn.receive();
   let f = conn.tryReceive();
   if (f !== undefined) return f;
@@ -22,14 +45,14 @@ export async function nextFrame(conn: Connection<Buffer>, spin: number, signal: 
       // A few turns per clock read: the clock costs more than a poll.
       for (let i = 0; i < 8; i++) {
         await turn();
-        if (conn.closed || signal?.aborted) break;
+        if (conn.closed || stop?.stopped) break;
         f = conn.tryReceive();
         if (f !== undefined) return f;
       }
-      if (conn.closed || signal?.aborted) break;
+      if (conn.closed || stop?.stopped) break;
       end = spinEnd(end, budget);
       if (end < 0) break;
     }
   }
-  return conn.receive(signal === undefined ? { spin: 0 } : { spin: 0, signal });
+  return conn.receive(stop === null ? { spin: 0 } : { spin: 0, signal: stop.signal });
 }

@@ -140,6 +140,8 @@ export class RpcServer extends EventEmitter {
   private readonly maxCalls: number;
   private readonly spin: number;
   private notifications = 0;
+  /** Handlers by method name, looked up once each (a name that is not served is remembered as null). */
+  private readonly methods = new Map<string, ((...args: unknown[]) => unknown) | null>();
   private readonly f64: Float64Array;
   private readonly i32: Int32Array;
   private readonly base: number;
@@ -184,7 +186,7 @@ export class RpcServer extends EventEmitter {
       for (;;) {
         let frame: Buffer;
         try {
-          frame = await nextFrame(conn, this.spin, undefined);
+          frame = await nextFrame(conn, this.spin, null);
         } catch (err) {
           if (err instanceof ShmkitError && err.code === ErrorCodes.CLOSED) break; // the caller ended its side, or the connection closed
           throw err;
@@ -208,7 +210,7 @@ export class RpcServer extends EventEmitter {
           this.notifications++;
           try {
             const n = P.decodeNotify(this.codec, frame);
-            const fn = lookup(this.handlers, n.method);
+            const fn = this.handler(n.method);
             if (fn === null) throw new ShmkitError(ErrorCodes.UNKNOWN_METHOD, `rpc "${this.name}": no method ${JSON.stringify(n.method)}`);
             const ctx: CallContext = { signal: new AbortController().signal, deadline: undefined, method: n.method, pid: conn.remotePid, connection: conn.id };
             void Promise.resolve()
@@ -237,6 +239,16 @@ export class RpcServer extends EventEmitter {
     }
   }
 
+  private handler(method: string): ((...args: unknown[]) => unknown) | null {
+    let fn = this.methods.get(method);
+    if (fn === undefined) {
+      fn = lookup(this.handlers, method);
+      if (this.methods.size >= 4096) this.methods.clear(); // a caller inventing names cannot grow it without bound
+      this.methods.set(method, fn);
+    }
+    return fn;
+  }
+
   private notificationFailed(method: string, err: unknown): void {
     this.count(SL.L_ERRORS, 1);
     // 'error' only for those who listen (an unhandled 'error' would end the server).
@@ -256,7 +268,7 @@ export class RpcServer extends EventEmitter {
     this.inflight(1);
     let failed = false;
     try {
-      const fn = lookup(this.handlers, call.method);
+      const fn = this.handler(call.method);
       if (fn === null) throw new ShmkitError(ErrorCodes.UNKNOWN_METHOD, `rpc "${this.name}": no method ${JSON.stringify(call.method)}`);
       if (call.deadline > 0) {
         const left = call.deadline - Date.now();
