@@ -375,3 +375,60 @@ describe('RPC across processes', () => {
     }
   });
 });
+
+describe('RPC types', () => {
+  test('an interface of methods makes a typed client: wrong arguments, unknown methods and misused results do not compile', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { ROOT } = await import('./helpers.mjs');
+    const dir = mkdtempSync(join(tmpdir(), 'shmkit-rpc-types-'));
+    try {
+      writeFileSync(join(dir, 'use.ts'), `
+import { rpcClient, serve, type CallContext, type Connection, Server, connect } from ${JSON.stringify(join(ROOT, 'dist', 'index'))};
+interface Api {
+  add(a: number, b: number): Promise<number>;
+  greet(name: string): string;
+  ticks(n: number): AsyncIterable<{ i: number }>;
+}
+export async function use(): Promise<void> {
+  serve<Api>('svc', {
+    async add(a, b, ctx: CallContext) { void ctx.signal.aborted; void ctx.deadline; return a + b; },
+    greet: (name) => 'hi ' + name,
+    async *ticks(n) { for (let i = 0; i < n; i++) yield { i }; },
+  });
+  const c = await rpcClient<Api>('svc', { timeout: 100 });
+  const sum: number = await c.add(1, 2);
+  const g: string = await c.with({ timeout: 5 }).greet('x');
+  for await (const t of await c.ticks(3)) { const i: number = t.i; void i; }
+  const viaCall: number = await c.call('add', [1, 2]);
+  await c.notify('greet', 'y');
+  // @ts-expect-error a string where a number goes
+  await c.add('1', 2);
+  // @ts-expect-error a method the interface does not have
+  await c.nope();
+  // @ts-expect-error the result is a number, not a string
+  const wrong: string = await c.add(1, 2);
+  // @ts-expect-error call() checks the arguments too
+  await c.call('add', ['1', 2]);
+  void sum; void g; void viaCall; void wrong;
+  c.close();
+  const server = Server.listen<{ n: number }>('s', { codec: 'json' }, (conn: Connection<{ n: number }>) => void conn.send({ n: 1 }));
+  const conn = await connect<{ n: number }>('s', { codec: 'json' });
+  const m: { n: number } = await conn.receive();
+  void m; void server;
+}
+`);
+      const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+      const args = [tsc, '--noEmit', '--strict', '--skipLibCheck', 'false', '--target', 'es2022', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), '--lib', 'es2022,esnext.disposable', join(dir, 'use.ts')];
+      try {
+        execFileSync(process.execPath, args, { encoding: 'utf8', timeout: 120_000 });
+      } catch (err) {
+        assert.fail(`tsc: ${err.stdout}${err.stderr}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -360,7 +360,7 @@ export class RpcServer extends EventEmitter {
  * Serves `handlers` (an object whose methods are async functions) under `name`, creating the
  * server or joining its listeners. Each handler gets the call's arguments, then a CallContext.
  */
-export function serve<I extends object = Record<string, (...args: any[]) => any>>(name: string, handlers: Handlers<I> | I, options?: ServeOptions): RpcServer {
+export function serve<I extends object = Record<string, (...args: any[]) => any>>(name: string, handlers: Handlers<I>, options?: ServeOptions): RpcServer {
   if (handlers === null || typeof handlers !== 'object') throw invalidArg('handlers', `must be an object of methods, got ${describe(handlers)}`);
   const o = checkObject('options', options) as ServeOptions;
   return new RpcServer(name, handlers, o);
