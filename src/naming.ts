@@ -14,6 +14,8 @@
 import { invalidArg } from './errors';
 import { describe } from './validate';
 
+/** Where POSIX shared-memory objects live (Linux). */
+export const SHM_DIR = '/dev/shm';
 /** Every shmkit object in /dev/shm starts with this. */
 export const NAME_PREFIX = 'shmkit-';
 /** Temporary names of segments being built. */

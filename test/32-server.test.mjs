@@ -5,9 +5,9 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { connect, Connection, ErrorCodes, Segment, Server } from 'shmkit';
-import { cleanupAll, runCli, runner, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, result, runCli, runner, sleep, uniq, watchdog } from './helpers.mjs';
 
 const child = runner('rpc-child.mjs');
 after(cleanupAll);
@@ -260,3 +260,119 @@ describe('Server segment as untrusted input', () => {
     }
   });
 });
+
+describe('Server slots under races and deaths (regressions)', () => {
+  test('a closed listener never removes a newer server that took its name', async () => {
+    const name = uniq('sn');
+    const a = Server.listen(name);
+    Server.unlink(name);
+    const b = Server.listen(name); // a new object under the same name
+    await watchdog(a.close(), 20_000, 'close a');
+    assert.deepEqual(entriesOf(name), [`shmkit-${name}`], 'b keeps its name');
+    const c = await watchdog(connect(name, { timeout: 10_000 }), 20_000, 'connect to b');
+    c.close();
+    b.closeAllConnections();
+    await watchdog(b.close(), 20_000, 'close b');
+    assert.deepEqual(entriesOf(name), []);
+  });
+
+  test('the server end closes first, then the client dies: the slot is freed', async () => {
+    const name = uniq('sf');
+    const server = Server.listen(name, { codec: 'json' }, async (c) => {
+      await c.receive({ timeout: 20_000 });
+      await c.send('bye');
+      c.close(); // before the client does
+    });
+    const cl = child('connHold', { name });
+    try {
+      await cl.waitFor(/"echoed"/);
+      await until(() => server.connections.size === 0, 'the server end closed');
+      cl.child.kill('SIGKILL');
+      await watchdog(cl.exited, 20_000, 'client exit');
+      await until(() => server.stats().slotsInUse === 0, 'the sweep frees the slot');
+    } finally {
+      cl.child.kill('SIGKILL');
+      await watchdog(server.close(), 20_000, 'close');
+    }
+    assert.deepEqual(entriesOf(name), []);
+  });
+
+  test('the client closes first, then its server dies: another listener frees the slot', async () => {
+    const name = uniq('sc');
+    const sv = child('connEcho', { name, options: { maxListeners: 4 } });
+    await sv.waitFor(/"ready"/);
+    const other = Server.listen(name); // a second listener, whose sweep sees the slot
+    try {
+      const c = await watchdog(connect(name, { codec: 'json', timeout: 20_000 }), 30_000, 'connect');
+      await c.send(1);
+      await c.receive({ timeout: 20_000 });
+      const server = JSON.parse(sv.out.trim().split('\n')[0]);
+      assert.equal(c.remotePid, server.pid, 'the child accepted it (the least loaded listener)');
+      sv.child.kill('SIGSTOP'); // it cannot finish its end
+      c.close();
+      sv.child.kill('SIGKILL');
+      await watchdog(sv.exited, 20_000, 'server exit');
+      await until(() => other.stats().slotsInUse === 0, "the other listener's sweep frees the slot");
+    } finally {
+      sv.child.kill('SIGKILL');
+      await watchdog(other.close(), 20_000, 'close');
+    }
+    assert.deepEqual(entriesOf(name), []);
+  });
+
+  test('clients giving up while being accepted (timeouts of 0 to 2 ms): every slot comes back', async () => {
+    const name = uniq('sh');
+    const sv = child('connEcho', { name, options: { maxConnections: 64, backlog: 64 } });
+    await sv.waitFor(/"ready"/);
+    try {
+      const hurried = [child('connHurry', { name, count: 1500 }), child('connHurry', { name, count: 1500 })];
+      const results = await Promise.all(hurried.map((h) => result(h, 120_000, 'hurried clients')));
+      const total = results.reduce((n, r) => n + Object.values(r.codes).reduce((a, b) => a + b, 0), 0);
+      assert.equal(total, 3000);
+      for (const r of results) for (const k of Object.keys(r.codes)) assert.ok(['ok', ErrorCodes.TIMEOUT, ErrorCodes.REFUSED].includes(k), k);
+      const probe = Server.listen(name); // a listener in this process to read the slots with
+      try {
+        await until(() => probe.stats().slotsInUse === 0, 'every slot free');
+      } finally {
+        await watchdog(probe.close(), 20_000, 'probe close');
+      }
+      assert.deepEqual(entriesOf(name), [`shmkit-${name}`], 'no channel names left');
+    } finally {
+      sv.child.kill('SIGTERM');
+      await watchdog(sv.exited, 20_000, 'server exit');
+    }
+  });
+
+  test('clients SIGKILLed at random points of connect and close: no slot and no name is left', async () => {
+    const name = uniq('sr');
+    const server = Server.listen(name, { maxConnections: 16 }, (c) => c.receive({ timeout: 20_000 }).then(() => c.close(), () => c.close()));
+    const pids = [];
+    try {
+      for (let i = 0; i < 25; i++) {
+        const cl = child('connChurn', { name, liveness: 50 });
+        pids.push(cl.child.pid);
+        await cl.waitFor(/"go"/);
+        await sleep(Math.random() * 30);
+        cl.child.kill('SIGKILL');
+        await watchdog(cl.exited, 20_000, 'churning client exit');
+      }
+      await until(() => server.stats().slotsInUse === 0, 'every slot freed');
+      // A client killed inside a channel's creation leaves a temporary (as any creator does; gc
+      // removes those): they are not the connection's names.
+      for (const e of readdirSync('/dev/shm')) {
+        if (pids.some((p) => e.startsWith(`shmkit~${p.toString(36)}.`))) unlinkTemp(e);
+      }
+      assert.deepEqual(entriesOf(name), [`shmkit-${name}`], 'no channel names left');
+    } finally {
+      await watchdog(server.close(), 20_000, 'close');
+    }
+  });
+});
+
+function unlinkTemp(entry) {
+  try {
+    unlinkSync(`/dev/shm/${entry}`);
+  } catch {
+    // gone already
+  }
+}

@@ -251,6 +251,82 @@ describe('RPC in one process', () => {
   });
 });
 
+describe('RPC edge cases (regressions)', () => {
+  test('a timeout beyond 2^31 - 1 ms is honoured, not fired at once (client and server)', async () => {
+    const name = uniq('rl');
+    const srv = serve(name, {
+      async later(ms, ctx) {
+        await sleep(ms);
+        return ctx.signal.aborted ? 'aborted' : 'fine';
+      },
+    });
+    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    try {
+      assert.equal(await watchdog(c.with({ timeout: 2 ** 31 + 1000 }).later(50), 20_000, 'a long timeout'), 'fine');
+    } finally {
+      c.close();
+      await watchdog(srv.close(), 20_000, 'close');
+    }
+  });
+
+  test('a handler that throws something unreadable: the caller gets an error, the server lives on', async () => {
+    const name = uniq('ru');
+    const srv = serve(name, {
+      async weird() {
+        const o = Object.create(null);
+        o.self = o;
+        throw o;
+      },
+      async revoked() {
+        const { proxy, revoke } = Proxy.revocable(new Error('x'), {});
+        revoke();
+        throw proxy;
+      },
+      async ok() {
+        return 1;
+      },
+    });
+    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    try {
+      await assert.rejects(c.weird(), (e) => e instanceof Error && typeof e.message === 'string');
+      await assert.rejects(c.revoked(), (e) => e instanceof Error);
+      assert.equal(await c.ok(), 1);
+    } finally {
+      c.close();
+      await watchdog(srv.close(), 20_000, 'close');
+    }
+  });
+
+  test('an item the client cannot decode fails that stream alone; other calls on the connection go on', async () => {
+    const name = uniq('rd');
+    const srv = serve(name, {
+      async *items() {
+        for (let i = 0; i < 6; i++) yield i;
+      },
+      async slow() {
+        await sleep(100);
+        return 'slow';
+      },
+    });
+    // The client's codec refuses the value 3.
+    const strict = { name: 'strict-json', encode: (v) => JSON.stringify(v), decode: (b) => { const v = JSON.parse(b.toString()); if (v === 3) throw new Error('no 3'); return v; } };
+    const c = await watchdog(rpcClient(name, { codec: strict }), 20_000, 'rpcClient');
+    try {
+      const other = c.slow();
+      const got = [];
+      await assert.rejects((async () => {
+        for await (const x of await c.items()) got.push(x);
+      })(), code(ErrorCodes.DECODE));
+      assert.deepEqual(got, [0, 1, 2]);
+      assert.equal(await watchdog(other, 20_000, 'the other call'), 'slow');
+      assert.equal(c.servers, 1, 'the connection is still there');
+    } finally {
+      c.close();
+      await watchdog(srv.closeNow(), 20_000, 'close');
+    }
+  });
+});
+
 describe('RPC across processes', () => {
   test('100 clients in 10 processes, 200 calls each, all answered exactly right', async () => {
     const name = uniq('rh');

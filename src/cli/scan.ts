@@ -6,11 +6,11 @@
 import { closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { ErrorCodes, ShmkitError } from '../errors';
 import { checkName, NAME_PREFIX, TEMP_PREFIX } from '../segment';
-import { isHashedEntry, objectName } from '../naming';
+import { isHashedEntry, objectName, SHM_DIR } from '../naming';
 import { describeSnapshot, HEAD_READ, type ObjectDescription, type ObjectStatus, snapshotSize } from '../kinds';
 import { isoTime, octalMode, userName, UsageError } from './output';
 
-export const SHM_DIR = '/dev/shm';
+export { SHM_DIR };
 
 // Objects -----------------------------------------------------------------------------------------
 

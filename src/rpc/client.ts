@@ -22,6 +22,7 @@ import { parseTrust } from '../trust';
 import { checkInt, checkObject, checkTimeout, describe } from '../validate';
 import * as P from './protocol';
 import { nextFrame, Stop } from './reader';
+import { type Timer, timer } from '../timer';
 
 export interface RpcClientOptions extends OpenOptions {
   /** How arguments, results and stream items are encoded: 'json' (default), 'jsonb', 'structured', or a Codec. The server's must match. */
@@ -299,9 +300,24 @@ class Core {
         p.resolve(p.stream);
         return;
       }
-      case P.ITEM:
-        if (p.stream) p.stream.push(P.decodeValue(this.codec, frame));
+      case P.ITEM: {
+        if (!p.stream) return;
+        let v: unknown;
+        try {
+          v = P.decodeValue(this.codec, frame);
+        } catch (err) {
+          // This stream fails (and the server stops sending it); the link and its other calls go on.
+          link.pending.delete(id);
+          p.done();
+          this.settled(link);
+          this.counts.errors++;
+          if (!link.conn.closed) void link.conn.send(P.encodeCancel(id)).catch(() => {});
+          p.stream.fail(err);
+          return;
+        }
+        p.stream.push(v);
         return;
+      }
       case P.END:
         link.pending.delete(id);
         p.done();
@@ -361,12 +377,14 @@ class Core {
   }
 
   private send(link: Link, method: string, args: unknown[], o: Parsed): Promise<unknown> {
-    const id = link.nextId;
-    link.nextId = link.nextId >= 0xffffffff ? 1 : link.nextId + 1;
+    // The next id not in flight on this link (after 2^32 - 1 calls, ids wrap past those still running).
+    let id = link.nextId;
+    while (link.pending.has(id)) id = id >= 0xffffffff ? 1 : id + 1;
+    link.nextId = id >= 0xffffffff ? 1 : id + 1;
     const deadline = o.timeout === Infinity ? 0 : Date.now() + o.timeout;
     const frame = P.encodeCall(this.codec, id, method, args, deadline, this.window);
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | null = null;
+      let deadlineTimer: Timer | null = null;
       let unlisten: (() => void) | null = null;
       const giveUp = (err: ShmkitError): void => {
         const p = link.pending.get(id);
@@ -385,14 +403,14 @@ class Core {
         reject: (e) => reject(e),
         stream: null,
         done: () => {
-          if (timer) clearTimeout(timer);
-          timer = null;
+          deadlineTimer?.clear();
+          deadlineTimer = null;
           // A stream keeps the signal: aborting it ends the iteration.
           if (pending.stream === null || !link.pending.has(id)) unlisten?.();
         },
       };
       link.pending.set(id, pending);
-      if (o.timeout !== Infinity) timer = setTimeout(() => giveUp(timeoutError(`${this.label} ${method}`, o.timeout, this.name)), o.timeout);
+      if (o.timeout !== Infinity) deadlineTimer = timer(() => giveUp(timeoutError(`${this.label} ${method}`, o.timeout, this.name)), o.timeout);
       if (o.signal) unlisten = onAbort(o.signal, () => giveUp(abortError(o.signal!, `${this.label} ${method}`)));
       const failed = (err: unknown): void => {
         if (!link.pending.has(id)) return;

@@ -103,7 +103,16 @@ export const encodeResult = (codec: Codec<unknown>, id: number, value: unknown):
 export const encodeItem = (codec: Codec<unknown>, id: number, value: unknown): Buffer => withBody(ITEM, id, HEAD, null, codec.encode(value));
 export const encodeStream = (id: number): Buffer => frame(STREAM, id, HEAD);
 export const encodeEnd = (id: number): Buffer => frame(END, id, HEAD);
-export const encodeError = (id: number, err: unknown): Buffer => withBody(ERROR, id, HEAD, null, JSON.stringify(serializeError(err)));
+export function encodeError(id: number, err: unknown): Buffer {
+  let body: string;
+  try {
+    body = JSON.stringify(serializeError(err));
+  } catch {
+    // An error object that resists every reading (a revoked Proxy, a throwing getter on name...).
+    body = '{"name":"Error","message":"the handler threw a value that cannot be described"}';
+  }
+  return withBody(ERROR, id, HEAD, null, body);
+}
 
 /** A frame's type and call id, checked: a frame shorter than its header is garbage. */
 export function head(b: Buffer): { type: number; id: number } {
@@ -174,12 +183,24 @@ const OWN_SKIP = new Set(['name', 'message', 'code', 'cause', 'stack']);
 
 /** What of an error the caller gets: name, message, code, JSON-safe fields, and the cause chain (8 deep). */
 export function serializeError(err: unknown, depth = 0): WireError | unknown {
+  try {
+    return describeError(err, depth);
+  } catch {
+    return { name: 'Error', message: 'the handler threw a value that cannot be described' };
+  }
+}
+
+function describeError(err: unknown, depth: number): WireError | unknown {
   if (!(err instanceof Error)) {
     // A thrown non-Error: its JSON, if it has one.
     try {
       return { name: 'Error', message: typeof err === 'string' ? err : JSON.stringify(err) ?? String(err) };
     } catch {
-      return { name: 'Error', message: String(err) };
+      try {
+        return { name: 'Error', message: String(err) };
+      } catch {
+        return { name: 'Error', message: 'the handler threw a value that cannot be described' };
+      }
     }
   }
   const out: WireError = { name: String(err.name), message: String(err.message) };

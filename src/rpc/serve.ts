@@ -18,6 +18,7 @@ import { Server, type ServerOptions } from '../server/server';
 import { checkInt, checkObject, describe } from '../validate';
 import * as P from './protocol';
 import { nextFrame } from './reader';
+import { type Timer, timer } from '../timer';
 
 /** What a handler gets as its last argument. */
 export interface CallContext {
@@ -73,7 +74,7 @@ class Running implements CallContext {
   /** Stream credit: items the caller may still take. */
   credit: number;
   wake: (() => void) | null = null;
-  timer: ReturnType<typeof setTimeout> | null = null;
+  timer: Timer | null = null;
 
   constructor(
     readonly method: string,
@@ -104,10 +105,8 @@ class Running implements CallContext {
     w?.();
   }
 
-  /** Whether the caller itself cancelled (it no longer waits for an answer). */
-  get cancelledByCaller(): boolean {
-    return this.aborted && this.reason instanceof ShmkitError && this.reason.code === ErrorCodes.ABORTED;
-  }
+  /** The caller sent CANCEL: nothing more may be sent for this call. */
+  callerCancelled = false;
 
   get abortReason(): unknown {
     return this.reason;
@@ -221,11 +220,15 @@ export class RpcServer extends EventEmitter {
           }
         } else if (type === P.CANCEL) {
           const r = running.get(id);
-          if (r) r.cancel(new ShmkitError(ErrorCodes.ABORTED, `rpc "${this.name}": the caller cancelled the call`));
+          if (r) {
+            r.callerCancelled = true;
+            r.cancel(new ShmkitError(ErrorCodes.ABORTED, `rpc "${this.name}": the caller cancelled the call`));
+          }
         } else if (type === P.CREDIT) {
+          const n = P.decodeCredit(frame); // a short CREDIT ends the connection, running or not
           const r = running.get(id);
           if (r) {
-            r.credit += P.decodeCredit(frame);
+            r.credit += n;
             const w = r.wake;
             r.wake = null;
             w?.();
@@ -274,14 +277,12 @@ export class RpcServer extends EventEmitter {
         const left = call.deadline - Date.now();
         const expire = (): void => r.cancel(new ShmkitError(ErrorCodes.TIMEOUT, `rpc "${this.name}" ${call.method}: the caller's deadline passed`));
         if (left <= 0) expire();
-        else {
-          r.timer = setTimeout(expire, left);
-          r.timer.unref();
-        }
+        else r.timer = timer(expire, left);
       }
       let value = fn.call(this.handlers, ...call.args, r);
       if (value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function') value = await value;
       if (isAsyncIterable(value) && typeof value !== 'string' && !ArrayBuffer.isView(value)) {
+        if (r.aborted) throw r.abortReason; // cancelled or timed out before the stream began
         await send(P.encodeStream(call.id));
         await this.pump(value, call.id, r, send);
       } else {
@@ -291,9 +292,9 @@ export class RpcServer extends EventEmitter {
       }
     } catch (err) {
       failed = true;
-      if (!conn.closed && !r.cancelledByCaller) await send(P.encodeError(call.id, err));
+      if (!conn.closed && !r.callerCancelled) await send(P.encodeError(call.id, err));
     } finally {
-      if (r.timer) clearTimeout(r.timer);
+      r.timer?.clear();
       running.delete(call.id);
       this.inflight(-1);
       this.count(SL.L_CALLS, 1);

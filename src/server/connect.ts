@@ -151,7 +151,7 @@ function withdraw(table: ServerTable, name: string, slot: number, gen: number, o
       out?.close();
       inbound?.close();
       for (const n of L.ringNames(name, slot, gen)) Channel.unlink(n);
-      table.free(slot, gen, SELF_TOKEN);
+      table.free(slot, L.word(gen, L.CLAIMED), SELF_TOKEN);
       return;
     }
     // ACCEPTING or ACCEPTED: a server holds it. End our direction so that it sees the end, close,

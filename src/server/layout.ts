@@ -2,9 +2,9 @@
  * Server memory layout; docs/design.md ("Servers and connections") is the protocol. Offsets are
  * bytes from the start of the segment's data area.
  *
- * Parameters (segment header bytes 64..83, written once at creation, validated at every open):
+ * Parameters (segment header bytes 64..95, written once at creation, validated at every open):
  *   64 u32 connection slots N   68 u32 backlog B   72 u32 ring capacity C   76 u32 listener slots L
- *   80 u32 offset of connection slot 0
+ *   80 u32 offset of connection slot 0   88 8 bytes: random instance id
  *
  * Data area:
  *   0    i32 OFFERS flag word (counter += 8 per offer; bits 1, 2 waiter flags)
@@ -15,6 +15,7 @@
  *   192  listener slots, L x 64 bytes
  *   CONN connection slots, N x 64 bytes (CONN = 192 + L x 64)
  */
+import { randomBytes } from 'node:crypto';
 import { ErrorCodes, ShmkitError } from '../errors';
 import { BELL_SLOTS } from '../flag-word';
 import type { Segment } from '../segment';
@@ -87,6 +88,9 @@ export function dataSize(p: ServerParams): number {
   return connOffset(p.maxListeners) + p.maxConnections * CONN_SIZE;
 }
 
+/** Header bytes 88..95: a random instance id, which tells this object from others that had its name. */
+export const INSTANCE = 88;
+
 export function writeParams(seg: Segment, p: ServerParams): void {
   const dv = seg.params();
   dv.setUint32(0, p.maxConnections, true);
@@ -94,6 +98,7 @@ export function writeParams(seg: Segment, p: ServerParams): void {
   dv.setUint32(8, p.capacity, true);
   dv.setUint32(12, p.maxListeners, true);
   dv.setUint32(16, connOffset(p.maxListeners), true);
+  new Uint8Array(seg.buffer, INSTANCE, 8).set(randomBytes(8));
 }
 
 const isPow2 = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;

@@ -10,6 +10,8 @@
  * one sweep per liveness interval: its connections whose client died close with
  * ERR_SHMKIT_PEER_GONE, and slots left by dead clients are freed.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
 import { Channel } from '../channel/channel';
 import { type Codec, type CodecName, resolveCodec } from '../codec/codec';
 import { debug } from '../debug';
@@ -22,10 +24,10 @@ import { parseMode } from '../sync/primitive';
 import { parseTrust } from '../trust';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, tuning } from '../wait';
-import { checkName, MAX_BASE_NAME_LENGTH } from '../naming';
+import { checkName, MAX_BASE_NAME_LENGTH, objectName, SHM_DIR } from '../naming';
 import { Connection } from './connection';
 import * as L from './layout';
-import { ServerTable } from './table';
+import { live, ServerTable } from './table';
 
 export interface ServerOptions<T = Uint8Array> extends OpenOptions {
   /** Connection slots: connections open at once, over all listeners (1 to 4096). Default 256. Fixed at creation. */
@@ -111,7 +113,14 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     // The codec is checked now, by a throwaway plan, rather than at the first connection.
     if (codec !== undefined) resolveCodec(codec);
     const spec = { kind: Kind.SERVER, size: L.dataSize(p), minSize: 0, mode: parseMode(o), trust, initialize: (s: Segment) => L.writeParams(s, p) };
-    const server = openNamed('openOrCreate', name, spec, (seg) => new Server<T>(seg, seg.created ? p : L.readParams(seg), codec));
+    let server = openNamed('openOrCreate', name, spec, (seg) => new Server<T>(seg, seg.created ? p : L.readParams(seg), codec));
+    // The last listener of the object we opened may have removed its name meanwhile (it closed):
+    // then we listen where nobody can connect. Open (or create) what the name refers to now.
+    for (let tries = 0; !server.stillNamed(); tries++) {
+      server.abandon();
+      if (tries === 8) throw new ShmkitError(ErrorCodes.NOT_FOUND, `server "${name}": its name keeps being removed while listening`, { segment: name });
+      server = openNamed('openOrCreate', name, spec, (seg) => new Server<T>(seg, seg.created ? p : L.readParams(seg), codec));
+    }
     if (onConnection) server.on('connection', onConnection);
     debug('server %s: listening in slot %d', JSON.stringify(name), server.listener);
     return server;
@@ -120,6 +129,25 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
   /** Removes the server's name: clients can no longer connect; listeners and connections go on. */
   static unlink(name: string): boolean {
     return Segment.unlink(name);
+  }
+
+  /**
+   * Whether the server's name still refers to this handle's object: the name may have been
+   * removed, and another server created under it since (its random instance id differs).
+   */
+  private stillNamed(): boolean {
+    try {
+      const fd = openSync(join(SHM_DIR, objectName(this.name)), 'r');
+      try {
+        const id = Buffer.alloc(8);
+        if (readSync(fd, id, 0, 8, L.INSTANCE) !== 8) return false;
+        return id.equals(Buffer.from(this.segment.buffer, L.INSTANCE, 8));
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return false;
+    }
   }
 
   /** Whether this handle still accepts connections (false once close() was called). */
@@ -188,8 +216,12 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
       // Both channels are the client's, made for this generation: single producer and consumer,
       // the client already in its roles.
       if (inbound.multiProducer || inbound.multiConsumer || out.multiProducer || out.multiConsumer) throw new Error('the connection channels are not single-producer / single-consumer');
+      if (inbound.capacity !== t.params.capacity || out.capacity !== t.params.capacity) throw new Error(`the connection channels' capacity is not the server's ${t.params.capacity} bytes`);
       inbound.claim('consumer');
       out.claim('producer');
+      // Both ends have them mapped now: no name needs to refer to them, whoever dies next.
+      Channel.unlink(cName);
+      Channel.unlink(sName);
     } catch (err) {
       inbound?.close();
       out?.close();
@@ -219,16 +251,17 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     this.deliver(conn);
   }
 
-  /** Answers "refused" (the client frees the slot), or frees it if the client is dead or gone. */
+  /**
+   * Refuses the offer in slot `i` (state ACCEPTING, ours): our side is done with it, so whichever
+   * of the client and us finishes second frees it. A client that already gave up (or died) leaves
+   * that to us; otherwise it gets REFUSED and frees the slot itself.
+   */
   private refuse(i: number, gen: number): void {
     const t = this.table;
+    const old = Atomics.or(t.i32, (t.connBase(i) + L.C_DONE) >> 2, L.SERVER_DONE);
     const client = t.client(i);
-    const clientGone = client === 0n || (t.done(i) & L.CLIENT_DONE) !== 0 || (client !== SELF_TOKEN && !tokenAlive(client));
-    if (clientGone) {
-      if (t.casState(i, L.word(gen, L.ACCEPTING), L.word(gen, L.REFUSED))) {
-        for (const n of L.ringNames(this.name, i, gen)) Channel.unlink(n);
-        t.free(i, gen, client);
-      }
+    if ((old & L.CLIENT_DONE) !== 0 || !live(client)) {
+      if (t.freeGeneration(i, gen, client)) for (const n of L.ringNames(this.name, i, gen)) Channel.unlink(n);
       return;
     }
     if (t.casState(i, L.word(gen, L.ACCEPTING), L.word(gen, L.REFUSED))) t.announceAnswer();
@@ -275,25 +308,33 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     if (this.closed) return;
     for (const c of [...this.conns]) c.check();
     const t = this.table;
+    // One liveness check per token per sweep: a client with many connections costs one.
+    const seen = new Map<bigint, boolean>();
+    const alive = (token: bigint): boolean => {
+      if (token === 0n) return false;
+      if (token === SELF_TOKEN) return true;
+      let a = seen.get(token);
+      if (a === undefined) {
+        a = tokenAlive(token);
+        seen.set(token, a);
+      }
+      return a;
+    };
     for (let i = 0; i < this.maxConnections; i++) {
       const client = t.client(i);
-      if (client === 0n || client === SELF_TOKEN) continue;
+      if (client === 0n) continue;
       const w = t.state(i);
-      const st = L.stateOf(w);
-      if (st === L.ACCEPTED && t.server(i) === SELF_TOKEN) continue; // ours: its Connection checks
-      if (tokenAlive(client)) continue;
-      const srv = t.server(i);
-      if (srv !== 0n && (srv === SELF_TOKEN || tokenAlive(srv))) continue; // a live server holds it and will finish it
-      // Dead client, no live server: take the slot as its server (one CAS), then free it.
-      if (!t.casServer(i, srv, SELF_TOKEN)) continue;
-      if (t.state(i) !== w) {
-        t.casServer(i, SELF_TOKEN, srv);
+      // Our own open connections look at their clients themselves (check() above).
+      if (L.stateOf(w) === L.ACCEPTED && t.server(i) === SELF_TOKEN && (t.done(i) & L.SERVER_DONE) === 0) continue;
+      if (!t.abandoned(i, alive)) continue;
+      if (L.stateOf(w) === L.FREE) {
+        // A freer died between its two steps: only the client token is left to clear.
+        Atomics.compareExchange(t.i64, (t.connBase(i) + L.C_CLIENT) >> 3, client, 0n);
         continue;
       }
-      const gen = L.genOf(w);
-      for (const n of L.ringNames(this.name, i, gen)) Channel.unlink(n);
-      t.free(i, gen, client);
-      debug('server %s: freed connection slot %d of dead client', JSON.stringify(this.name), i);
+      if (!t.free(i, w, client)) continue; // another party freed it first
+      for (const n of L.ringNames(this.name, i, L.genOf(w))) Channel.unlink(n);
+      debug('server %s: freed abandoned connection slot %d', JSON.stringify(this.name), i);
     }
   }
 
@@ -334,8 +375,9 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     this.stop.abort();
     if (this.segment.int32.length > 0) {
       this.table.markClosing(this.listener);
-      // Nobody else accepts: the name goes, as a socket file does. Offers already made fail.
-      if (this.table.acceptingListeners().length === 0) Segment.unlink(this.name);
+      // Nobody else accepts: the name goes, as a socket file does (unless it already names another
+      // server). Offers already made fail.
+      if (this.table.acceptingListeners().length === 0 && this.stillNamed()) Segment.unlink(this.name);
       this.table.announceOffer(); // other listeners take what was offered to us
       this.table.announceAnswer(); // waiting clients look again (their listener is gone)
     }
@@ -348,6 +390,15 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
   /** Closes every open connection of this listener now (their peers see the end). */
   closeAllConnections(): void {
     for (const c of [...this.conns]) c.close();
+  }
+
+  /** Gives up a handle that never listened for real (listen()'s retry): no events, nothing unlinked. */
+  private abandon(): void {
+    this.closing = true;
+    this.stop.abort();
+    clearInterval(this.sweepTimer);
+    this.table.releaseListener(this.listener);
+    this.segment.close();
   }
 
   private finishClose(): void {

@@ -166,23 +166,22 @@ export class ServerTable {
   }
 
   /**
-   * Frees slot `i` of generation `gen`: fields first, then state FREE, then the client token
-   * (seen as `client`) back to 0, which is what makes the slot claimable. Called by whichever side
-   * is done last, or by a listener sweeping a dead client's slot; never by two at once.
+   * Frees slot `i`: one CAS of its state word from `seen` (a generation and a state other than
+   * FREE) to FREE of that generation, which only one party can win, then the client token (seen as
+   * `client`) back to 0, which makes the slot claimable again (a claimer initializes every other
+   * field). Returns whether this call freed it.
    */
-  free(i: number, gen: number, client: bigint): void {
-    const b = this.connBase(i);
-    Atomics.store(this.i32, (b + L.C_DONE) >> 2, 0);
-    Atomics.store(this.i32, (b + L.C_TARGET) >> 2, -1);
-    Atomics.store(this.i64, (b + L.C_SERVER) >> 3, 0n);
-    Atomics.store(this.i32, (b + L.C_STATE) >> 2, L.word(gen, L.FREE));
-    Atomics.compareExchange(this.i64, (b + L.C_CLIENT) >> 3, client, 0n);
+  free(i: number, seen: number, client: bigint): boolean {
+    if (L.stateOf(seen) === L.FREE) return false;
+    if (!this.casState(i, seen, L.word(L.genOf(seen), L.FREE))) return false;
+    Atomics.compareExchange(this.i64, (this.connBase(i) + L.C_CLIENT) >> 3, client, 0n);
+    return true;
   }
 
   /**
-   * One side of an accepted connection of generation `gen` is done with it: sets its done bit. The
-   * side that finds the other's bit already set, or the other side's thread dead, frees the slot.
-   * Returns whether it freed it.
+   * One side is done with slot `i` of generation `gen` (it closed the connection, or gave up an
+   * offer a server holds): sets its done bit. The side that finds the other's bit already set, or
+   * the other side dead (or absent), frees the slot. Returns whether it freed it.
    */
   finish(i: number, gen: number, side: 'client' | 'server'): boolean {
     const b = this.connBase(i);
@@ -194,13 +193,44 @@ export class ServerTable {
     if ((old & mine) !== 0) return false; // already finished
     const client = this.client(i);
     const otherToken = side === 'client' ? this.server(i) : client;
-    if ((old & other) !== 0 || otherToken === 0n || (otherToken !== SELF_TOKEN && !tokenAlive(otherToken))) {
-      // The other side's bit was set before ours, or it is dead: nobody else frees. A dead other
-      // side cannot set its bit later; a live one already did.
-      if (L.genOf(this.state(i)) !== gen) return false;
-      this.free(i, gen, client);
-      return true;
+    if ((old & other) !== 0 || !live(otherToken)) {
+      // The other side finished before us, or is dead: it will not free the slot. (A live one
+      // that had not finished sees our bit when it does.) The state may still move (a listener
+      // refusing: ACCEPTING to REFUSED), hence the loop.
+      return this.freeGeneration(i, gen, client);
     }
     return false;
   }
+
+  /** free() from whatever state generation `gen` of slot `i` is in; false if it is not in one any more. */
+  freeGeneration(i: number, gen: number, client: bigint): boolean {
+    for (;;) {
+      const now = this.state(i);
+      if (L.genOf(now) !== gen || L.stateOf(now) === L.FREE) return false;
+      if (this.free(i, now, client)) return true;
+    }
+  }
+
+  /**
+   * Whether slot `i` is abandoned: each side has finished or is dead (or absent), so nobody will
+   * free it but a sweep. A FREE slot whose client token was not yet cleared counts too.
+   */
+  abandoned(i: number, alive: (token: bigint) => boolean = live): boolean {
+    const client = this.client(i);
+    if (client === 0n) return false;
+    const w = this.state(i);
+    const done = this.done(i);
+    if (L.stateOf(w) === L.FREE) return !alive(client);
+    const clientGone = (done & L.CLIENT_DONE) !== 0 || !alive(client);
+    if (!clientGone) return false;
+    const st = L.stateOf(w);
+    // Before ACCEPTING no server holds the slot; from ACCEPTING on, the one in its token does.
+    if (st === L.CLAIMED || st === L.OFFERED) return true;
+    return (done & L.SERVER_DONE) !== 0 || !alive(this.server(i));
+  }
+}
+
+/** Whether `token` names a live thread (0 and garbage are dead). */
+export function live(token: bigint): boolean {
+  return token !== 0n && (token === SELF_TOKEN || tokenAlive(token));
 }
