@@ -87,13 +87,55 @@ export type RpcClient<I> = {
   [K in keyof I as K extends ReservedName ? never : K]: I[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<RpcResult<R>> : never;
 } & RpcClientMethods<I>;
 
-interface Pending {
-  method: string;
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
-  stream: ClientStream | null;
-  done: () => void;
+/** A call waiting for its answer (or streaming). */
+class Pending {
+  stream: ClientStream | null = null;
+  resolve: (v: unknown) => void = noop;
+  reject: (e: unknown) => void = noop;
+  timer: Timer | null = null;
+  unlisten: (() => void) | null = null;
+
+  constructor(
+    readonly core: Core,
+    readonly link: Link,
+    readonly id: number,
+    readonly method: string,
+  ) {}
+
+  /** The call is no longer waiting for its answer: its timer and (unless it streams on) its signal go. */
+  done(): void {
+    this.timer?.clear();
+    this.timer = null;
+    // A stream keeps the signal: aborting it ends the iteration.
+    if (this.stream === null || !this.link.pending.has(this.id)) this.unlisten?.();
+  }
+
+  /** The caller gives up (timeout, abort): the server is told (CANCEL), the call fails with `err`. */
+  giveUp(err: ShmkitError): void {
+    const link = this.link;
+    if (link.pending.get(this.id) !== this) return;
+    link.pending.delete(this.id);
+    this.done();
+    this.core.settled(link);
+    this.core.counts.errors++;
+    if (!link.conn.closed) void link.conn.send(P.encodeCancel(this.id)).catch(noop);
+    if (this.stream) this.stream.fail(err);
+    else this.reject(err);
+  }
+
+  /** The CALL could not be sent: the call fails with `err`. */
+  failed(err: unknown): void {
+    const link = this.link;
+    if (link.pending.get(this.id) !== this) return;
+    link.pending.delete(this.id);
+    this.done();
+    this.core.settled(link);
+    this.core.counts.errors++;
+    this.reject(err);
+  }
 }
+
+const noop = (): void => {};
 
 interface Link {
   conn: Connection<Buffer>;
@@ -233,7 +275,8 @@ class Core {
   }
 
   /** A call stopped being outstanding: if it was the last one, the pump stops waiting. */
-  private settled(link: Link): void {
+  /** @internal */
+  settled(link: Link): void {
     if (link.pending.size === 0) link.idle?.stop();
   }
 
@@ -383,50 +426,21 @@ class Core {
     link.nextId = id >= 0xffffffff ? 1 : id + 1;
     const deadline = o.timeout === Infinity ? 0 : Date.now() + o.timeout;
     const frame = P.encodeCall(this.codec, id, method, args, deadline, this.window);
-    return new Promise((resolve, reject) => {
-      let deadlineTimer: Timer | null = null;
-      let unlisten: (() => void) | null = null;
-      const giveUp = (err: ShmkitError): void => {
-        const p = link.pending.get(id);
-        if (p === undefined) return;
-        link.pending.delete(id);
-        p.done();
-        this.settled(link);
-        this.counts.errors++;
-        if (!link.conn.closed) void link.conn.send(P.encodeCancel(id)).catch(() => {});
-        if (p.stream) p.stream.fail(err);
-        else reject(err);
-      };
-      const pending: Pending = {
-        method,
-        resolve,
-        reject: (e) => reject(e),
-        stream: null,
-        done: () => {
-          deadlineTimer?.clear();
-          deadlineTimer = null;
-          // A stream keeps the signal: aborting it ends the iteration.
-          if (pending.stream === null || !link.pending.has(id)) unlisten?.();
-        },
-      };
-      link.pending.set(id, pending);
-      if (o.timeout !== Infinity) deadlineTimer = timer(() => giveUp(timeoutError(`${this.label} ${method}`, o.timeout, this.name)), o.timeout);
-      if (o.signal) unlisten = onAbort(o.signal, () => giveUp(abortError(o.signal!, `${this.label} ${method}`)));
-      const failed = (err: unknown): void => {
-        if (!link.pending.has(id)) return;
-        link.pending.delete(id);
-        pending.done();
-        this.settled(link);
-        this.counts.errors++;
-        reject(err);
-      };
-      try {
-        if (link.conn.trySend(frame)) this.pump(link);
-        else link.conn.send(frame).then(() => this.pump(link), failed);
-      } catch (err) {
-        failed(err);
-      }
+    const pending = new Pending(this, link, id, method);
+    const answer = new Promise<unknown>((resolve, reject) => {
+      pending.resolve = resolve;
+      pending.reject = reject;
     });
+    link.pending.set(id, pending);
+    if (o.timeout !== Infinity) pending.timer = timer(() => pending.giveUp(timeoutError(`${this.label} ${method}`, o.timeout, this.name)), o.timeout);
+    if (o.signal) pending.unlisten = onAbort(o.signal, () => pending.giveUp(abortError(o.signal!, `${this.label} ${method}`)));
+    try {
+      if (link.conn.trySend(frame)) this.pump(link);
+      else link.conn.send(frame).then(() => this.pump(link), (err: unknown) => pending.failed(err));
+    } catch (err) {
+      pending.failed(err);
+    }
+    return answer;
   }
 
   async notify(method: string, args: unknown[]): Promise<void> {
