@@ -89,15 +89,15 @@ console.log(table(['target', 'measured (signal / event)', 'met?'], targets.map((
 console.log(`\nReproduce: \`node bench/events.mjs${quick ? ' --quick' : ''}\` (median of ${reps} interleaved repetition(s); [min-max] across them; p99 is the median of the trials' p99s).`);
 
 if (json) {
-  // The rows of npm run bench --json: {transport, mode, metric, size, value, unit, placement}; an
+  // The rows of npm run bench --json: {pattern, transport, mode, metric, size, value, unit, placement}; an
   // event carries no payload (size 0). Ratios: metric "ratio_to_signal", of "rtt_median", unit "x".
   const rows = [];
   for (const { m, p } of plan.filter((e, i) => plan.findIndex((f) => key(f.m, f.p) === key(e.m, e.p)) === i)) {
     const e = get(m, p);
     const [transport, mode] = m.json;
-    rows.push({ transport, mode, metric: 'rtt_median', size: 0, value: median(e.median), unit: 'us', placement: p.key });
-    rows.push({ transport, mode, metric: 'rtt_p99', size: 0, value: median(e.p99), unit: 'us', placement: p.key });
-    if (m !== signal && Number.isFinite(vsSignal(m, p))) rows.push({ transport, mode, metric: 'ratio_to_signal', of: 'rtt_median', size: 0, value: vsSignal(m, p), unit: 'x', placement: p.key });
+    rows.push({ pattern: 'event', transport, mode, metric: 'rtt_median', size: 0, value: median(e.median), unit: 'us', placement: p.key });
+    rows.push({ pattern: 'event', transport, mode, metric: 'rtt_p99', size: 0, value: median(e.p99), unit: 'us', placement: p.key });
+    if (m !== signal && Number.isFinite(vsSignal(m, p))) rows.push({ pattern: 'event', transport, mode, metric: 'ratio_to_signal', of: 'rtt_median', size: 0, value: vsSignal(m, p), unit: 'x', placement: p.key });
   }
   if (json.file) {
     writeFileSync(json.file, JSON.stringify(rows, null, 2) + '\n');

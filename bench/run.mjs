@@ -1,18 +1,24 @@
 #!/usr/bin/env node
-// shmkit benchmark: channels against every local transport, in one run on one machine.
+// shmkit benchmark: channels against every local transport, then the events, topics and RPC
+// sections (bench/events.mjs, topics.mjs, rpc.mjs), in one run on one machine.
 //
 //   npm run bench                      3 interleaved repetitions (a few minutes)
 //   npm run bench -- --quick           1 repetition, smaller counts (~30 s)
-//   npm run bench -- --json out.json   also write [{transport, mode, metric, size, value, unit}]
+//   npm run bench -- --json out.json   also write [{pattern, transport, mode, metric, size, value, unit}]
+//   npm run bench -- --patterns LIST   after the channels, these sections (events, topics, rpc;
+//                                      default all three; `none` for the channels only)
 //
 // Each trial is a fresh process pair (bench/fixtures/transport.mjs); every payload is verified.
 // Figures are medians over repetitions; ratios are against the Unix domain socket measured in the
 // same run (JSON also against child_process IPC), so the machine's noise cancels as far as it can.
 // C reference programs (bench/c/, built here with `cc -O2`) measure the machine's physical limit for
 // a spinning round trip and a 64 B ring in the same run; shmkit spin is also reported against them.
-import { writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { benchArgs, buildC, cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
+import { BENCH, benchArgs, buildC, cpuPair, fmt, machine, median, table, trial } from './lib.mjs';
 
 const { argv, quick, reps } = benchArgs();
 const jsonFile = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : null;
@@ -184,6 +190,29 @@ if (jsonFile) {
     if (!Number.isFinite(r.ratio)) continue;
     rows.push({ transport: 'shmkit', mode: 'spin', metric: 'ratio_to_c_limit', of: r.metric, size: 64, value: r.ratio, unit: 'x', ...(r.placement ? { placement: r.placement } : {}) });
   }
-  writeFileSync(jsonFile, JSON.stringify(rows, null, 2) + '\n');
+  writeFileSync(jsonFile, JSON.stringify(rows.map((r) => ({ pattern: 'channel', ...r })), null, 2) + '\n');
   console.log(`\nWrote ${rows.length} figures to ${jsonFile}.`);
+}
+
+// The patterns' sections, each its own program (bench/events.mjs, topics.mjs, rpc.mjs), with the
+// same --quick, --reps and --silent; their --json rows (with `pattern` set) join this run's file.
+// `--patterns events,rpc` runs those only, `--patterns none` none.
+const patternsAt = argv.indexOf('--patterns');
+const patterns = patternsAt >= 0 ? (argv[patternsAt + 1] === 'none' ? [] : argv[patternsAt + 1].split(',')) : ['events', 'topics', 'rpc'];
+for (const p of patterns) {
+  if (!['events', 'topics', 'rpc'].includes(p)) throw new Error(`--patterns: unknown section ${p} (events, topics, rpc, or none)`);
+  console.log(`\n---\n`);
+  const tmp = jsonFile ? join(mkdtempSync(join(tmpdir(), 'shmkit-bench-')), `${p}.json`) : null;
+  const args = [join(BENCH, `${p}.mjs`), ...(quick ? ['--quick'] : []), ...(argv.includes('--reps') ? ['--reps', String(reps)] : []), ...(progress ? [] : ['--silent']), ...(tmp ? ['--json', tmp] : [])];
+  const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.log(`bench/${p}.mjs failed (${r.status ?? r.signal})`);
+    process.exitCode = 1;
+  }
+  if (tmp && existsSync(tmp)) {
+    const rows = JSON.parse(readFileSync(jsonFile, 'utf8'));
+    rows.push(...JSON.parse(readFileSync(tmp, 'utf8')));
+    writeFileSync(jsonFile, JSON.stringify(rows, null, 2) + '\n');
+    rmSync(dirname(tmp), { recursive: true, force: true });
+  }
 }

@@ -68,7 +68,7 @@ if (role === 'producer') {
   console.log(`\n\n${ok ? 'OK' : 'MISMATCH'}: ${results.sent?.toLocaleString()} orders sent, ${results.received?.toLocaleString()} received in order and verified, ${results.bad} bad.`);
   console.log(`That is ${((results.received / SECONDS) / 1e6).toFixed(2)} M JSON messages per second between two processes, with backpressure.\n`);
   console.log('Now a quick comparison with the other ways two local processes can talk (about 30 s)...\n');
-  const bench = spawn(process.execPath, [join(dirname(SELF), '..', 'bench', 'run.mjs'), '--quick', '--silent'], { stdio: 'inherit' });
+  const bench = spawn(process.execPath, [join(dirname(SELF), '..', 'bench', 'run.mjs'), '--quick', '--silent', '--patterns', 'none'], { stdio: 'inherit' });
   const [code] = await once(bench, 'exit');
   console.log('\nFull run with 3 interleaved repetitions: npm run bench');
   process.exitCode = ok && code === 0 ? 0 : 1;

@@ -125,6 +125,34 @@ describe('Server and Connection in one process', () => {
     assert.deepEqual(entriesOf(name), []);
   });
 
+  test('300 connections open at once to one server, each echoing its own messages', async () => {
+    const name = uniq('s3');
+    const server = Server.listen(name, { codec: 'json', maxConnections: 320, backlog: 320, capacity: 4096 }, async (c) => {
+      try {
+        for await (const m of c) await c.send(m);
+      } catch {
+        // closed under us at the end
+      }
+      c.close();
+    });
+    try {
+      const conns = await watchdog(Promise.all(Array.from({ length: 300 }, () => connect(name, { codec: 'json', timeout: 30_000 }))), 60_000, '300 connects');
+      assert.equal(new Set(conns.map((c) => c.id)).size, 300);
+      assert.equal(server.stats().connections, 300);
+      const answers = await watchdog(Promise.all(conns.map(async (c, i) => {
+        await c.send({ i });
+        return (await c.receive({ timeout: 30_000 })).i;
+      })), 60_000, '300 echoes');
+      assert.deepEqual(answers, Array.from({ length: 300 }, (_, i) => i));
+      for (const c of conns) c.close();
+      await until(() => server.stats().slotsInUse === 0, 'every slot free');
+    } finally {
+      server.closeAllConnections();
+      await watchdog(server.close(), 20_000, 'close');
+    }
+    assert.deepEqual(entriesOf(name), []);
+  });
+
   test('two listeners in one name: connections spread over them; closing one hands offers to the other', async () => {
     const name = uniq('s2');
     const s1 = Server.listen(name, { maxListeners: 4 });
