@@ -1,7 +1,7 @@
 /**
  * The next frame of a connection, for RPC's readers: it spins for up to `spin` µs, letting the
  * microtask queue run between polls, then sleeps (without blocking the event loop) until a frame
- * comes. Spinning is what makes a round trip a few µs instead of two wake-ups; yielding to the
+ * comes. With both ends of the connection in this thread it does not spin. Spinning is what makes a round trip a few µs instead of two wake-ups; yielding to the
  * microtasks while it spins is what lets the answers of handlers that just finished (and the
  * caller's next call) go out meanwhile, which a plain spinning receive would hold up.
  */
@@ -36,7 +36,9 @@ export async function nextFrame(conn: Connection<Buffer>, spin: number, stop: St
   if (conn.closed) return conn.receive();
   let f = conn.tryReceive();
   if (f !== undefined) return f;
-  const budget = spin < 0 ? tuning.spinMicros : spin;
+  // Spinning polls between microtasks, which holds up the event loop's I/O: with both ends in this
+  // thread, the other end's wake-up would wait for the whole spin. Sleep at once then.
+  const budget = conn.sameThread ? 0 : spin < 0 ? tuning.spinMicros : spin;
   if (budget > 0) {
     let end = 0;
     for (;;) {

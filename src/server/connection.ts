@@ -74,6 +74,11 @@ export class Connection<T = Uint8Array> extends EventEmitter implements AsyncIte
     if (this.released) throw closedError(`${this.label}`, this.server);
   }
 
+  /** @internal Whether the other end is this very thread (a server and a client in one event loop). */
+  get sameThread(): boolean {
+    return this.remoteToken === SELF_TOKEN;
+  }
+
   /** Whether close() ran (or the connection closed itself when the other side died). */
   get closed(): boolean {
     return this.released;

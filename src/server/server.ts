@@ -25,6 +25,7 @@ import { parseTrust } from '../trust';
 import { checkInt, checkObject } from '../validate';
 import { Deadline, tuning } from '../wait';
 import { checkName, MAX_BASE_NAME_LENGTH, objectName, SHM_DIR } from '../naming';
+import { WAITING } from '../flag-word';
 import { Connection } from './connection';
 import * as L from './layout';
 import { live, ServerTable } from './table';
@@ -174,11 +175,18 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
   private async acceptLoop(): Promise<void> {
     const o = { spin: 0, signal: this.stop.signal };
     const forever = new Deadline(Infinity);
+    const word = this.table.offers.word;
+    const i32 = this.table.i32;
+    // The OFFERS counter when the slots were last scanned: a wake-up that did not move it (the
+    // thread's doorbell rings for every wait of the thread) costs a load, not a scan.
+    let scanned = -1;
     try {
       for (;;) {
-        await this.table.offers.wait(o, forever, () => this.closing || this.findOffer() >= 0, null, 'accept');
+        await this.table.offers.wait(o, forever, () => this.closing || (Atomics.load(i32, word) & ~WAITING) !== scanned, null, 'accept');
         if (this.closing) return;
-        for (let i = this.findOffer(); i >= 0 && !this.closing; i = this.findOffer()) this.acceptOne(i);
+        // Read before the scan: an offer made after this read moves the counter again.
+        scanned = Atomics.load(i32, word) & ~WAITING;
+        this.acceptOffers();
       }
     } catch (err) {
       if (this.closing || this.closed) return; // close() stopped the wait
@@ -188,6 +196,11 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
       if (this.listenerCount('error') > 0) this.emit('error', err);
       void this.close();
     }
+  }
+
+  /** Accepts every offer this listener may take now. */
+  private acceptOffers(): void {
+    for (let i = this.findOffer(); i >= 0 && !this.closing; i = this.findOffer()) this.acceptOne(i);
   }
 
   /** Takes the offer in slot `i`: claims it, opens the client's channels, answers. */
@@ -307,6 +320,8 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
   private sweep(): void {
     if (this.closed) return;
     for (const c of [...this.conns]) c.check();
+    // Offers made to a listener that died (not closed: nothing moved OFFERS) are taken here.
+    if (!this.closing) this.acceptOffers();
     const t = this.table;
     // One liveness check per token per sweep: a client with many connections costs one.
     const seen = new Map<bigint, boolean>();
