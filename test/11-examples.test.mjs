@@ -8,6 +8,28 @@ import { cleanupAll, ROOT, run, uniq, watchdog } from './helpers.mjs';
 
 after(cleanupAll);
 
+/**
+ * Runs examples/<script> <name>, which forks processes of its own, in a process group of its own:
+ * if the watchdog fires, the processes it forked go too. Returns its exit and its output.
+ */
+async function runForking(script, name) {
+  const child = spawn(process.execPath, [join(ROOT, 'examples', script), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  try {
+    return { r: await watchdog(exited, 60000, script), out, err };
+  } finally {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // every process of the group has exited
+    }
+  }
+}
+
 test('examples/quickstart.mjs runs twice in a row and loses no increment; the README quotes it whole', async () => {
   for (let round = 0; round < 2; round++) {
     const p = run('', {}, { script: join(ROOT, 'examples', 'quickstart.mjs') });
@@ -42,23 +64,7 @@ test('the quick example works from a folder whose path has a space (it locates i
 
 test('examples/pubsub.mjs: two forked subscribers each print every message in publish order, then the end; the publisher removes the topic', async () => {
   const name = uniq('hypub');
-  // A process group of its own: if the watchdog fires, the subscribers it forked go too.
-  const child = spawn(process.execPath, [join(ROOT, 'examples', 'pubsub.mjs'), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-  let r;
-  try {
-    r = await watchdog(exited, 60000, 'pubsub example');
-  } finally {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // every process of the group has exited
-    }
-  }
+  const { r, out, err } = await runForking('pubsub.mjs', name);
   assert.equal(r.code, 0, err + out);
   const lines = out.split('\n');
   const ticks = ["{ sym: 'ACME', px: 101.5 }", "{ sym: 'ACME', px: 101.7 }", "{ sym: 'ACME', px: 101.4 }"];
@@ -81,23 +87,7 @@ test('npm start (examples/demo.mjs): producer and consumer agree, then the quick
 
 test('examples/rpc.mjs: two forked workers serve one name; calls spread over both, a stream, an error and a deadline', async () => {
   const name = uniq('hyrpc');
-  // A process group of its own: if the watchdog fires, the workers it forked go too.
-  const child = spawn(process.execPath, [join(ROOT, 'examples', 'rpc.mjs'), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-  let r;
-  try {
-    r = await watchdog(exited, 60000, 'rpc example');
-  } finally {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // every process of the group has exited
-    }
-  }
+  const { r, out, err } = await runForking('rpc.mjs', name);
   assert.equal(r.code, 0, err);
   assert.match(out, /resized a\.png to 640 by worker \d+/);
   assert.match(out, /workers used: 2/);

@@ -7,18 +7,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { closeSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { connect, Connection, ErrorCodes, Segment, Server } from 'shmkit';
-import { cleanupAll, result, runCli, runner, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, entriesOf, result, runCli, runner, sleep, uniq, watchdog, until } from './helpers.mjs';
 
 const child = runner('rpc-child.mjs');
 after(cleanupAll);
 const code = (c) => (e) => e.code === c;
-/** Entries of /dev/shm that belong to server `name` (the server and its connections' channels). */
-const entriesOf = (name) => readdirSync('/dev/shm').filter((e) => e === `shmkit-${name}` || e.startsWith(`shmkit-${name}.`));
-/** Polls `cond` every 10 ms until true; the watchdog fails the test if it never is. */
-const until = (cond, what, ms = 20_000) =>
-  watchdog((async () => {
-    while (!cond()) await sleep(10);
-  })(), ms, what);
 
 describe('Server and Connection in one process', () => {
   test('messages both ways with a codec, end, close; nothing stays in /dev/shm', async () => {

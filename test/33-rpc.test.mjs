@@ -4,18 +4,12 @@
 // shares the calls, and a dead one fails only its own calls; garbage never crashes either side.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import { connect, ErrorCodes, RemoteError, rpcClient, serve, Server } from 'shmkit';
-import { cleanupAll, result, runCli, runner, sleep, uniq, watchdog } from './helpers.mjs';
+import { cleanupAll, entriesOf, result, runCli, runner, sleep, uniq, watchdog, until } from './helpers.mjs';
 
 const child = runner('rpc-child.mjs');
 after(cleanupAll);
 const code = (c) => (e) => e.code === c;
-const entriesOf = (name) => readdirSync('/dev/shm').filter((e) => e === `shmkit-${name}` || e.startsWith(`shmkit-${name}.`));
-const until = (cond, what, ms = 20_000) =>
-  watchdog((async () => {
-    while (!cond()) await sleep(10);
-  })(), ms, what);
 
 describe('RPC in one process', () => {
   test('calls, errors with name/message/code/cause, unknown methods, notifications', async () => {

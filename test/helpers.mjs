@@ -167,3 +167,12 @@ export function startCli(args, ms = 60_000) {
 
 /** Runs `shmkit ...args` to its end: { code, signal, stdout, stderr }. */
 export const runCli = (args) => startCli(args).done;
+
+/** Entries of /dev/shm that belong to object `name`: the object and its derived names (`name.*`). */
+export const entriesOf = (name) => readdirSync('/dev/shm').filter((e) => e === `shmkit-${name}` || e.startsWith(`shmkit-${name}.`));
+
+/** Polls `cond` every 10 ms until it is true; the watchdog fails the caller if it never is. */
+export const until = (cond, what, ms = 20_000) =>
+  watchdog((async () => {
+    while (!cond()) await sleep(10);
+  })(), ms, what);

@@ -112,26 +112,24 @@ class Pending {
 
   /** The caller gives up (timeout, abort): the server is told (CANCEL), the call fails with `err`. */
   giveUp(err: ShmkitError): void {
-    const link = this.link;
-    if (link.pending.get(this.id) !== this) return;
-    link.pending.delete(this.id);
-    this.done();
-    this.core.settled(link);
-    this.core.counts.errors++;
-    if (!link.conn.closed) void link.conn.send(P.encodeCancel(this.id)).catch(noop);
-    if (this.stream) this.stream.fail(err);
-    else this.reject(err);
+    this.fail(err, true);
   }
 
   /** The CALL could not be sent: the call fails with `err`. */
   failed(err: unknown): void {
+    this.fail(err, false);
+  }
+
+  private fail(err: unknown, cancel: boolean): void {
     const link = this.link;
     if (link.pending.get(this.id) !== this) return;
     link.pending.delete(this.id);
     this.done();
     this.core.settled(link);
     this.core.counts.errors++;
-    this.reject(err);
+    if (cancel && !link.conn.closed) void link.conn.send(P.encodeCancel(this.id)).catch(noop);
+    if (this.stream) this.stream.fail(err);
+    else this.reject(err);
   }
 }
 
