@@ -29,5 +29,5 @@ export { Server, type ServerOptions, type ServerStats } from './server/server';
 export { Connection } from './server/connection';
 export { connect, type ConnectOptions } from './server/connect';
 export { serve, RpcServer, type CallContext, type Handlers, type ServeOptions, type RpcServerStats } from './rpc/serve';
-export { rpcClient, type RpcClient, type RpcClientOptions, type RpcClientMethods, type RpcClientStats, type CallOptions, type RpcResult } from './rpc/client';
+export { rpcClient, type RpcClient, type RpcClientOptions, type RpcClientMethods, type RpcClientStats, type CallOptions, type RpcResult, type ReservedName } from './rpc/client';
 export { RemoteError } from './rpc/protocol';

@@ -239,6 +239,7 @@ export class RemoteError extends Error {
   declare code?: string | number;
   /** Always true: the error happened in the server's handler. */
   readonly remote = true;
+  /** @internal */
   constructor(w: WireError, method: string, depth = 0) {
     super(typeof w.message === 'string' ? w.message : String(w.message), w.cause === undefined ? undefined : { cause: rebuildCause(w.cause, method, depth + 1) });
     Object.defineProperty(this, 'name', { value: typeof w.name === 'string' ? w.name : 'Error', enumerable: false, configurable: true, writable: true });
