@@ -171,8 +171,14 @@ export const runCli = (args) => startCli(args).done;
 /** Entries of /dev/shm that belong to object `name`: the object and its derived names (`name.*`). */
 export const entriesOf = (name) => readdirSync('/dev/shm').filter((e) => e === `shmkit-${name}` || e.startsWith(`shmkit-${name}.`));
 
-/** Polls `cond` every 10 ms until it is true; the watchdog fails the caller if it never is. */
-export const until = (cond, what, ms = 20_000) =>
-  watchdog((async () => {
-    while (!cond()) await sleep(10);
-  })(), ms, what);
+/**
+ * Polls `cond` every 10 ms until it is true; fails after `ms` (a watchdog, not a performance
+ * assertion), and then stops polling, so a failed wait leaves no timer keeping the test alive.
+ */
+export async function until(cond, what, ms = 20_000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`watchdog: ${what} did not happen within ${ms} ms`);
+    await sleep(10);
+  }
+}

@@ -222,7 +222,12 @@ export class RpcServer extends EventEmitter {
           const r = running.get(id);
           if (r) {
             r.callerCancelled = true;
-            r.cancel(new ShmkitError(ErrorCodes.ABORTED, `rpc "${this.name}": the caller cancelled the call`));
+            // A CANCEL at or past the deadline is the caller's timeout: the handler's signal says so,
+            // whichever of its timer and our deadline timer came first.
+            const late = r.deadline !== undefined && Date.now() >= r.deadline;
+            r.cancel(late
+              ? new ShmkitError(ErrorCodes.TIMEOUT, `rpc "${this.name}" ${r.method}: the caller's deadline passed`)
+              : new ShmkitError(ErrorCodes.ABORTED, `rpc "${this.name}": the caller cancelled the call`));
           }
         } else if (type === P.CREDIT) {
           const n = P.decodeCredit(frame); // a short CREDIT ends the connection, running or not
