@@ -323,6 +323,69 @@ describe('RPC edge cases (regressions)', () => {
   });
 });
 
+describe('RPC limits and endings (regressions)', () => {
+  test('what a connection cannot carry is ERR_SHMKIT_TOO_LARGE (a call, a result, an error, an item); a handler that returns nothing answers null', async () => {
+    const name = uniq('rb');
+    const big = 'x'.repeat(200_000); // more than the largest message of a 64 KiB ring
+    const srv = serve(name, {
+      async echo(v) { return v; },
+      async bigResult() { return big; },
+      async bigError() { throw new Error(big); },
+      async *bigItem() { yield 1; yield big; yield 3; },
+      async nothing() {},
+      async *holes() { yield 1; yield undefined; yield 3; },
+    });
+    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    try {
+      await assert.rejects(c.echo(big), (e) => e.code === ErrorCodes.TOO_LARGE && /nothing was sent/.test(e.message));
+      await assert.rejects(c.bigResult(), code(ErrorCodes.TOO_LARGE));
+      await assert.rejects(c.bigError(), code(ErrorCodes.TOO_LARGE));
+      const got = [];
+      await assert.rejects((async () => { for await (const x of await c.bigItem()) got.push(x); })(), code(ErrorCodes.TOO_LARGE));
+      assert.deepEqual(got, [1]);
+      assert.equal(await c.nothing(), null);
+      const holes = [];
+      for await (const x of await c.holes()) holes.push(x);
+      assert.deepEqual(holes, [1, null, 3]);
+      assert.equal(await c.echo('still fine'), 'still fine');
+    } finally {
+      c.close();
+      await watchdog(srv.closeNow(), 20_000, 'close');
+    }
+  });
+
+  test('return() ends a next() that was waiting; a pool member that closed its end gets no more calls', async () => {
+    const name = uniq('rn');
+    const a = serve(name, {
+      async *slow(ctx) {
+        await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }));
+        yield 1;
+      },
+      async who() { return 'a'; },
+    }, { maxListeners: 4 });
+    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const b = serve(name, { async who() { return 'b'; } });
+    try {
+      const it = await c.slow();
+      const waiting = it.next();
+      await it.return();
+      assert.deepEqual(await watchdog(waiting, 20_000, 'the waiting next()'), { value: undefined, done: true });
+      // A client looks for new servers as it makes calls.
+      for (let i = 0; i < 500 && c.servers < 2; i++) {
+        await c.who();
+        await sleep(10);
+      }
+      assert.equal(c.servers, 2, 'the client found the second server');
+      await watchdog(a.closeNow(), 20_000, 'a closes');
+      const answers = await watchdog(Promise.all([c.who(), c.who(), c.who()]), 20_000, 'calls after a closed');
+      assert.deepEqual(answers, ['b', 'b', 'b']);
+    } finally {
+      c.close();
+      await watchdog(b.closeNow(), 20_000, 'close b');
+    }
+  });
+});
+
 describe('RPC across processes', () => {
   test('100 clients in 10 processes, 200 calls each, all answered exactly right', async () => {
     const name = uniq('rh');

@@ -373,13 +373,15 @@ class Core {
 
   /** The link with the fewest outstanding calls (ties rotate). */
   private pick(): Link | null {
+    // A server that closed its end (it stops serving) is dropped before a call goes there.
+    for (const l of [...this.links.values()]) if (!l.conn.closed && l.conn.ended && l.pending.size === 0) this.drop(l, null);
     let best: Link | null = null;
     const n = this.links.size;
     if (n === 0) return null;
     const start = this.rotate++ % n;
     let k = 0;
     for (const l of this.links.values()) {
-      if (l.conn.closed) continue;
+      if (l.conn.closed || l.conn.ended) continue;
       if (best === null || l.pending.size < best.pending.size || (l.pending.size === best.pending.size && k === start)) best = l;
       k++;
     }
@@ -433,6 +435,9 @@ class Core {
     if (o.timeout !== Infinity) pending.timer = timer(() => pending.giveUp(timeoutError(`${this.label} ${method}`, o.timeout, this.name)), o.timeout);
     if (o.signal) pending.unlisten = onAbort(o.signal, () => pending.giveUp(abortError(o.signal!, `${this.label} ${method}`)));
     try {
+      if (frame.length > link.conn.maxMessageSize) {
+        throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label} ${method}: a call of ${frame.length} bytes is larger than the connection's largest message (${link.conn.maxMessageSize} bytes; the server's ring capacity sets it); nothing was sent`, { segment: this.name });
+      }
       if (link.conn.trySend(frame)) this.pump(link);
       else link.conn.send(frame).then(() => this.pump(link), (err: unknown) => pending.failed(err));
     } catch (err) {
@@ -540,6 +545,9 @@ class ClientStream implements AsyncIterableIterator<unknown> {
     if (!this.finished) {
       this.finished = true;
       this.buffer.length = 0;
+      const w = this.waiter; // a next() waiting meanwhile ends too
+      this.waiter = null;
+      w?.resolve({ value: undefined, done: true });
       if (this.link.pending.has(this.id)) {
         this.forget();
         if (!this.link.conn.closed) void this.link.conn.send(P.encodeCancel(this.id)).catch(() => {});

@@ -272,6 +272,9 @@ export function decodeError(b: Buffer, method: string): Error {
   if (typeof e.code === 'string' && (e.code.startsWith('ERR_SHMKIT_') || e.code === 'ABORT_ERR')) {
     const err = new ShmkitError(e.code as never, String(e.message), e.cause === undefined ? {} : { cause: rebuildCause(e.cause, method, 1) });
     Object.defineProperty(err, 'remote', { value: true, enumerable: false });
+    if (e.data && typeof e.data === 'object') {
+      for (const [k, v] of Object.entries(e.data)) if (!(k in err)) (err as unknown as Record<string, unknown>)[k] = v;
+    }
     return err;
   }
   return new RemoteError(e, method);

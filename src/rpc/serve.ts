@@ -170,8 +170,14 @@ export class RpcServer extends EventEmitter {
 
   private async serveConnection(conn: Connection<Buffer>): Promise<void> {
     const running = new Map<number, Running>();
+    // Sends a frame; an answer the connection cannot carry (larger than its largest message) is
+    // thrown to the caller of send (TOO_LARGE), who answers with a short error instead. A closed or
+    // dead connection loses it: nobody waits for it any more.
     const send = async (frame: Buffer): Promise<void> => {
       if (conn.closed) return;
+      if (frame.length > conn.maxMessageSize) {
+        throw new ShmkitError(ErrorCodes.TOO_LARGE, `rpc "${this.name}": an answer of ${frame.length} bytes is larger than the connection's largest message (${conn.maxMessageSize} bytes; the server's ring capacity sets it)`);
+      }
       try {
         if (!conn.trySend(frame)) await conn.send(frame);
       } catch (err) {
@@ -291,13 +297,22 @@ export class RpcServer extends EventEmitter {
         await send(P.encodeStream(call.id));
         await this.pump(value, call.id, r, send);
       } else {
-        if (r.aborted) return; // cancelled, timed out or disconnected: nobody waits for the answer
-        const frame = P.encodeResult(this.codec, call.id, value);
-        if (conn.closed || !conn.trySend(frame)) await send(frame);
+        // Cancelled, timed out or disconnected: the caller gets the reason (a timeout), or nothing
+        // (it cancelled, or is gone).
+        if (r.aborted) throw r.abortReason;
+        const frame = this.encodeAnswer(P.RESULT, call.id, value);
+        if (conn.closed || frame.length > conn.maxMessageSize || !conn.trySend(frame)) await send(frame);
       }
     } catch (err) {
       failed = true;
-      if (!conn.closed && !r.callerCancelled) await send(P.encodeError(call.id, err));
+      if (!conn.closed && !r.callerCancelled) {
+        try {
+          await send(P.encodeError(call.id, err));
+        } catch (tooLarge) {
+          // The error itself does not fit: a short one in its place.
+          await send(P.encodeError(call.id, shorten(err, tooLarge))).catch(() => {});
+        }
+      }
     } finally {
       r.timer?.clear();
       running.delete(call.id);
@@ -319,7 +334,7 @@ export class RpcServer extends EventEmitter {
         if (step.done) break;
         if (r.aborted) throw r.abortReason;
         r.credit--;
-        await send(P.encodeItem(this.codec, id, step.value));
+        await send(this.encodeAnswer(P.ITEM, id, step.value));
       }
       await send(P.encodeEnd(id));
     } catch (err) {
@@ -329,6 +344,20 @@ export class RpcServer extends EventEmitter {
         // The iterator's own clean-up failed: the stream ends with the first error.
       }
       throw err;
+    }
+  }
+
+  /**
+   * A RESULT or ITEM frame of `value`. `undefined` (a handler that returns nothing) goes as null
+   * when the codec cannot carry it (JSON); a value the codec refuses is an error that names it.
+   */
+  private encodeAnswer(type: typeof P.RESULT | typeof P.ITEM, id: number, value: unknown): Buffer {
+    const enc = type === P.RESULT ? P.encodeResult : P.encodeItem;
+    try {
+      return enc(this.codec, id, value);
+    } catch (err) {
+      if (value === undefined) return enc(this.codec, id, null);
+      throw new ShmkitError(ErrorCodes.INVALID_ARGUMENT, `rpc "${this.name}": the handler's ${type === P.RESULT ? 'result' : 'stream item'} cannot be encoded with the ${this.codec.name} codec: ${err instanceof Error ? err.message : String(err)}`, { argument: type === P.RESULT ? 'result' : 'item', cause: err });
     }
   }
 
@@ -372,3 +401,8 @@ export function serve<I extends object = Record<string, (...args: any[]) => any>
   return new RpcServer(name, handlers, o);
 }
 
+/** A short stand-in for an error whose ERROR frame does not fit in the connection. */
+function shorten(err: unknown, tooLarge: unknown): ShmkitError {
+  const what = err instanceof Error ? `${String(err.name).slice(0, 100)}: ${String(err.message).slice(0, 500)}` : 'a thrown value';
+  return new ShmkitError(ErrorCodes.TOO_LARGE, `the handler's error does not fit in the connection (${what}...)`, { cause: tooLarge });
+}

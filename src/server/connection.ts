@@ -79,6 +79,11 @@ export class Connection<T = Uint8Array> extends EventEmitter implements AsyncIte
     return this.remoteToken === SELF_TOKEN;
   }
 
+  /** The largest message this end can send (the connection's ring capacity sets it). */
+  get maxMessageSize(): number {
+    return this.parts.out.maxMessageSize;
+  }
+
   /** Whether close() ran (or the connection closed itself when the other side died). */
   get closed(): boolean {
     return this.released;
