@@ -433,6 +433,32 @@ describe('RPC across processes', () => {
     assert.deepEqual(entriesOf(name), [], 'nothing left once the survivor closed');
   });
 
+  test('a call that has to wait for a connection keeps its own timeout and signal', async () => {
+    const name = uniq('rq');
+    const a = child('rpcServer', { name, options: { maxListeners: 4 } });
+    await a.waitFor(/"ready"/);
+    const c = await watchdog(rpcClient(name, { connectTimeout: 600_000, maxServers: 1 }), 20_000, 'rpcClient');
+    const b = child('rpcServer', { name });
+    await b.waitFor(/"ready"/);
+    try {
+      b.child.kill('SIGSTOP'); // a listener that will not accept
+      a.child.kill('SIGTERM'); // the one the client is connected to goes
+      await watchdog(a.exited, 20_000, 'server a exit');
+      await until(() => c.servers === 0, 'the client dropped the server that left');
+      // The pool is empty now: the call waits to connect to b, which is stopped. Its own timeout
+      // (not the client's ten-minute connectTimeout) ends the wait, and an abort does too.
+      await assert.rejects(watchdog(c.with({ timeout: 200 }).add(1, 2), 60_000, 'the call\'s timeout'), code(ErrorCodes.TIMEOUT));
+      const ac = new AbortController();
+      const aborted = c.with({ signal: ac.signal }).add(1, 2);
+      setTimeout(() => ac.abort(), 50);
+      await assert.rejects(watchdog(aborted, 60_000, 'the call\'s signal'), code('ABORT_ERR'));
+    } finally {
+      c.close();
+      b.child.kill('SIGKILL');
+      a.child.kill('SIGKILL');
+    }
+  });
+
   test('SIGKILL a client mid-call: the handler\'s signal aborts and the server frees its connection', async () => {
     const name = uniq('rk');
     const aborted = [];

@@ -94,6 +94,8 @@ class Pending {
   reject: (e: unknown) => void = noop;
   timer: Timer | null = null;
   unlisten: (() => void) | null = null;
+  /** Set while the CALL waits for room in the ring: aborting it takes the call back unsent. */
+  unsent: AbortController | null = null;
 
   constructor(
     readonly core: Core,
@@ -127,7 +129,10 @@ class Pending {
     this.done();
     this.core.settled(link);
     this.core.counts.errors++;
-    if (cancel && !link.conn.closed) void link.conn.send(P.encodeCancel(this.id)).catch(noop);
+    if (this.unsent !== null) {
+      this.unsent.abort(); // never sent: nothing to cancel on the server
+      this.unsent = null;
+    } else if (cancel && !link.conn.closed) void link.conn.send(P.encodeCancel(this.id)).catch(noop);
     if (this.stream) this.stream.fail(err);
     else this.reject(err);
   }
@@ -396,8 +401,28 @@ class Core {
     return this.pick();
   }
 
-  private async linkAsync(): Promise<Link> {
-    await this.refresh(this.options.connectTimeout ?? 10_000);
+  /**
+   * A link once the pool has one: connects within `connectTimeout`, and within the call's own
+   * deadline and signal (`o`, null for a notification), whichever ends first.
+   */
+  private async linkAsync(o: Parsed | null, what: string): Promise<Link> {
+    const connecting = this.refresh(this.options.connectTimeout ?? 10_000);
+    if (o === null || (o.timeout === Infinity && o.signal === undefined)) await connecting;
+    else {
+      connecting.catch(noop); // shared with later calls; this one may stop waiting for it
+      let t: Timer | null = null;
+      let unlisten: (() => void) | null = null;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          connecting.then(resolve, reject);
+          if (o.timeout !== Infinity) t = timer(() => reject(timeoutError(`${this.label} ${what}`, o.timeout, this.name)), o.timeout);
+          if (o.signal) unlisten = onAbort(o.signal, () => reject(abortError(o.signal!, `${this.label} ${what}`)));
+        });
+      } finally {
+        (t as Timer | null)?.clear();
+        (unlisten as (() => void) | null)?.();
+      }
+    }
     const l = this.pick();
     if (l === null) throw new ShmkitError(ErrorCodes.REFUSED, `${this.label}: no server to call`, { segment: this.name });
     return l;
@@ -416,7 +441,9 @@ class Core {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.linkAsync().then((link) => this.send(link, method, args, o));
+    // No connection yet: the call's timeout counts from now, the wait for a connection included.
+    const start = performance.now();
+    return this.linkAsync(o, method).then((link) => this.send(link, method, args, o.timeout === Infinity ? o : { ...o, timeout: Math.max(0, o.timeout - (performance.now() - start)) }));
   }
 
   private send(link: Link, method: string, args: unknown[], o: Parsed): Promise<unknown> {
@@ -439,7 +466,16 @@ class Core {
         throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label} ${method}: a call of ${frame.length} bytes is larger than the connection's largest message (${link.conn.maxMessageSize} bytes; the server's ring capacity sets it); nothing was sent`, { segment: this.name });
       }
       if (link.conn.trySend(frame)) this.pump(link);
-      else link.conn.send(frame).then(() => this.pump(link), (err: unknown) => pending.failed(err));
+      else {
+        // The ring is full: the CALL waits for room, and stops waiting if the caller gives up
+        // (then the server never saw the call, and no CANCEL is needed).
+        const unsent = new AbortController();
+        pending.unsent = unsent;
+        link.conn.send(frame, { signal: unsent.signal }).then(() => {
+          pending.unsent = null;
+          this.pump(link);
+        }, (err: unknown) => pending.failed(err));
+      }
     } catch (err) {
       pending.failed(err);
     }
@@ -448,7 +484,7 @@ class Core {
 
   async notify(method: string, args: unknown[]): Promise<void> {
     if (typeof method !== 'string' || method.length === 0) throw invalidArg('method', `must be a non-empty string, got ${describe(method)}`);
-    const link = this.linkNow() ?? (await this.linkAsync());
+    const link = this.linkNow() ?? (await this.linkAsync(null, method));
     const frame = P.encodeNotify(this.codec, method, args);
     if (!link.conn.trySend(frame)) await link.conn.send(frame);
   }

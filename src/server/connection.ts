@@ -18,7 +18,6 @@ import { debug } from '../debug';
 import { closedError, ErrorCodes, ShmkitError } from '../errors';
 import { fromToken, SELF_TOKEN, tokenAlive } from '../identity';
 import { tuning } from '../wait';
-import * as L from './layout';
 import type { ServerTable } from './table';
 
 /** @internal What a Connection is made of (server.ts and connect.ts build it). */
@@ -246,16 +245,5 @@ export class Connection<T = Uint8Array> extends EventEmitter implements AsyncIte
 
   hasRef(): boolean {
     return this.parts.in.hasRef();
-  }
-
-  /** @internal */
-  get slotGeneration(): number {
-    return this.parts.gen;
-  }
-
-  /** @internal Whether the slot still belongs to this connection (garbage elsewhere must not confuse us). */
-  get slotIntact(): boolean {
-    const w = this.parts.table.state(this.parts.slot);
-    return L.genOf(w) === this.parts.gen && L.stateOf(w) === L.ACCEPTED;
   }
 }

@@ -48,7 +48,6 @@ export const C_STATE = 16; // u32 generation << 4 | state
 export const C_TARGET = 20; // i32 listener slot the offer is for, -1: any
 export const C_DONE = 24; // u32 bit 0 client done, bit 1 server done
 export const C_LISTENER = 28; // i32 listener slot of the accepting server
-export const C_CALLS = 32; // f64 calls served on this connection (statistic)
 
 export const FREE = 0;
 export const CLAIMED = 1;

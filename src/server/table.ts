@@ -134,7 +134,6 @@ export class ServerTable {
       Atomics.store(this.i32, (b + L.C_TARGET) >> 2, target);
       Atomics.store(this.i32, (b + L.C_DONE) >> 2, 0);
       Atomics.store(this.i32, (b + L.C_LISTENER) >> 2, -1);
-      this.f64[(b + L.C_CALLS) >> 3] = 0;
       Atomics.store(this.i32, (b + L.C_STATE) >> 2, L.word(gen, L.CLAIMED));
       return [i, gen];
     }
