@@ -61,6 +61,26 @@ export function tokenAlive(token: bigint): boolean {
   return r !== 0;
 }
 
+/** Whether an owner word names a live thread: not 0 (free), and this thread's own token or alive. */
+export function held(token: bigint): boolean {
+  return token !== 0n && (token === SELF_TOKEN || tokenAlive(token));
+}
+
+/**
+ * Takes one of `count` slots whose owner word (i64 index `at(i)`) is free or names a dead thread,
+ * by one CAS from the exact value examined (docs/design.md, "Owner tokens"): of racers that found
+ * the same slot, one wins. A slot held by this thread's own token is held (two handles of one
+ * thread take two slots). Returns the slot and the owner it replaced (0 if it was free), or null.
+ */
+export function takeSlot(i64: BigInt64Array, count: number, at: (i: number) => number): { slot: number; previous: bigint } | null {
+  for (let i = 0; i < count; i++) {
+    const cur = Atomics.load(i64, at(i));
+    if (held(cur)) continue;
+    if (Atomics.compareExchange(i64, at(i), cur, SELF_TOKEN) === cur) return { slot: i, previous: cur };
+  }
+  return null;
+}
+
 /** Whether a process is alive, by pid and start time (for headers that record both). */
 export function processAlive(pid: number, startTime: number): boolean {
   checkInt('pid', pid, 0, 0x3fffff);

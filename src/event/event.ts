@@ -17,7 +17,7 @@ import { isAborted } from '../abort';
 import { debug } from '../debug';
 import { FlagWord } from '../flag-word';
 import { Handle } from '../handle';
-import { SELF_TOKEN, tokenAlive } from '../identity';
+import { SELF_TOKEN, takeSlot, tokenAlive } from '../identity';
 import { openNamed, type OpenHow } from '../open';
 import { Kind, type OpenOptions, Segment } from '../segment';
 import { type AsyncWaitOptions, DEFAULT, parseMode, parseWait, type ParsedWait, type WaitOptions } from '../sync/primitive';
@@ -175,16 +175,13 @@ export class Event extends Handle {
   listen(): this {
     this.assertOpen();
     if (this.slot >= 0) return this;
-    for (let i = 0; i < this.maxListeners; i++) {
-      const t = this.tokenIndex(i);
-      const cur = Atomics.load(this.i64, t);
-      if (cur !== 0n && (cur === SELF_TOKEN || tokenAlive(cur))) continue; // a live listener (maybe another handle of this thread)
-      if (Atomics.compareExchange(this.i64, t, cur, SELF_TOKEN) !== cur) continue;
+    const taken = takeSlot(this.i64, this.maxListeners, (i) => this.tokenIndex(i));
+    if (taken !== null) {
       // Ours: what a dead owner left pending is not ours to see.
-      const b = this.bitmapIndex(i);
+      const b = this.bitmapIndex(taken.slot);
       for (let w = 0; w <= this.maxId >> 5; w++) Atomics.store(this.i32, b + w, 0);
-      this.slot = i;
-      if (cur !== 0n) debug('event %s: listener slot %d taken over from a dead listener', JSON.stringify(this.name), i);
+      this.slot = taken.slot;
+      if (taken.previous !== 0n) debug('event %s: listener slot %d taken over from a dead listener', JSON.stringify(this.name), taken.slot);
       return this;
     }
     throw this.errors.error(ErrorCodes.BUSY, `all ${this.maxListeners} listener slots are held by live listeners (create the event with a larger maxListeners)`);

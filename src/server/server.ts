@@ -17,7 +17,7 @@ import { type Codec, type CodecName, resolveCodec } from '../codec/codec';
 import { debug } from '../debug';
 import { ErrorCodes, ShmkitError } from '../errors';
 import { Handle } from '../handle';
-import { SELF_TOKEN, tokenAlive } from '../identity';
+import { held, SELF_TOKEN, tokenAlive } from '../identity';
 import { openNamed } from '../open';
 import { Kind, type OpenOptions, Segment } from '../segment';
 import { parseMode } from '../sync/primitive';
@@ -28,7 +28,7 @@ import { checkName, MAX_BASE_NAME_LENGTH, objectName, SHM_DIR } from '../naming'
 import { WAITING } from '../flag-word';
 import { Connection } from './connection';
 import * as L from './layout';
-import { live, ServerTable } from './table';
+import { ServerTable } from './table';
 
 export interface ServerOptions<T = Uint8Array> extends OpenOptions {
   /** Connection slots: connections open at once, over all listeners (1 to 4096). Default 256. Fixed at creation. */
@@ -165,8 +165,7 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
       if (L.stateOf(t.state(i)) !== L.OFFERED) continue;
       const to = t.target(i);
       if (to !== -1 && to !== this.listener && t.listenerAccepting(to)) continue;
-      const srv = t.server(i);
-      if (srv !== 0n && (srv === SELF_TOKEN || tokenAlive(srv))) continue; // another listener is taking it
+      if (held(t.server(i))) continue; // another listener is taking it
       return i;
     }
     return -1;
@@ -210,7 +209,7 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     if (L.stateOf(w) !== L.OFFERED) return;
     const gen = L.genOf(w);
     const srv = t.server(i);
-    if (srv !== 0n && (srv === SELF_TOKEN || tokenAlive(srv))) return;
+    if (held(srv)) return;
     if (!t.casServer(i, srv, SELF_TOKEN)) return; // another listener won
     if (!t.casState(i, w, L.word(gen, L.ACCEPTING))) {
       t.casServer(i, SELF_TOKEN, 0n); // the client withdrew (or a new generation began)
@@ -222,7 +221,7 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     let inbound: Channel<T> | null = null;
     let out: Channel<T> | null = null;
     try {
-      if (client === 0n || (client !== SELF_TOKEN && !tokenAlive(client))) throw new Error('the client died');
+      if (!held(client)) throw new Error('the client died');
       const open = this.codec === undefined ? {} : { codec: this.codec };
       inbound = Channel.open<T>(cName, open);
       out = Channel.open<T>(sName, open);
@@ -273,7 +272,7 @@ export class Server<T = Uint8Array> extends Handle implements AsyncIterable<Conn
     const t = this.table;
     const old = Atomics.or(t.i32, (t.connBase(i) + L.C_DONE) >> 2, L.SERVER_DONE);
     const client = t.client(i);
-    if ((old & L.CLIENT_DONE) !== 0 || !live(client)) {
+    if ((old & L.CLIENT_DONE) !== 0 || !held(client)) {
       if (t.freeGeneration(i, gen, client)) for (const n of L.ringNames(this.name, i, gen)) Channel.unlink(n);
       return;
     }

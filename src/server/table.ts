@@ -6,7 +6,7 @@
  */
 import { debug } from '../debug';
 import { FlagWord } from '../flag-word';
-import { SELF_TOKEN, tokenAlive } from '../identity';
+import { held, SELF_TOKEN, takeSlot } from '../identity';
 import type { Segment } from '../segment';
 import * as L from './layout';
 
@@ -46,9 +46,8 @@ export class ServerTable {
   /** Whether listener `i` is held by a live thread that still accepts connections. */
   listenerAccepting(i: number): boolean {
     if (i < 0 || i >= this.params.maxListeners) return false;
-    const t = this.listenerToken(i);
-    if (t === 0n || (Atomics.load(this.i32, (this.listenerBase(i) + L.L_FLAGS) >> 2) & L.CLOSING) !== 0) return false;
-    return t === SELF_TOKEN || tokenAlive(t);
+    if ((Atomics.load(this.i32, (this.listenerBase(i) + L.L_FLAGS) >> 2) & L.CLOSING) !== 0) return false;
+    return held(this.listenerToken(i));
   }
 
   /** The listener slots whose holders live and accept. */
@@ -63,20 +62,15 @@ export class ServerTable {
    * handles of one thread hold two slots (a slot with our own token is held). -1 if none is left.
    */
   claimListener(): number {
-    for (let i = 0; i < this.params.maxListeners; i++) {
-      const at = (this.listenerBase(i) + L.L_TOKEN) >> 3;
-      const t = Atomics.load(this.i64, at);
-      if (t !== 0n && (t === SELF_TOKEN || tokenAlive(t))) continue;
-      if (Atomics.compareExchange(this.i64, at, t, SELF_TOKEN) !== t) continue;
-      const b = this.listenerBase(i);
-      Atomics.store(this.i32, (b + L.L_FLAGS) >> 2, 0);
-      Atomics.store(this.i32, (b + L.L_INFLIGHT) >> 2, 0);
-      Atomics.store(this.i32, (b + L.L_CONNECTIONS) >> 2, 0);
-      for (const f of [L.L_CALLS, L.L_ERRORS, L.L_LATENCY, L.L_ACCEPTED]) this.f64[(b + f) >> 3] = 0;
-      if (t !== 0n) debug('server %s: listener slot %d taken over from a dead listener', JSON.stringify(this.segment.name), i);
-      return i;
-    }
-    return -1;
+    const taken = takeSlot(this.i64, this.params.maxListeners, (i) => (this.listenerBase(i) + L.L_TOKEN) >> 3);
+    if (taken === null) return -1;
+    const b = this.listenerBase(taken.slot);
+    Atomics.store(this.i32, (b + L.L_FLAGS) >> 2, 0);
+    Atomics.store(this.i32, (b + L.L_INFLIGHT) >> 2, 0);
+    Atomics.store(this.i32, (b + L.L_CONNECTIONS) >> 2, 0);
+    for (const f of [L.L_CALLS, L.L_ERRORS, L.L_LATENCY, L.L_ACCEPTED]) this.f64[(b + f) >> 3] = 0;
+    if (taken.previous !== 0n) debug('server %s: listener slot %d taken over from a dead listener', JSON.stringify(this.segment.name), taken.slot);
+    return taken.slot;
   }
 
   /** Stops listener `i` accepting (its connections go on). */
@@ -146,8 +140,7 @@ export class ServerTable {
     for (let i = 0; i < this.params.maxConnections; i++) {
       const st = L.stateOf(this.state(i));
       if (st !== L.CLAIMED && st !== L.OFFERED && st !== L.ACCEPTING) continue;
-      const c = this.client(i);
-      if (c !== 0n && (c === SELF_TOKEN || tokenAlive(c))) n++;
+      if (held(this.client(i))) n++;
     }
     return n;
   }
@@ -192,7 +185,7 @@ export class ServerTable {
     if ((old & mine) !== 0) return false; // already finished
     const client = this.client(i);
     const otherToken = side === 'client' ? this.server(i) : client;
-    if ((old & other) !== 0 || !live(otherToken)) {
+    if ((old & other) !== 0 || !held(otherToken)) {
       // The other side finished before us, or is dead: it will not free the slot. (A live one
       // that had not finished sees our bit when it does.) The state may still move (a listener
       // refusing: ACCEPTING to REFUSED), hence the loop.
@@ -214,7 +207,7 @@ export class ServerTable {
    * Whether slot `i` is abandoned: each side has finished or is dead (or absent), so nobody will
    * free it but a sweep. A FREE slot whose client token was not yet cleared counts too.
    */
-  abandoned(i: number, alive: (token: bigint) => boolean = live): boolean {
+  abandoned(i: number, alive: (token: bigint) => boolean = held): boolean {
     const client = this.client(i);
     if (client === 0n) return false;
     const w = this.state(i);
@@ -227,9 +220,4 @@ export class ServerTable {
     if (st === L.CLAIMED || st === L.OFFERED) return true;
     return (done & L.SERVER_DONE) !== 0 || !alive(this.server(i));
   }
-}
-
-/** Whether `token` names a live thread (0 and garbage are dead). */
-export function live(token: bigint): boolean {
-  return token !== 0n && (token === SELF_TOKEN || tokenAlive(token));
 }

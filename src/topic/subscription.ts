@@ -11,7 +11,7 @@ import { isAborted } from '../abort';
 import { debug } from '../debug';
 import { WAITING } from '../flag-word';
 import type { ErrorContext } from '../handle';
-import { SELF_TOKEN, tokenAlive } from '../identity';
+import { SELF_TOKEN, takeSlot } from '../identity';
 import { type AsyncWaitOptions, DEFAULT, parseWait, type ParsedWait, type WaitOptions } from '../sync/primitive';
 import { checkObject, describe } from '../validate';
 import { Deadline } from '../wait';
@@ -86,15 +86,16 @@ export class Subscription<T = unknown> {
       throw invalidArg('options.from', `must be 'now', 'history' or a sequence number (an integer >= 0), got ${describe(from)}`);
     }
     if (o.lagged !== undefined && o.lagged !== 'count' && o.lagged !== 'throw') throw invalidArg('options.lagged', `must be 'count' or 'throw', got ${describe(o.lagged)}`);
-    for (let i = 0; i < p.params.maxSubscribers; i++) {
-      const slot = p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
+    const slotOf = (i: number): number => p.base + L.SUBSCRIBERS + i * L.SUB_SIZE;
+    // Claimed first, then the cursor written: a racer that loses never writes into our slot. Until
+    // our cursor is written, publishers see the previous owner's (a dead subscriber's, or 0): at
+    // worst it holds them up for a moment.
+    const taken = takeSlot(p.i64, p.params.maxSubscribers, (i) => (slotOf(i) + L.SUB_TOKEN) >> 3);
+    if (taken !== null) {
+      const i = taken.slot;
+      const cur = taken.previous;
+      const slot = slotOf(i);
       const ti = (slot + L.SUB_TOKEN) >> 3;
-      const cur = Atomics.load(p.i64, ti);
-      if (cur !== 0n && tokenAlive(cur)) continue;
-      // Claimed first, then the cursor written: a racer that loses never writes into our slot. Until
-      // our cursor is written, publishers see the previous owner's (a dead subscriber's, or 0): at
-      // worst it holds them up for a moment.
-      if (Atomics.compareExchange(p.i64, ti, cur, SELF_TOKEN) !== cur) continue;
       const f64 = new Float64Array(p.segment.buffer, slot, L.SUB_SIZE >> 3);
       f64[L.SUB_RECEIVED >> 3] = 0;
       f64[L.SUB_LOST >> 3] = 0;
