@@ -64,6 +64,24 @@ export async function peerStatus(id) {
   return { ok: true };
 }
 
+/**
+ * The transports of `all` ({ id, label }) a benchmark runs: those named by --only (all if null;
+ * an unknown id throws), minus those this machine lacks. Returns { transports, skipped } where
+ * skipped maps an id to what to install.
+ */
+export async function selectTransports(all, only) {
+  for (const id of only ?? []) if (!all.some((t) => t.id === id)) throw new Error(`--only: unknown transport ${id} (${all.map((t) => t.id).join(', ')})`);
+  const skipped = new Map();
+  const transports = [];
+  for (const t of all) {
+    if (only && !only.includes(t.id)) continue;
+    const s = await peerStatus(t.id);
+    if (s.ok) transports.push(t);
+    else skipped.set(t.id, s.reason);
+  }
+  return { transports, skipped };
+}
+
 // Private servers ---------------------------------------------------------------------------------
 
 /**

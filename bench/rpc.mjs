@@ -14,7 +14,7 @@
 // with 32 calls in flight. A peer whose server or client library is missing is skipped, with what
 // to install.
 import { writeFileSync } from 'node:fs';
-import { peerStatus } from './fanout-peers.mjs';
+import { selectTransports } from './fanout-peers.mjs';
 import { benchArgs, fmt, machine, median, ratio, table, trial } from './lib.mjs';
 
 const { argv, quick, reps } = benchArgs();
@@ -30,15 +30,7 @@ const ALL = [
   { id: 'nats', label: 'NATS request/reply, loopback TCP' },
   { id: 'ipc', label: 'child_process IPC (json)' },
 ];
-for (const id of only ?? []) if (!ALL.some((t) => t.id === id)) throw new Error(`--only: unknown transport ${id} (${ALL.map((t) => t.id).join(', ')})`);
-const skipped = new Map();
-const transports = [];
-for (const t of ALL) {
-  if (only && !only.includes(t.id)) continue;
-  const s = await peerStatus(t.id === 'shmkit-async' ? 'shmkit' : t.id);
-  if (s.ok) transports.push(t);
-  else skipped.set(t.id, s.reason);
-}
+const { transports, skipped } = await selectTransports(ALL, only); // skipped: id -> what to install
 const fast = (id) => id.startsWith('shmkit');
 const counts = {
   rtt: (id) => Math.round((fast(id) && id !== 'shmkit-async' ? 100_000 : 10_000) * (quick ? 0.2 : 1)),

@@ -22,7 +22,7 @@
 //   nats-server; client @nats-io/transport-node, a devDependency).
 // A peer whose server or client library is missing is skipped, with what to install.
 import { writeFileSync } from 'node:fs';
-import { peerStatus } from './fanout-peers.mjs';
+import { selectTransports } from './fanout-peers.mjs';
 import { benchArgs, fmt, machine, median, ratio, table, trial } from './lib.mjs';
 
 const { argv, quick, reps } = benchArgs();
@@ -38,15 +38,7 @@ const ALL = [
   { id: 'redis', label: 'Redis pub/sub, Unix socket' },
   { id: 'nats', label: 'NATS core pub/sub, loopback TCP' },
 ];
-for (const id of only ?? []) if (!ALL.some((t) => t.id === id)) throw new Error(`--only: unknown transport ${id} (${ALL.map((t) => t.id).join(', ')})`);
-const skipped = new Map(); // id -> reason
-const transports = [];
-for (const t of ALL) {
-  if (only && !only.includes(t.id)) continue;
-  const s = await peerStatus(t.id);
-  if (s.ok) transports.push(t);
-  else skipped.set(t.id, s.reason);
-}
+const { transports, skipped } = await selectTransports(ALL, only); // skipped: id -> what to install
 const sizes = [64, 4096];
 const fanouts = [1, 2, 4];
 const tpCount = (t, size) => Math.max(100, Math.round((t.startsWith('shmkit') ? (size > 1000 ? 200_000 : 500_000) : (size > 1000 ? 50_000 : 100_000)) * q));
