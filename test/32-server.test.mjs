@@ -27,7 +27,7 @@ describe('Server and Connection in one process', () => {
     const s = accepted[0];
     assert.equal(s.side, 'server');
     assert.equal(s.id, c.id);
-    await c.send({ n: 1 });
+    await c.send({ n: 1 }, { timeout: 20_000 });
     assert.deepEqual(await s.receive({ timeout: 10_000 }), { n: 1 });
     s.sendSync([1, 'two']);
     assert.deepEqual(c.receiveSync({ timeout: 10_000 }), [1, 'two']);
@@ -133,7 +133,7 @@ describe('Server and Connection in one process', () => {
       assert.equal(new Set(conns.map((c) => c.id)).size, 300);
       assert.equal(server.stats().connections, 300);
       const answers = await watchdog(Promise.all(conns.map(async (c, i) => {
-        await c.send({ i });
+        await c.send({ i }, { timeout: 20_000 });
         return (await c.receive({ timeout: 30_000 })).i;
       })), 60_000, '300 echoes');
       assert.deepEqual(answers, Array.from({ length: 300 }, (_, i) => i));
@@ -180,7 +180,7 @@ describe('Server and Connection across processes', () => {
       const first = await watchdog(c.next(), 30_000, 'accept');
       const conn = first.value;
       assert.deepEqual(await conn.receive({ timeout: 20_000 }), { hello: cl.child.pid });
-      await conn.send('back');
+      await conn.send('back', { timeout: 20_000 });
       await cl.waitFor(/"echoed"/);
       cl.child.kill('SIGKILL');
       // A receive pending on the dead client fails within the liveness interval.
@@ -200,7 +200,7 @@ describe('Server and Connection across processes', () => {
     const sv = child('connEcho', { name, liveness: 50 });
     await sv.waitFor(/"ready"/);
     const c = await watchdog(connect(name, { codec: 'json', timeout: 20_000 }), 30_000, 'connect');
-    await c.send('x');
+    await c.send('x', { timeout: 20_000 });
     assert.equal(await c.receive({ timeout: 20_000 }), 'x');
     const closed = once(c, 'close');
     const pending = c.receive();
@@ -227,7 +227,7 @@ describe('Server and Connection across processes', () => {
       await assert.rejects(watchdog(waiting, 20_000, 'the waiting connect'), code(ErrorCodes.TIMEOUT));
       sv.child.kill('SIGCONT');
       const c = await watchdog(connect(name, { codec: 'json', timeout: 20_000 }), 30_000, 'connect after SIGCONT');
-      await c.send(5);
+      await c.send(5, { timeout: 20_000 });
       assert.equal(await c.receive({ timeout: 20_000 }), 5);
       c.close();
       assert.deepEqual(entriesOf(name), [`shmkit-${name}`], 'the withdrawn offer left no channels');
@@ -301,7 +301,7 @@ describe('Server slots under races and deaths (regressions)', () => {
     const name = uniq('sf');
     const server = Server.listen(name, { codec: 'json' }, async (c) => {
       await c.receive({ timeout: 20_000 });
-      await c.send('bye');
+      await c.send('bye', { timeout: 20_000 });
       c.close(); // before the client does
     });
     const cl = child('connHold', { name });
@@ -325,7 +325,7 @@ describe('Server slots under races and deaths (regressions)', () => {
     const other = Server.listen(name); // a second listener, whose sweep sees the slot
     try {
       const c = await watchdog(connect(name, { codec: 'json', timeout: 20_000 }), 30_000, 'connect');
-      await c.send(1);
+      await c.send(1, { timeout: 20_000 });
       await c.receive({ timeout: 20_000 });
       const server = JSON.parse(sv.out.trim().split('\n')[0]);
       assert.equal(c.remotePid, server.pid, 'the child accepted it (the least loaded listener)');

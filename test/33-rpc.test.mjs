@@ -40,7 +40,7 @@ describe('RPC in one process', () => {
         notes.push(msg);
       },
     });
-    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       assert.equal(await c.add(2, 3), 5);
       assert.deepEqual(await c.sync('y'), { x: 'y', arr: [1, 'two', null] });
@@ -90,7 +90,7 @@ describe('RPC in one process', () => {
         });
       },
     });
-    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       const order = [];
       const all = Array.from({ length: 200 }, (_, i) => c.hold(i).then((v) => (order.push(i), v)));
@@ -163,7 +163,7 @@ describe('RPC in one process', () => {
         throw Object.assign(new Error('mid-stream'), { code: 'E_MID' });
       },
     });
-    const c = await watchdog(rpcClient(name, { window: 8 }), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { window: 8, timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       const all = [];
       for await (const x of await c.numbers(100)) all.push(x);
@@ -210,7 +210,7 @@ describe('RPC in one process', () => {
       assert.equal(answer[0], 6);
       assert.equal(JSON.parse(answer.subarray(8).toString()).code, ErrorCodes.CORRUPT);
       bad.close();
-      const c = await rpcClient(name);
+      const c = await rpcClient(name, { timeout: 20_000 });
       assert.equal(await c.add(1, 2), 3, 'other clients are served');
       c.close();
     } finally {
@@ -235,7 +235,7 @@ describe('RPC in one process', () => {
       }
       conn.close();
     });
-    const c2 = await rpcClient(name2);
+    const c2 = await rpcClient(name2, { timeout: 20_000 });
     try {
       await assert.rejects(watchdog(c2.add(1, 2), 20_000, 'a call answered with garbage'), code(ErrorCodes.DECODE));
       await assert.rejects(watchdog(c2.add(1, 2), 20_000, 'the next call'), (e) => typeof e.code === 'string');
@@ -256,7 +256,7 @@ describe('RPC edge cases (regressions)', () => {
         return ctx.signal.aborted ? 'aborted' : 'fine';
       },
     });
-    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       assert.equal(await watchdog(c.with({ timeout: 2 ** 31 + 1000 }).later(50), 20_000, 'a long timeout'), 'fine');
     } finally {
@@ -282,7 +282,7 @@ describe('RPC edge cases (regressions)', () => {
         return 1;
       },
     });
-    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       await assert.rejects(c.weird(), (e) => e instanceof Error && typeof e.message === 'string');
       await assert.rejects(c.revoked(), (e) => e instanceof Error);
@@ -306,7 +306,7 @@ describe('RPC edge cases (regressions)', () => {
     });
     // The client's codec refuses the value 3.
     const strict = { name: 'strict-json', encode: (v) => JSON.stringify(v), decode: (b) => { const v = JSON.parse(b.toString()); if (v === 3) throw new Error('no 3'); return v; } };
-    const c = await watchdog(rpcClient(name, { codec: strict }), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { codec: strict, timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       const other = c.slow();
       const got = [];
@@ -335,7 +335,7 @@ describe('RPC limits and endings (regressions)', () => {
       async nothing() {},
       async *holes() { yield 1; yield undefined; yield 3; },
     });
-    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
     try {
       await assert.rejects(c.echo(big), (e) => e.code === ErrorCodes.TOO_LARGE && /nothing was sent/.test(e.message));
       await assert.rejects(c.bigResult(), code(ErrorCodes.TOO_LARGE));
@@ -363,7 +363,7 @@ describe('RPC limits and endings (regressions)', () => {
       },
       async who() { return 'a'; },
     }, { maxListeners: 4 });
-    const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+    const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
     const b = serve(name, { async who() { return 'b'; } });
     try {
       const it = await c.slow();
@@ -409,7 +409,7 @@ describe('RPC across processes', () => {
     const b = child('rpcServer', { name, liveness: 50 });
     await b.waitFor(/"ready"/);
     try {
-      const c = await watchdog(rpcClient(name), 20_000, 'rpcClient');
+      const c = await watchdog(rpcClient(name, { timeout: 20_000 }), 20_000, 'rpcClient');
       await until(() => c.servers === 2, 'connected to both listeners');
       const pids = new Set(await Promise.all(Array.from({ length: 40 }, () => c.whoami())));
       assert.deepEqual([...pids].sort(), [a.child.pid, b.child.pid].sort(), 'both servers answered');

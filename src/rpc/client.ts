@@ -69,7 +69,10 @@ export type ReservedName = 'call' | 'notify' | 'with' | 'close' | 'stats' | 'the
 export interface RpcClientMethods<I> {
   /** Calls `method` with `args` (an array) and per-call options. */
   call<K extends keyof I & string>(method: K, args: I[K] extends (...a: infer A) => unknown ? A : never, options?: CallOptions): Promise<I[K] extends (...a: never[]) => infer R ? RpcResult<R> : never>;
-  /** Sends a notification: the handler runs, nobody waits for its result. Resolves once sent. */
+  /**
+   * Sends a notification: the handler runs, nobody waits for its result. Resolves once sent; the
+   * client's (or with()'s) timeout and signal bound the wait for a connection or for room.
+   */
   notify<K extends keyof I & string>(method: K, ...args: I[K] extends (...a: infer A) => unknown ? A : never): Promise<void>;
   /** The same client with other per-call options (timeout, signal) for the calls made through it. */
   with(options: CallOptions): RpcClient<I>;
@@ -482,11 +485,19 @@ class Core {
     return answer;
   }
 
-  async notify(method: string, args: unknown[]): Promise<void> {
+  /** Sends a NOTIFY; waits (for a connection, or room in the ring) within `o`'s timeout and signal. */
+  async notify(method: string, args: unknown[], o: Parsed): Promise<void> {
     if (typeof method !== 'string' || method.length === 0) throw invalidArg('method', `must be a non-empty string, got ${describe(method)}`);
-    const link = this.linkNow() ?? (await this.linkAsync(null, method));
+    if (isAborted(o.signal)) throw abortError(o.signal, `${this.label} ${method}`);
+    const start = performance.now();
+    const link = this.linkNow() ?? (await this.linkAsync(o, method));
     const frame = P.encodeNotify(this.codec, method, args);
-    if (!link.conn.trySend(frame)) await link.conn.send(frame);
+    if (frame.length > link.conn.maxMessageSize) {
+      throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label} ${method}: a notification of ${frame.length} bytes is larger than the connection's largest message (${link.conn.maxMessageSize} bytes); nothing was sent`, { segment: this.name });
+    }
+    if (link.conn.trySend(frame)) return;
+    const left = o.timeout === Infinity ? undefined : Math.max(0, o.timeout - (performance.now() - start));
+    await link.conn.send(frame, { ...(left === undefined ? {} : { timeout: left }), ...(o.signal ? { signal: o.signal } : {}) });
   }
 
   stats(): RpcClientStats {
@@ -600,7 +611,7 @@ class ClientStream implements AsyncIterableIterator<unknown> {
 function proxy<I>(core: Core, defaults: Parsed): RpcClient<I> {
   const target = {
     call: (method: string, args: unknown[], options?: CallOptions) => core.call(method, args, parseCall(options, defaults)),
-    notify: (method: string, ...args: unknown[]) => core.notify(method, args),
+    notify: (method: string, ...args: unknown[]) => core.notify(method, args, defaults),
     with: (options: CallOptions) => proxy<I>(core, parseCall(options, defaults)),
     stats: () => core.stats(),
     close: () => core.close(),

@@ -18,6 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import { ErrorCodes, ShmkitError } from '../errors';
 import { BELL_SLOTS } from '../flag-word';
+import { derivedName } from '../naming';
 import type { Segment } from '../segment';
 
 export const OFFERS = 0;
@@ -126,5 +127,5 @@ export function readParams(seg: Segment): ServerParams {
 
 /** The names of a connection's two channels: client to server, and server to client. */
 export function ringNames(server: string, slot: number, gen: number): [string, string] {
-  return [`${server}.${slot}.${gen}.c`, `${server}.${slot}.${gen}.s`];
+  return [derivedName(server, `${slot}.${gen}.c`), derivedName(server, `${slot}.${gen}.s`)];
 }
