@@ -52,6 +52,10 @@ export const ErrorCodes = {
   REFUSED: 'ERR_SHMKIT_REFUSED',
   /** An RPC call named a method the server does not serve. */
   UNKNOWN_METHOD: 'ERR_SHMKIT_UNKNOWN_METHOD',
+  /** A SharedMap has no room left (every entry slot or the value heap is in use) and evicts nothing: created without eviction: 'lru'. Nothing was written. */
+  FULL: 'ERR_SHMKIT_FULL',
+  /** A SharedMap write's condition failed: `ifRevision` did not match the key's revision (`revision` says what it is, 0: absent). Nothing was written. */
+  CONFLICT: 'ERR_SHMKIT_CONFLICT',
   /** A topic subscriber fell a whole log behind under the 'overwrite' policy and lost messages (`lost` says how many); asked for with lagged: 'throw'. */
   LAGGED: 'ERR_SHMKIT_LAGGED',
   /** A received message could not be decoded by the channel's codec; it was consumed. */
@@ -92,6 +96,8 @@ export class ShmkitError extends Error {
   declare readonly syscall?: string;
   /** On errors from a channel send: false, the message was not published (nothing of it is delivered). */
   declare readonly published?: boolean;
+  /** On ERR_SHMKIT_CONFLICT from a SharedMap write: the key's revision when the write was refused (0: absent). */
+  declare readonly revision?: number;
 
   constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });

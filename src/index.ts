@@ -21,6 +21,7 @@ export { Channel, type ChannelOptions, type OpenChannelOptions, type ChannelWait
 export { Event, type EventOptions, type EventStats } from './event/event';
 export { Topic, type TopicOptions, type OpenTopicOptions, type TopicStats, type TopicSubscriberStats, type TopicLoan } from './topic/topic';
 export { Subscription, type SubscribeOptions, type TopicView } from './topic/subscription';
+export { SharedMap, type SharedMapOptions, type OpenSharedMapOptions, type SetOptions, type DeleteOptions, type IncrementOptions, type MapEntry, type SharedMapStats, type VerifyReport, type MapRecovery, type MapChange, type WatchOptions } from './map/map';
 export { WaitSet, WaitSetEntry, type WaitSetKind, type WaitSetSource } from './waitset/waitset';
 export { codecs, type Codec, type CodecName } from './codec/codec';
 export type { PeerInfo } from './channel/types';

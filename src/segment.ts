@@ -59,6 +59,7 @@ export const Kind = {
   EVENT: 17,
   TOPIC: 18,
   SERVER: 19,
+  MAP: 20,
 } as const;
 
 export function kindName(kind: number): string {

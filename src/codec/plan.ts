@@ -31,6 +31,13 @@ export interface CodecPlan<T> {
   encodeStable(value: T): Encoded;
   /** The value of the `len` bytes at `start` of `ring` (shared memory: a decoder copies what it keeps). */
   decode(ring: Buffer, ringI32: Int32Array, start: number, len: number): T;
+  /**
+   * A private copy of the `len` bytes at `start` (a string for text codecs), taken before the
+   * bytes are known to be whole: a seqlock reader (SharedMap) copies, validates, then decodes the
+   * copy with decodeCopy(). Nothing is decoded from memory another process may be writing.
+   */
+  copy(ring: Buffer, ringI32: Int32Array, start: number, len: number): unknown;
+  decodeCopy(raw: unknown): T;
 }
 
 /** Any codec: its own encode (bytes or a string; other views are taken as bytes) and decode. */
@@ -51,6 +58,14 @@ class GenericPlan<T> implements CodecPlan<T> {
   decode(ring: Buffer, _i32: Int32Array, start: number, len: number): T {
     return this.codec.decode(ring.subarray(start, start + len));
   }
+  copy(ring: Buffer, _i32: Int32Array, start: number, len: number): unknown {
+    const out = Buffer.allocUnsafe(len);
+    ring.copy(out, 0, start, start + len);
+    return out;
+  }
+  decodeCopy(raw: unknown): T {
+    return this.codec.decode(raw as Buffer);
+  }
 }
 
 /** bytes: the value is sent as is; received copies go into a slab (see slab.ts). */
@@ -60,17 +75,35 @@ class BytesPlan<T> extends GenericPlan<T> {
   override decode(ring: Buffer, ringI32: Int32Array, start: number, len: number): T {
     return (this.slab ??= new Slab()).copy(ring, ringI32, start, len) as unknown as T;
   }
+  override copy(ring: Buffer, ringI32: Int32Array, start: number, len: number): unknown {
+    return (this.slab ??= new Slab()).copy(ring, ringI32, start, len);
+  }
+  override decodeCopy(raw: unknown): T {
+    return raw as T;
+  }
 }
 
 class Utf8Plan<T> extends GenericPlan<T> {
   override decode(ring: Buffer, _i32: Int32Array, start: number, len: number): T {
     return utf8Slice(ring, start, start + len) as unknown as T;
   }
+  override copy(ring: Buffer, _i32: Int32Array, start: number, len: number): unknown {
+    return utf8Slice(ring, start, start + len);
+  }
+  override decodeCopy(raw: unknown): T {
+    return raw as T;
+  }
 }
 
 class JsonPlan<T> extends GenericPlan<T> {
   override decode(ring: Buffer, _i32: Int32Array, start: number, len: number): T {
     return JSON.parse(utf8Slice(ring, start, start + len)) as T;
+  }
+  override copy(ring: Buffer, _i32: Int32Array, start: number, len: number): unknown {
+    return utf8Slice(ring, start, start + len);
+  }
+  override decodeCopy(raw: unknown): T {
+    return JSON.parse(raw as string) as T;
   }
 }
 
@@ -84,6 +117,9 @@ class JsonbPlan<T> extends GenericPlan<T> {
   }
   override decode(ring: Buffer, _i32: Int32Array, start: number, len: number): T {
     return jsonbDecode(ring, start, start + len) as T;
+  }
+  override decodeCopy(raw: unknown): T {
+    return jsonbDecode(raw as Buffer, 0, (raw as Buffer).length) as T;
   }
 }
 

@@ -16,17 +16,9 @@ import { type AsyncWaitOptions, DEFAULT, parseWait, type ParsedWait, type WaitOp
 import { checkObject, describe } from '../validate';
 import { Deadline } from '../wait';
 import * as L from './layout';
+import { fullFence } from '../fence';
 import type { Topic, TopicParts } from './topic';
 import type { WaitTarget } from '../waitset/target';
-
-const fence = new Int32Array(new SharedArrayBuffer(4));
-/**
- * A full memory barrier: a sequentially consistent read-modify-write on a word nobody else uses.
- * Orders the plain reads of a payload before the load that validates its stamp (docs/design.md).
- */
-function fullFence(): void {
-  Atomics.add(fence, 0, 0);
-}
 
 export interface SubscribeOptions {
   /** Where to start: 'now' (default), 'history', or a sequence number (to resume). */

@@ -1,0 +1,229 @@
+/**
+ * Watching a SharedMap: an async iterator of changes to one key or to the keys under a prefix.
+ *
+ * Writers append a record (type, key, revision) to the map's ring of change records after each
+ * commit, while any watcher is registered; a watcher reads them with a cursor of its own and
+ * sleeps on the CHANGES flag word when there are none. The record names the change; the value is
+ * read from the map when the record is read, so changes of one key may coalesce into its latest
+ * value. Whenever the watcher cannot trust the ring (it was lapped, a record stayed unwritten, or
+ * a recovery asked for it), it rescans the map and reports what differs from what it reported
+ * last: the latest value of a watched key is never missed. See docs/design.md ("Watching").
+ */
+import { invalidArg } from '../errors';
+import { checkSignal, isAborted } from '../abort';
+import { fullFence } from '../fence';
+import { checkObject } from '../validate';
+import { Deadline } from '../wait';
+import { utf8Slice } from '../codec/utf8';
+import * as L from './layout';
+import type { SharedMap } from './map';
+
+export interface WatchOptions {
+  /** Watch every key that starts with the key given (no key: every key). Default false. */
+  prefix?: boolean;
+  /** Start with a 'set' for every current entry that matches. Default false. */
+  initial?: boolean;
+  /** Ends the iteration (it rejects with ABORT_ERR). */
+  signal?: AbortSignal;
+}
+
+export interface MapChange<T> {
+  type: 'set' | 'delete' | 'expire' | 'evict';
+  key: string;
+  /** The value ('set' only). */
+  value?: T;
+  /** 'set': the value's revision; otherwise the revision the removed entry had (0 if unknown). */
+  revision: number;
+}
+
+const TYPES: Record<number, MapChange<unknown>['type']> = { [L.CHANGE_SET]: 'set', [L.CHANGE_DELETE]: 'delete', [L.CHANGE_EXPIRE]: 'expire', [L.CHANGE_EVICT]: 'evict' };
+/** How long a claimed record may stay unwritten before the watcher stops waiting for it and rescans. */
+const UNWRITTEN_MS = 50;
+
+export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
+  private readonly key: string | undefined;
+  private readonly prefix: boolean;
+  private readonly signal: AbortSignal | undefined;
+  private cursor: number;
+  private readonly queue: MapChange<T>[] = [];
+  /** Revision last reported (or found at the start) per matching key, and expiries known. */
+  private known = new Map<string, number>();
+  private expiries = new Map<string, number>();
+  private done = false;
+  private unwrittenSince = -1;
+
+  constructor(private readonly map: SharedMap<T>, key: string | undefined, options: WatchOptions | undefined) {
+    const o = checkObject('options', options);
+    if (o.prefix !== undefined && typeof o.prefix !== 'boolean') throw invalidArg('options.prefix', 'must be a boolean');
+    if (o.initial !== undefined && typeof o.initial !== 'boolean') throw invalidArg('options.initial', 'must be a boolean');
+    this.signal = checkSignal('options.signal', o.signal);
+    this.key = key;
+    this.prefix = key === undefined || o.prefix === true;
+    map.watching(1);
+    // Registered first, then the cursor: every change committed after this point is recorded.
+    this.cursor = Atomics.load(map.u32, (map.data + L.RING_HEAD) >> 2);
+    try {
+      this.scan(o.initial === true);
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  private matches(key: string): boolean {
+    if (this.key === undefined) return true;
+    return this.prefix ? key.startsWith(this.key) : key === this.key;
+  }
+
+  /** Reads the matching entries; reports those that differ from what is known (`report`), and deletions. */
+  private scan(report: boolean): void {
+    const seen = new Map<string, number>();
+    const add = (key: string, raw: unknown, rev: number, expires: number): void => {
+      seen.set(key, rev);
+      if (expires !== 0) this.expiries.set(key, expires);
+      else this.expiries.delete(key);
+      if (report && this.known.get(key) !== rev) this.queue.push({ type: 'set', key, value: this.map.decodeRaw(raw), revision: rev });
+    };
+    if (this.prefix) {
+      for (const [key, raw, rev, expires] of this.map.snapshot(this.key)) add(key, raw, rev, expires);
+    } else {
+      const r = this.map.peek(this.key!);
+      if (r !== null) add(this.key!, r.raw, r.rev, r.expires);
+    }
+    if (report) {
+      for (const [key, rev] of this.known) if (!seen.has(key)) this.queue.push({ type: 'delete', key, revision: rev });
+    }
+    for (const key of this.expiries.keys()) if (!seen.has(key)) this.expiries.delete(key);
+    this.known = seen;
+  }
+
+  /** Rescans from the ring's current head. */
+  private resync(): void {
+    this.cursor = Atomics.load(this.map.u32, (this.map.data + L.RING_HEAD) >> 2);
+    this.unwrittenSince = -1;
+    this.scan(true);
+  }
+
+  /** Reads the records that are there; returns false if it must wait for one being written. */
+  private drain(): boolean {
+    const m = this.map;
+    const u32 = m.u32;
+    const cap = m.params.watchRecords;
+    for (;;) {
+      const head = Atomics.load(u32, (m.data + L.RING_HEAD) >> 2);
+      if (head === this.cursor) return true;
+      if (((head - this.cursor) >>> 0) > cap) {
+        this.resync();
+        continue;
+      }
+      const r = m.recordAt(this.cursor);
+      const stamp = Atomics.load(u32, (r + L.R_STAMP) >> 2);
+      if (stamp !== ((this.cursor + 1) >>> 0)) {
+        // Not written yet (or by a writer that died): wait a little, then stop trusting the ring.
+        const now = Date.now();
+        if (this.unwrittenSince < 0) this.unwrittenSince = now;
+        if (now - this.unwrittenSince < UNWRITTEN_MS) return false;
+        this.resync();
+        continue;
+      }
+      this.unwrittenSince = -1;
+      const type = u32[(r + L.R_TYPE) >> 2]!;
+      const klen = u32[(r + L.R_KEYLEN) >> 2]!;
+      const rev = m.f64[(r + L.R_REV) >> 3]!;
+      const key = klen <= m.maxKeyBytes ? utf8Slice(m.u8, r + L.R_KEY, r + L.R_KEY + klen) : '';
+      fullFence();
+      if (Atomics.load(u32, (r + L.R_STAMP) >> 2) !== stamp || klen > m.maxKeyBytes) {
+        this.resync(); // lapped while reading it (or garbage)
+        continue;
+      }
+      this.cursor = (this.cursor + 1) >>> 0;
+      if (type === L.CHANGE_RESYNC) {
+        this.resync();
+        continue;
+      }
+      if (!this.matches(key)) continue;
+      if (type === L.CHANGE_SET) {
+        // The value now: a later write coalesces with this one (its own record is then a duplicate).
+        const cur = m.peek(key);
+        if (cur === null) continue; // removed since: its own record follows
+        if (cur.expires !== 0) this.expiries.set(key, cur.expires);
+        else this.expiries.delete(key);
+        if (this.known.get(key) === cur.rev) continue;
+        this.known.set(key, cur.rev);
+        this.queue.push({ type: 'set', key, value: m.decodeRaw(cur.raw), revision: cur.rev });
+      } else {
+        const t = TYPES[type];
+        if (t === undefined) {
+          this.resync();
+          continue;
+        }
+        this.known.delete(key);
+        this.expiries.delete(key);
+        this.queue.push({ type: t, key, revision: rev });
+      }
+    }
+  }
+
+  /** Removes watched keys whose expiry has come (each removal records an 'expire' change). */
+  private expireDue(): void {
+    const now = Date.now();
+    for (const [key, at] of this.expiries) {
+      if (at <= now) {
+        this.expiries.delete(key);
+        this.map.expireKey(key);
+      }
+    }
+  }
+
+  private nextExpiry(): number {
+    let min = Infinity;
+    for (const at of this.expiries.values()) if (at < min) min = at;
+    return min;
+  }
+
+  async next(): Promise<IteratorResult<MapChange<T>>> {
+    for (;;) {
+      if (this.queue.length > 0) return { value: this.queue.shift()!, done: false };
+      if (this.done || this.map.closed) {
+        this.close();
+        return { value: undefined, done: true };
+      }
+      if (isAborted(this.signal)) {
+        this.close();
+        throw this.map['errors'].aborted(this.signal!, 'watch');
+      }
+      this.expireDue();
+      const ready = this.drain();
+      if (this.queue.length > 0) continue;
+      const m = this.map;
+      const cursor = this.cursor;
+      const wake = ready ? this.nextExpiry() : Date.now() + 2;
+      const deadline = new Deadline(wake === Infinity ? Infinity : Math.max(0, wake - Date.now()));
+      try {
+        await m.changes.wait({ spin: 0, signal: this.signal }, deadline, () => this.done || Atomics.load(m.u32, (m.data + L.RING_HEAD) >> 2) !== cursor, null, 'watch');
+      } catch (err) {
+        if (this.done) return { value: undefined, done: true }; // closed meanwhile (with its map)
+        this.close();
+        throw err;
+      }
+    }
+  }
+
+  /** Ends the watch; a pending next() resolves done. */
+  async return(): Promise<IteratorResult<MapChange<T>>> {
+    this.close();
+    return { value: undefined, done: true };
+  }
+
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    this.map.watching(-1);
+    this.map.forgetWatch(this);
+    this.map.changes.wakeAll();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<MapChange<T>> {
+    return this;
+  }
+}
