@@ -28,6 +28,7 @@ import * as L from './channel/layout';
 import * as EL from './event/layout';
 import * as TL from './topic/layout';
 import * as SL from './server/layout';
+import * as ML from './map/layout';
 import { DEPARTED, storedPeers } from './peers';
 import { CLOSED_BIT, POS_MASK } from './ring/format';
 import { WAITING } from './flag-word';
@@ -292,7 +293,42 @@ export interface ServerState {
   connections: ServerConnectionState[];
 }
 
-export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState | ServerState;
+export interface MapHandleState {
+  slot: number;
+  pid: number;
+  alive: boolean;
+  gets: number | null;
+  hits: number | null;
+  misses: number | null;
+  writes: number | null;
+  watchers: number;
+}
+export interface MapState {
+  maxEntries: number;
+  maxKeyBytes: number;
+  maxValueSize: number;
+  valueBytes: number;
+  eviction: 'none' | 'lru';
+  stripes: number;
+  /** Entries stored (expired ones until removed). */
+  entries: number;
+  /** Value heap bytes in live blocks. */
+  bytesUsed: number | null;
+  /** Over every handle, live, closed or dead (a dead one's until its slot is reused). */
+  gets: number;
+  hits: number;
+  misses: number;
+  writes: number;
+  evictions: number | null;
+  expirations: number | null;
+  recoveries: number | null;
+  /** A writer died holding a lock and the rebuild has not run yet. */
+  recoveryOwed: boolean;
+  watchers: number;
+  handles: MapHandleState[];
+}
+
+export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState | ServerState | MapState;
 
 export interface KindEntry<S extends KindState = KindState> {
   readonly id: number;
@@ -631,9 +667,49 @@ const server: KindEntry<ServerState> = {
   },
 };
 
+const map: KindEntry<MapState> = {
+  id: Kind.MAP,
+  name: 'map',
+  check(params, dataSize) {
+    const r = ML.checkParams(params, dataSize);
+    return typeof r === 'string' ? r : null;
+  },
+  // The header words and the handle slots: not the entries or the heap.
+  controlSize: () => ML.STAT_SLOTS_AT + ML.STAT_SLOTS * ML.STAT_SIZE,
+  describe(r) {
+    const p = ML.checkParams(r.params, Number(r.dv.getBigUint64(16, true)) - r.data);
+    if (typeof p === 'string') return corrupt(p);
+    const f = (at: number): number | null => counter(r.dv.getFloat64(r.data + at, true));
+    const u = (at: number): number => r.dv.getUint32(r.data + at, true);
+    const totals = [0, 0, 0, 0];
+    for (let k = 0; k < 4; k++) totals[k] = f(ML.RETIRED + 8 * k) ?? 0;
+    const handles: MapHandleState[] = [];
+    for (let i = 0; i < ML.STAT_SLOTS; i++) {
+      const b = ML.STAT_SLOTS_AT + i * ML.STAT_SIZE;
+      const token = r.i64[(r.data + b) >> 3]!;
+      if (token === 0n) continue;
+      const h = holder(token);
+      const c = [f(b + ML.S_GETS), f(b + ML.S_HITS), f(b + ML.S_MISSES), f(b + ML.S_WRITES)];
+      for (let k = 0; k < 4; k++) totals[k]! += c[k] ?? 0;
+      handles.push({ slot: i, pid: h.pid, alive: h.alive, gets: c[0]!, hits: c[1]!, misses: c[2]!, writes: c[3]!, watchers: u(b + ML.S_WATCHERS) });
+    }
+    return {
+      maxEntries: p.maxEntries, maxKeyBytes: p.maxKeyBytes, maxValueSize: p.maxValueSize, valueBytes: p.heapBytes, eviction: p.lru ? 'lru' : 'none', stripes: p.stripes,
+      entries: u(ML.LIVE), bytesUsed: f(ML.HEAP_USED), gets: totals[0]!, hits: totals[1]!, misses: totals[2]!, writes: totals[3]!,
+      evictions: f(ML.EVICTIONS), expirations: f(ML.EXPIRATIONS), recoveries: f(ML.RECOVERIES), recoveryOwed: u(ML.RECOVERY) !== 0, watchers: u(ML.WATCHERS), handles,
+    };
+  },
+  users: (s) => s.handles.map((h) => ({ pid: h.pid, alive: h.alive, role: 'handle' })),
+  summary: (s) => {
+    const used = s.bytesUsed === null ? '?' : `${Math.round((100 * s.bytesUsed) / s.valueBytes)}%`;
+    const ratio = s.gets > 0 ? `, ${Math.round((100 * s.hits) / s.gets)}% hits` : '';
+    return `${s.entries}/${s.maxEntries} entries, ${used} of value bytes${ratio}${(s.evictions ?? 0) > 0 ? `, ${s.evictions} evicted` : ''}${s.recoveryOwed ? ', recovery owed' : ''}`;
+  },
+};
+
 /** Every kind this shmkit knows, by the id stored in the header. */
 export const kinds: ReadonlyMap<number, KindEntry> = new Map(
-  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic, server].map((k) => [k.id, k as unknown as KindEntry]),
+  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic, server, map].map((k) => [k.id, k as unknown as KindEntry]),
 );
 
 // Describing an object ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ function allCommands(): Command[] {
       (require('./commands/pub') as typeof import('./commands/pub')).pub,
       (require('./commands/sub') as typeof import('./commands/sub')).sub,
       (require('./commands/call') as typeof import('./commands/call')).call,
+      (require('./commands/map') as typeof import('./commands/map')).map,
       (require('./commands/bench') as typeof import('./commands/bench')).bench,
       build,
     ];

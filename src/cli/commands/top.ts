@@ -4,7 +4,7 @@
  * Ctrl-C; piped, it prints plain frames (or one JSON line per frame).
  */
 import { ErrorCodes, ShmkitError } from '../../errors';
-import type { ChannelState, EventState, ServerState, TopicState } from '../../kinds';
+import type { ChannelState, EventState, MapState, ServerState, TopicState } from '../../kinds';
 import { bytes, type Command, Exit, intOption, parse, table } from '../output';
 import { readAll, readObject, resolveEntry, type ShmObject } from '../scan';
 
@@ -20,6 +20,8 @@ Shows, for every shmkit object (or the NAMEs given), refreshed every interval:
 - events: notifications per second and live listeners;
 - servers: RPC calls answered per second, calls running, live listeners and
   open connections;
+- maps: reads and writes per second, entries, value bytes used, hit ratio,
+  evictions, and the handles open on it;
 and a one-line state for every object.
 
 On a terminal the screen is redrawn in place (alternate screen); Ctrl-C restores
@@ -88,6 +90,24 @@ export interface ServerRow {
   connections: number;
 }
 
+export interface MapRow {
+  /** Reads and writes so far, over every handle (statistics). */
+  gets: number;
+  writes: number;
+  hits: number;
+  misses: number;
+  /** Per second, over the last interval; null on the first frame. */
+  rates: { gets: number; writes: number } | null;
+  entries: number;
+  maxEntries: number;
+  bytesUsed: number;
+  valueBytes: number;
+  evictions: number;
+  expirations: number;
+  /** Live handles. */
+  handles: number;
+}
+
 export interface TopRow {
   entry: string;
   name: string | null;
@@ -105,11 +125,13 @@ export interface TopRow {
   event: EventRow | null;
   /** Servers, else null. */
   server: ServerRow | null;
+  /** Maps, else null. */
+  map: MapRow | null;
 }
 
 /** Sort order: channels, topics, events, servers, then the other kinds. */
-const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2, server: 3 };
-const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 4;
+const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2, server: 3, map: 4 };
+const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 5;
 
 function compact(n: number): string {
   if (n < 1000) return n < 10 && n !== Math.round(n) ? n.toFixed(1) : String(Math.round(n));
@@ -160,7 +182,7 @@ export const top: Command = {
       const seen = new Set<string>();
       const rows = objects.map((o): TopRow => {
         if ('missing' in o) {
-          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null, server: null };
+          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null, server: null, map: null };
         }
         const r = o.report;
         seen.add(r.entry);
@@ -177,6 +199,7 @@ export const top: Command = {
           topic: null,
           event: null,
           server: null,
+          map: null,
         };
         const st = r.status === 'ok' ? o.description?.state : null;
         if (st === null || st === undefined) return row;
@@ -223,6 +246,15 @@ export const top: Command = {
             dead: v.listeners.length - live.length,
             connections: v.connections.filter((c) => c.state === 'accepted' && c.client.alive).length,
           };
+        } else if (r.kind === 'map') {
+          const m = st as MapState;
+          const rates = ratesOf(r.entry, o.stat.ino, [m.gets, m.writes]);
+          row.map = {
+            gets: m.gets, writes: m.writes, hits: m.hits, misses: m.misses,
+            rates: rates === null ? null : { gets: Math.max(0, rates[0]!), writes: Math.max(0, rates[1]!) },
+            entries: m.entries, maxEntries: m.maxEntries, bytesUsed: m.bytesUsed ?? 0, valueBytes: m.valueBytes,
+            evictions: m.evictions ?? 0, expirations: m.expirations ?? 0, handles: m.handles.filter((h) => h.alive).length,
+          };
         } else if (r.kind === 'channel') {
           const c = st as ChannelState;
           const rates = ratesOf(r.entry, o.stat.ino, [c.counters.sent ?? 0, c.counters.received ?? 0, c.counters.sentBytes ?? 0, c.counters.receivedBytes ?? 0]);
@@ -257,6 +289,11 @@ export const top: Command = {
           const rate = v.rates === null ? '-' : compact(v.rates.calls);
           const peers = `${v.listeners} listener${v.listeners === 1 ? '' : 's'} ${v.connections} conn${dead(v.dead)}`;
           return [r.name ?? r.entry, 'server', rate, rate, '-', `${v.inFlight} calls`, '-', peers, '-', state];
+        }
+        const m = r.map;
+        if (m !== null) {
+          const handles = `${m.handles} handle${m.handles === 1 ? '' : 's'}`;
+          return [r.name ?? r.entry, 'map', m.rates === null ? '-' : `${compact(m.rates.gets)} get`, m.rates === null ? '-' : `${compact(m.rates.writes)} set`, '-', `${m.entries} keys`, '-', handles, String(m.evictions), state];
         }
         if (e !== null) {
           const rate = e.rates === null ? '-' : compact(e.rates.notified);
