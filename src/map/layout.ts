@@ -17,6 +17,7 @@
  *   72   u32 watchers (watch iterators open; writers record changes only while it is not 0)
  *   76   u32 change records claimed (u32, wraps)
  *   80   u32 free-class bitmap (bit c: free list c is not empty)
+ *   84   u32 LRU clock: every write adds 2 ('lru' maps only; wraps)
  *   88   f64 retired gets  96 f64 retired hits  104 f64 retired misses  112 f64 retired writes
  *        (the counters of handles that closed or died, folded in under the heap lock)
  *   128  16 x u32 doorbells of sleeping watchers
@@ -28,7 +29,7 @@
  *   buckets (64-aligned): u32 each, entry index + 1 of the chain's first entry (0: empty)
  *   entries (64-aligned), ENTRY_HEAD + round8(max key bytes) each:
  *        +0 u32 seq (commit word; seq & 1 picks the live meta)  +4 u32 next (index + 1)
- *        +8 u32 key hash  +12 u32 key length  +16 f64 last used (ms, LRU)
+ *        +8 u32 key hash  +12 u32 key length  +16 u32 last used (LRU clock: a write's own value, a read's + 1)
  *        +24 meta 0, +48 meta 1 (24 B each): +0 f64 revision (0: free)  +8 f64 expires at (ms, 0: never)
  *                                               +16 u32 block (heap offset)  +20 u32 value length
  *        +72 key (UTF-8)
@@ -55,6 +56,7 @@ export const RECOVERIES = 64;
 export const WATCHERS = 72;
 export const RING_HEAD = 76;
 export const CLASS_BITS = 80;
+export const CLOCK = 84;
 export const RETIRED = 88;
 export const WATCH_BELLS = 128;
 export const FREE_LISTS = 256;

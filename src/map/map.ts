@@ -416,8 +416,16 @@ export class SharedMap<T = unknown> extends Handle {
     return x !== 0 && x <= Date.now();
   }
 
+  /** A read of entry `e` ('lru' maps): marks it used after the last write (the clock, plus 1). */
   private touch(e: number): void {
-    if (this.params.lru) this.f64[(e + L.E_USED) >> 3] = Date.now();
+    if (!this.params.lru) return;
+    const v = (Atomics.load(this.u32, (this.data + L.CLOCK) >> 2) + 1) >>> 0;
+    if (this.u32[(e + L.E_USED) >> 2] !== v) this.u32[(e + L.E_USED) >> 2] = v;
+  }
+
+  /** A write of entry `e`: the clock's next value. */
+  private stamp(e: number): void {
+    if (this.params.lru) this.u32[(e + L.E_USED) >> 2] = (Atomics.add(this.u32, (this.data + L.CLOCK) >> 2, 2) + 2) >>> 0;
   }
 
   private count(hit: boolean): void {
@@ -930,7 +938,8 @@ export class SharedMap<T = unknown> extends Handle {
     if (!this.params.lru) return this.purge(st, keep, Infinity) > 0;
     for (let round = 0; round < 8; round++) {
       let victim = -1;
-      let oldest = Infinity;
+      let oldest = -1;
+      const now = (Atomics.load(this.u32, (this.data + L.CLOCK) >> 2) + 1) >>> 0;
       const start = Math.floor(Math.random() * this.maxEntries);
       for (let k = 0, seen = 0; k < this.maxEntries && seen < 16 && k < 256; k++) {
         const e = this.entryAt((start + k) % this.maxEntries);
@@ -938,9 +947,9 @@ export class SharedMap<T = unknown> extends Handle {
         const seq = Atomics.load(this.u32, e >> 2);
         if (!(this.f64[(e + L.E_META + (seq & 1) * L.META_SIZE) >> 3]! > 0)) continue;
         seen++;
-        const used = this.f64[(e + L.E_USED) >> 3]!;
-        if (used < oldest || victim < 0) {
-          oldest = used;
+        const age = (now - this.u32[(e + L.E_USED) >> 2]!) >>> 0; // in clock steps, modulo 2^32
+        if (age > oldest) {
+          oldest = age;
           victim = e;
         }
       }
@@ -1051,7 +1060,7 @@ export class SharedMap<T = unknown> extends Handle {
       Atomics.store(u32, head, index + 1); // the insert's commit: the entry is reachable
       Atomics.add(u32, (this.data + L.LIVE) >> 2, 1);
     }
-    this.f64[(e + L.E_USED) >> 3] = Date.now();
+    this.stamp(e);
     this.recordEntry(L.CHANGE_SET, e, rev);
     this.countWrite();
     return rev;

@@ -1,0 +1,435 @@
+// SharedMap: the operations, compare-and-set, increment, TTL, a full map with and without LRU,
+// limits, watch, real processes running random operations against a model, writers SIGKILLed at
+// random points while readers check every value is whole, and garbage in every part of the map.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openSync, writeSync, closeSync, fstatSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { ErrorCodes, SharedMap, ShmkitError } from 'shmkit';
+import { cleanupAll, entriesOf, killCliChildren, result, runCli, runner, sleep, startCli, uniq, watchdog } from './helpers.mjs';
+import { check, makeValue } from './fixtures/map-values.mjs';
+
+const child = runner('map-child.mjs');
+after(() => {
+  killCliChildren();
+  cleanupAll();
+});
+const code = (c) => (e) => e instanceof ShmkitError && e.code === c;
+
+/** A map that is closed and unlinked after `fn`. */
+async function withMap(options, fn, name = uniq('mp')) {
+  const m = SharedMap.create(name, options);
+  try {
+    return await fn(m, name);
+  } finally {
+    m.close();
+    SharedMap.unlink(name);
+  }
+}
+
+/** Takes the next change of a watch within a watchdog. */
+const nextChange = (w, what = 'watch') => watchdog(w.next(), 10_000, what).then((r) => r.value);
+
+describe('SharedMap in one process', () => {
+  test('get, set, delete, has, size, keys and entries with a prefix, clear', () =>
+    withMap({ maxEntries: 64 }, (m) => {
+      assert.equal(m.get('a'), undefined);
+      assert.equal(m.has('a'), false);
+      const r1 = m.set('a', { x: 1 });
+      assert.ok(Number.isSafeInteger(r1) && r1 > 0);
+      assert.deepEqual(m.get('a'), { x: 1 });
+      assert.equal(m.has('a'), true);
+      const r2 = m.set('a', [1, 'two']);
+      assert.ok(r2 > r1, 'a key\'s revision grows');
+      assert.deepEqual(m.getEntry('a'), { value: [1, 'two'], revision: r2, expiresAt: null });
+      for (let i = 0; i < 20; i++) m.set(`user:${i}`, i);
+      m.set('other', 'x');
+      m.set('', 'the empty key');
+      assert.equal(m.size, 23);
+      assert.equal(m.get(''), 'the empty key');
+      assert.deepEqual([...m.keys('user:1')].sort(), ['user:1', ...Array.from({ length: 10 }, (_, i) => `user:1${i}`)].sort());
+      assert.deepEqual(new Map(m.entries('user:')).get('user:7'), 7);
+      assert.equal([...m.keys()].length, 23);
+      assert.equal(new Map(m).get('other'), 'x', 'the map iterates as its entries');
+      assert.equal(m.delete('a'), true);
+      assert.equal(m.delete('a'), false);
+      assert.equal(m.get('a'), undefined);
+      assert.equal(m.size, 22);
+      assert.equal(m.clear(), 22);
+      assert.equal(m.size, 0);
+      assert.deepEqual([...m.keys()], []);
+      assert.ok(m.verify().ok);
+    }));
+
+  test('non-ASCII keys and every codec; handles of one map share it', () => {
+    const name = uniq('mc');
+    for (const [codec, value] of [['json', { é: [1, null] }], ['utf8', 'héllo ✓'], ['bytes', Buffer.from([0, 1, 2, 255])], ['jsonb', { a: 1n, d: new Date(5) }], ['structured', new Map([[1, 2]])]]) {
+      withMap({ codec, maxEntries: 8 }, (m, n) => {
+        m.set('clé ✓ 日本', value);
+        assert.deepEqual(m.get('clé ✓ 日本'), value, codec);
+        const other = SharedMap.open(n, { codec });
+        try {
+          assert.deepEqual(other.get('clé ✓ 日本'), value, `${codec}: another handle reads it`);
+          other.set('k2', value);
+          assert.deepEqual(m.get('k2'), value);
+        } finally {
+          other.close();
+        }
+      }, `${name}${codec.slice(0, 2)}`);
+    }
+  });
+
+  test('compare-and-set: ifRevision, ifAbsent, ifPresent; delete with ifRevision', () =>
+    withMap({}, (m) => {
+      assert.throws(() => m.set('k', 1, { ifPresent: true }), code(ErrorCodes.NOT_FOUND));
+      const r1 = m.set('k', 1, { ifAbsent: true });
+      assert.throws(() => m.set('k', 2, { ifAbsent: true }), code(ErrorCodes.EXISTS));
+      const err = (() => {
+        try {
+          m.set('k', 3, { ifRevision: r1 + 1 });
+        } catch (e) {
+          return e;
+        }
+      })();
+      assert.equal(err.code, ErrorCodes.CONFLICT);
+      assert.equal(err.revision, r1, 'the error says the current revision');
+      assert.equal(m.get('k'), 1, 'nothing was written');
+      const r2 = m.set('k', 4, { ifRevision: r1 });
+      assert.equal(m.get('k'), 4);
+      assert.throws(() => m.set('k', 5, { ifRevision: r1 }), code(ErrorCodes.CONFLICT), 'a stale revision loses');
+      assert.throws(() => m.set('new', 1, { ifRevision: 7 }), code(ErrorCodes.CONFLICT));
+      m.set('new', 1, { ifRevision: 0 });
+      assert.throws(() => m.delete('k', { ifRevision: r1 }), code(ErrorCodes.CONFLICT));
+      assert.equal(m.delete('k', { ifRevision: r2 }), true);
+      m.set('k', 9);
+      assert.ok(m.getEntry('k').revision > r2, 'a revision is never reused after a delete');
+    }));
+
+  test('increment: absent counts as 0, floats, utf8 text counters, non-numbers refused', () => {
+    withMap({}, (m) => {
+      assert.equal(m.increment('c'), 1);
+      assert.equal(m.increment('c', 41), 42);
+      assert.equal(m.increment('c', -0.5), 41.5);
+      assert.equal(m.get('c'), 41.5);
+      m.set('s', 'text');
+      assert.throws(() => m.increment('s'), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.equal(m.get('s'), 'text');
+      assert.throws(() => m.increment('c', Infinity), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => m.increment('c', '1'), code(ErrorCodes.INVALID_ARGUMENT));
+      m.set('big', Number.MAX_VALUE);
+      assert.throws(() => m.increment('big', Number.MAX_VALUE), code(ErrorCodes.OVERFLOW));
+    });
+    withMap({ codec: 'utf8' }, (m) => {
+      assert.equal(m.increment('n', 2), 2);
+      assert.equal(m.get('n'), '2');
+      m.set('x', 'abc');
+      assert.throws(() => m.increment('x'), code(ErrorCodes.INVALID_ARGUMENT));
+    });
+    withMap({ codec: 'bytes' }, (m) => assert.throws(() => m.increment('n'), code(ErrorCodes.INVALID_ARGUMENT)));
+  });
+
+  test('TTL: an expired key reads as absent, is removed by writers and purgeExpired(), and keeps its TTL on increment', async () =>
+    withMap({}, async (m) => {
+      m.set('t', 'soon', { ttl: 30 });
+      m.set('keep', 1);
+      const e = m.getEntry('t');
+      assert.ok(e.expiresAt > Date.now() && e.expiresAt <= Date.now() + 30);
+      assert.equal(m.increment('n', 1, { ttl: 30 }), 1);
+      assert.equal(m.increment('n'), 2);
+      assert.ok(m.getEntry('n').expiresAt !== null, 'increment keeps the expiry');
+      await sleep(60);
+      assert.equal(m.get('t'), undefined);
+      assert.equal(m.has('t'), false);
+      assert.equal(m.getEntry('n'), undefined);
+      assert.deepEqual([...m.keys()], ['keep']);
+      assert.equal(m.size, 3, 'expired entries count until removed');
+      assert.equal(m.purgeExpired(), 2);
+      assert.equal(m.size, 1);
+      assert.equal(m.stats().expirations, 2);
+      m.set('t2', 1, { ttl: 10 });
+      await sleep(30);
+      assert.equal(m.set('t2', 2, { ifAbsent: true }) > 0, true, 'an expired key is absent for ifAbsent');
+      m.set('t3', 1, { ttl: 100000 });
+      m.set('t3', 2);
+      assert.equal(m.getEntry('t3').expiresAt, null, 'a set without ttl clears it');
+      assert.throws(() => m.set('x', 1, { ttl: 0 }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => m.set('x', 1, { ttl: -5 }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.ok(m.verify().ok);
+    }));
+
+  test('limits: a key or value over the limit is a typed error and nothing is written', () =>
+    withMap({ maxKeyBytes: 8, maxValueSize: 100, valueBytes: 4096 }, (m) => {
+      m.set('k', 'old');
+      const before = m.stats();
+      assert.throws(() => m.set('123456789', 1), (e) => e.code === ErrorCodes.TOO_LARGE && e.argument === 'key');
+      assert.throws(() => m.set('ééééé', 1), code(ErrorCodes.TOO_LARGE), '10 UTF-8 bytes');
+      m.set('éééé', 1); // 8 bytes
+      assert.throws(() => m.set('k', 'x'.repeat(200)), (e) => e.code === ErrorCodes.TOO_LARGE && e.argument === 'value');
+      assert.equal(m.get('k'), 'old');
+      assert.throws(() => m.get(5), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => m.set(null, 1), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => m.set('a\ud800', 1), code(ErrorCodes.INVALID_ARGUMENT), 'a lone surrogate');
+      assert.throws(() => m.set('k', undefined), (e) => e instanceof ShmkitError, 'json cannot encode undefined');
+      assert.throws(() => m.set('k', 1, { ifRevision: -1 }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => m.set('k', 1, { bogus: 1, ifAbsent: 'yes' }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => m.keys(3).next(), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.equal(m.stats().entries, before.entries + 1);
+      assert.ok(m.verify().ok);
+      assert.throws(() => SharedMap.create(uniq('mb'), { stripes: 3 }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => SharedMap.create(uniq('mb'), { eviction: 'fifo' }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => SharedMap.create(uniq('mb'), { valueBytes: 64, maxValueSize: 100 }), code(ErrorCodes.INVALID_ARGUMENT));
+      assert.throws(() => SharedMap.create(uniq('mb'), { maxEntries: 0 }), code(ErrorCodes.INVALID_ARGUMENT));
+    }));
+
+  test('full without eviction: ERR_SHMKIT_FULL for entries and for value bytes, nothing written, room comes back', () => {
+    withMap({ maxEntries: 4 }, (m) => {
+      for (let i = 0; i < 4; i++) m.set(`k${i}`, i);
+      assert.throws(() => m.set('k4', 4), code(ErrorCodes.FULL));
+      m.set('k0', 'replaced'); // an update needs no new entry
+      assert.equal(m.size, 4);
+      m.delete('k1');
+      m.set('k4', 4);
+      assert.ok(m.verify().ok);
+    });
+    withMap({ maxEntries: 100, valueBytes: 1024, maxValueSize: 500 }, (m) => {
+      m.set('a', 'x'.repeat(400));
+      m.set('b', 'x'.repeat(400));
+      assert.throws(() => m.set('c', 'x'.repeat(400)), code(ErrorCodes.FULL));
+      assert.equal(m.get('c'), undefined);
+      assert.throws(() => m.set('a', 'y'.repeat(450)), code(ErrorCodes.FULL), 'the new value needs room beside the old one');
+      assert.equal(m.get('a'), 'x'.repeat(400), 'the old value stays');
+      m.delete('b');
+      m.set('c', 'x'.repeat(400));
+      const v = m.verify();
+      assert.ok(v.ok, v.problems.join('; '));
+      assert.equal(m.stats().evictions, 0);
+    });
+  });
+
+  test('full with eviction: lru evicts the least recently used, counts it, and keeps recently read keys', () =>
+    withMap({ maxEntries: 32, valueBytes: 64 * 1024, eviction: 'lru' }, async (m) => {
+      for (let i = 0; i < 32; i++) m.set(`k${i}`, i);
+      await sleep(5);
+      for (const i of [3, 7, 11]) assert.equal(m.get(`k${i}`), i); // recently used
+      for (let i = 32; i < 96; i++) {
+        m.set(`k${i}`, i);
+        for (const j of [3, 7, 11]) m.get(`k${j}`);
+      }
+      assert.equal(m.size, 32);
+      for (const i of [3, 7, 11]) assert.equal(m.get(`k${i}`), i, `k${i} was read all along`);
+      assert.equal(m.get('k95'), 95);
+      assert.equal(m.stats().evictions, 64);
+      const v = m.verify();
+      assert.ok(v.ok, v.problems.join('; '));
+      // Value bytes: a big value evicts as many as it needs.
+      m.set('big', 'x'.repeat(40 * 1024));
+      assert.equal(m.get('big').length, 40 * 1024);
+      assert.ok(m.verify().ok);
+    }));
+
+  test('watch: one key, a prefix, initial entries, coalescing, expiry and eviction events, abort and close', async () =>
+    withMap({ maxEntries: 8, eviction: 'lru' }, async (m) => {
+      m.set('a', 0);
+      m.set('u:0', 'zero');
+      const wa = m.watch('a');
+      const wp = m.watch('u:', { prefix: true, initial: true });
+      const wall = m.watch();
+      assert.deepEqual(await nextChange(wp), { type: 'set', key: 'u:0', value: 'zero', revision: m.getEntry('u:0').revision });
+      m.set('u:1', 'one');
+      const ra = m.set('a', 1);
+      assert.deepEqual(await nextChange(wa), { type: 'set', key: 'a', value: 1, revision: ra });
+      assert.equal((await nextChange(wp)).key, 'u:1');
+      m.delete('a');
+      assert.deepEqual(await nextChange(wa), { type: 'delete', key: 'a', revision: ra });
+      // Many writes while the watcher does not read: they may coalesce, the last one always arrives.
+      for (let i = 0; i < 50; i++) m.set('a', i);
+      let last;
+      do last = await nextChange(wa);
+      while (last.value !== 49);
+      // A watcher removes a watched key when its TTL is due, so 'expire' arrives without other writes.
+      m.set('u:t', 'ttl', { ttl: 30 });
+      const rt = m.getEntry('u:t').revision;
+      assert.deepEqual(await nextChange(wp), { type: 'set', key: 'u:t', value: 'ttl', revision: rt });
+      assert.deepEqual(await nextChange(wp), { type: 'expire', key: 'u:t', revision: rt });
+      // Eviction.
+      const seen = [];
+      for (let i = 0; i < 12; i++) m.set(`e${i}`, i);
+      while (!seen.some((c) => c.type === 'evict')) seen.push(await nextChange(wall, 'watch every key'));
+      assert.ok(m.stats().evictions > 0);
+      // Abort, and close with a pending next().
+      const ac = new AbortController();
+      const wx = m.watch('zz', { signal: ac.signal });
+      const px = wx.next();
+      ac.abort();
+      await assert.rejects(watchdog(px, 10_000, 'aborted watch'), (e) => e.name === 'AbortError');
+      const wq = m.watch('quiet');
+      const pq = wq.next();
+      wq.close();
+      assert.deepEqual(await watchdog(pq, 10_000, 'closed watch'), { value: undefined, done: true });
+      wa.close();
+      wp.close();
+      await wall.return();
+      assert.equal(m.stats().watchers, 0);
+      assert.throws(() => m.watch(5), code(ErrorCodes.INVALID_ARGUMENT));
+    }));
+
+  test('watch: a watcher lapped by the writers rescans and gets the latest value of every key, and the deletes', async () =>
+    withMap({ maxEntries: 256, watchRecords: 4 }, async (m) => {
+      for (let i = 0; i < 10; i++) m.set(`k${i}`, -1);
+      const w = m.watch('k', { prefix: true });
+      for (let round = 0; round < 5; round++) for (let i = 0; i < 10; i++) m.set(`k${i}`, round);
+      m.delete('k3');
+      m.delete('k4');
+      const latest = new Map();
+      const deleted = new Set();
+      while (latest.size < 8 || deleted.size < 2 || [...latest.values()].some((v) => v !== 4)) {
+        const c = await nextChange(w, 'lapped watch');
+        if (c.type === 'set') latest.set(c.key, c.value);
+        else if (c.type === 'delete') deleted.add(c.key);
+      }
+      assert.deepEqual([...deleted].sort(), ['k3', 'k4']);
+      assert.ok(!latest.has('k3') || deleted.has('k3'));
+      w.close();
+    }));
+
+  test('closing a handle ends its watches; use after close is ERR_SHMKIT_CLOSED; stats count reads and writes', async () => {
+    const name = uniq('mz');
+    const m = SharedMap.create(name);
+    m.set('a', 1);
+    m.get('a');
+    m.get('b');
+    const s = m.stats();
+    assert.deepEqual([s.gets, s.hits, s.misses, s.writes], [2, 1, 1, 1]);
+    const w = m.watch('a');
+    const p = w.next();
+    const other = SharedMap.open(name);
+    m.close();
+    assert.deepEqual(await watchdog(p, 10_000, 'watch of a closed handle'), { value: undefined, done: true });
+    assert.throws(() => m.get('a'), code(ErrorCodes.CLOSED));
+    assert.throws(() => m.set('a', 1), code(ErrorCodes.CLOSED));
+    const t = other.stats();
+    assert.deepEqual([t.gets, t.hits, t.writes], [2, 1, 1], 'a closed handle\'s counts are kept');
+    other.close();
+    SharedMap.unlink(name);
+    assert.deepEqual(entriesOf(name), []);
+  });
+});
+
+describe('SharedMap across processes', () => {
+  test('model check: 4 processes run random operations; counters end exact and CAS never lets two writers win', async () =>
+    withMap({ maxEntries: 1024, valueBytes: 1 << 20, stripes: 8 }, async (m, name) => {
+      const procs = [0, 1, 2, 3].map((id) => child('model', { name, id, seed: 1000 + id * 7919, ops: 4000 }));
+      const results = await Promise.all(procs.map((p, i) => result(p, 120_000, `model child ${i}`)));
+      const increments = results.reduce((n, r) => n + r.increments, 0);
+      const wins = results.reduce((n, r) => n + r.casWins, 0);
+      assert.equal(m.get('counter'), increments, 'every increment counted once');
+      assert.equal(m.get('cas')?.n ?? 0, wins, 'each CAS win added one: no two writers won on one revision');
+      assert.ok(results.reduce((n, r) => n + r.casLosses, 0) >= 0);
+      const v = m.verify();
+      assert.ok(v.ok, v.problems.join('; '));
+      assert.equal(v.entries, m.size);
+    }));
+
+  test('SIGKILL writers at random points: readers never see a torn value, and after recovery the invariants hold', async () =>
+    withMap({ maxEntries: 64, valueBytes: 256 * 1024, maxValueSize: 16 * 1024, stripes: 4, codec: 'bytes' }, async (m, name) => {
+      const keys = 48;
+      const reader = child('reader', { name, keys, seed: 7 });
+      await reader.waitFor(/ready/);
+      let seed = 1;
+      const start = () => child('writer', { name, keys, seed: seed++, maxValue: 16 * 1024 });
+      const writers = [start(), start(), start()];
+      await Promise.all(writers.map((w) => w.waitFor(/ready/)));
+      const rounds = 40;
+      for (let r = 0; r < rounds; r++) {
+        await sleep(5 + Math.floor(Math.random() * 25));
+        const i = r % writers.length;
+        writers[i].child.kill('SIGKILL');
+        const gone = await watchdog(writers[i].exited, 20_000, 'killed writer');
+        assert.equal(gone.signal, 'SIGKILL', `writer died of the kill, not of an error: ${gone.err}`);
+        writers[i] = start();
+        await writers[i].waitFor(/ready/);
+      }
+      for (const w of writers) w.child.kill('SIGKILL');
+      await Promise.all(writers.map((w) => watchdog(w.exited, 20_000, 'writer')));
+      reader.child.kill('SIGTERM');
+      const rr = await result(reader, 60_000, 'reader');
+      assert.ok(rr.reads > 0 && rr.found > 0, `the reader read values: ${JSON.stringify(rr)}`);
+      // A write runs any recovery still owed; then every invariant holds.
+      m.set('k0', makeValue(Buffer.alloc(64), 0, 1, 64), { timeout: 20_000 });
+      const v = m.verify({ timeout: 20_000 });
+      assert.ok(v.ok, v.problems.join('; '));
+      const all = [...m.entries()];
+      assert.equal(new Set(all.map(([k]) => k)).size, all.length, 'no key twice');
+      assert.equal(all.length, m.size);
+      for (const [k, val] of all) assert.equal(check(val, Number(k.slice(1))), null, `${k} is whole`);
+      assert.ok(m.stats().recoveries > 0, 'some kill landed inside a lock, and the map was recovered');
+    }));
+});
+
+describe('SharedMap with garbage in shared memory', () => {
+  test('garbage in the buckets, entries, stripes, header, free lists and heap gives typed errors, never a crash or hang', async () => {
+    const regions = ['header', 'stripes', 'buckets', 'entries', 'heap', 'records'];
+    for (let round = 0; round < 24; round++) {
+      const region = regions[round % regions.length];
+      const name = uniq('mg');
+      const m = SharedMap.create(name, { maxEntries: 64, valueBytes: 16 * 1024, stripes: 4, watchRecords: 8 });
+      try {
+        for (let i = 0; i < 40; i++) m.set(`k${i}`, { i, s: 'x'.repeat(i * 5) });
+        const { data, o } = m;
+        const span = {
+          header: [0, 128], stripes: [o.stripes, o.buckets], buckets: [o.buckets, o.entries], entries: [o.entries, o.records],
+          records: [o.records, o.heap], heap: [o.heap, o.size],
+        }[region];
+        const fd = openSync(`/dev/shm/shmkit-${name}`, 'r+');
+        try {
+          const size = fstatSync(fd).size;
+          for (let k = 0; k < 6; k++) {
+            const len = 4 + Math.floor(Math.random() * 60);
+            const at = data + span[0] + Math.floor(Math.random() * Math.max(1, span[1] - span[0] - len));
+            if (at + len <= size) writeSync(fd, randomBytes(len), 0, len, at);
+          }
+        } finally {
+          closeSync(fd);
+        }
+        const r = await result(child('garbage', { name }), 60_000, `operations on garbage in the ${region} (round ${round})`);
+        assert.equal(r.untyped, 0, `only ShmkitErrors: ${r.first}`);
+      } finally {
+        m.close();
+        SharedMap.unlink(name);
+      }
+    }
+  });
+});
+
+describe('shmkit map (CLI)', () => {
+  test('get, set, del, incr, keys, watch from a shell', async () =>
+    withMap({}, async (m, name) => {
+      assert.equal((await runCli(['map', 'set', name, 'user:1', '{"name":"Ada"}'])).code, 0);
+      assert.deepEqual(m.get('user:1'), { name: 'Ada' });
+      const got = await runCli(['map', 'get', name, 'user:1']);
+      assert.equal(got.stdout.trim(), '{"name":"Ada"}');
+      const j = JSON.parse((await runCli(['map', 'get', name, 'user:1', '--json'])).stdout);
+      assert.equal(j.revision, m.getEntry('user:1').revision);
+      assert.equal((await runCli(['map', 'get', name, 'nope'])).code, 1);
+      assert.equal((await runCli(['map', 'set', name, 'k', 'not json'])).code, 2);
+      assert.equal((await runCli(['map', 'set', name, 'user:1', '1', '--if-absent'])).code, 1);
+      assert.equal((await runCli(['map', 'incr', name, 'hits', '5'])).stdout.trim(), '5');
+      assert.equal(m.get('hits'), 5);
+      assert.deepEqual((await runCli(['map', 'keys', name, 'user:'])).stdout.trim().split('\n'), ['user:1']);
+      assert.equal((await runCli(['map', 'del', name, 'user:1'])).code, 0);
+      assert.equal((await runCli(['map', 'del', name, 'user:1'])).code, 1);
+      const watch = startCli(['map', 'watch', name, 'w:', '--prefix', '--count', '2', '--json']);
+      await watch.waitFor(/watching/); // printed once the watch is registered
+      m.set('w:a', 1);
+      await watch.waitFor(/"set"/, 'stdout');
+      m.delete('w:a');
+      const out = await watch.done;
+      assert.equal(out.code, 0, out.stderr);
+      assert.deepEqual(out.stdout.trim().split('\n').map((l) => JSON.parse(l)), [
+        { type: 'set', key: 'w:a', value: 1, revision: JSON.parse(out.stdout.split('\n')[0]).revision },
+        { type: 'delete', key: 'w:a', revision: JSON.parse(out.stdout.split('\n')[0]).revision },
+      ]);
+      const ls = await runCli(['ls', '--json']);
+      assert.ok(ls.stdout.includes(name));
+    }));
+});
