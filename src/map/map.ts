@@ -292,7 +292,25 @@ export class SharedMap<T = unknown> extends Handle {
   /** Encodes `key` into the scratch (bytes, length, hash); throws on a bad or too long key. */
   private key(key: unknown): void {
     if (typeof key !== 'string') throw invalidArg('key', `must be a string, got ${kindOf(key)}`);
-    if (key.length > this.maxKeyBytes) throw this.tooLongKey(key);
+    const len = key.length;
+    if (len > this.maxKeyBytes) throw this.tooLongKey(key);
+    if (len <= 64) {
+      // ASCII (the common case): encoded and hashed in one loop, no call into C++.
+      const kb = this.kb;
+      let h = 0x811c9dc5;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = key.charCodeAt(i);
+        if (c >= 128) break;
+        kb[i] = c;
+        h = Math.imul(h ^ c, 0x01000193);
+      }
+      if (i === len) {
+        this.klen = len;
+        this.khash = h >>> 0;
+        return;
+      }
+    }
     const n = utf8Write(this.kb, key, 0, this.kb.length);
     if (n > this.maxKeyBytes) throw this.tooLongKey(key);
     if (n !== key.length && !(key as unknown as { isWellFormed(): boolean }).isWellFormed()) throw invalidArg('key', 'contains a lone surrogate (not valid UTF-16)');
@@ -620,12 +638,10 @@ export class SharedMap<T = unknown> extends Handle {
   /**
    * Runs `fn` holding the scratch key's stripe lock, within `deadline`. A lock taken over from a
    * dead writer, a recovery owed, or damage found in the heap: the lock is let go, the recovery
-   * runs, and `fn` runs again (the scratch key is kept: recovery does not touch it).
+   * runs, and `fn` runs again.
    */
   private withStripe<R>(deadline: Deadline, what: string, fn: (st: number) => R): R {
     const st = this.khash & this.bucketMask & this.stripeMask;
-    const kb = Buffer.from(this.kb.subarray(0, this.klen));
-    const [klen, khash] = [this.klen, this.khash];
     for (let round = 0; ; round++) {
       const g = lockWithin(this.stripeLocks[st]!, deadline, this.errors.op(what), this.name);
       let again = false;
@@ -644,10 +660,7 @@ export class SharedMap<T = unknown> extends Handle {
       }
       if (again) {
         if (round >= 3) throw this.corrupt('the recovery did not make the map usable');
-        this.recover(deadline, what);
-        kb.copy(this.kb, 0);
-        this.klen = klen;
-        this.khash = khash;
+        this.recover(deadline, what); // it leaves the scratch key alone
       }
     }
   }
