@@ -97,3 +97,15 @@ test('examples/rpc.mjs: two forked workers serve one name; calls spread over bot
   assert.match(out, /done\n$/);
   assert.ok(!existsSync(`/dev/shm/shmkit-${name}`), 'the last worker to close removed the service name');
 });
+
+test('examples/map.mjs: a front process and two forked workers share one map; no increment or compare-and-set is lost', async () => {
+  const name = uniq('hymap');
+  const { r, out, err } = await runForking('map.mjs', name);
+  assert.equal(r.code, 0, err + out);
+  assert.match(out, /watch: the first change seen was a set of stats/);
+  assert.match(out, /requests = 2000\n/);
+  assert.match(out, /stats\.updates = 300\n/);
+  assert.match(out, /pages cached: 20\n/);
+  assert.match(out, /page:A:3 = \{ html: '<p>A 993<\/p>', at: 993 \}/);
+  assert.ok(!existsSync(`/dev/shm/shmkit-${name}`), 'the example removes its map');
+});
