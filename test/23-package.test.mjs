@@ -43,7 +43,7 @@ test('the published types compile in a strict consumer (skipLibCheck off) and do
   const dir = mkdtempSync(join(tmpdir(), 'shmkit-types-'));
   try {
     writeFileSync(join(dir, 'use.ts'), `
-import { Channel, Mutex, Segment, ShmStream, ShmkitError, ErrorCodes } from ${JSON.stringify(join(ROOT, 'dist', 'index'))};
+import { Channel, Mutex, Segment, SharedMap, ShmStream, ShmkitError, ErrorCodes } from ${JSON.stringify(join(ROOT, 'dist', 'index'))};
 export async function use(): Promise<void> {
   const ch = Channel.create<Buffer>('x', { capacity: 4096 });
   for await (const m of ch.iterate({ failIfPeerGone: true })) void m.length;
@@ -51,6 +51,17 @@ export async function use(): Promise<void> {
   g.unlock();
   const s: Segment = Segment.create('s', { size: 8 });
   void s.size; void ShmStream; void ShmkitError; void ErrorCodes.CLOSED;
+  const map = SharedMap.create<{ n: number }>('m', { maxEntries: 4, eviction: 'lru' });
+  const got: { n: number } | undefined = map.get('k');
+  const rev: number = map.set('k', { n: (got?.n ?? 0) + 1 }, { ttl: 5, ifRevision: map.getEntry('k')?.revision ?? 0 });
+  void rev;
+  for (const [key, value] of map.entries('k')) void (key.length + value.n);
+  for await (const c of map.watch('k', { prefix: true })) if (c.type === 'set') void c.value?.n;
+  // @ts-expect-error a value of another type does not compile
+  map.set('k', 'text');
+  // @ts-expect-error a key is a string
+  map.get(5);
+  map.close();
 }
 `);
     const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
