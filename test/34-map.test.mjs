@@ -61,10 +61,10 @@ describe('SharedMap in one process', () => {
       assert.ok(m.verify().ok);
     }));
 
-  test('non-ASCII keys and every codec; handles of one map share it', () => {
+  test('non-ASCII keys and every codec; handles of one map share it', async () => {
     const name = uniq('mc');
-    for (const [codec, value] of [['json', { é: [1, null] }], ['utf8', 'héllo ✓'], ['bytes', Buffer.from([0, 1, 2, 255])], ['jsonb', { a: 1n, d: new Date(5) }], ['structured', new Map([[1, 2]])]]) {
-      withMap({ codec, maxEntries: 8 }, (m, n) => {
+    for (const [i, [codec, value]] of [['json', { é: [1, null] }], ['utf8', 'héllo ✓'], ['bytes', Buffer.from([0, 1, 2, 255])], ['jsonb', { a: [1.5, 'x'], b: null, c: true }], ['structured', new Map([[1, 2]])]].entries()) {
+      await withMap({ codec, maxEntries: 8 }, (m, n) => {
         m.set('clé ✓ 日本', value);
         assert.deepEqual(m.get('clé ✓ 日本'), value, codec);
         const other = SharedMap.open(n, { codec });
@@ -75,7 +75,7 @@ describe('SharedMap in one process', () => {
         } finally {
           other.close();
         }
-      }, `${name}${codec.slice(0, 2)}`);
+      }, `${name}${i}`);
     }
   });
 

@@ -762,10 +762,21 @@ export class SharedMap<T = unknown> extends Handle {
   verify(options?: { timeout?: number }): VerifyReport {
     this.assertOpen();
     const deadline = new Deadline(checkTimeout('options.timeout', checkObject('options', options).timeout));
+    for (let round = 0; ; round++) {
+      const r = this.verifyOnce(deadline, round < 2);
+      if (r !== null) return r;
+      this.recover(deadline, 'verify');
+    }
+  }
+
+  /** verify() holding every lock; null when a recovery is owed first (and `recover`). */
+  private verifyOnce(deadline: Deadline, recover: boolean): VerifyReport | null {
     const held: MutexGuard[] = [];
     try {
       for (const m of this.stripeLocks) held.push(lockWithin(m, deadline, this.errors.op('verify'), this.name));
       held.push(lockWithin(this.heapLock, deadline, this.errors.op('verify'), this.name));
+      if (held.some((g) => g.recovered)) this.markRecovery();
+      if (recover && this.needsRecovery()) return null;
       const problems: string[] = [];
       if (this.needsRecovery()) problems.push('a recovery is owed (a writer died holding a lock)');
       const n = this.maxEntries;
@@ -1043,7 +1054,10 @@ export class SharedMap<T = unknown> extends Handle {
     const size = L.blockSize(n);
     let got = this.allocate(size, found === null);
     for (let tries = 0; got === null; tries++) {
-      if (tries >= 64 || !this.makeRoom(st, found === null ? -1 : found.f.e)) throw this.full(found === null);
+      if (tries >= 64 || !this.makeRoom(st, found === null ? -1 : found.f.e)) {
+        this.reapDeadLocks(st);
+        throw this.full(found === null);
+      }
       got = this.allocate(size, found === null);
     }
     const [block, index] = got;
@@ -1077,6 +1091,26 @@ export class SharedMap<T = unknown> extends Handle {
     this.recordEntry(L.CHANGE_SET, e, rev);
     this.countWrite();
     return rev;
+  }
+
+  /**
+   * Before failing with FULL (stripe `st` held): a writer that died holding another stripe's lock
+   * may hold space that only the recovery gives back. Takes over any such lock (tryLock checks the
+   * holder's liveness) and, if one was found, throws NeedRecovery: the write recovers and runs again.
+   */
+  private reapDeadLocks(st: number): void {
+    let dead = false;
+    for (let i = 0; i < this.stripes; i++) {
+      if (i === st) continue;
+      const g = this.stripeLocks[i]!.tryLock();
+      if (g === null) continue;
+      if (g.recovered) dead = true;
+      g.unlock();
+    }
+    if (dead) {
+      this.markRecovery();
+      throw new NeedRecovery();
+    }
   }
 
   private check(found: { f: Found } | null, cond: { ifRevision?: number | undefined; ifAbsent?: boolean | undefined; ifPresent?: boolean | undefined }): void {
