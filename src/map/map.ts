@@ -1427,23 +1427,29 @@ export class SharedMap<T = unknown> extends Handle {
     const s = this.data + L.STAT_SLOTS_AT + t.slot * L.STAT_SIZE;
     if (t.previous !== 0n) {
       // A dead handle's slot: its counts join the retired ones, its watchers stop counting.
-      try {
-        const g = this.heapLock.lockSync({ timeout: 1000 });
-        if (g.recovered) this.markRecovery();
-        try {
-          this.retire(s);
-        } finally {
-          g.unlock();
-        }
-      } catch {
-        // The heap lock is busy or recovering: the counts are dropped, not the slot.
-      }
+      this.retireLocked(s);
       const w = Atomics.exchange(this.u32, (s + L.S_WATCHERS) >> 2, 0);
       if (w > 0 && w < 1 << 20) Atomics.sub(this.u32, (this.data + L.WATCHERS) >> 2, Math.min(w, Atomics.load(this.u32, (this.data + L.WATCHERS) >> 2)));
     }
     for (const f of [L.S_GETS, L.S_HITS, L.S_MISSES, L.S_WRITES]) this.f64[(s + f) >> 3] = 0;
     Atomics.store(this.u32, (s + L.S_WATCHERS) >> 2, 0);
     this.slot = s;
+  }
+
+  /** retire() under the heap lock; a lock busy for a second drops the counts (statistics), not the slot. */
+  private retireLocked(s: number): void {
+    let g: MutexGuard;
+    try {
+      g = this.heapLock.lockSync({ timeout: 1000 });
+    } catch {
+      return;
+    }
+    if (g.recovered) this.markRecovery();
+    try {
+      this.retire(s);
+    } finally {
+      g.unlock();
+    }
   }
 
   /** Folds slot `s`'s counters into the retired ones (heap lock held). */
@@ -1506,17 +1512,7 @@ export class SharedMap<T = unknown> extends Handle {
     if (this.slot >= 0 && this.i32.length > 0) {
       const s = this.slot;
       this.slot = -1;
-      try {
-        const g = this.heapLock.lockSync({ timeout: 1000 });
-        if (g.recovered) this.markRecovery();
-        try {
-          this.retire(s);
-        } finally {
-          g.unlock();
-        }
-      } catch {
-        // Busy for a second: this handle's counts are dropped.
-      }
+      this.retireLocked(s);
       Atomics.compareExchange(this.segment.bigint64, s >> 3, SELF_TOKEN, 0n);
     }
     this.segment.close();
