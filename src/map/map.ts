@@ -537,28 +537,58 @@ export class SharedMap<T = unknown> extends Handle {
   }
 
   /**
-   * Walks the entries lock-free: every live, unexpired entry whose key starts with `prefix`, each
-   * key once. Weakly consistent, as a concurrent map's iterator: an entry written during the walk
-   * may or may not be seen; every entry present throughout the walk is.
+   * Walks the chains bucket by bucket, lock-free: every live, unexpired entry whose key starts
+   * with `prefix`, each key once. A bucket's chain is read as a lookup is (each entry validated by
+   * its seq, the chain by its stripe's version), with bounded retries, then under the stripe lock.
+   * Weakly consistent, as a concurrent map's iterator: an entry written during the walk may or may
+   * not be seen; every entry present throughout the walk is.
    */
   private *walk(prefix: string | undefined, withValue: boolean): Generator<[string, unknown, number, number]> {
     const seen = new Set<string>();
-    const u32 = this.u32;
-    for (let i = 0; i < this.maxEntries; i++) {
+    for (let b = 0; b < this.params.buckets; b++) {
       this.assertOpen();
-      const e = this.entryAt(i);
-      for (let attempt = 0; ; attempt++) {
-        const seq = Atomics.load(u32, e >> 2);
-        const m = e + L.E_META + (seq & 1) * L.META_SIZE;
-        const rev = this.f64[(m + L.M_REV) >> 3]!;
-        if (!(rev > 0)) break;
+      if (Atomics.load(this.u32, (this.buckets0 + 4 * b) >> 2) === 0) continue;
+      let got = this.walkBucket(b, prefix, withValue, false);
+      for (let attempt = 1; got === null && attempt < READ_RETRIES; attempt++) got = this.walkBucket(b, prefix, withValue, false);
+      if (got === null) {
+        // Rewritten all the time: read it under its stripe lock.
+        this.withStripeIndex(b & this.stripeMask, new Deadline(Infinity), 'keys', () => {
+          got = this.walkBucket(b, prefix, withValue, true);
+        });
+      }
+      const now = Date.now();
+      for (const item of got!) {
+        if ((item[3] === 0 || item[3] > now) && !seen.has(item[0])) {
+          seen.add(item[0]);
+          yield item;
+        }
+      }
+    }
+  }
+
+  /** One read of bucket `b`'s chain: [key, raw value, revision, expires] of matching live entries, or null if it moved. */
+  private walkBucket(b: number, prefix: string | undefined, withValue: boolean, locked: boolean): [string, unknown, number, number][] | null {
+    const u32 = this.u32;
+    const ver = (this.stripeAt(b & this.stripeMask) + L.ST_VERSION) >> 2;
+    const v1 = Atomics.load(u32, ver);
+    const out: [string, unknown, number, number][] = [];
+    let link = Atomics.load(u32, (this.buckets0 + 4 * b) >> 2);
+    for (let steps = 0; link !== 0; steps++) {
+      if (link > this.maxEntries || steps >= this.maxEntries) {
+        if (!locked && Atomics.load(u32, ver) !== v1) return null;
+        throw this.corrupt(`bucket ${b}: a chain links out of range or has a cycle`);
+      }
+      const e = this.entryAt(link - 1);
+      const seq = Atomics.load(u32, e >> 2);
+      const m = e + L.E_META + (seq & 1) * L.META_SIZE;
+      const rev = this.f64[(m + L.M_REV) >> 3]!;
+      if (rev > 0) {
         const klen = u32[(e + L.E_KEYLEN) >> 2]!;
         const expires = this.f64[(m + L.M_EXPIRES) >> 3]!;
-        let key = '';
-        let raw: unknown = null;
         let bad = klen > this.maxKeyBytes;
-        if (!bad) key = utf8Slice(this.u8, e + L.E_KEY, e + L.E_KEY + klen);
+        const key = bad ? '' : utf8Slice(this.u8, e + L.E_KEY, e + L.E_KEY + klen);
         const wanted = !bad && (prefix === undefined || key.startsWith(prefix));
+        let raw: unknown = null;
         if (wanted && withValue) {
           const start = this.valueStart(m);
           if (start < 0) bad = true;
@@ -566,17 +596,16 @@ export class SharedMap<T = unknown> extends Handle {
         }
         fullFence();
         if (Atomics.load(u32, e >> 2) !== seq) {
-          if (attempt < READ_RETRIES) continue;
-          break; // rewritten all the time: it is being written now, so it may be left out
-        }
-        if (bad) throw this.corrupt(`entry ${i} has a key length or value block out of range`);
-        if (wanted && (expires === 0 || expires > Date.now()) && !seen.has(key)) {
-          seen.add(key);
-          yield [key, raw, rev, expires];
-        }
-        break;
+          if (!locked) return null;
+        } else if (bad) {
+          if (!locked && Atomics.load(u32, ver) !== v1) return null;
+          throw this.corrupt(`entry ${(e - this.entries0) / this.esize} has a key length or value block out of range`);
+        } else if (wanted) out.push([key, raw, rev, expires]);
       }
+      link = Atomics.load(u32, (e + L.E_NEXT) >> 2);
     }
+    if (!locked && Atomics.load(u32, ver) !== v1) return null;
+    return out;
   }
 
   /** The keys (starting with `prefix`, if given). See walk() for the consistency. */
@@ -1091,6 +1120,29 @@ export class SharedMap<T = unknown> extends Handle {
     this.recordEntry(L.CHANGE_SET, e, rev);
     this.countWrite();
     return rev;
+  }
+
+  /**
+   * @internal For watchers, at each liveness interval: if a writer died holding a stripe lock or
+   * the heap lock (so its committed change may never have been recorded, and its space not given
+   * back), takes the lock over and runs the recovery, which records a RESYNC for watchers. Cheap
+   * when nobody died: one load per lock, and a liveness check only of locks held right now.
+   */
+  reapDead(): void {
+    if (this.life.released || this.i32.length === 0) return;
+    let dead = this.needsRecovery();
+    for (const m of [...this.stripeLocks, this.heapLock]) {
+      if (dead) break;
+      if (!m.locked || m.ownedByMe) continue;
+      const g = m.tryLock(); // checks the holder's liveness; takes a dead holder's lock over
+      if (g === null) continue;
+      if (g.recovered) {
+        this.markRecovery();
+        dead = true;
+      }
+      g.unlock();
+    }
+    if (dead) this.recover(new Deadline(Infinity), 'watch');
   }
 
   /**

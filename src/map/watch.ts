@@ -13,7 +13,7 @@ import { invalidArg } from '../errors';
 import { checkSignal, isAborted } from '../abort';
 import { fullFence } from '../fence';
 import { checkObject } from '../validate';
-import { Deadline } from '../wait';
+import { Deadline, tuning } from '../wait';
 import { utf8Slice } from '../codec/utf8';
 import * as L from './layout';
 import type { SharedMap } from './map';
@@ -51,6 +51,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
   private expiries = new Map<string, number>();
   private done = false;
   private unwrittenSince = -1;
+  private reapedAt = Date.now();
 
   constructor(private readonly map: SharedMap<T>, key: string | undefined, options: WatchOptions | undefined) {
     const o = checkObject('options', options);
@@ -197,8 +198,14 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       if (this.queue.length > 0) continue;
       const m = this.map;
       const cursor = this.cursor;
-      const wake = ready ? this.nextExpiry() : Date.now() + 2;
-      const deadline = new Deadline(wake === Infinity ? Infinity : Math.max(0, wake - Date.now()));
+      // Wake for the next expiry due, and at least every liveness interval to look for a writer
+      // that died between its commit and its record (reapDead: the recovery then records a RESYNC).
+      const wake = ready ? Math.min(this.nextExpiry(), Date.now() + tuning.livenessIntervalMs) : Date.now() + 2;
+      const deadline = new Deadline(Math.max(0, wake - Date.now()));
+      if (Date.now() - this.reapedAt >= tuning.livenessIntervalMs) {
+        this.reapedAt = Date.now();
+        m.reapDead();
+      }
       try {
         await m.changes.wait({ spin: 0, signal: this.signal }, deadline, () => this.done || Atomics.load(m.u32, (m.data + L.RING_HEAD) >> 2) !== cursor, null, 'watch');
       } catch (err) {
