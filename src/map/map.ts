@@ -1214,9 +1214,9 @@ export class SharedMap<T = unknown> extends Handle {
    */
   set(key: string, value: T, options?: SetOptions): number {
     this.assertOpen();
-    this.key(key);
     const { ttl, timeout, cond } = this.parseCond(options);
-    const { bytes, n } = this.encodeValue(value);
+    const { bytes, n } = this.encodeValue(value); // first: a codec (or toJSON) may call into this map
+    this.key(key);
     return this.withStripe(new Deadline(timeout), 'set', (st) => this.writeLocked(st, bytes, n, ttl === null ? 0 : Date.now() + ttl, cond));
   }
 
@@ -1273,6 +1273,7 @@ export class SharedMap<T = unknown> extends Handle {
       result = cur + by;
       if (!Number.isFinite(result)) throw this.errors.error(ErrorCodes.OVERFLOW, `${cur} + ${by} is not a finite number`);
       const { bytes, n } = this.encodeValue((text ? String(result) : result) as T);
+      this.key(key); // the codec ran user code, which may have used this handle's scratch key
       return this.writeLocked(st, bytes, n, ttl === null ? null : Date.now() + ttl, undefined);
     });
     return result;
