@@ -131,14 +131,18 @@ export class Heap {
   /** A block of at least `size` bytes (a multiple of 8, >= MIN_BLOCK), or -1 if none is free. */
   alloc(size: number): number {
     const bits = this.u32[(this.data + L.CLASS_BITS) >> 2]!;
-    for (let c = L.sizeClass(size); c < L.CLASSES; c++) {
+    const own = L.sizeClass(size);
+    for (let c = own; c < L.CLASSES; c++) {
       if ((bits & (1 << c)) === 0) continue;
-      // First fit, looking at a few blocks of the list (in the smallest class a block may be too small).
+      // In the request's own class a block may be too small: first fit over the whole list (bounded
+      // by the most blocks the heap can hold, against a cycle). In a larger class any block fits.
       let link = this.head(c);
-      for (let n = 0; link !== 0 && n < 8; n++) {
+      for (let n = 0; link !== 0; n++) {
+        if (n > this.size / L.MIN_BLOCK) throw new HeapDamage(`free list ${c} has a cycle`);
         const at = link - 1;
         const s = this.freeSize(at);
         if (s >= size) return this.take(at, s, size);
+        if (c !== own) break;
         link = this.word(at + 4);
       }
     }

@@ -34,7 +34,7 @@
  *                                               +16 u32 block (heap offset)  +20 u32 value length
  *        +72 key (UTF-8)
  *   watch records (64-aligned), REC_HEAD + round8(max key bytes) each:
- *        +0 u32 stamp (position + 1 once written, 0 while written)  +4 u32 type  +8 u32 key length
+ *        +0 u32 stamp ((2 pos + 2) mod 2^32 once written, (2 pos + 1) mod 2^32 while written)  +4 u32 type  +8 u32 key length
  *        +16 f64 revision  +24 key
  *   heap (64-aligned), value bytes: blocks, each 8-aligned, at least 16 B:
  *        +0 u32 size | USED (bit 0) | PREV_FREE (bit 1)
@@ -103,6 +103,9 @@ export const CHANGE_DELETE = 2;
 export const CHANGE_EXPIRE = 3;
 export const CHANGE_EVICT = 4;
 export const CHANGE_RESYNC = 5;
+/** A change record's stamp once position `pos` is written (even), and while it is (odd), mod 2^32. */
+export const stampDone = (pos: number): number => ((2 * (pos >>> 0) + 2) % 4294967296) >>> 0;
+export const stampWriting = (pos: number): number => ((2 * (pos >>> 0) + 1) % 4294967296) >>> 0;
 /** What a recorded change adds to the CHANGES word while a watcher sleeps. */
 export const STEP = 8;
 

@@ -46,7 +46,7 @@ export interface SharedMapOptions<T = unknown> extends OpenOptions {
   maxKeyBytes?: number;
   /** Bytes of the value heap: every value takes its length rounded up to 8, plus 8. Default 1 MiB. */
   valueBytes?: number;
-  /** Largest single value, in bytes. Default: 1 MiB or what the heap can hold, whichever is less. */
+  /** Largest single value, in bytes. Default: 1 MiB or half the heap less 8, whichever is less (so the largest value can be replaced). */
   maxValueSize?: number;
   /** When full: 'none' (default: ERR_SHMKIT_FULL) or 'lru' (evict the least recently used entries). */
   eviction?: 'none' | 'lru';
@@ -134,6 +134,7 @@ export interface MapRecovery {
   bytesFreed: number;
 }
 
+const FOREVER = new Deadline(Infinity);
 /** Lock-free read attempts before a read takes the stripe lock. */
 const READ_RETRIES = 32;
 const MISSING = Symbol('missing');
@@ -184,6 +185,9 @@ export class SharedMap<T = unknown> extends Handle {
   /** Counters of a handle without a slot. */
   private readonly local = { gets: 0, hits: 0, misses: 0, writes: 0 };
   private readonly watches = new Set<MapWatch<T>>();
+  /** The deadline and name of the write running now (the heap lock is taken within it). */
+  private deadline = new Deadline(Infinity);
+  private what = 'set';
 
   private constructor(segment: Segment, params: L.MapParams, codec: Codec<T>) {
     super(segment, `map "${segment.name}"`);
@@ -232,7 +236,9 @@ export class SharedMap<T = unknown> extends Handle {
     const maxKeyBytes = o.maxKeyBytes === undefined ? 64 : checkInt('options.maxKeyBytes', o.maxKeyBytes, 1, L.MAX_KEY_BYTES);
     const heapBytes = L.round8(o.valueBytes === undefined ? 1 << 20 : checkInt('options.valueBytes', o.valueBytes, L.MIN_BLOCK, L.MAX_HEAP));
     const fits = Math.min(L.MAX_VALUE_SIZE, heapBytes - L.BLOCK_HEAD);
-    const maxValueSize = o.maxValueSize === undefined ? Math.min(1 << 20, fits) : checkInt('options.maxValueSize', o.maxValueSize, 1, fits);
+    // By default a value of the largest size can be replaced: its old and new blocks fit at once.
+    const half = Math.max(1, Math.floor(heapBytes / 2) - L.BLOCK_HEAD);
+    const maxValueSize = o.maxValueSize === undefined ? Math.min(1 << 20, half) : checkInt('options.maxValueSize', o.maxValueSize, 1, fits);
     let buckets = 1;
     while (buckets < maxEntries) buckets *= 2;
     let stripes = 64;
@@ -464,7 +470,7 @@ export class SharedMap<T = unknown> extends Handle {
    * Reads the scratch key: `what` 0 = the value, 1 = presence, 2 = the entry. Lock-free, with
    * READ_RETRIES attempts, then under the stripe lock.
    */
-  private read(what: 0 | 1 | 2): unknown {
+  private read(what: 0 | 1 | 2, deadline = FOREVER): unknown {
     for (let attempt = 0; attempt < READ_RETRIES; attempt++) {
       const f = this.find(false);
       if (f === RETRY) continue;
@@ -483,12 +489,12 @@ export class SharedMap<T = unknown> extends Handle {
       this.touch(f.e);
       return what === 0 ? { raw } : { raw, rev, expires };
     }
-    return this.readLocked(what);
+    return this.readLocked(what, deadline);
   }
 
   /** The slow path: the same read under the stripe lock (a dead holder is recovered first). */
-  private readLocked(what: 0 | 1 | 2): unknown {
-    return this.withStripe(new Deadline(Infinity), 'get', () => {
+  private readLocked(what: 0 | 1 | 2, deadline: Deadline): unknown {
+    return this.withStripe(deadline, 'get', () => {
       const f = this.find(true);
       if (f === MISSING || this.expired((f as Found).m)) return MISSING;
       if (what === 1) return true;
@@ -543,7 +549,7 @@ export class SharedMap<T = unknown> extends Handle {
    * Weakly consistent, as a concurrent map's iterator: an entry written during the walk may or may
    * not be seen; every entry present throughout the walk is.
    */
-  private *walk(prefix: string | undefined, withValue: boolean): Generator<[string, unknown, number, number]> {
+  private *walk(prefix: string | undefined, withValue: boolean, deadline = FOREVER): Generator<[string, unknown, number, number]> {
     const seen = new Set<string>();
     for (let b = 0; b < this.params.buckets; b++) {
       this.assertOpen();
@@ -552,7 +558,7 @@ export class SharedMap<T = unknown> extends Handle {
       for (let attempt = 1; got === null && attempt < READ_RETRIES; attempt++) got = this.walkBucket(b, prefix, withValue, false);
       if (got === null) {
         // Rewritten all the time: read it under its stripe lock.
-        this.withStripeIndex(b & this.stripeMask, new Deadline(Infinity), 'keys', () => {
+        this.withStripeIndex(b & this.stripeMask, deadline, 'keys', () => {
           got = this.walkBucket(b, prefix, withValue, true);
         });
       }
@@ -623,14 +629,14 @@ export class SharedMap<T = unknown> extends Handle {
   }
 
   /** @internal Entries with revision and expiry, for watchers. */
-  *snapshot(prefix: string | undefined): Generator<[string, unknown, number, number]> {
-    yield* this.walk(prefix, true);
+  *snapshot(prefix: string | undefined, deadline: Deadline): Generator<[string, unknown, number, number]> {
+    yield* this.walk(prefix, true, deadline);
   }
 
   /** @internal The scratch key's raw entry (lock-free), for watchers: null if absent. */
-  peek(key: string): { raw: unknown; rev: number; expires: number } | null {
+  peek(key: string, deadline: Deadline): { raw: unknown; rev: number; expires: number } | null {
     this.key(key);
-    const r = this.read(2);
+    const r = this.read(2, deadline);
     return r === MISSING ? null : (r as { raw: unknown; rev: number; expires: number });
   }
 
@@ -654,10 +660,14 @@ export class SharedMap<T = unknown> extends Handle {
   }
 
   /** Takes the heap lock (a dead holder: marks the map for recovery and throws NeedRecovery). */
+  /**
+   * Takes the heap lock within the running operation's deadline. A dead holder, or a recovery owed
+   * (the heap may be damaged): marks the map for recovery and throws NeedRecovery.
+   */
   private lockHeap(): MutexGuard {
-    const g = this.heapLock.lockSync();
-    if (g.recovered) {
-      this.markRecovery();
+    const g = lockWithin(this.heapLock, this.deadline, this.errors.op(this.what), this.name);
+    if (g.recovered) this.markRecovery();
+    if (this.needsRecovery()) {
       g.unlock();
       throw new NeedRecovery();
     }
@@ -673,6 +683,8 @@ export class SharedMap<T = unknown> extends Handle {
     const st = this.khash & this.bucketMask & this.stripeMask;
     for (let round = 0; ; round++) {
       const g = lockWithin(this.stripeLocks[st]!, deadline, this.errors.op(what), this.name);
+      this.deadline = deadline;
+      this.what = what;
       let again = false;
       try {
         if (g.recovered) this.markRecovery();
@@ -688,7 +700,7 @@ export class SharedMap<T = unknown> extends Handle {
         g.unlock();
       }
       if (again) {
-        if (round >= 3) throw this.corrupt('the recovery did not make the map usable');
+        if (round >= 100) throw this.corrupt('the recovery did not make the map usable');
         this.recover(deadline, what); // it leaves the scratch key alone
       }
     }
@@ -704,6 +716,8 @@ export class SharedMap<T = unknown> extends Handle {
     try {
       for (const m of this.stripeLocks) held.push(lockWithin(m, deadline, this.errors.op(what), this.name));
       held.push(lockWithin(this.heapLock, deadline, this.errors.op(what), this.name));
+      // A lock taken over here from a dead writer owes a rebuild too, even if the last one just ran.
+      if (held.some((g) => g.recovered)) this.markRecovery();
       if (!this.needsRecovery()) return; // someone else did it meanwhile
       const r = this.rebuild();
       if (typeof r === 'string') throw this.corrupt(r);
@@ -720,6 +734,9 @@ export class SharedMap<T = unknown> extends Handle {
   private rebuild(): MapRecovery | string {
     const n = this.maxEntries;
     const u32 = this.u32;
+    // First: a reader standing on an entry that is about to be relinked into the free list must
+    // see its stripe's version move before it can follow the new link.
+    for (let st = 0; st < this.stripes; st++) Atomics.add(u32, (this.stripeAt(st) + L.ST_VERSION) >> 2, 1);
     const reached = new Uint8Array(n);
     const live: LiveBlock[] = [];
     let count = 0;
@@ -945,6 +962,10 @@ export class SharedMap<T = unknown> extends Handle {
       g = this.lockHeap();
     } catch (err) {
       if (err instanceof NeedRecovery) return;
+      if (err instanceof ShmkitError && err.code === ErrorCodes.TIMEOUT) {
+        this.markRecovery(); // the write stands; the rebuild gives back what it could not free
+        return;
+      }
       throw err;
     }
     try {
@@ -989,25 +1010,24 @@ export class SharedMap<T = unknown> extends Handle {
   private makeRoom(st: number, keep: number): boolean {
     if (this.purge(st, keep, 64) > 0) return true;
     if (!this.params.lru) return this.purge(st, keep, Infinity) > 0;
-    for (let round = 0; round < 8; round++) {
-      let victim = -1;
-      let oldest = -1;
+    const n = this.maxEntries;
+    for (let round = 0; round < 16; round++) {
+      // A sample: up to 16 live entries from a random place, looking as far as it takes to find
+      // one (live entries may be few and far apart when the heap, not the entries, is full).
       const now = (Atomics.load(this.u32, (this.data + L.CLOCK) >> 2) + 1) >>> 0;
-      const start = Math.floor(Math.random() * this.maxEntries);
-      for (let k = 0, seen = 0; k < this.maxEntries && seen < 16 && k < 256; k++) {
-        const e = this.entryAt((start + k) % this.maxEntries);
+      const sample: [number, number][] = [];
+      const start = Math.floor(Math.random() * n);
+      for (let k = 0; k < n && sample.length < 16 && (sample.length === 0 || k < 256); k++) {
+        const e = this.entryAt((start + k) % n);
         if (e === keep) continue;
         const seq = Atomics.load(this.u32, e >> 2);
         if (!(this.f64[(e + L.E_META + (seq & 1) * L.META_SIZE) >> 3]! > 0)) continue;
-        seen++;
-        const age = (now - this.u32[(e + L.E_USED) >> 2]!) >>> 0; // in clock steps, modulo 2^32
-        if (age > oldest) {
-          oldest = age;
-          victim = e;
-        }
+        sample.push([(now - this.u32[(e + L.E_USED) >> 2]!) >>> 0, e]); // age in clock steps, modulo 2^32
       }
-      if (victim < 0) return false;
-      if (this.removeEntry(st, victim, L.CHANGE_EVICT)) return true;
+      if (sample.length === 0) return false; // nothing to evict
+      sample.sort((x, y) => y[0] - x[0]);
+      // The oldest whose stripe is free (or ours); if every one is busy, sample again.
+      for (const [, e] of sample) if (this.removeEntry(st, e, L.CHANGE_EVICT)) return true;
     }
     return false;
   }
@@ -1081,9 +1101,11 @@ export class SharedMap<T = unknown> extends Handle {
     }
     if (cond !== undefined) this.check(found, cond);
     const size = L.blockSize(n);
+    // An update needs its new block beside the old one: if both cannot fit, nothing is evicted for it.
+    if (found !== null && size + L.blockSize(this.u32[(found.f.m + L.M_LEN) >> 2]!) > this.valueBytes) throw this.full(false);
     let got = this.allocate(size, found === null);
     for (let tries = 0; got === null; tries++) {
-      if (tries >= 64 || !this.makeRoom(st, found === null ? -1 : found.f.e)) {
+      if (tries >= 256 || !this.makeRoom(st, found === null ? -1 : found.f.e)) {
         this.reapDeadLocks(st);
         throw this.full(found === null);
       }
@@ -1142,7 +1164,7 @@ export class SharedMap<T = unknown> extends Handle {
       }
       g.unlock();
     }
-    if (dead) this.recover(new Deadline(Infinity), 'watch');
+    if (dead) this.recover(new Deadline(0), 'watch'); // never waits: a busy lock throws TIMEOUT, tried again later
   }
 
   /**
@@ -1223,9 +1245,9 @@ export class SharedMap<T = unknown> extends Handle {
   /** Deletes the key. Returns whether it was there (an expired key counts as absent). */
   delete(key: string, options?: DeleteOptions): boolean {
     this.assertOpen();
-    this.key(key);
     const { timeout, cond } = this.parseCond(options);
     if (cond !== undefined && (cond.ifAbsent !== undefined || cond.ifPresent !== undefined)) throw invalidArg('options', 'delete takes ifRevision only');
+    this.key(key); // last: reading the options may run user code (getters) that uses this handle
     return this.withStripe(new Deadline(timeout), 'delete', (st) => {
       const found = this.findLocked();
       if (found === null) {
@@ -1251,10 +1273,10 @@ export class SharedMap<T = unknown> extends Handle {
    */
   increment(key: string, by = 1, options?: IncrementOptions): number {
     this.assertOpen();
-    this.key(key);
     if (typeof by !== 'number' || !Number.isFinite(by)) throw invalidArg('by', `must be a finite number, got ${describe(by)}`);
     if (this.plan.fastSend === 'value') throw invalidArg('key', `increment needs a codec that stores numbers; codec ${this.codec.name} stores bytes`);
     const { ttl, timeout } = this.parseCond(options);
+    this.key(key);
     const text = this.codec.name === 'utf8';
     let result = 0;
     this.withStripe(new Deadline(timeout), 'increment', (st) => {
@@ -1280,9 +1302,9 @@ export class SharedMap<T = unknown> extends Handle {
   }
 
   /** @internal Removes the key if it has expired (watchers call it when an expiry they know of is due). */
-  expireKey(key: string): void {
+  expireKey(key: string, deadline: Deadline): void {
     this.key(key);
-    this.withStripe(new Deadline(Infinity), 'expire', (st) => {
+    this.withStripe(deadline, 'expire', (st) => {
       const found = this.findLocked();
       if (found !== null && this.expired(found.f.m)) this.removeLocked(st, found.f, found.link, L.CHANGE_EXPIRE);
     });
@@ -1351,6 +1373,8 @@ export class SharedMap<T = unknown> extends Handle {
           if (g.recovered) this.markRecovery();
         }
         if (!this.needsRecovery()) {
+          this.deadline = deadline;
+          this.what = 'clear';
           const g = this.lockHeap();
           try {
             return this.clearLocked();
@@ -1366,7 +1390,7 @@ export class SharedMap<T = unknown> extends Handle {
         for (let i = held.length - 1; i >= 0; i--) held[i]!.unlock();
       }
       if (again) {
-        if (round >= 3) throw this.corrupt('the recovery did not make the map usable');
+        if (round >= 100) throw this.corrupt('the recovery did not make the map usable');
         this.recover(deadline, 'clear');
       }
     }
@@ -1427,13 +1451,13 @@ export class SharedMap<T = unknown> extends Handle {
     if (Atomics.load(u32, (this.data + L.WATCHERS) >> 2) === 0) return;
     const pos = Atomics.add(u32, (this.data + L.RING_HEAD) >> 2, 1);
     const r = this.recordAt(pos);
-    Atomics.store(u32, (r + L.R_STAMP) >> 2, 0);
+    Atomics.store(u32, (r + L.R_STAMP) >> 2, L.stampWriting(pos));
     Atomics.load(u32, (r + L.R_STAMP) >> 2); // later stores stay after the stamp's (arm64)
     u32[(r + L.R_TYPE) >> 2] = type;
     u32[(r + L.R_KEYLEN) >> 2] = klen;
     this.f64[(r + L.R_REV) >> 3] = rev;
     if (klen > 0) this.u8.copy(this.u8, r + L.R_KEY, keyAt, keyAt + Math.min(klen, this.maxKeyBytes));
-    Atomics.store(u32, (r + L.R_STAMP) >> 2, (pos + 1) >>> 0);
+    Atomics.store(u32, (r + L.R_STAMP) >> 2, L.stampDone(pos));
     if ((Atomics.load(this.i32, this.changes.word) & WAITING) === 0) return;
     Atomics.add(this.i32, this.changes.word, L.STEP);
     this.changes.wakeWaiters();

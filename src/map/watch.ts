@@ -9,7 +9,7 @@
  * a recovery asked for it), it rescans the map and reports what differs from what it reported
  * last: the latest value of a watched key is never missed. See docs/design.md ("Watching").
  */
-import { invalidArg } from '../errors';
+import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
 import { checkSignal, isAborted } from '../abort';
 import { fullFence } from '../fence';
 import { checkObject } from '../validate';
@@ -36,6 +36,8 @@ export interface MapChange<T> {
   revision: number;
 }
 
+/** A watcher never waits for a lock: every read it makes under one only tries. */
+const now = (): Deadline => new Deadline(0);
 const TYPES: Record<number, MapChange<unknown>['type']> = { [L.CHANGE_SET]: 'set', [L.CHANGE_DELETE]: 'delete', [L.CHANGE_EXPIRE]: 'expire', [L.CHANGE_EVICT]: 'evict' };
 /** How long a claimed record may stay unwritten before the watcher stops waiting for it and rescans. */
 const UNWRITTEN_MS = 50;
@@ -51,6 +53,10 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
   private expiries = new Map<string, number>();
   private done = false;
   private unwrittenSince = -1;
+  /** A rescan met a busy lock: it is owed, and tried again at the next tick. */
+  private owed = false;
+  /** The owed scan is the first one of a watch without `initial`: it reports nothing. */
+  private quiet = false;
   private reapedAt = Date.now();
 
   constructor(private readonly map: SharedMap<T>, key: string | undefined, options: WatchOptions | undefined) {
@@ -64,7 +70,11 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     // Registered first, then the cursor: every change committed after this point is recorded.
     this.cursor = Atomics.load(map.u32, (map.data + L.RING_HEAD) >> 2);
     try {
-      this.scan(o.initial === true);
+      if (!this.tryNow(() => this.scan(o.initial === true))) {
+        // A chain is held right now: the first scan is owed (reporting only if `initial`).
+        this.owed = true;
+        this.quiet = o.initial !== true;
+      }
     } catch (err) {
       this.close();
       throw err;
@@ -86,23 +96,49 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       if (report && this.known.get(key) !== rev) this.queue.push({ type: 'set', key, value: this.map.decodeRaw(raw), revision: rev });
     };
     if (this.prefix) {
-      for (const [key, raw, rev, expires] of this.map.snapshot(this.key)) add(key, raw, rev, expires);
+      for (const [key, raw, rev, expires] of this.map.snapshot(this.key, now())) add(key, raw, rev, expires);
     } else {
-      const r = this.map.peek(this.key!);
+      const r = this.map.peek(this.key!, now());
       if (r !== null) add(this.key!, r.raw, r.rev, r.expires);
     }
     if (report) {
-      for (const [key, rev] of this.known) if (!seen.has(key)) this.queue.push({ type: 'delete', key, revision: rev });
+      const t = Date.now();
+      for (const [key, rev] of this.known) {
+        if (seen.has(key)) continue;
+        const exp = this.expiries.get(key);
+        this.queue.push({ type: exp !== undefined && exp <= t ? 'expire' : 'delete', key, revision: rev });
+      }
     }
     for (const key of this.expiries.keys()) if (!seen.has(key)) this.expiries.delete(key);
     this.known = seen;
   }
 
-  /** Rescans from the ring's current head. */
+  /**
+   * Rescans from the ring's current head. A watcher never waits for a lock: if a chain it must
+   * read is held (by a writer stopped with its lock, say), the rescan is owed and tried again at
+   * the next tick.
+   */
   private resync(): void {
-    this.cursor = Atomics.load(this.map.u32, (this.map.data + L.RING_HEAD) >> 2);
+    const cursor = Atomics.load(this.map.u32, (this.map.data + L.RING_HEAD) >> 2);
     this.unwrittenSince = -1;
-    this.scan(true);
+    if (!this.tryNow(() => this.scan(!this.quiet))) {
+      this.owed = true;
+      return;
+    }
+    this.owed = false;
+    this.quiet = false;
+    this.cursor = cursor;
+  }
+
+  /** Runs `fn`; false if it met a busy lock (ERR_SHMKIT_TIMEOUT from a deadline of 0). */
+  private tryNow(fn: () => void): boolean {
+    try {
+      fn();
+      return true;
+    } catch (err) {
+      if (err instanceof ShmkitError && err.code === ErrorCodes.TIMEOUT) return false;
+      throw err;
+    }
   }
 
   /** Reads the records that are there; returns false if it must wait for one being written. */
@@ -111,6 +147,10 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     const u32 = m.u32;
     const cap = m.params.watchRecords;
     for (;;) {
+      if (this.owed) {
+        this.resync();
+        if (this.owed) return false;
+      }
       const head = Atomics.load(u32, (m.data + L.RING_HEAD) >> 2);
       if (head === this.cursor) return true;
       if (((head - this.cursor) >>> 0) > cap) {
@@ -119,7 +159,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       }
       const r = m.recordAt(this.cursor);
       const stamp = Atomics.load(u32, (r + L.R_STAMP) >> 2);
-      if (stamp !== ((this.cursor + 1) >>> 0)) {
+      if (stamp !== L.stampDone(this.cursor)) {
         // Not written yet (or by a writer that died): wait a little, then stop trusting the ring.
         const now = Date.now();
         if (this.unwrittenSince < 0) this.unwrittenSince = now;
@@ -145,7 +185,12 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       if (!this.matches(key)) continue;
       if (type === L.CHANGE_SET) {
         // The value now: a later write coalesces with this one (its own record is then a duplicate).
-        const cur = m.peek(key);
+        const box: { cur: ReturnType<SharedMap<T>['peek']> } = { cur: null };
+        if (!this.tryNow(() => (box.cur = m.peek(key, now())))) {
+          this.owed = true; // its chain is held: read everything again at the next tick
+          return false;
+        }
+        const cur = box.cur;
         if (cur === null) continue; // removed since: its own record follows
         if (cur.expires !== 0) this.expiries.set(key, cur.expires);
         else this.expiries.delete(key);
@@ -167,12 +212,9 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
 
   /** Removes watched keys whose expiry has come (each removal records an 'expire' change). */
   private expireDue(): void {
-    const now = Date.now();
+    const t = Date.now();
     for (const [key, at] of this.expiries) {
-      if (at <= now) {
-        this.expiries.delete(key);
-        this.map.expireKey(key);
-      }
+      if (at <= t && this.tryNow(() => this.map.expireKey(key, now()))) this.expiries.delete(key); // else: its stripe is busy, next tick
     }
   }
 
@@ -200,11 +242,11 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       const cursor = this.cursor;
       // Wake for the next expiry due, and at least every liveness interval to look for a writer
       // that died between its commit and its record (reapDead: the recovery then records a RESYNC).
-      const wake = ready ? Math.min(this.nextExpiry(), Date.now() + tuning.livenessIntervalMs) : Date.now() + 2;
+      const wake = this.owed ? Date.now() + 20 : ready ? Math.min(this.nextExpiry(), Date.now() + tuning.livenessIntervalMs) : Date.now() + 2;
       const deadline = new Deadline(Math.max(0, wake - Date.now()));
       if (Date.now() - this.reapedAt >= tuning.livenessIntervalMs) {
         this.reapedAt = Date.now();
-        m.reapDead();
+        this.tryNow(() => m.reapDead()); // a lock held by a live writer: next tick
       }
       try {
         await m.changes.wait({ spin: 0, signal: this.signal }, deadline, () => this.done || Atomics.load(m.u32, (m.data + L.RING_HEAD) >> 2) !== cursor, null, 'watch');
