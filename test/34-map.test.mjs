@@ -366,6 +366,159 @@ describe('SharedMap across processes', () => {
     }));
 });
 
+describe('SharedMap: a writer killed at each step of a write', () => {
+  // Each case: the state before, the operation the child dies in, and what a reader must see after.
+  const cases = [
+    { point: 'after-allocate', op: 'set', args: ['new', 'n'], expect: (m) => assert.equal(m.get('new'), undefined) },
+    { point: 'after-commit', op: 'set', args: ['new', 'n'], expect: (m) => {
+      assert.equal(m.get('new'), undefined, 'an insert is committed by its link, not its seq');
+      assert.ok(![...m.keys()].includes('new'), 'keys() does not report an entry left unlinked');
+    } },
+    { point: 'before-free-old', op: 'set', args: ['a', 'A2'], expect: (m) => assert.equal(m.get('a'), 'A2') },
+    { point: 'after-unlink', op: 'delete', args: ['a'], expect: (m) => assert.equal(m.get('a'), undefined) },
+    { point: 'before-record', op: 'set', args: ['a', 'A2'], expect: (m) => assert.equal(m.get('a'), 'A2') },
+    { point: 'inside-heap-free', op: 'set', args: ['a', 'A2'], expect: (m) => assert.ok(['A1', 'A2'].includes(m.get('a'))) },
+    { point: 'inside-rebuild', op: 'set', args: ['a', 'A2'], markRecovery: true, expect: (m) => assert.equal(m.get('a'), 'A1') },
+    { point: 'inside-clear', op: 'clear', args: [], expect: (m) => assert.equal(m.get('a'), undefined) },
+  ];
+  for (const c of cases) {
+    test(`${c.op} killed at ${c.point}: every key old or new, nothing leaked, watchers get the latest value`, async () =>
+      withMap({ maxEntries: 16, valueBytes: 2048, stripes: 4 }, async (m, name) => {
+        m.set('a', 'A1');
+        for (let i = 0; i < 6; i++) m.set(`k${i}`, `v${i}`);
+        const w = m.watch('a');
+        const r = await watchdog(child('dieAt', { name, point: c.point, op: c.op, args: c.args, markRecovery: c.markRecovery }).exited, 30_000, 'dying writer');
+        assert.equal(r.signal, 'SIGKILL', `the child died at ${c.point}: ${r.err}${r.out}`);
+        c.expect(m);
+        if (c.point === 'before-record') {
+          // The change was never recorded, and nobody else writes: the watcher itself finds the
+          // dead writer's lock, runs the recovery, rescans, and reports the value.
+          let got;
+          do got = await nextChange(w, 'watch after a writer died before its record');
+          while (!(got.type === 'set' && got.value === 'A2'));
+        }
+        const v = m.verify({ timeout: 20_000 }); // runs the recovery the dead writer's locks owe
+        assert.ok(v.ok, v.problems.join('; '));
+        assert.ok(m.stats().recoveries >= 1 || ['after-unlink-none'].includes(c.point), 'the map was recovered');
+        if (c.point !== 'inside-clear') for (let i = 0; i < 6; i++) assert.equal(m.get(`k${i}`), `v${i}`, 'other keys are untouched');
+        // Space is all there: fill the map with new keys and values.
+        m.clear();
+        for (let i = 0; i < 16; i++) m.set(`f${i}`, 'x'.repeat(40));
+        assert.ok(m.verify().ok);
+        w.close();
+      }));
+  }
+});
+
+describe('SharedMap: regressions of the review', () => {
+  test('a writer stopped while it holds the heap lock: writes and verify() keep their timeout; once it dies, the map recovers', async () =>
+    withMap({ maxEntries: 16 }, async (m, name) => {
+      m.set('a', 1);
+      const holder = child('holdLock', { name });
+      try {
+        await holder.waitFor(/holding/);
+        await sleep(100); // stopped by now
+        for (const op of [() => m.set('b', 2, { timeout: 200 }), () => m.increment('n', 1, { timeout: 200 }), () => m.clear({ timeout: 200 }), () => m.verify({ timeout: 200 })]) {
+          assert.throws(op, code(ErrorCodes.TIMEOUT));
+        }
+        assert.equal(m.get('a'), 1, 'reads take no lock');
+        // A delete commits without the heap lock; what it frees is left to the recovery, which is owed now.
+        assert.equal(m.delete('a', { timeout: 200 }), true);
+        assert.equal(m.get('a'), undefined);
+        assert.throws(() => m.set('c', 3, { timeout: 200 }), code(ErrorCodes.TIMEOUT));
+      } finally {
+        holder.child.kill('SIGKILL');
+        await watchdog(holder.exited, 20_000, 'holder');
+      }
+      m.set('b', 2, { timeout: 20_000 });
+      const v = m.verify();
+      assert.ok(v.ok, v.problems.join('; '));
+      assert.ok(m.stats().recoveries >= 1);
+    }));
+
+  test('a watcher never blocks on a stopped writer\'s stripe: its signal ends it in time', async () =>
+    withMap({ maxEntries: 16, stripes: 1 }, async (m, name) => {
+      m.set('t', 1, { ttl: 50 });
+      const w = m.watch('t', { signal: AbortSignal.timeout(500) });
+      const holder = child('holdLock', { name, stripe: 0 });
+      await holder.waitFor(/holding/);
+      try {
+        const started = Date.now();
+        await assert.rejects(watchdog((async () => { for (;;) await w.next(); })(), 10_000, 'watch with a stopped writer'), (e) => e.name === 'AbortError' || e.name === 'TimeoutError');
+        assert.ok(Date.now() - started < 9_000);
+      } finally {
+        holder.child.kill('SIGKILL');
+        await watchdog(holder.exited, 20_000, 'holder');
+      }
+    }));
+
+  test('LRU: sparse live entries (the heap, not the entries, is full) and several processes evict instead of failing', async () => {
+    await withMap({ maxEntries: 4096, valueBytes: 4096, eviction: 'lru', codec: 'bytes' }, (m) => {
+      const buf = Buffer.alloc(1200);
+      for (let i = 0; i < 3000; i++) m.set(`k${i}`, buf.subarray(0, 16 + (i * 37) % 1000));
+      assert.ok(m.stats().evictions > 0);
+      assert.ok(m.verify().ok);
+    });
+    await withMap({ maxEntries: 256, valueBytes: 64 * 1024, eviction: 'lru', stripes: 2, codec: 'bytes' }, async (m, name) => {
+      const rs = await Promise.all([1, 2, 3].map((seed) => result(child('lruWriter', { name, seed, ops: 5000, keys: 2000 }), 120_000, 'lru writer')));
+      assert.deepEqual(rs.map((r) => r.full), [0, 0, 0], 'no write failed with FULL');
+      assert.ok(m.verify().ok);
+    });
+  });
+
+  test('an update that cannot fit beside its old value fails with FULL and evicts nothing', () =>
+    withMap({ maxEntries: 64, valueBytes: 4096, maxValueSize: 4000, eviction: 'lru' }, (m) => {
+      for (let i = 0; i < 10; i++) m.set(`s${i}`, i);
+      m.set('big', 'x'.repeat(2500));
+      assert.throws(() => m.set('big', 'y'.repeat(2500)), code(ErrorCodes.FULL));
+      assert.equal(m.size, 11);
+      assert.equal(m.stats().evictions, 0);
+      assert.equal(m.get('big'), 'x'.repeat(2500));
+    }));
+
+  test('the heap finds the one fitting block deep in its size class', () =>
+    withMap({ maxEntries: 32, valueBytes: 928, codec: 'bytes' }, (m) => {
+      // Blocks of 120 (g0) and 72 bytes (g1..g9), each followed by a 16-byte pin: the heap exactly.
+      m.set('g0', Buffer.alloc(112));
+      m.set('p0', Buffer.alloc(8));
+      for (let i = 1; i <= 9; i++) {
+        m.set(`g${i}`, Buffer.alloc(64));
+        m.set(`p${i}`, Buffer.alloc(8));
+      }
+      assert.equal(m.verify().bytesFree, 0);
+      for (let i = 0; i <= 9; i++) m.delete(`g${i}`); // g0 first: the 120-byte block ends up last on its list
+      m.set('x', Buffer.alloc(112));
+      assert.equal(m.get('x').length, 112);
+      assert.ok(m.verify().ok);
+    }));
+
+  test('change records across the 2^32 wrap of their position: a watcher misses nothing', async () =>
+    withMap({ maxEntries: 16, watchRecords: 4 }, async (m) => {
+      Atomics.store(m.u32, (m.data + 76) >> 2, 0xfffffffb); // the claimed-records word, near its wrap
+      const w = m.watch('w');
+      for (let i = 0; i < 10; i++) {
+        m.set('w', i);
+        let got;
+        do got = await nextChange(w, 'watch across the wrap');
+        while (got.value !== i);
+      }
+      w.close();
+    }));
+
+  test('an options getter that uses the same handle cannot redirect a delete or an increment', () =>
+    withMap({}, (m) => {
+      m.set('a', 1);
+      m.set('b', 2);
+      m.set('c', 100);
+      m.set('d', 200);
+      assert.equal(m.delete('a', { get timeout() { m.get('b'); return 1000; } }), true);
+      assert.equal(m.get('a'), undefined);
+      assert.equal(m.get('b'), 2);
+      assert.equal(m.increment('c', 1, { get timeout() { m.get('d'); return 1000; } }), 101);
+      assert.equal(m.get('d'), 200);
+    }));
+});
+
 describe('SharedMap with garbage in shared memory', () => {
   test('garbage in the buckets, entries, stripes, header, free lists and heap gives typed errors, never a crash or hang', async () => {
     const regions = ['header', 'stripes', 'buckets', 'entries', 'heap', 'records'];

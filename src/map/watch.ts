@@ -214,7 +214,9 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
   private expireDue(): void {
     const t = Date.now();
     for (const [key, at] of this.expiries) {
-      if (at <= t && this.tryNow(() => this.map.expireKey(key, now()))) this.expiries.delete(key); // else: its stripe is busy, next tick
+      if (at > t) continue;
+      if (this.tryNow(() => this.map.expireKey(key, now()))) this.expiries.delete(key);
+      else this.expiries.set(key, t + 20); // its stripe is busy: try again a little later
     }
   }
 
@@ -243,7 +245,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       // Wake for the next expiry due, and at least every liveness interval to look for a writer
       // that died between its commit and its record (reapDead: the recovery then records a RESYNC).
       const wake = this.owed ? Date.now() + 20 : ready ? Math.min(this.nextExpiry(), Date.now() + tuning.livenessIntervalMs) : Date.now() + 2;
-      const deadline = new Deadline(Math.max(0, wake - Date.now()));
+      const deadline = new Deadline(Math.max(1, wake - Date.now())); // at least 1 ms: timers and I/O get their turn
       if (Date.now() - this.reapedAt >= tuning.livenessIntervalMs) {
         this.reapedAt = Date.now();
         this.tryNow(() => m.reapDead()); // a lock held by a live writer: next tick
