@@ -651,9 +651,14 @@ async function main() {
     }
   }
   let rss = null;
+  let rssSmall = null;
   if (wanted('shmkit') && !skipped.has('shmkit')) {
     if (progress) process.stderr.write(`  shmkit RSS: ${rssOps / 1e6} M operations...\n`);
     rss = await runTrial(`shmkit SharedMap RSS over ${rssOps / 1e6} M operations`, 'map.mjs', ['--rss', rssOps], true, ['--expose-gc']);
+    // The same with V8's young generation held at 1 MiB semi-spaces: what grows with Node's
+    // defaults is V8 sizing its young generation up (to 2 x 16 MiB) under the allocation rate,
+    // once; this run shows what the map itself does with memory.
+    rssSmall = await runTrial(`shmkit SharedMap RSS over ${rssOps / 1e6} M operations, --max-semi-space-size=1`, 'map.mjs', ['--rss', rssOps], true, ['--expose-gc', '--max-semi-space-size=1']);
   }
 
   // Tables: one per operation, operations per second, median (min-max), ratio to Redis one at a time.
@@ -684,11 +689,16 @@ async function main() {
   if (rss) {
     console.log(`\n## RSS over ${rssOps / 1e6} M operations\n`);
     const f = (v) => (Number.isFinite(v) ? v.toFixed(2) : '-');
-    console.log(table(['shmkit SharedMap (bytes), 90 % get / 10 % set', 'RSS after 10 % / at the end, MiB', 'growth, MiB', 'of which shared memory (RssShmem)', 'of which the process\'s own (RssAnon)', 'JS heap used after 10 % / at the end, MiB', 'ops/s'], [[
-      `${RSS_KEYS} keys, each set switching its value between 64 B and 1 KiB`,
-      `${rss.rss_first_mib.toFixed(1)} / ${rss.rss_end_mib.toFixed(1)}`, f(rss.growth_mib), f(rss.shmem_growth_mib), f(rss.anon_growth_mib),
-      `${rss.heap_first_mib.toFixed(1)} / ${rss.heap_end_mib.toFixed(1)}`, num(rss.value),
-    ]]));
+    const rssRow = (r, how) => [
+      `${RSS_KEYS} keys, each set switching its value between 64 B and 1 KiB; ${how}`,
+      `${r.rss_first_mib.toFixed(1)} / ${r.rss_end_mib.toFixed(1)}`, f(r.growth_mib), f(r.shmem_growth_mib), f(r.anon_growth_mib),
+      `${r.heap_first_mib.toFixed(1)} / ${r.heap_end_mib.toFixed(1)}`, num(r.value),
+    ];
+    console.log(table(['shmkit SharedMap (bytes), 90 % get / 10 % set', 'RSS after 10 % / at the end, MiB', 'growth, MiB', 'of which shared memory (RssShmem)', 'of which the process\'s own (RssAnon)', 'JS heap used after 10 % / at the end, MiB', 'ops/s'], [
+      rssRow(rss, "Node's defaults"),
+      ...(rssSmall ? [rssRow(rssSmall, 'node --max-semi-space-size=1')] : []),
+    ]));
+    if (rssSmall) console.log(`\nWith --max-semi-space-size=1, RSS after each tenth, MiB: ${rssSmall.rss_tenths_mib.map((x) => x.toFixed(1)).join(', ')}.`);
     console.log(`\nFlat: RSS grew less than ${RSS_FLAT_MIB} MiB between the sample after the first 10 % of the operations and the end (process.memoryUsage().rss, each sample taken after a full GC: node --expose-gc). RSS after each tenth of the operations, MiB: ${rss.rss_tenths_mib.map((x) => x.toFixed(1)).join(', ')}. RssShmem counts the pages of shared memory (the map) this process has touched, RssAnon its own memory (JS heap, native allocations), both from /proc/self/status.${rss.stats ? ` Map stats at the end: ${rss.stats.entries} entries, ${rss.stats.hits} hits, ${rss.stats.misses} misses, ${(rss.stats.bytesUsed / (1 << 20)).toFixed(1)} MiB of values in live blocks (of ${MAP_OPTIONS.valueBytes >> 20} MiB).` : ''}`);
   }
 
