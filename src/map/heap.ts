@@ -132,17 +132,21 @@ export class Heap {
   alloc(size: number): number {
     const bits = this.u32[(this.data + L.CLASS_BITS) >> 2]!;
     const own = L.sizeClass(size);
-    for (let c = own; c < L.CLASSES; c++) {
+    // A larger class first: its first block always fits (one step). Only when they are all empty,
+    // first fit over the request's own class, where a block may be too small (bounded by the most
+    // blocks the heap can hold, against a cycle).
+    for (let c = own + 1; c < L.CLASSES; c++) {
       if ((bits & (1 << c)) === 0) continue;
-      // In the request's own class a block may be too small: first fit over the whole list (bounded
-      // by the most blocks the heap can hold, against a cycle). In a larger class any block fits.
-      let link = this.head(c);
+      const at = this.head(c) - 1;
+      return this.take(at, this.freeSize(at), size);
+    }
+    if ((bits & (1 << own)) !== 0) {
+      let link = this.head(own);
       for (let n = 0; link !== 0; n++) {
-        if (n > this.size / L.MIN_BLOCK) throw new HeapDamage(`free list ${c} has a cycle`);
+        if (n > this.size / L.MIN_BLOCK) throw new HeapDamage(`free list ${own} has a cycle`);
         const at = link - 1;
         const s = this.freeSize(at);
         if (s >= size) return this.take(at, s, size);
-        if (c !== own) break;
         link = this.word(at + 4);
       }
     }

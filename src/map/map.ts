@@ -237,7 +237,7 @@ export class SharedMap<T = unknown> extends Handle {
     const heapBytes = L.round8(o.valueBytes === undefined ? 1 << 20 : checkInt('options.valueBytes', o.valueBytes, L.MIN_BLOCK, L.MAX_HEAP));
     const fits = Math.min(L.MAX_VALUE_SIZE, heapBytes - L.BLOCK_HEAD);
     // By default a value of the largest size can be replaced: its old and new blocks fit at once.
-    const half = Math.max(1, Math.floor(heapBytes / 2) - L.BLOCK_HEAD);
+    const half = Math.max(1, Math.floor(heapBytes / 16) * 8 - L.BLOCK_HEAD);
     const maxValueSize = o.maxValueSize === undefined ? Math.min(1 << 20, half) : checkInt('options.maxValueSize', o.maxValueSize, 1, fits);
     let buckets = 1;
     while (buckets < maxEntries) buckets *= 2;
@@ -714,10 +714,13 @@ export class SharedMap<T = unknown> extends Handle {
   private recover(deadline: Deadline, what: string): void {
     const held: MutexGuard[] = [];
     try {
-      for (const m of this.stripeLocks) held.push(lockWithin(m, deadline, this.errors.op(what), this.name));
-      held.push(lockWithin(this.heapLock, deadline, this.errors.op(what), this.name));
-      // A lock taken over here from a dead writer owes a rebuild too, even if the last one just ran.
-      if (held.some((g) => g.recovered)) this.markRecovery();
+      // A lock taken over here from a dead writer owes a rebuild too, even if the last one just ran,
+      // and even if this recovery then times out on another lock: marked at once.
+      for (const m of [...this.stripeLocks, this.heapLock]) {
+        const g = lockWithin(m, deadline, this.errors.op(what), this.name);
+        held.push(g);
+        if (g.recovered) this.markRecovery();
+      }
       if (!this.needsRecovery()) return; // someone else did it meanwhile
       const r = this.rebuild();
       if (typeof r === 'string') throw this.corrupt(r);
@@ -819,9 +822,11 @@ export class SharedMap<T = unknown> extends Handle {
   private verifyOnce(deadline: Deadline, recover: boolean): VerifyReport | null {
     const held: MutexGuard[] = [];
     try {
-      for (const m of this.stripeLocks) held.push(lockWithin(m, deadline, this.errors.op('verify'), this.name));
-      held.push(lockWithin(this.heapLock, deadline, this.errors.op('verify'), this.name));
-      if (held.some((g) => g.recovered)) this.markRecovery();
+      for (const m of [...this.stripeLocks, this.heapLock]) {
+        const g = lockWithin(m, deadline, this.errors.op('verify'), this.name);
+        held.push(g);
+        if (g.recovered) this.markRecovery(); // at once: a timeout on a later lock must not lose it
+      }
       if (recover && this.needsRecovery()) return null;
       const problems: string[] = [];
       if (this.needsRecovery()) problems.push('a recovery is owed (a writer died holding a lock)');
@@ -958,6 +963,10 @@ export class SharedMap<T = unknown> extends Handle {
    */
   private afterCommit(fn: () => void): void {
     let g: MutexGuard;
+    // After a commit the heap lock is worth a short wait even for a caller that only tries (a
+    // watcher's expiry, a timeout of 0): giving up here would cost everyone a recovery.
+    const saved = this.deadline;
+    if (saved.remaining() < 50) this.deadline = new Deadline(50);
     try {
       g = this.lockHeap();
     } catch (err) {
@@ -967,6 +976,8 @@ export class SharedMap<T = unknown> extends Handle {
         return;
       }
       throw err;
+    } finally {
+      this.deadline = saved;
     }
     try {
       fn();
