@@ -139,12 +139,12 @@ const FOREVER = new Deadline(Infinity);
 const READ_RETRIES = 32;
 const MISSING = Symbol('missing');
 const RETRY = Symbol('retry');
-type Found = { e: number; seq: number; m: number };
+/** A key's entry: its offset, the seq it was read at, its live meta copy, and the link word (u32 index) that points at it. */
+type Found = { e: number; seq: number; m: number; link: number };
 
 /** Thrown inside a write when the map needs its recovery first: the write unlocks, recovers, retries. */
 class NeedRecovery extends Error {}
 
-const kindOf = (x: unknown): string => describe(x);
 
 export class SharedMap<T = unknown> extends Handle {
   readonly maxEntries: number;
@@ -297,7 +297,7 @@ export class SharedMap<T = unknown> extends Handle {
 
   /** Encodes `key` into the scratch (bytes, length, hash); throws on a bad or too long key. */
   private key(key: unknown): void {
-    if (typeof key !== 'string') throw invalidArg('key', `must be a string, got ${kindOf(key)}`);
+    if (typeof key !== 'string') throw invalidArg('key', `must be a string, got ${describe(key)}`);
     const len = key.length;
     if (len > this.maxKeyBytes) throw this.tooLongKey(key);
     if (len <= 64) {
@@ -402,7 +402,8 @@ export class SharedMap<T = unknown> extends Handle {
     const b = this.khash & this.bucketMask;
     const ver = (this.stripeAt(b & this.stripeMask) + L.ST_VERSION) >> 2;
     const v1 = Atomics.load(u32, ver);
-    let link = Atomics.load(u32, (this.buckets0 + 4 * b) >> 2);
+    let at = (this.buckets0 + 4 * b) >> 2;
+    let link = Atomics.load(u32, at);
     const n = this.maxEntries;
     for (let steps = 0; link !== 0; steps++) {
       if (link > n || steps >= n) {
@@ -413,9 +414,10 @@ export class SharedMap<T = unknown> extends Handle {
       const seq = Atomics.load(u32, e >> 2);
       if (u32[(e + L.E_HASH) >> 2] === this.khash && u32[(e + L.E_KEYLEN) >> 2] === this.klen) {
         const m = e + L.E_META + (seq & 1) * L.META_SIZE;
-        if (this.f64[m >> 3]! > 0 && this.keyEquals(e)) return { e, seq, m };
+        if (this.f64[m >> 3]! > 0 && this.keyEquals(e)) return { e, seq, m, link: at };
       }
-      link = Atomics.load(u32, (e + L.E_NEXT) >> 2);
+      at = (e + L.E_NEXT) >> 2;
+      link = Atomics.load(u32, at);
     }
     if (!locked && Atomics.load(u32, ver) !== v1) return RETRY;
     return MISSING;
@@ -617,14 +619,14 @@ export class SharedMap<T = unknown> extends Handle {
   /** The keys (starting with `prefix`, if given). See walk() for the consistency. */
   *keys(prefix?: string): IterableIterator<string> {
     this.assertOpen();
-    if (prefix !== undefined && typeof prefix !== 'string') throw invalidArg('prefix', `must be a string, got ${kindOf(prefix)}`);
+    if (prefix !== undefined && typeof prefix !== 'string') throw invalidArg('prefix', `must be a string, got ${describe(prefix)}`);
     for (const [k] of this.walk(prefix, false)) yield k;
   }
 
   /** [key, value] pairs (keys starting with `prefix`, if given). */
   *entries(prefix?: string): IterableIterator<[string, T]> {
     this.assertOpen();
-    if (prefix !== undefined && typeof prefix !== 'string') throw invalidArg('prefix', `must be a string, got ${kindOf(prefix)}`);
+    if (prefix !== undefined && typeof prefix !== 'string') throw invalidArg('prefix', `must be a string, got ${describe(prefix)}`);
     for (const [k, raw] of this.walk(prefix, true)) yield [k, this.decode(raw)];
   }
 
@@ -912,36 +914,22 @@ export class SharedMap<T = unknown> extends Handle {
     return e + L.E_META + ((seq + 1) & 1) * L.META_SIZE;
   }
 
-  /** Finds the scratch key under its stripe lock, with the link that points at it (for unlinking). */
-  private findLocked(): { f: Found; link: number } | null {
-    const u32 = this.u32;
-    const b = this.khash & this.bucketMask;
-    let at = (this.buckets0 + 4 * b) >> 2;
-    let link = u32[at]!;
-    for (let steps = 0; link !== 0; steps++) {
-      if (link > this.maxEntries || steps >= this.maxEntries) throw this.corrupt(`bucket ${b}: a chain links out of range or has a cycle`);
-      const e = this.entryAt(link - 1);
-      const seq = u32[e >> 2]!;
-      if (u32[(e + L.E_HASH) >> 2] === this.khash && u32[(e + L.E_KEYLEN) >> 2] === this.klen) {
-        const m = e + L.E_META + (seq & 1) * L.META_SIZE;
-        if (this.f64[m >> 3]! > 0 && this.keyEquals(e)) return { f: { e, seq, m }, link: at };
-      }
-      at = (e + L.E_NEXT) >> 2;
-      link = u32[at]!;
-    }
-    return null;
+  /** Finds the scratch key under its stripe lock (nothing moves: no retry), or null. */
+  private findLocked(): Found | null {
+    const f = this.find(true);
+    return f === MISSING || f === RETRY ? null : f;
   }
 
   /**
    * Removes entry `f` (its stripe lock held), linked from word `link`: unlink (the commit), bump
    * the stripe's version, mark the entry free, give its block and slot back, record the change.
    */
-  private removeLocked(st: number, f: Found, link: number, type: number): void {
+  private removeLocked(st: number, f: Found, type: number): void {
     const u32 = this.u32;
     const rev = this.f64[(f.m + L.M_REV) >> 3]!;
     const block = u32[(f.m + L.M_BLOCK) >> 2]!;
     const i = (f.e - this.entries0) / this.esize;
-    Atomics.store(u32, link, u32[(f.e + L.E_NEXT) >> 2]!);
+    Atomics.store(u32, f.link, u32[(f.e + L.E_NEXT) >> 2]!);
     Atomics.add(u32, (this.stripeAt(st) + L.ST_VERSION) >> 2, 1);
     this.writeMeta(this.otherMeta(f.e, f.seq), 0, 0, 0, 0);
     this.commit(f.e, f.seq);
@@ -1069,7 +1057,7 @@ export class SharedMap<T = unknown> extends Handle {
           const m = e + L.E_META + (seq & 1) * L.META_SIZE;
           if (!(this.f64[(m + L.M_REV) >> 3]! > 0)) return false;
           if (onlyIfExpired && !this.expired(m)) return false;
-          this.removeLocked(vst, { e, seq, m }, at, type);
+          this.removeLocked(vst, { e, seq, m, link: at }, type);
           return true;
         }
         at = (x + L.E_NEXT) >> 2;
@@ -1106,17 +1094,17 @@ export class SharedMap<T = unknown> extends Handle {
    */
   private writeLocked(st: number, bytes: Uint8Array, n: number, expires: number | null, cond: { ifRevision?: number | undefined; ifAbsent?: boolean | undefined; ifPresent?: boolean | undefined } | undefined): number {
     let found = this.findLocked();
-    if (found !== null && this.expired(found.f.m)) {
-      this.removeLocked(st, found.f, found.link, L.CHANGE_EXPIRE);
+    if (found !== null && this.expired(found.m)) {
+      this.removeLocked(st, found, L.CHANGE_EXPIRE);
       found = null;
     }
     if (cond !== undefined) this.check(found, cond);
     const size = L.blockSize(n);
     // An update needs its new block beside the old one: if both cannot fit, nothing is evicted for it.
-    if (found !== null && size + L.blockSize(this.u32[(found.f.m + L.M_LEN) >> 2]!) > this.valueBytes) throw this.full(false);
+    if (found !== null && size + L.blockSize(this.u32[(found.m + L.M_LEN) >> 2]!) > this.valueBytes) throw this.full(false);
     let got = this.allocate(size, found === null);
     for (let tries = 0; got === null; tries++) {
-      if (tries >= 256 || !this.makeRoom(st, found === null ? -1 : found.f.e)) {
+      if (tries >= 256 || !this.makeRoom(st, found === null ? -1 : found.e)) {
         this.reapDeadLocks(st);
         throw this.full(found === null);
       }
@@ -1128,7 +1116,7 @@ export class SharedMap<T = unknown> extends Handle {
     const rev = this.nextRevision(st);
     let e: number;
     if (found !== null) {
-      const f = found.f;
+      const f = found;
       e = f.e;
       const exp = expires === null ? this.f64[(f.m + L.M_EXPIRES) >> 3]! : expires;
       const old = this.u32[(f.m + L.M_BLOCK) >> 2]!;
@@ -1156,53 +1144,49 @@ export class SharedMap<T = unknown> extends Handle {
   }
 
   /**
-   * @internal For watchers, at each liveness interval: if a writer died holding a stripe lock or
-   * the heap lock (so its committed change may never have been recorded, and its space not given
-   * back), takes the lock over and runs the recovery, which records a RESYNC for watchers. Cheap
-   * when nobody died: one load per lock, and a liveness check only of locks held right now.
+   * Takes over every lock (the stripes but `skip`, and the heap lock) whose holder died: tryLock
+   * checks a held lock's holder for liveness and takes a dead one's lock over. Marks the map for
+   * recovery if it found one, and says so. Cheap when nobody died: a load per free lock, a
+   * liveness check only of locks held right now.
    */
-  reapDead(): void {
-    if (this.life.released || this.i32.length === 0) return;
-    let dead = this.needsRecovery();
-    for (const m of [...this.stripeLocks, this.heapLock]) {
-      if (dead) break;
-      if (!m.locked || m.ownedByMe) continue;
-      const g = m.tryLock(); // checks the holder's liveness; takes a dead holder's lock over
-      if (g === null) continue;
-      if (g.recovered) {
-        this.markRecovery();
-        dead = true;
-      }
-      g.unlock();
-    }
-    if (dead) this.recover(new Deadline(0), 'watch'); // never waits: a busy lock throws TIMEOUT, tried again later
-  }
-
-  /**
-   * Before failing with FULL (stripe `st` held): a writer that died holding another stripe's lock
-   * may hold space that only the recovery gives back. Takes over any such lock (tryLock checks the
-   * holder's liveness) and, if one was found, throws NeedRecovery: the write recovers and runs again.
-   */
-  private reapDeadLocks(st: number): void {
+  private takeOverDead(skip: number): boolean {
     let dead = false;
-    for (let i = 0; i < this.stripes; i++) {
-      if (i === st) continue;
-      const g = this.stripeLocks[i]!.tryLock();
+    for (let i = 0; i <= this.stripes; i++) {
+      const m = i < this.stripes ? this.stripeLocks[i]! : this.heapLock;
+      if (i === skip || !m.locked || m.ownedByMe) continue;
+      const g = m.tryLock();
       if (g === null) continue;
       if (g.recovered) dead = true;
       g.unlock();
     }
-    if (dead) {
-      this.markRecovery();
-      throw new NeedRecovery();
-    }
+    if (dead) this.markRecovery();
+    return dead;
   }
 
-  private check(found: { f: Found } | null, cond: { ifRevision?: number | undefined; ifAbsent?: boolean | undefined; ifPresent?: boolean | undefined }): void {
+  /**
+   * @internal For watchers, at each liveness interval: a writer that died holding a lock may have
+   * committed a change it never recorded (and holds space): take its lock over and run the
+   * recovery, which records a RESYNC for watchers. Never waits: a busy lock throws TIMEOUT, and
+   * the watcher tries again at its next tick.
+   */
+  reapDead(): void {
+    if (this.life.released || this.i32.length === 0) return;
+    if (this.needsRecovery() || this.takeOverDead(-1)) this.recover(new Deadline(0), 'watch');
+  }
+
+  /**
+   * Before failing with FULL (stripe `st` held): a writer that died holding another lock may hold
+   * space that only the recovery gives back. If one did, NeedRecovery: the write recovers and runs again.
+   */
+  private reapDeadLocks(st: number): void {
+    if (this.takeOverDead(st)) throw new NeedRecovery();
+  }
+
+  private check(found: Found | null, cond: { ifRevision?: number | undefined; ifAbsent?: boolean | undefined; ifPresent?: boolean | undefined }): void {
     if (cond.ifAbsent === true && found !== null) throw this.errors.error(ErrorCodes.EXISTS, 'the key is present (ifAbsent); nothing was written');
     if (cond.ifPresent === true && found === null) throw this.errors.error(ErrorCodes.NOT_FOUND, 'the key is absent (ifPresent); nothing was written');
     if (cond.ifRevision !== undefined) {
-      const cur = found === null ? 0 : this.f64[(found.f.m + L.M_REV) >> 3]!;
+      const cur = found === null ? 0 : this.f64[(found.m + L.M_REV) >> 3]!;
       if (cur !== cond.ifRevision) {
         const err = this.errors.error(ErrorCodes.CONFLICT, `the key's revision is ${cur}, not ${cond.ifRevision}; nothing was written`);
         Object.defineProperty(err, 'revision', { value: cur, enumerable: true });
@@ -1265,13 +1249,13 @@ export class SharedMap<T = unknown> extends Handle {
         if (cond !== undefined) this.check(null, cond);
         return false;
       }
-      if (this.expired(found.f.m)) {
-        this.removeLocked(st, found.f, found.link, L.CHANGE_EXPIRE);
+      if (this.expired(found.m)) {
+        this.removeLocked(st, found, L.CHANGE_EXPIRE);
         if (cond !== undefined) this.check(null, cond);
         return false;
       }
       if (cond !== undefined) this.check(found, cond);
-      this.removeLocked(st, found.f, found.link, L.CHANGE_DELETE);
+      this.removeLocked(st, found, L.CHANGE_DELETE);
       this.countWrite();
       return true;
     });
@@ -1292,13 +1276,13 @@ export class SharedMap<T = unknown> extends Handle {
     let result = 0;
     this.withStripe(new Deadline(timeout), 'increment', (st) => {
       let found = this.findLocked();
-      if (found !== null && this.expired(found.f.m)) {
-        this.removeLocked(st, found.f, found.link, L.CHANGE_EXPIRE);
+      if (found !== null && this.expired(found.m)) {
+        this.removeLocked(st, found, L.CHANGE_EXPIRE);
         found = null;
       }
       let cur: unknown = 0;
       if (found !== null) {
-        const raw = this.readValue(found.f, true);
+        const raw = this.readValue(found, true);
         cur = this.decode(raw);
         if (text) cur = (cur as string).trim() === '' ? NaN : Number(cur);
       }
@@ -1317,7 +1301,7 @@ export class SharedMap<T = unknown> extends Handle {
     this.key(key);
     this.withStripe(deadline, 'expire', (st) => {
       const found = this.findLocked();
-      if (found !== null && this.expired(found.f.m)) this.removeLocked(st, found.f, found.link, L.CHANGE_EXPIRE);
+      if (found !== null && this.expired(found.m)) this.removeLocked(st, found, L.CHANGE_EXPIRE);
     });
   }
 
@@ -1338,7 +1322,7 @@ export class SharedMap<T = unknown> extends Handle {
               const seq = this.u32[e >> 2]!;
               const m = e + L.E_META + (seq & 1) * L.META_SIZE;
               if (this.expired(m)) {
-                this.removeLocked(st, { e, seq, m }, at, L.CHANGE_EXPIRE);
+                this.removeLocked(st, { e, seq, m, link: at }, L.CHANGE_EXPIRE);
                 removed++;
                 hit = true;
                 break;
@@ -1487,7 +1471,7 @@ export class SharedMap<T = unknown> extends Handle {
    */
   watch(key?: string, options?: WatchOptions): AsyncIterableIterator<MapChange<T>> & { close(): void } {
     this.assertOpen();
-    if (key !== undefined && typeof key !== 'string') throw invalidArg('key', `must be a string, got ${kindOf(key)}`);
+    if (key !== undefined && typeof key !== 'string') throw invalidArg('key', `must be a string, got ${describe(key)}`);
     const w = new MapWatch<T>(this, key, options);
     this.watches.add(w);
     return w;
