@@ -519,6 +519,165 @@ describe('SharedMap: regressions of the review', () => {
     }));
 });
 
+describe('SharedMap: regressions of the second review', () => {
+  /** Takes changes until `done(all)` is true, within a watchdog; returns them all. */
+  async function collect(w, done, what) {
+    const all = [];
+    while (!done(all)) all.push(await nextChange(w, what));
+    return all;
+  }
+  /**
+   * Makes m.snapshot (what a prefix watch reads) fail with TIMEOUT, as a busy lock does, after
+   * `after` entries, while `state.busy` (`state.once`: only the first time).
+   */
+  function busySnapshot(m, state, after = 1) {
+    const orig = m.snapshot;
+    const busy = () => {
+      if (!state.busy) return new ShmkitError(ErrorCodes.TIMEOUT, 'not thrown');
+      if (state.once) state.busy = false;
+      return new ShmkitError(ErrorCodes.TIMEOUT, 'busy (test)');
+    };
+    m.snapshot = function* (...a) {
+      let i = 0;
+      for (const x of orig.apply(this, a)) {
+        if (state.busy && i++ >= after) throw busy();
+        yield x;
+      }
+      if (state.busy) throw busy();
+    };
+  }
+
+  test('a watch whose first read meets a busy lock still reports the changes made after it began', async () =>
+    withMap({ maxEntries: 64 }, async (m) => {
+      for (const k of ['a', 'b', 'c']) m.set(`p:${k}`, 1);
+      const state = { busy: true };
+      busySnapshot(m, state);
+      const w = m.watch('p:', { prefix: true });
+      m.set('p:a', 2); // after the watch began, before its first read succeeded
+      m.delete('p:b');
+      state.busy = false;
+      m.set('p:z', 'end');
+      const got = await collect(w, (all) => all.some((c) => c.key === 'p:z'), 'a late first read');
+      w.close();
+      assert.ok(got.some((c) => c.key === 'p:a' && c.type === 'set' && c.value === 2), JSON.stringify(got));
+      assert.ok(got.some((c) => c.key === 'p:b' && c.type === 'delete'), JSON.stringify(got));
+      assert.ok(!got.some((c) => c.key === 'p:c'), 'an entry unchanged since the watch began is not reported');
+    }));
+
+  test('a rescan that meets a busy lock halfway reports nothing twice', async () =>
+    withMap({ maxEntries: 64, watchRecords: 4 }, async (m) => {
+      const w = m.watch('q:', { prefix: true });
+      const state = { busy: true, once: true };
+      busySnapshot(m, state, 2);
+      for (let i = 0; i < 8; i++) m.set(`q:${i}`, i); // laps the 4 records: a rescan
+      const got = await collect(w, (all) => new Set(all.map((c) => c.key)).size === 8, 'a rescan retried');
+      m.set('q:end', 0);
+      got.push(...await collect(w, (all) => all.some((c) => c.key === 'q:end'), 'the end'));
+      w.close();
+      const keys = got.map((c) => c.key);
+      assert.equal(keys.length, new Set(keys).size, `no change reported twice: ${keys}`);
+    }));
+
+  test('a rescan after the watcher removed an expired key reports it as expired', async () =>
+    withMap({ maxEntries: 64, watchRecords: 4 }, async (m) => {
+      m.set('t:x', 1, { ttl: 30 });
+      const orig = m.expireKey;
+      m.expireKey = function (...a) {
+        orig.apply(this, a);
+        for (let i = 0; i < 8; i++) m.set(`other${i}`, i); // the watcher is lapped before it reads the expire record
+      };
+      const w = m.watch('t:', { prefix: true, initial: true });
+      const got = await collect(w, (all) => all.length >= 2, 'expiry');
+      w.close();
+      assert.deepEqual(got.map((c) => c.type), ['set', 'expire']);
+    }));
+
+  test('LRU in a sparse map evicts the least recently used, not the newest key', () =>
+    withMap({ maxEntries: 4096, valueBytes: 16 * 72, eviction: 'lru', codec: 'bytes' }, (m) => {
+      const v = Buffer.alloc(64);
+      for (let i = 0; i < 300; i++) {
+        m.set(`k${i}`, v);
+        if (i >= 2) assert.ok(m.has(`k${i - 1}`) && m.has(`k${i - 2}`), `after k${i}: the two newest keys before it are there`);
+      }
+      assert.ok(m.stats().evictions > 200);
+      assert.ok(m.verify().ok);
+    }));
+
+  test('an update that fits neither before nor after its old value fails with FULL and evicts nothing', () =>
+    withMap({ maxEntries: 64, valueBytes: 4096, maxValueSize: 4000, eviction: 'lru', codec: 'bytes' }, (m) => {
+      m.set('a', Buffer.alloc(900));
+      m.set('big', Buffer.alloc(1200));
+      m.set('c', Buffer.alloc(900));
+      m.delete('a');
+      m.delete('c'); // the big value sits in the middle: about 900 bytes free on one side, 1950 on the other
+      for (let i = 0; i < 10; i++) m.set(`s${i}`, Buffer.alloc(8));
+      assert.throws(() => m.set('big', Buffer.alloc(2000)), code(ErrorCodes.FULL));
+      assert.equal(m.stats().evictions, 0);
+      assert.equal(m.size, 11);
+      assert.equal(m.get('big').length, 1200);
+    }));
+
+  test('a codec that re-enters the handle during increment leaves the increment its own deadline', () => {
+    let m;
+    let side = 'side';
+    let reenter = false;
+    const codec = { name: 'json-reentering', encode: (v) => {
+      if (reenter) {
+        reenter = false;
+        m.set(side, 0, { timeout: 0 });
+      }
+      return Buffer.from(JSON.stringify(v));
+    }, decode: (b) => JSON.parse(b.toString()) };
+    const name = uniq('mp');
+    m = SharedMap.create(name, { codec });
+    try {
+      const ops = [];
+      const orig = m.lockHeap;
+      m.lockHeap = function () {
+        ops.push([this.what, this.deadline.remaining() > 1000]);
+        return orig.call(this);
+      };
+      const stripeOf = (k) => {
+        m.key(k);
+        return m.khash & m.bucketMask & m.stripeMask;
+      };
+      for (let i = 0; stripeOf(side) === stripeOf('n'); i++) side = `side${i}`; // a stripe the increment does not hold
+      m.set('n', 1);
+      ops.length = 0;
+      reenter = true;
+      assert.equal(m.increment('n', 1, { timeout: 60_000 }), 2);
+      assert.equal(m.get(side), 0);
+      assert.deepEqual(ops.slice(-2), [['increment', true], ['increment', true]], `the heap locks of the increment: ${JSON.stringify(ops)}`);
+    } finally {
+      m.close();
+      SharedMap.unlink(name);
+    }
+  });
+
+  test('a watcher reports a dead writer\'s unrecorded change while another process holds an unrelated lock', async () =>
+    withMap({ maxEntries: 16, valueBytes: 2048, stripes: 4 }, async (m, name) => {
+      m.set('a', 'A1');
+      m.key('a');
+      const other = ((m.khash & m.bucketMask & m.stripeMask) + 1) % 4;
+      const w = m.watch('a');
+      const holder = child('holdLock', { name, stripe: other });
+      try {
+        await holder.waitFor(/holding/);
+        const r = await watchdog(child('dieAt', { name, point: 'before-record', op: 'set', args: ['a', 'A2'] }).exited, 30_000, 'dying writer');
+        assert.equal(r.signal, 'SIGKILL');
+        let got;
+        do got = await nextChange(w, 'watch while the recovery cannot run');
+        while (!(got.type === 'set' && got.value === 'A2'));
+        assert.ok(m.stats().recoveries === 0, 'the recovery could not run (a lock is held by a stopped process)');
+      } finally {
+        w.close();
+        holder.child.kill('SIGKILL');
+        await watchdog(holder.exited, 20_000, 'holder');
+      }
+      assert.ok(m.verify({ timeout: 20_000 }).ok);
+    }));
+});
+
 describe('SharedMap with garbage in shared memory', () => {
   test('garbage in the buckets, entries, stripes, header, free lists and heap gives typed errors, never a crash or hang', async () => {
     const regions = ['header', 'stripes', 'buckets', 'entries', 'heap', 'records'];

@@ -145,6 +145,9 @@ type Found = { e: number; seq: number; m: number; link: number };
 /** Thrown inside a write when the map needs its recovery first: the write unlocks, recovers, retries. */
 class NeedRecovery extends Error {}
 
+/** An LRU sample looks at most this many buckets once it has found one live entry. */
+const SAMPLE_BUCKETS = 65536;
+
 
 export class SharedMap<T = unknown> extends Handle {
   readonly maxEntries: number;
@@ -657,11 +660,15 @@ export class SharedMap<T = unknown> extends Handle {
     return Atomics.load(this.u32, (this.data + L.RECOVERY) >> 2) !== 0;
   }
 
+  /** @internal A recovery is owed (a writer died holding a lock, and no recovery has run since). */
+  get recoveryOwed(): boolean {
+    return this.needsRecovery();
+  }
+
   private markRecovery(): void {
     Atomics.store(this.u32, (this.data + L.RECOVERY) >> 2, 1);
   }
 
-  /** Takes the heap lock (a dead holder: marks the map for recovery and throws NeedRecovery). */
   /**
    * Takes the heap lock within the running operation's deadline. A dead holder, or a recovery owed
    * (the heap may be damaged): marks the map for recovery and throws NeedRecovery.
@@ -685,6 +692,10 @@ export class SharedMap<T = unknown> extends Handle {
     const st = this.khash & this.bucketMask & this.stripeMask;
     for (let round = 0; ; round++) {
       const g = lockWithin(this.stripeLocks[st]!, deadline, this.errors.op(what), this.name);
+      // The operation's deadline for the heap lock; restored after, for a codec or an options
+      // getter that re-entered this handle from inside another operation.
+      const saved = this.deadline;
+      const savedWhat = this.what;
       this.deadline = deadline;
       this.what = what;
       let again = false;
@@ -700,6 +711,8 @@ export class SharedMap<T = unknown> extends Handle {
         again = true;
       } finally {
         g.unlock();
+        this.deadline = saved;
+        this.what = savedWhat;
       }
       if (again) {
         if (round >= 100) throw this.corrupt('the recovery did not make the map usable');
@@ -1010,18 +1023,26 @@ export class SharedMap<T = unknown> extends Handle {
     if (this.purge(st, keep, 64) > 0) return true;
     if (!this.params.lru) return this.purge(st, keep, Infinity) > 0;
     const n = this.maxEntries;
+    const nb = this.params.buckets;
     for (let round = 0; round < 16; round++) {
-      // A sample: up to 16 live entries from a random place, looking as far as it takes to find
-      // one (live entries may be few and far apart when the heap, not the entries, is full).
+      // A sample: up to 16 live entries from the chains of buckets from a random one on. By hash,
+      // every live entry is equally likely to be taken, wherever its slot (a slot freed last is
+      // reused first, so slots say nothing of age). Sparse maps are searched as far as it takes
+      // to fill the sample (at most 65,536 buckets once one entry is found). Read without locks;
+      // removeEntry() checks the entry again under its stripe's lock.
       const now = (Atomics.load(this.u32, (this.data + L.CLOCK) >> 2) + 1) >>> 0;
       const sample: [number, number][] = [];
-      const start = Math.floor(Math.random() * n);
-      for (let k = 0; k < n && sample.length < 16 && (sample.length === 0 || k < 256); k++) {
-        const e = this.entryAt((start + k) % n);
-        if (e === keep) continue;
-        const seq = Atomics.load(this.u32, e >> 2);
-        if (!(this.f64[(e + L.E_META + (seq & 1) * L.META_SIZE) >> 3]! > 0)) continue;
-        sample.push([(now - this.u32[(e + L.E_USED) >> 2]!) >>> 0, e]); // age in clock steps, modulo 2^32
+      const start = Math.floor(Math.random() * nb);
+      for (let k = 0; k < nb && sample.length < 16 && (sample.length === 0 || k < SAMPLE_BUCKETS); k++) {
+        let link = Atomics.load(this.u32, (this.buckets0 + 4 * ((start + k) & this.bucketMask)) >> 2);
+        for (let steps = 0; link !== 0 && link <= n && steps < 16 && sample.length < 16; steps++) {
+          const e = this.entryAt(link - 1);
+          const seq = Atomics.load(this.u32, e >> 2);
+          if (e !== keep && this.f64[(e + L.E_META + (seq & 1) * L.META_SIZE) >> 3]! > 0) {
+            sample.push([(now - this.u32[(e + L.E_USED) >> 2]!) >>> 0, e]); // age in clock steps, modulo 2^32
+          }
+          link = Atomics.load(this.u32, (e + L.E_NEXT) >> 2);
+        }
       }
       if (sample.length === 0) return false; // nothing to evict
       sample.sort((x, y) => y[0] - x[0]);
@@ -1100,8 +1121,13 @@ export class SharedMap<T = unknown> extends Handle {
     }
     if (cond !== undefined) this.check(found, cond);
     const size = L.blockSize(n);
-    // An update needs its new block beside the old one: if both cannot fit, nothing is evicted for it.
-    if (found !== null && size + L.blockSize(this.u32[(found.m + L.M_LEN) >> 2]!) > this.valueBytes) throw this.full(false);
+    // An update needs its new block beside the old one, which stays in use until the commit: if
+    // the new block fits neither before nor after the old one, nothing is evicted for it.
+    if (found !== null) {
+      const oldAt = this.u32[(found.m + L.M_BLOCK) >> 2]!;
+      const oldSize = L.blockSize(this.u32[(found.m + L.M_LEN) >> 2]!);
+      if (size > Math.max(oldAt, this.valueBytes - oldAt - oldSize)) throw this.full(false);
+    }
     let got = this.allocate(size, found === null);
     for (let tries = 0; got === null; tries++) {
       if (tries >= 256 || !this.makeRoom(st, found === null ? -1 : found.e)) {

@@ -42,21 +42,34 @@ const TYPES: Record<number, MapChange<unknown>['type']> = { [L.CHANGE_SET]: 'set
 /** How long a claimed record may stay unwritten before the watcher stops waiting for it and rescans. */
 const UNWRITTEN_MS = 50;
 
+interface Known {
+  rev: number;
+  expires: number;
+}
+
 export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
   private readonly key: string | undefined;
   private readonly prefix: boolean;
   private readonly signal: AbortSignal | undefined;
   private cursor: number;
   private readonly queue: MapChange<T>[] = [];
-  /** Revision last reported (or found at the start) per matching key, and expiries known. */
-  private known = new Map<string, number>();
+  /** Per matching key: the revision last reported (or found at the start) and its expiry. */
+  private known = new Map<string, Known>();
+  /** When to try removing a key whose expiry is known (its expiry, or a retry after a busy lock). */
   private expiries = new Map<string, number>();
   private done = false;
   private unwrittenSince = -1;
   /** A rescan met a busy lock: it is owed, and tried again at the next tick. */
   private owed = false;
-  /** The owed scan is the first one of a watch without `initial`: it reports nothing. */
+  /** The owed scan is the first one of a watch without `initial`: it reports nothing itself. */
   private quiet = false;
+  /**
+   * After a late first scan: the keys it found unreported, and the ring position it was made at.
+   * A 'set' record from before that position (a change made after the watch began) reports its
+   * key even though the scan saw its value already.
+   */
+  private unreported: Set<string> | null = null;
+  private replayUntil = 0;
   private reapedAt = Date.now();
 
   constructor(private readonly map: SharedMap<T>, key: string | undefined, options: WatchOptions | undefined) {
@@ -71,7 +84,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     this.cursor = Atomics.load(map.u32, (map.data + L.RING_HEAD) >> 2);
     try {
       if (!this.tryNow(() => this.scan(o.initial === true))) {
-        // A chain is held right now: the first scan is owed (reporting only if `initial`).
+        // A chain is held right now: the first scan is owed (see resync()).
         this.owed = true;
         this.quiet = o.initial !== true;
       }
@@ -86,14 +99,17 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     return this.prefix ? key.startsWith(this.key) : key === this.key;
   }
 
-  /** Reads the matching entries; reports those that differ from what is known (`report`), and deletions. */
+  /**
+   * Reads the matching entries, and (`report`) queues a 'set' for each that differs from what is
+   * known (or is unreported), and a 'delete' or 'expire' for each known key now gone. All or
+   * nothing: a scan that meets a busy lock halfway (TIMEOUT) changes no state and queues nothing.
+   */
   private scan(report: boolean): void {
-    const seen = new Map<string, number>();
+    const seen = new Map<string, Known>();
+    const events: MapChange<T>[] = [];
     const add = (key: string, raw: unknown, rev: number, expires: number): void => {
-      seen.set(key, rev);
-      if (expires !== 0) this.expiries.set(key, expires);
-      else this.expiries.delete(key);
-      if (report && this.known.get(key) !== rev) this.queue.push({ type: 'set', key, value: this.map.decodeRaw(raw), revision: rev });
+      seen.set(key, { rev, expires });
+      if (report && (this.known.get(key)?.rev !== rev || this.unreported?.has(key) === true)) events.push({ type: 'set', key, value: this.map.decodeRaw(raw), revision: rev });
     };
     if (this.prefix) {
       for (const [key, raw, rev, expires] of this.map.snapshot(this.key, now())) add(key, raw, rev, expires);
@@ -103,31 +119,41 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     }
     if (report) {
       const t = Date.now();
-      for (const [key, rev] of this.known) {
-        if (seen.has(key)) continue;
-        const exp = this.expiries.get(key);
-        this.queue.push({ type: exp !== undefined && exp <= t ? 'expire' : 'delete', key, revision: rev });
+      for (const [key, k] of this.known) {
+        if (!seen.has(key)) events.push({ type: k.expires !== 0 && k.expires <= t ? 'expire' : 'delete', key, revision: k.rev });
       }
     }
-    for (const key of this.expiries.keys()) if (!seen.has(key)) this.expiries.delete(key);
     this.known = seen;
+    this.expiries = new Map();
+    for (const [key, k] of seen) if (k.expires !== 0) this.expiries.set(key, k.expires);
+    this.unreported = null;
+    this.queue.push(...events);
   }
 
   /**
    * Rescans from the ring's current head. A watcher never waits for a lock: if a chain it must
    * read is held (by a writer stopped with its lock, say), the rescan is owed and tried again at
    * the next tick.
+   *
+   * A first scan that was owed (`quiet`: a watch without `initial` whose start met a busy lock)
+   * reports nothing itself, and the records since the watch began are read after it: each change
+   * made since then is reported from its record, even one the scan already saw. If the ring was
+   * lapped meanwhile, those records are gone, and the scan reports every matching entry instead.
    */
   private resync(): void {
-    const cursor = Atomics.load(this.map.u32, (this.map.data + L.RING_HEAD) >> 2);
+    const head = Atomics.load(this.map.u32, (this.map.data + L.RING_HEAD) >> 2);
     this.unwrittenSince = -1;
-    if (!this.tryNow(() => this.scan(!this.quiet))) {
+    const replay = this.quiet && ((head - this.cursor) >>> 0) <= this.map.params.watchRecords;
+    if (!this.tryNow(() => this.scan(!replay))) {
       this.owed = true;
       return;
     }
     this.owed = false;
     this.quiet = false;
-    this.cursor = cursor;
+    if (replay) {
+      this.unreported = new Set(this.known.keys());
+      this.replayUntil = head;
+    } else this.cursor = head;
   }
 
   /** Runs `fn`; false if it met a busy lock (ERR_SHMKIT_TIMEOUT from a deadline of 0). */
@@ -151,6 +177,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
         this.resync();
         if (this.owed) return false;
       }
+      if (this.unreported !== null && this.cursor === this.replayUntil) this.unreported = null; // replayed
       const head = Atomics.load(u32, (m.data + L.RING_HEAD) >> 2);
       if (head === this.cursor) return true;
       if (((head - this.cursor) >>> 0) > cap) {
@@ -194,8 +221,9 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
         if (cur === null) continue; // removed since: its own record follows
         if (cur.expires !== 0) this.expiries.set(key, cur.expires);
         else this.expiries.delete(key);
-        if (this.known.get(key) === cur.rev) continue;
-        this.known.set(key, cur.rev);
+        const unreported = this.unreported?.delete(key) === true;
+        if (this.known.get(key)?.rev === cur.rev && !unreported) continue;
+        this.known.set(key, { rev: cur.rev, expires: cur.expires });
         this.queue.push({ type: 'set', key, value: m.decodeRaw(cur.raw), revision: cur.rev });
       } else {
         const t = TYPES[type];
@@ -203,11 +231,27 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
           this.resync();
           continue;
         }
+        // A removal older than the value reported since (revisions grow per key) is stale.
+        const k = this.known.get(key);
+        if (k !== undefined && rev !== 0 && rev < k.rev) continue;
         this.known.delete(key);
         this.expiries.delete(key);
+        this.unreported?.delete(key);
         this.queue.push({ type: t, key, revision: rev });
       }
     }
+  }
+
+  /**
+   * Every liveness interval: a writer that died holding a lock may have committed a change it
+   * never recorded. Its lock is taken over and the recovery run, which records a RESYNC. If the
+   * recovery cannot run now (another lock is held, by a live or a stopped process), the watcher
+   * rescans by itself: its reads take no lock, so the change is reported all the same.
+   */
+  private reap(): void {
+    if (Date.now() - this.reapedAt < tuning.livenessIntervalMs) return;
+    this.reapedAt = Date.now();
+    if (!this.tryNow(() => this.map.reapDead()) && this.map.recoveryOwed) this.resync();
   }
 
   /** Removes watched keys whose expiry has come (each removal records an 'expire' change). */
@@ -237,19 +281,16 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
         this.close();
         throw this.map['errors'].aborted(this.signal!, 'watch');
       }
+      this.reap();
       this.expireDue();
       const ready = this.drain();
       if (this.queue.length > 0) continue;
       const m = this.map;
       const cursor = this.cursor;
       // Wake for the next expiry due, and at least every liveness interval to look for a writer
-      // that died between its commit and its record (reapDead: the recovery then records a RESYNC).
+      // that died between its commit and its record (reap()).
       const wake = this.owed ? Date.now() + 20 : ready ? Math.min(this.nextExpiry(), Date.now() + tuning.livenessIntervalMs) : Date.now() + 2;
       const deadline = new Deadline(Math.max(1, wake - Date.now())); // at least 1 ms: timers and I/O get their turn
-      if (Date.now() - this.reapedAt >= tuning.livenessIntervalMs) {
-        this.reapedAt = Date.now();
-        this.tryNow(() => m.reapDead()); // a lock held by a live writer: next tick
-      }
       try {
         await m.changes.wait({ spin: 0, signal: this.signal }, deadline, () => this.done || Atomics.load(m.u32, (m.data + L.RING_HEAD) >> 2) !== cursor, null, 'watch');
       } catch (err) {
