@@ -13,7 +13,6 @@ import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutEr
 import { checkName, MAX_BASE_NAME_LENGTH } from '../naming';
 import { openSegment } from '../open';
 import { Kind, type OpenOptions, type Segment } from '../segment';
-import { checkSignal } from '../abort';
 import { connectTo } from '../server/connect';
 import type { Connection } from '../server/connection';
 import * as SL from '../server/layout';
@@ -21,6 +20,9 @@ import { ServerTable } from '../server/table';
 import { parseTrust } from '../trust';
 import { checkInt, checkObject, checkTimeout, describe } from '../validate';
 import * as P from './protocol';
+import { answer, type CallCore, type CallLink, type Parsed, Pending, proxy, type ProxyCore, type RpcClient, type RpcClientStats } from './calls';
+
+export type { CallOptions, RpcClient, RpcClientMethods, RpcClientStats, RpcResult, ReservedName } from './calls';
 import { nextFrame, Stop } from './reader';
 import { type Timer, timer } from '../timer';
 
@@ -42,108 +44,9 @@ export interface RpcClientOptions extends OpenOptions {
   spin?: number;
 }
 
-export interface CallOptions {
-  /** Milliseconds until the call fails with ERR_SHMKIT_TIMEOUT (and the handler's signal aborts). */
-  timeout?: number;
-  /** Cancels the call: it rejects with ABORT_ERR and the handler's signal aborts. */
-  signal?: AbortSignal;
-}
-
-export interface RpcClientStats {
-  /** Calls made, answered with a result, and failed (errors, timeouts, aborts, dead servers). */
-  calls: number;
-  results: number;
-  errors: number;
-  /** Calls waiting for their answer (or streaming) now. */
-  inFlight: number;
-  /** Servers (listeners) this client holds a connection to. */
-  servers: number;
-}
-
-/** What the caller gets for a method of `I` returning R: a stream as an async iterator, otherwise the value. */
-export type RpcResult<R> = Awaited<R> extends AsyncIterable<infer X> ? AsyncIterableIterator<X> : Awaited<R>;
-
-/** The names a client keeps for itself; a service's methods of these names are called with call(). */
-export type ReservedName = 'call' | 'notify' | 'with' | 'close' | 'stats' | 'then' | 'servers';
-
-export interface RpcClientMethods<I> {
-  /** Calls `method` with `args` (an array) and per-call options. */
-  call<K extends keyof I & string>(method: K, args: I[K] extends (...a: infer A) => unknown ? A : never, options?: CallOptions): Promise<I[K] extends (...a: never[]) => infer R ? RpcResult<R> : never>;
-  /**
-   * Sends a notification: the handler runs, nobody waits for its result. Resolves once sent; the
-   * client's (or with()'s) timeout and signal bound the wait for a connection or for room.
-   */
-  notify<K extends keyof I & string>(method: K, ...args: I[K] extends (...a: infer A) => unknown ? A : never): Promise<void>;
-  /** The same client with other per-call options (timeout, signal) for the calls made through it. */
-  with(options: CallOptions): RpcClient<I>;
-  stats(): RpcClientStats;
-  /** Servers (listeners) this client holds a connection to. */
-  readonly servers: number;
-  /** Closes the connections; calls still waiting fail with ERR_SHMKIT_CLOSED. */
-  close(): void;
-  [Symbol.dispose](): void;
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-/** A client of service interface `I`: its methods, each returning a promise, and the client's own. */
-export type RpcClient<I> = {
-  [K in keyof I as K extends ReservedName ? never : K]: I[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<RpcResult<R>> : never;
-} & RpcClientMethods<I>;
-
-/** A call waiting for its answer (or streaming). */
-class Pending {
-  stream: ClientStream | null = null;
-  resolve: (v: unknown) => void = noop;
-  reject: (e: unknown) => void = noop;
-  timer: Timer | null = null;
-  unlisten: (() => void) | null = null;
-  /** Set while the CALL waits for room in the ring: aborting it takes the call back unsent. */
-  unsent: AbortController | null = null;
-
-  constructor(
-    readonly core: Core,
-    readonly link: Link,
-    readonly id: number,
-    readonly method: string,
-  ) {}
-
-  /** The call is no longer waiting for its answer: its timer and (unless it streams on) its signal go. */
-  done(): void {
-    this.timer?.clear();
-    this.timer = null;
-    // A stream keeps the signal: aborting it ends the iteration.
-    if (this.stream === null || !this.link.pending.has(this.id)) this.unlisten?.();
-  }
-
-  /** The caller gives up (timeout, abort): the server is told (CANCEL), the call fails with `err`. */
-  giveUp(err: ShmkitError): void {
-    this.fail(err, true);
-  }
-
-  /** The CALL could not be sent: the call fails with `err`. */
-  failed(err: unknown): void {
-    this.fail(err, false);
-  }
-
-  private fail(err: unknown, cancel: boolean): void {
-    const link = this.link;
-    if (link.pending.get(this.id) !== this) return;
-    link.pending.delete(this.id);
-    this.done();
-    this.core.settled(link);
-    this.core.counts.errors++;
-    if (this.unsent !== null) {
-      this.unsent.abort(); // never sent: nothing to cancel on the server
-      this.unsent = null;
-    } else if (cancel && !link.conn.closed) void link.conn.send(P.encodeCancel(this.id)).catch(noop);
-    if (this.stream) this.stream.fail(err);
-    else this.reject(err);
-  }
-}
-
 const noop = (): void => {};
 
-interface Link {
+interface Link extends CallLink {
   conn: Connection<Buffer>;
   listener: number;
   pending: Map<number, Pending>;
@@ -155,23 +58,7 @@ interface Link {
   dropped: boolean;
 }
 
-interface Parsed {
-  timeout: number;
-  signal: AbortSignal | undefined;
-}
-
-function parseCall(options: unknown, defaults: Parsed): Parsed {
-  if (options === undefined) return defaults;
-  const o = checkObject('options', options);
-  return {
-    timeout: o.timeout === undefined ? defaults.timeout : checkTimeout('options.timeout', o.timeout),
-    signal: o.signal === undefined ? defaults.signal : checkSignal('options.signal', o.signal),
-  };
-}
-
-const RESERVED = new Set<string>(['call', 'notify', 'with', 'close', 'stats', 'then', 'servers']);
-
-class Core {
+class Core implements CallCore, ProxyCore {
   readonly name: string;
   readonly codec: Codec<unknown>;
   readonly window: number;
@@ -233,7 +120,18 @@ class Core {
         conn.close(); // raced with another connect to the same listener
         return;
       }
-      const link: Link = { conn, listener: at, pending: new Map(), nextId: 1, pumping: false, idle: null, dropped: false };
+      const link: Link = {
+        conn,
+        listener: at,
+        pending: new Map(),
+        nextId: 1,
+        pumping: false,
+        idle: null,
+        dropped: false,
+        control: (frame) => {
+          if (!conn.closed) void conn.send(frame).catch(noop);
+        },
+      };
       this.links.set(at, link);
       conn.on('close', (err?: unknown) => this.drop(link, err ?? null));
     })().finally(() => this.connecting.delete(listener));
@@ -268,7 +166,7 @@ class Core {
         } finally {
           link.idle = null;
         }
-        this.onFrame(link, f);
+        answer(this, link, f);
       }
     } catch (err) {
       link.pumping = false;
@@ -306,77 +204,6 @@ class Core {
       p.done();
     }
     link.pending.clear();
-  }
-
-  private onFrame(link: Link, frame: Buffer): void {
-    const { type, id } = P.head(frame);
-    const p = link.pending.get(id);
-    if (p === undefined) return; // the answer to a call given up on (timeout, abort, cancelled stream)
-    switch (type) {
-      case P.RESULT: {
-        link.pending.delete(id);
-        p.done();
-        this.settled(link);
-        let v: unknown;
-        try {
-          v = P.decodeValue(this.codec, frame);
-        } catch (err) {
-          this.counts.errors++;
-          p.reject(err);
-          return;
-        }
-        this.counts.results++;
-        p.resolve(v);
-        return;
-      }
-      case P.ERROR: {
-        link.pending.delete(id);
-        p.done();
-        this.settled(link);
-        this.counts.errors++;
-        const err = P.decodeError(frame, p.method);
-        if (p.stream) p.stream.fail(err);
-        else p.reject(err);
-        return;
-      }
-      case P.STREAM: {
-        if (p.stream) return;
-        p.stream = new ClientStream(this, link, id, () => {
-          link.pending.delete(id);
-          p.done();
-          this.settled(link);
-        });
-        p.resolve(p.stream);
-        return;
-      }
-      case P.ITEM: {
-        if (!p.stream) return;
-        let v: unknown;
-        try {
-          v = P.decodeValue(this.codec, frame);
-        } catch (err) {
-          // This stream fails (and the server stops sending it); the link and its other calls go on.
-          link.pending.delete(id);
-          p.done();
-          this.settled(link);
-          this.counts.errors++;
-          if (!link.conn.closed) void link.conn.send(P.encodeCancel(id)).catch(() => {});
-          p.stream.fail(err);
-          return;
-        }
-        p.stream.push(v);
-        return;
-      }
-      case P.END:
-        link.pending.delete(id);
-        p.done();
-        this.settled(link);
-        this.counts.results++;
-        p.stream?.end();
-        return;
-      default:
-        throw P.protocolError(`unexpected frame type ${type} from a server`);
-    }
   }
 
   /** The link with the fewest outstanding calls (ties rotate). */
@@ -516,125 +343,6 @@ class Core {
     for (const l of [...this.links.values()]) l.conn.close();
     this.segment.close();
   }
-}
-
-/** A streamed result: an async iterator that grants the server credit as it consumes. */
-class ClientStream implements AsyncIterableIterator<unknown> {
-  private readonly buffer: unknown[] = [];
-  private waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void } | null = null;
-  private finished = false;
-  private error: unknown = null;
-  private consumed = 0;
-
-  constructor(
-    private readonly core: Core,
-    private readonly link: Link,
-    private readonly id: number,
-    private readonly forget: () => void,
-  ) {}
-
-  push(v: unknown): void {
-    if (this.finished) return;
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = null;
-      this.took();
-      w.resolve({ value: v, done: false });
-    } else this.buffer.push(v);
-  }
-
-  end(): void {
-    this.finished = true;
-    if (this.waiter && this.buffer.length === 0) {
-      const w = this.waiter;
-      this.waiter = null;
-      w.resolve({ value: undefined, done: true });
-    }
-  }
-
-  fail(err: unknown): void {
-    if (this.finished) return;
-    this.finished = true;
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = null;
-      w.reject(err);
-    } else this.error = err; // thrown by the next next(), once
-  }
-
-  /** One item consumed: every half window, the server gets that much credit back. */
-  private took(): void {
-    if (++this.consumed >= Math.max(1, this.core.window >> 1)) {
-      const n = this.consumed;
-      this.consumed = 0;
-      if (!this.finished && !this.link.conn.closed) void this.link.conn.send(P.encodeCredit(this.id, n)).catch(() => {});
-    }
-  }
-
-  next(): Promise<IteratorResult<unknown>> {
-    if (this.buffer.length > 0) {
-      const v = this.buffer.shift();
-      this.took();
-      return Promise.resolve({ value: v, done: false });
-    }
-    if (this.error !== null) {
-      const e = this.error;
-      this.error = null; // thrown once; then the iterator is done
-      return Promise.reject(e);
-    }
-    if (this.finished) return Promise.resolve({ value: undefined, done: true });
-    if (this.waiter) return Promise.reject(new ShmkitError(ErrorCodes.BUSY, `${this.core.label}: next() while another next() is pending`));
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
-  }
-
-  /** Stops the stream early: the server's handler sees its signal abort. */
-  return(): Promise<IteratorResult<unknown>> {
-    if (!this.finished) {
-      this.finished = true;
-      this.buffer.length = 0;
-      const w = this.waiter; // a next() waiting meanwhile ends too
-      this.waiter = null;
-      w?.resolve({ value: undefined, done: true });
-      if (this.link.pending.has(this.id)) {
-        this.forget();
-        if (!this.link.conn.closed) void this.link.conn.send(P.encodeCancel(this.id)).catch(() => {});
-      }
-    }
-    return Promise.resolve({ value: undefined, done: true });
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<unknown> {
-    return this;
-  }
-}
-
-function proxy<I>(core: Core, defaults: Parsed): RpcClient<I> {
-  const target = {
-    call: (method: string, args: unknown[], options?: CallOptions) => core.call(method, args, parseCall(options, defaults)),
-    notify: (method: string, ...args: unknown[]) => core.notify(method, args, defaults),
-    with: (options: CallOptions) => proxy<I>(core, parseCall(options, defaults)),
-    stats: () => core.stats(),
-    close: () => core.close(),
-    [Symbol.dispose]: () => core.close(),
-    [Symbol.asyncDispose]: () => Promise.resolve(core.close()),
-  };
-  const methods = new Map<string, (...args: unknown[]) => Promise<unknown>>();
-  return new Proxy(target, {
-    get(t, prop) {
-      if (typeof prop === 'symbol') return (t as Record<symbol, unknown>)[prop];
-      if (prop === 'then') return undefined; // not a thenable: `await client` is the client
-      if (prop === 'servers') return core.servers;
-      if (RESERVED.has(prop)) return (t as Record<string, unknown>)[prop];
-      let m = methods.get(prop);
-      if (m === undefined) {
-        m = (...args: unknown[]) => core.call(prop, args, defaults);
-        methods.set(prop, m);
-      }
-      return m;
-    },
-    has: (t, prop) => typeof prop === 'string' || prop in t,
-    set: () => false,
-  }) as unknown as RpcClient<I>;
 }
 
 /**
