@@ -124,7 +124,7 @@ function spawnServer(program, args, dir) {
       return true;
     }
   };
-  return { stop, failed, log: () => err.trim() };
+  return { stop, failed, log: () => err.trim(), pid: () => Number(out.split('\n')[0]) };
 }
 
 async function waitFor(what, server, probe, ms = 10_000) {
@@ -184,35 +184,46 @@ export async function startRedis() {
 }
 
 /**
- * A nats-server of this trial's own, on a loopback port the system picks (the server writes it to a
- * ports file), with a pending-bytes limit per connection of 1 GiB and a write deadline of 60 s:
- * nats-server would otherwise cut a subscriber off as a slow consumer 64 MB behind. Resolves
- * `{ address, stop }`, address being "127.0.0.1:port".
+ * A nats-server of its own, on loopback: on a port the system picks (the server writes it to a
+ * ports file) or `port`, with a pending-bytes limit per connection of 1 GiB and a write deadline
+ * of 60 s (nats-server would otherwise cut a subscriber off as a slow consumer 64 MB behind).
+ * Options: `jetstream` (with its store in `storeDir`, kept after stop, or in the server's own
+ * folder), `cluster: { name, port, routes: ['nats-route://127.0.0.1:port', ...] }` (0: a free
+ * port) and `name`. Resolves `{ address, url, port, clusterPort, pid, stop }`, address being
+ * "127.0.0.1:port"; pid is the server's own.
  */
-export async function startNats() {
+export async function startNats(options = {}) {
   const program = findProgram('nats-server', 'NATS_SERVER');
   if (!program) throw new Error((await peerStatus('nats')).reason);
   const dir = mkdtempSync(join(tmpdir(), 'shmkit-nats-'));
   const conf = join(dir, 'nats.conf');
-  writeFileSync(conf, [
-    'listen: "127.0.0.1:-1"',
+  const lines = [
+    `listen: "127.0.0.1:${options.port ?? -1}"`,
     `ports_file_dir: ${JSON.stringify(dir)}`,
     'max_pending: 1073741824',
     'write_deadline: "60s"',
     'no_sys_acc: true',
-    '',
-  ].join('\n'));
+  ];
+  if (options.name) lines.push(`server_name: ${JSON.stringify(options.name)}`);
+  if (options.jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(options.storeDir ?? join(dir, 'js'))} }`);
+  if (options.cluster) {
+    const c = options.cluster;
+    lines.push(`cluster { name: ${JSON.stringify(c.name ?? 'shmkit')}, listen: "127.0.0.1:${c.port ?? -1}", routes: [${(c.routes ?? []).map((r) => JSON.stringify(r)).join(', ')}] }`);
+  }
+  writeFileSync(conf, [...lines, ''].join('\n'));
   const server = spawnServer(program, ['-c', conf], dir);
-  const address = await waitFor('nats-server', server, async () => {
+  const ports = await waitFor('nats-server', server, async () => {
     const f = readdirSync(dir).find((n) => n.endsWith('.ports'));
     if (!f) return null;
-    const url = JSON.parse(readFileSync(join(dir, f), 'utf8')).nats?.[0];
-    const m = /^nats:\/\/(127\.0\.0\.1):(\d+)$/.exec(url ?? '');
+    const p = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+    const m = /^nats:\/\/(127\.0\.0\.1):(\d+)$/.exec(p.nats?.[0] ?? '');
     if (!m) throw new Error(`unexpected ports file: ${readFileSync(join(dir, f), 'utf8')}`);
     await ask({ host: m[1], port: Number(m[2]) }, 'PING\r\n', 'PONG');
-    return `${m[1]}:${m[2]}`;
+    const cm = /:(\d+)$/.exec(p.cluster?.[0] ?? '');
+    return { host: m[1], port: Number(m[2]), clusterPort: cm ? Number(cm[1]) : 0 };
   });
-  return { address, stop: server.stop };
+  const address = `${ports.host}:${ports.port}`;
+  return { address, url: `nats://${address}`, port: ports.port, clusterPort: ports.clusterPort, pid: server.pid(), stop: server.stop };
 }
 
 // RESP --------------------------------------------------------------------------------------------

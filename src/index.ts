@@ -32,3 +32,5 @@ export { connect, type ConnectOptions } from './server/connect';
 export { serve, RpcServer, type CallContext, type Handlers, type ServeOptions, type RpcServerStats } from './rpc/serve';
 export { rpcClient, type RpcClient, type RpcClientOptions, type RpcClientMethods, type RpcClientStats, type CallOptions, type RpcResult, type ReservedName } from './rpc/client';
 export { RemoteError } from './rpc/protocol';
+export { local, type Transport, type TopicHandle, type TopicSubscription, type MapHandle, type ServiceHandle, type TransportTopicOptions, type TransportClientOptions } from './transport';
+export type { HandlingOptions } from './rpc/handling';

@@ -65,6 +65,8 @@ export class Running implements CallContext {
   aborted = false;
   /** Stream credit: items the caller may still take. */
   credit: number;
+  /** When the caller last sent a CREDIT for this call (Date.now()). */
+  heard = Date.now();
   wake: (() => void) | null = null;
   timer: Timer | null = null;
 
@@ -214,6 +216,7 @@ export abstract class CallHandler extends EventEmitter {
       const r = caller.running.get(id);
       if (r) {
         r.credit += n;
+        r.heard = Date.now();
         const w = r.wake;
         r.wake = null;
         w?.();
@@ -293,12 +296,40 @@ export abstract class CallHandler extends EventEmitter {
     }
   }
 
+  /**
+   * Waits for the caller's next CREDIT. A transport that cannot see a caller die (NATS) sets
+   * `creditIdleMs`: a stream whose caller sent nothing for that long is cancelled (its callers
+   * send an empty CREDIT now and then while they hold a stream open).
+   */
+  private waitForCredit(r: Running): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const idle = this.creditIdleMs;
+      let t: Timer | null = null;
+      const check = (): void => {
+        const left = r.heard + idle - Date.now();
+        if (left > 0) {
+          t = timer(check, left);
+          return;
+        }
+        r.cancel(new ShmkitError(ErrorCodes.PEER_GONE, `rpc "${this.name}" ${r.method}: the caller sent nothing for ${idle} ms while the stream waited for it (gone?)`));
+      };
+      r.wake = () => {
+        t?.clear();
+        resolve();
+      };
+      if (idle !== Infinity) check();
+    });
+  }
+
+  /** How long a stream waits for a silent caller before it is cancelled; Infinity when the transport sees callers die. */
+  protected creditIdleMs = Infinity;
+
   /** Streams `it`'s values, each only once the caller has credit for it. */
   private async pump(it: AsyncIterable<unknown>, id: number, r: Running, send: (f: Buffer) => Promise<void>): Promise<void> {
     const iterator = it[Symbol.asyncIterator]();
     try {
       for (;;) {
-        while (r.credit <= 0 && !r.aborted) await new Promise<void>((resolve) => (r.wake = resolve));
+        while (r.credit <= 0 && !r.aborted) await this.waitForCredit(r);
         if (r.aborted) throw r.abortReason;
         const step = await iterator.next();
         if (step.done) break;
