@@ -188,8 +188,9 @@ export async function startRedis() {
  * ports file) or `port`, with a pending-bytes limit per connection of 1 GiB and a write deadline
  * of 60 s (nats-server would otherwise cut a subscriber off as a slow consumer 64 MB behind).
  * Options: `jetstream` (with its store in `storeDir`, kept after stop, or in the server's own
- * folder), `cluster: { name, port, routes: ['nats-route://127.0.0.1:port', ...] }` (0: a free
- * port) and `name`. Resolves `{ address, url, port, clusterPort, pid, stop }`, address being
+ * folder), `cluster: { name, port, routes: [port, ...] }` (the cluster ports of every server,
+ * its own included: a JetStream server needs its routes configured, so pick them with
+ * freePort()) and `name`. Resolves `{ address, url, port, clusterPort, pid, stop }`, address being
  * "127.0.0.1:port"; pid is the server's own.
  */
 export async function startNats(options = {}) {
@@ -202,13 +203,14 @@ export async function startNats(options = {}) {
     `ports_file_dir: ${JSON.stringify(dir)}`,
     'max_pending: 1073741824',
     'write_deadline: "60s"',
-    'no_sys_acc: true',
   ];
+  // Without a cluster, no system account (less to start); a JetStream cluster needs one.
+  if (!options.cluster) lines.push('no_sys_acc: true');
   if (options.name) lines.push(`server_name: ${JSON.stringify(options.name)}`);
   if (options.jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(options.storeDir ?? join(dir, 'js'))} }`);
   if (options.cluster) {
     const c = options.cluster;
-    lines.push(`cluster { name: ${JSON.stringify(c.name ?? 'shmkit')}, listen: "127.0.0.1:${c.port ?? -1}", routes: [${(c.routes ?? []).map((r) => JSON.stringify(r)).join(', ')}] }`);
+    lines.push(`cluster { name: ${JSON.stringify(c.name ?? 'shmkit')}, listen: "127.0.0.1:${c.port ?? -1}", routes: [${(c.routes ?? []).map((r) => JSON.stringify(`nats-route://127.0.0.1:${r}`)).join(', ')}] }`);
   }
   writeFileSync(conf, [...lines, ''].join('\n'));
   const server = spawnServer(program, ['-c', conf], dir);
@@ -224,6 +226,18 @@ export async function startNats(options = {}) {
   });
   const address = `${ports.host}:${ports.port}`;
   return { address, url: `nats://${address}`, port: ports.port, clusterPort: ports.clusterPort, pid: server.pid(), stop: server.stop };
+}
+
+/** A loopback TCP port free now (the system picks it; a server started next may take it). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 // RESP --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import * as EL from './event/layout';
 import * as TL from './topic/layout';
 import * as SL from './server/layout';
 import * as ML from './map/layout';
+import * as BL from './nats/bridge-layout';
 import { DEPARTED, storedPeers } from './peers';
 import { CLOSED_BIT, POS_MASK } from './ring/format';
 import { WAITING } from './flag-word';
@@ -328,7 +329,25 @@ export interface MapState {
   handles: MapHandleState[];
 }
 
-export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState | ServerState | MapState;
+export interface BridgeState {
+  owner: { pid: number; alive: boolean } | null;
+  connected: boolean;
+  topics: number;
+  services: number;
+  maps: number;
+  out: number | null;
+  in: number | null;
+  dropped: number | null;
+  buffered: number | null;
+  echoes: number | null;
+  mapWrites: number | null;
+  calls: number | null;
+  errors: number | null;
+  disconnects: number | null;
+  reconnects: number | null;
+}
+
+export type KindState = SegmentState | SemaphoreState | MutexState | RwLockState | ConditionState | BarrierState | ChannelState | EventState | TopicState | ServerState | MapState | BridgeState;
 
 export interface KindEntry<S extends KindState = KindState> {
   readonly id: number;
@@ -707,9 +726,30 @@ const map: KindEntry<MapState> = {
   },
 };
 
+const bridge: KindEntry<BridgeState> = {
+  id: Kind.BRIDGE,
+  name: 'bridge',
+  check: (_params, dataSize) => (dataSize < BL.DATA_SIZE ? `a data area of ${dataSize} bytes (a bridge needs ${BL.DATA_SIZE})` : null),
+  controlSize: () => BL.DATA_SIZE,
+  describe(r) {
+    const token = r.i64[(r.data + BL.OWNER) >> 3]!;
+    const f = (at: number): number | null => counter(r.dv.getFloat64(r.data + at, true));
+    const routes = r.dv.getUint32(r.data + BL.ROUTES, true);
+    return {
+      owner: token === 0n ? null : holder(token),
+      connected: r.dv.getUint32(r.data + BL.CONNECTED, true) === 1,
+      topics: routes & 255, services: (routes >>> 8) & 255, maps: (routes >>> 16) & 255,
+      out: f(BL.OUT), in: f(BL.IN), dropped: f(BL.DROPPED), buffered: f(BL.BUFFERED), echoes: f(BL.ECHOES), mapWrites: f(BL.MAP_WRITES),
+      calls: f(BL.CALLS), errors: f(BL.ERRORS), disconnects: f(BL.DISCONNECTS), reconnects: f(BL.RECONNECTS),
+    };
+  },
+  users: (s) => (s.owner === null ? [] : [{ pid: s.owner.pid, alive: s.owner.alive, role: 'bridge' }]),
+  summary: (s) => `${s.owner === null ? 'no owner' : s.owner.alive ? `pid ${s.owner.pid}` : `pid ${s.owner.pid} (dead)`}, NATS ${s.connected ? 'connected' : 'away'}; ${s.topics} topics, ${s.services} services, ${s.maps} maps; ${s.out ?? '?'} out, ${s.in ?? '?'} in${s.dropped ? `, ${s.dropped} dropped` : ''}${s.buffered ? `, ${s.buffered} buffered` : ''}`,
+};
+
 /** Every kind this shmkit knows, by the id stored in the header. */
 export const kinds: ReadonlyMap<number, KindEntry> = new Map(
-  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic, server, map].map((k) => [k.id, k as unknown as KindEntry]),
+  [segment, semaphore, mutex, rwlock, condition, barrier, channel, event, topic, server, map, bridge].map((k) => [k.id, k as unknown as KindEntry]),
 );
 
 // Describing an object ----------------------------------------------------------------------------

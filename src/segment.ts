@@ -60,6 +60,7 @@ export const Kind = {
   TOPIC: 18,
   SERVER: 19,
   MAP: 20,
+  BRIDGE: 21,
 } as const;
 
 export function kindName(kind: number): string {

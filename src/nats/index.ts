@@ -10,3 +10,4 @@ export { NatsRpcServer } from './rpc';
 export { NatsMap, NatsMapWatch, type NatsMapStats } from './map';
 export { escapeKey, unescapeKey } from './names';
 export { local, type Transport, type TopicHandle, type TopicSubscription, type MapHandle, type ServiceHandle } from '../transport';
+export { bridge, Bridge, type BridgeOptions, type BridgeTopic, type BridgeService, type BridgeMap, type BridgeStats, type BridgeTopicStats, type BridgeServiceStats, type BridgeMapStats } from './bridge';
