@@ -27,6 +27,7 @@ function allCommands(): Command[] {
       (require('./commands/sub') as typeof import('./commands/sub')).sub,
       (require('./commands/call') as typeof import('./commands/call')).call,
       (require('./commands/map') as typeof import('./commands/map')).map,
+      (require('./commands/bridge') as typeof import('./commands/bridge')).bridge,
       (require('./commands/bench') as typeof import('./commands/bench')).bench,
       build,
     ];

@@ -4,7 +4,7 @@
  * Ctrl-C; piped, it prints plain frames (or one JSON line per frame).
  */
 import { ErrorCodes, ShmkitError } from '../../errors';
-import type { ChannelState, EventState, MapState, ServerState, TopicState } from '../../kinds';
+import type { BridgeState, ChannelState, EventState, MapState, ServerState, TopicState } from '../../kinds';
 import { bytes, type Command, Exit, intOption, parse, table } from '../output';
 import { readAll, readObject, resolveEntry, type ShmObject } from '../scan';
 
@@ -22,6 +22,9 @@ Shows, for every shmkit object (or the NAMEs given), refreshed every interval:
   open connections;
 - maps: reads and writes per second, entries, value bytes used, hit ratio,
   evictions, and the handles open on it;
+- bridges (shmkit bridge): messages per second from NATS (IN) and to NATS
+  (OUT), messages buffered while NATS is away and dropped (LOST), and whether
+  NATS is connected;
 and a one-line state for every object.
 
 On a terminal the screen is redrawn in place (alternate screen); Ctrl-C restores
@@ -108,6 +111,20 @@ export interface MapRow {
   handles: number;
 }
 
+export interface BridgeRow {
+  /** Messages forwarded to NATS and from NATS so far, dropped while NATS was away, buffered now. */
+  out: number;
+  in: number;
+  dropped: number;
+  buffered: number;
+  /** Per second, over the last interval; null on the first frame. */
+  rates: { out: number; in: number } | null;
+  connected: boolean;
+  /** Whether the bridge process lives. */
+  alive: boolean;
+  reconnects: number;
+}
+
 export interface TopRow {
   entry: string;
   name: string | null;
@@ -127,11 +144,13 @@ export interface TopRow {
   server: ServerRow | null;
   /** Maps, else null. */
   map: MapRow | null;
+  /** Bridges, else null. */
+  bridge: BridgeRow | null;
 }
 
 /** Sort order: channels, topics, events, servers, then the other kinds. */
-const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2, server: 3, map: 4 };
-const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 5;
+const RANK: Record<string, number> = { channel: 0, topic: 1, event: 2, server: 3, map: 4, bridge: 5 };
+const rank = (kind: string | null): number => RANK[kind ?? ''] ?? 6;
 
 function compact(n: number): string {
   if (n < 1000) return n < 10 && n !== Math.round(n) ? n.toFixed(1) : String(Math.round(n));
@@ -182,7 +201,7 @@ export const top: Command = {
       const seen = new Set<string>();
       const rows = objects.map((o): TopRow => {
         if ('missing' in o) {
-          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null, server: null, map: null };
+          return { entry: o.missing, name: o.missing.startsWith('shmkit-') ? o.missing.slice(7) : null, kind: null, status: 'missing', summary: null, rates: null, depth: null, waits: null, peers: null, topic: null, event: null, server: null, map: null, bridge: null };
         }
         const r = o.report;
         seen.add(r.entry);
@@ -200,6 +219,7 @@ export const top: Command = {
           event: null,
           server: null,
           map: null,
+          bridge: null,
         };
         const st = r.status === 'ok' ? o.description?.state : null;
         if (st === null || st === undefined) return row;
@@ -255,6 +275,14 @@ export const top: Command = {
             entries: m.entries, maxEntries: m.maxEntries, bytesUsed: m.bytesUsed ?? 0, valueBytes: m.valueBytes,
             evictions: m.evictions ?? 0, expirations: m.expirations ?? 0, handles: m.handles.filter((h) => h.alive).length,
           };
+        } else if (r.kind === 'bridge') {
+          const b = st as BridgeState;
+          const rates = ratesOf(r.entry, o.stat.ino, [b.out ?? 0, b.in ?? 0]);
+          row.bridge = {
+            out: b.out ?? 0, in: b.in ?? 0, dropped: b.dropped ?? 0, buffered: b.buffered ?? 0,
+            rates: rates === null ? null : { out: Math.max(0, rates[0]!), in: Math.max(0, rates[1]!) },
+            connected: b.connected, alive: b.owner?.alive === true, reconnects: b.reconnects ?? 0,
+          };
         } else if (r.kind === 'channel') {
           const c = st as ChannelState;
           const rates = ratesOf(r.entry, o.stat.ino, [c.counters.sent ?? 0, c.counters.received ?? 0, c.counters.sentBytes ?? 0, c.counters.receivedBytes ?? 0]);
@@ -294,6 +322,11 @@ export const top: Command = {
         if (m !== null) {
           const handles = `${m.handles} handle${m.handles === 1 ? '' : 's'}`;
           return [r.name ?? r.entry, 'map', m.rates === null ? '-' : `${compact(m.rates.gets)} get`, m.rates === null ? '-' : `${compact(m.rates.writes)} set`, '-', `${m.entries} keys`, '-', handles, String(m.evictions), state];
+        }
+        const b = r.bridge;
+        if (b !== null) {
+          const nats = !b.alive ? 'dead' : b.connected ? 'NATS up' : 'NATS away';
+          return [r.name ?? r.entry, 'bridge', b.rates === null ? '-' : compact(b.rates.in), b.rates === null ? '-' : compact(b.rates.out), '-', `${b.buffered} buffered`, '-', nats, String(b.dropped), state];
         }
         if (e !== null) {
           const rate = e.rates === null ? '-' : compact(e.rates.notified);
