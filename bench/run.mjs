@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// shmkit benchmark: channels against every local transport, then the events, topics, RPC and map
-// sections (bench/events.mjs, topics.mjs, rpc.mjs, map.mjs), in one run on one machine.
+// shmkit benchmark: channels against every local transport, then the events, topics, RPC, map and
+// NATS sections (bench/events.mjs, topics.mjs, rpc.mjs, map.mjs, nats.mjs), in one run on one machine.
 //
 //   npm run bench                      3 interleaved repetitions (a few minutes)
 //   npm run bench -- --quick           1 repetition, smaller counts (~30 s)
 //   npm run bench -- --json out.json   also write [{pattern, transport, mode, metric, size, value, unit}]
 //   npm run bench -- --patterns LIST   after the channels, these sections (events, topics, rpc,
-//                                      map; default all four; `none` for the channels only)
+//                                      map, nats; default all five; `none` for the channels only)
 //
 // Each trial is a fresh process pair (bench/fixtures/transport.mjs); every payload is verified.
 // Figures are medians over repetitions; ratios are against the Unix domain socket measured in the
@@ -194,14 +194,14 @@ if (jsonFile) {
   console.log(`\nWrote ${rows.length} figures to ${jsonFile}.`);
 }
 
-// The patterns' sections, each its own program (bench/events.mjs, topics.mjs, rpc.mjs, map.mjs),
+// The patterns' sections, each its own program (bench/events.mjs, topics.mjs, rpc.mjs, map.mjs, nats.mjs),
 // with the same --quick, --reps and --silent; their --json rows (with `pattern` set) join this
 // run's file.
 // `--patterns events,rpc` runs those only, `--patterns none` none.
 const patternsAt = argv.indexOf('--patterns');
-const patterns = patternsAt >= 0 ? (argv[patternsAt + 1] === 'none' ? [] : argv[patternsAt + 1].split(',')) : ['events', 'topics', 'rpc', 'map'];
+const patterns = patternsAt >= 0 ? (argv[patternsAt + 1] === 'none' ? [] : argv[patternsAt + 1].split(',')) : ['events', 'topics', 'rpc', 'map', 'nats'];
 for (const p of patterns) {
-  if (!['events', 'topics', 'rpc', 'map'].includes(p)) throw new Error(`--patterns: unknown section ${p} (events, topics, rpc, map, or none)`);
+  if (!['events', 'topics', 'rpc', 'map', 'nats'].includes(p)) throw new Error(`--patterns: unknown section ${p} (events, topics, rpc, map, nats, or none)`);
   console.log(`\n---\n`);
   const tmp = jsonFile ? join(mkdtempSync(join(tmpdir(), 'shmkit-bench-')), `${p}.json`) : null;
   const args = [join(BENCH, `${p}.mjs`), ...(quick ? ['--quick'] : []), ...(argv.includes('--reps') ? ['--reps', String(reps)] : []), ...(progress ? [] : ['--silent']), ...(tmp ? ['--json', tmp] : [])];
