@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { openSync, writeSync, closeSync, fstatSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { ErrorCodes, SharedMap, ShmkitError } from 'shmkit';
-import { cleanupAll, entriesOf, killCliChildren, result, runCli, runner, sleep, startCli, uniq, watchdog } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { cleanupAll, entriesOf, killCliChildren, result, ROOT, runCli, runner, sleep, startCli, uniq, watchdog } from './helpers.mjs';
 import { check, makeValue } from './fixtures/map-values.mjs';
 
 const child = runner('map-child.mjs');
@@ -557,7 +558,7 @@ describe('SharedMap: regressions of the second review', () => {
       m.delete('p:b');
       state.busy = false;
       m.set('p:z', 'end');
-      const got = await collect(w, (all) => all.some((c) => c.key === 'p:z'), 'a late first read');
+      const got = await collect(w, (all) => all.some((c) => c.key === 'p:z') && all.some((c) => c.key === 'p:b'), 'a late first read');
       w.close();
       assert.ok(got.some((c) => c.key === 'p:a' && c.type === 'set' && c.value === 2), JSON.stringify(got));
       assert.ok(got.some((c) => c.key === 'p:b' && c.type === 'delete'), JSON.stringify(got));
@@ -675,6 +676,68 @@ describe('SharedMap: regressions of the second review', () => {
         await watchdog(holder.exited, 20_000, 'holder');
       }
       assert.ok(m.verify({ timeout: 20_000 }).ok);
+    }));
+});
+
+describe('SharedMap: regressions of the third review', () => {
+  test('a late first scan reports a change another process makes while it runs, and nothing unchanged', async () =>
+    withMap({ maxEntries: 64 }, async (m, name) => {
+      for (const k of ['a', 'b', 'c']) m.set(`p:${k}`, 1);
+      const orig = m.snapshot;
+      let calls = 0;
+      m.snapshot = function* (...a) {
+        calls++;
+        if (calls === 1) throw new ShmkitError(ErrorCodes.TIMEOUT, 'busy (test)');
+        // The owed scan: the watcher has read the ring's head; another process writes p:c now.
+        if (calls === 2) assert.equal(spawnSync(process.execPath, ['-e', `const { SharedMap } = require('shmkit'); const m = SharedMap.open(${JSON.stringify(name)}); m.set('p:c', 'other'); m.close();`], { cwd: ROOT }).status, 0);
+        yield* orig.apply(this, a);
+      };
+      const w = m.watch('p:', { prefix: true });
+      setTimeout(() => m.set('p:end', 'end'), 50);
+      const got = [];
+      do got.push(await nextChange(w, 'a late first scan'));
+      while (got.at(-1).key !== 'p:end');
+      w.close();
+      assert.deepEqual(got.map((c) => `${c.key}=${c.value}`).sort(), ['p:c=other', 'p:end=end']);
+    }));
+
+  test('an update that fits neither before nor after its old block, counting the block\'s unsplit slack, fails at once', () =>
+    withMap({ maxEntries: 64, valueBytes: 4096, maxValueSize: 4000, eviction: 'lru', codec: 'bytes' }, (m) => {
+      m.set('a', Buffer.alloc(100)); // a 112-byte block at 0
+      m.set('big', Buffer.alloc(1992));
+      m.set('c', Buffer.alloc(1976)); // the heap is full
+      m.delete('a');
+      m.set('x', Buffer.alloc(96)); // 104 bytes needed: the 112-byte hole, not split (8 < 16)
+      assert.throws(() => m.set('x', Buffer.alloc(3984)), code(ErrorCodes.FULL));
+      assert.equal(m.stats().evictions, 0);
+      assert.equal(m.size, 3);
+    }));
+
+  test('a value the codec cannot decode is thrown once by a lapped watcher, which then goes on', async () =>
+    withMap({ maxEntries: 64, watchRecords: 4 }, async (m, name) => {
+      const raw = SharedMap.open(name, { codec: 'utf8' });
+      try {
+        const w = m.watch('p:', { prefix: true });
+        raw.set('p:bad', 'not json {');
+        for (let i = 0; i < 10; i++) m.set(`q:${i}`, i); // laps the ring: a rescan
+        m.set('p:good', 1);
+        await assert.rejects(watchdog(w.next(), 10_000, 'the bad value'), code(ErrorCodes.DECODE));
+        assert.equal((await nextChange(w, 'the next value')).key, 'p:good');
+        w.close();
+      } finally {
+        raw.close();
+      }
+    }));
+
+  test('LRU in a very sparse map (2^18 entry slots, 16 values fit) still evicts the least recently used', () =>
+    withMap({ maxEntries: 1 << 18, valueBytes: 16 * 72, eviction: 'lru', codec: 'bytes' }, (m) => {
+      const v = Buffer.alloc(64);
+      let bad = 0;
+      for (let i = 0; i < 200; i++) {
+        m.set(`k${i}`, v);
+        if (i >= 2 && !(m.has(`k${i - 1}`) && m.has(`k${i - 2}`))) bad++;
+      }
+      assert.equal(bad, 0, 'the two newest keys before each insert survive it');
     }));
 });
 

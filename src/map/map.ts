@@ -145,7 +145,7 @@ type Found = { e: number; seq: number; m: number; link: number };
 /** Thrown inside a write when the map needs its recovery first: the write unlocks, recovers, retries. */
 class NeedRecovery extends Error {}
 
-/** An LRU sample looks at most this many buckets once it has found one live entry. */
+/** An LRU sample looks at this many buckets at least (more in a sparse map). */
 const SAMPLE_BUCKETS = 65536;
 
 
@@ -660,6 +660,28 @@ export class SharedMap<T = unknown> extends Handle {
     return Atomics.load(this.u32, (this.data + L.RECOVERY) >> 2) !== 0;
   }
 
+  /**
+   * @internal A watcher's marks: per stripe, the lowest revision counter a write may have that
+   * the watcher must report. The stripe's counter now, plus one if its lock is free then (its last
+   * write is over, its record claimed before the watcher's cursor was read); else the counter (the
+   * write under way may be one to report).
+   */
+  revisionMarks(): Float64Array {
+    const marks = new Float64Array(this.stripes);
+    for (let st = 0; st < this.stripes; st++) {
+      const c = this.f64[(this.stripeAt(st) + L.ST_REVISION) >> 3]! || 0;
+      fullFence(); // the counter is read before the lock word
+      marks[st] = this.stripeLocks[st]!.locked ? c : c + 1;
+    }
+    return marks;
+  }
+
+  /** @internal Whether revision `rev` may have been written after `marks` were read: its stripe counter is at least the stripe's mark. */
+  writtenSince(rev: number, marks: Float64Array): boolean {
+    const st = rev % this.stripes;
+    return (rev - st) / this.stripes >= marks[st]!;
+  }
+
   /** @internal A recovery is owed (a writer died holding a lock, and no recovery has run since). */
   get recoveryOwed(): boolean {
     return this.needsRecovery();
@@ -1028,12 +1050,16 @@ export class SharedMap<T = unknown> extends Handle {
       // A sample: up to 16 live entries from the chains of buckets from a random one on. By hash,
       // every live entry is equally likely to be taken, wherever its slot (a slot freed last is
       // reused first, so slots say nothing of age). Sparse maps are searched as far as it takes
-      // to fill the sample (at most 65,536 buckets once one entry is found). Read without locks;
+      // to fill the sample (every bucket at most). Read without locks;
       // removeEntry() checks the entry again under its stripe's lock.
       const now = (Atomics.load(this.u32, (this.data + L.CLOCK) >> 2) + 1) >>> 0;
       const sample: [number, number][] = [];
       const start = Math.floor(Math.random() * nb);
-      for (let k = 0; k < nb && sample.length < 16 && (sample.length === 0 || k < SAMPLE_BUCKETS); k++) {
+      // As far as 16 live entries take on average (from the live count), twice over, and at least
+      // SAMPLE_BUCKETS: in a sparse map that is every bucket.
+      const live = Math.max(1, Atomics.load(this.u32, (this.data + L.LIVE) >> 2));
+      const limit = Math.min(nb, Math.max(SAMPLE_BUCKETS, Math.ceil((32 * nb) / live)));
+      for (let k = 0; k < limit && sample.length < 16; k++) {
         let link = Atomics.load(this.u32, (this.buckets0 + 4 * ((start + k) & this.bucketMask)) >> 2);
         for (let steps = 0; link !== 0 && link <= n && steps < 16 && sample.length < 16; steps++) {
           const e = this.entryAt(link - 1);
@@ -1125,7 +1151,12 @@ export class SharedMap<T = unknown> extends Handle {
     // the new block fits neither before nor after the old one, nothing is evicted for it.
     if (found !== null) {
       const oldAt = this.u32[(found.m + L.M_BLOCK) >> 2]!;
-      const oldSize = L.blockSize(this.u32[(found.m + L.M_LEN) >> 2]!);
+      // The block's own size (a leftover too small to split stays in it), if its header is sound.
+      let oldSize = L.blockSize(this.u32[(found.m + L.M_LEN) >> 2]!);
+      if (oldAt % 8 === 0 && oldAt + 4 <= this.valueBytes) {
+        const h = this.u32[(this.data + this.o.heap + oldAt) >> 2]! & L.SIZE_MASK;
+        if (h >= oldSize && oldAt + h <= this.valueBytes) oldSize = h;
+      }
       if (size > Math.max(oldAt, this.valueBytes - oldAt - oldSize)) throw this.full(false);
     }
     let got = this.allocate(size, found === null);

@@ -61,15 +61,14 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
   private unwrittenSince = -1;
   /** A rescan met a busy lock: it is owed, and tried again at the next tick. */
   private owed = false;
-  /** The owed scan is the first one of a watch without `initial`: it reports nothing itself. */
-  private quiet = false;
   /**
-   * After a late first scan: the keys it found unreported, and the ring position it was made at.
-   * A 'set' record from before that position (a change made after the watch began) reports its
-   * key even though the scan saw its value already.
+   * The first scan of a watch without `initial` is owed (its start met a busy lock): the stripes'
+   * revision counters when the watch began. That scan reports the entries whose revision counter
+   * is at least its stripe's mark (written after the watch began, or the last write before it).
    */
-  private unreported: Set<string> | null = null;
-  private replayUntil = 0;
+  private marks: Float64Array | null = null;
+  /** A value that could not be decoded during a scan: thrown once by next(), after the scan's state is kept. */
+  private failure: unknown = null;
   private reapedAt = Date.now();
 
   constructor(private readonly map: SharedMap<T>, key: string | undefined, options: WatchOptions | undefined) {
@@ -80,13 +79,15 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     this.key = key;
     this.prefix = key === undefined || o.prefix === true;
     map.watching(1);
-    // Registered first, then the cursor: every change committed after this point is recorded.
+    // Registered first, then the revision marks, then the cursor: every change committed after
+    // this point is recorded (at or after the cursor), and has a revision at or above its mark.
+    const marks = map.revisionMarks();
     this.cursor = Atomics.load(map.u32, (map.data + L.RING_HEAD) >> 2);
     try {
       if (!this.tryNow(() => this.scan(o.initial === true))) {
         // A chain is held right now: the first scan is owed (see resync()).
         this.owed = true;
-        this.quiet = o.initial !== true;
+        if (o.initial !== true) this.marks = marks;
       }
     } catch (err) {
       this.close();
@@ -101,15 +102,25 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
 
   /**
    * Reads the matching entries, and (`report`) queues a 'set' for each that differs from what is
-   * known (or is unreported), and a 'delete' or 'expire' for each known key now gone. All or
-   * nothing: a scan that meets a busy lock halfway (TIMEOUT) changes no state and queues nothing.
+   * known, and a 'delete' or 'expire' for each known key now gone; with `marks`, only a 'set' for
+   * each entry written at or after its stripe's mark. All or nothing: a scan that meets a busy
+   * lock halfway (TIMEOUT) changes no state and queues nothing. A value the codec cannot decode
+   * is not reported, and its error is thrown once, after the scan's state is kept.
    */
-  private scan(report: boolean): void {
+  private scan(report: boolean, marks: Float64Array | null = null): void {
     const seen = new Map<string, Known>();
     const events: MapChange<T>[] = [];
+    let failure: unknown = null;
     const add = (key: string, raw: unknown, rev: number, expires: number): void => {
       seen.set(key, { rev, expires });
-      if (report && (this.known.get(key)?.rev !== rev || this.unreported?.has(key) === true)) events.push({ type: 'set', key, value: this.map.decodeRaw(raw), revision: rev });
+      const wanted = marks !== null ? this.map.writtenSince(rev, marks) : report && this.known.get(key)?.rev !== rev;
+      if (!wanted) return;
+      try {
+        events.push({ type: 'set', key, value: this.map.decodeRaw(raw), revision: rev });
+      } catch (err) {
+        if (!(err instanceof ShmkitError) || err.code !== ErrorCodes.DECODE) throw err;
+        failure ??= err;
+      }
     };
     if (this.prefix) {
       for (const [key, raw, rev, expires] of this.map.snapshot(this.key, now())) add(key, raw, rev, expires);
@@ -117,7 +128,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       const r = this.map.peek(this.key!, now());
       if (r !== null) add(this.key!, r.raw, r.rev, r.expires);
     }
-    if (report) {
+    if (report && marks === null) {
       const t = Date.now();
       for (const [key, k] of this.known) {
         if (!seen.has(key)) events.push({ type: k.expires !== 0 && k.expires <= t ? 'expire' : 'delete', key, revision: k.rev });
@@ -126,8 +137,8 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     this.known = seen;
     this.expiries = new Map();
     for (const [key, k] of seen) if (k.expires !== 0) this.expiries.set(key, k.expires);
-    this.unreported = null;
     this.queue.push(...events);
+    if (failure !== null) this.failure = failure;
   }
 
   /**
@@ -135,25 +146,23 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
    * read is held (by a writer stopped with its lock, say), the rescan is owed and tried again at
    * the next tick.
    *
-   * A first scan that was owed (`quiet`: a watch without `initial` whose start met a busy lock)
-   * reports nothing itself, and the records since the watch began are read after it: each change
-   * made since then is reported from its record, even one the scan already saw. If the ring was
-   * lapped meanwhile, those records are gone, and the scan reports every matching entry instead.
+   * A first scan that was owed (a watch without `initial` whose start met a busy lock) reports the
+   * entries written since the watch began (their revisions are at or above the marks), and the
+   * cursor stays where the watch began, so the records since then are read after it (deletions;
+   * a 'set' record of a value the scan reported already is skipped by its revision). If the ring
+   * was lapped meanwhile, those records are gone: the deletions they held are not reported.
    */
   private resync(): void {
     const head = Atomics.load(this.map.u32, (this.map.data + L.RING_HEAD) >> 2);
     this.unwrittenSince = -1;
-    const replay = this.quiet && ((head - this.cursor) >>> 0) <= this.map.params.watchRecords;
-    if (!this.tryNow(() => this.scan(!replay))) {
+    const marks = this.marks;
+    if (!this.tryNow(() => this.scan(true, marks))) {
       this.owed = true;
       return;
     }
     this.owed = false;
-    this.quiet = false;
-    if (replay) {
-      this.unreported = new Set(this.known.keys());
-      this.replayUntil = head;
-    } else this.cursor = head;
+    this.marks = null;
+    if (marks === null || ((head - this.cursor) >>> 0) > this.map.params.watchRecords) this.cursor = head;
   }
 
   /** Runs `fn`; false if it met a busy lock (ERR_SHMKIT_TIMEOUT from a deadline of 0). */
@@ -177,7 +186,6 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
         this.resync();
         if (this.owed) return false;
       }
-      if (this.unreported !== null && this.cursor === this.replayUntil) this.unreported = null; // replayed
       const head = Atomics.load(u32, (m.data + L.RING_HEAD) >> 2);
       if (head === this.cursor) return true;
       if (((head - this.cursor) >>> 0) > cap) {
@@ -221,8 +229,7 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
         if (cur === null) continue; // removed since: its own record follows
         if (cur.expires !== 0) this.expiries.set(key, cur.expires);
         else this.expiries.delete(key);
-        const unreported = this.unreported?.delete(key) === true;
-        if (this.known.get(key)?.rev === cur.rev && !unreported) continue;
+        if (this.known.get(key)?.rev === cur.rev) continue;
         this.known.set(key, { rev: cur.rev, expires: cur.expires });
         this.queue.push({ type: 'set', key, value: m.decodeRaw(cur.raw), revision: cur.rev });
       } else {
@@ -236,7 +243,6 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
         if (k !== undefined && rev !== 0 && rev < k.rev) continue;
         this.known.delete(key);
         this.expiries.delete(key);
-        this.unreported?.delete(key);
         this.queue.push({ type: t, key, revision: rev });
       }
     }
@@ -284,6 +290,11 @@ export class MapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
       this.reap();
       this.expireDue();
       const ready = this.drain();
+      if (this.failure !== null) {
+        const f = this.failure;
+        this.failure = null;
+        throw f;
+      }
       if (this.queue.length > 0) continue;
       const m = this.map;
       const cursor = this.cursor;
