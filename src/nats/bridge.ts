@@ -143,6 +143,8 @@ class TopicRoute {
   private readonly own: number[] = [];
   /** Local publishes from NATS, in order: the outgoing loop waits for them before it looks at `own`. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Publishes from NATS into the local topic not finished yet. */
+  private publishing = 0;
   private ended = false;
 
   constructor(private readonly bridge: Bridge, spec: BridgeTopic, prefix: string, private readonly maxBuffered: number) {
@@ -179,17 +181,19 @@ class TopicRoute {
     const sub = this.sub!;
     try {
       for (;;) {
-        const b = await sub.receive();
-        const seq = sub.seq - 1;
-        this.s.lost = sub.lost;
-        await this.chain; // a publish from NATS under way: its sequence number is in `own` after it
-        while (this.own.length > 0 && this.own[0]! < seq) this.own.shift();
-        if (this.own[0] === seq) {
-          this.own.shift();
-          this.s.echoes++;
-          continue;
+        let b: Buffer | undefined = await sub.receive();
+        // Then every message already there, without yielding: the NATS client writes them in one go.
+        while (b !== undefined) {
+          const seq = sub.seq - 1;
+          if (this.publishing > 0) await this.chain; // a publish from NATS under way: its sequence number is in `own` after it
+          while (this.own.length > 0 && this.own[0]! < seq) this.own.shift();
+          if (this.own[0] === seq) {
+            this.own.shift();
+            this.s.echoes++;
+          } else this.send(b);
+          b = sub.tryReceive();
         }
-        this.send(b);
+        this.s.lost = sub.lost;
       }
     } catch (err) {
       if (!this.ended) this.bridge.failed(`topic "${this.s.local}" (out)`, err);
@@ -240,12 +244,13 @@ class TopicRoute {
           continue;
         }
         const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+        this.publishing++;
         const p = this.chain.then(() => this.topic.publish(data)).then((seq) => {
           if (this.outgoing) this.own.push(seq);
           this.s.in++;
           this.bridge.counted('in', 1);
         });
-        this.chain = p.catch(noop);
+        this.chain = p.catch(noop).finally(() => this.publishing--);
         await p;
       }
     } catch (err) {

@@ -58,12 +58,14 @@ export class NatsTopic<T = unknown> implements TopicHandle<T> {
     this.codec = resolveCodec(o.codec) as Codec<T>;
     this.maxMessageSize = o.maxMessageSize === undefined ? Infinity : checkInt('options.maxMessageSize', o.maxMessageSize, 1, 64 * 1024 * 1024);
     this.maxPending = o.maxPending === undefined ? 65_536 : checkInt('options.maxPending', o.maxPending, 1, 1 << 24);
+    this.label = `topic "${name}" (NATS ${this.subject})`;
     if (o.history !== undefined && o.history !== 0) throw new ShmkitError(ErrorCodes.UNSUPPORTED, `topic "${name}": history is not kept over NATS (core subjects keep nothing); use JetStream for replay`, { argument: 'options.history' });
   }
 
-  get label(): string {
-    return `topic "${this.name}" (NATS ${this.subject})`;
-  }
+  /** How errors name this topic. */
+  readonly label: string;
+  /** The origin header of the bridge publishing through this handle (made once). */
+  private origin: { id: string; headers: MsgHdrs } | null = null;
 
   get closed(): boolean {
     return this.ended;
@@ -85,12 +87,18 @@ export class NatsTopic<T = unknown> implements TopicHandle<T> {
    * (NATS has no topic-wide sequence). While the connection is down, the NATS client keeps
    * messages in its reconnect buffer (8 MiB); beyond it publishing fails.
    */
-  async publish(value: T, options?: { timeout?: number; signal?: AbortSignal }): Promise<number> {
-    const o = checkObject('options', options);
-    if (o.timeout !== undefined) checkTimeout('options.timeout', o.timeout);
-    const signal = checkSignal('options.signal', o.signal);
-    if (isAborted(signal)) throw abortError(signal, `${this.label} publish`);
-    return this.publishBytes(this.encode(value), undefined);
+  publish(value: T, options?: { timeout?: number; signal?: AbortSignal }): Promise<number> {
+    try {
+      if (options !== undefined) {
+        const o = checkObject('options', options);
+        if (o.timeout !== undefined) checkTimeout('options.timeout', o.timeout);
+        const signal = checkSignal('options.signal', o.signal);
+        if (isAborted(signal)) throw abortError(signal, `${this.label} publish`);
+      }
+      return Promise.resolve(this.publishBytes(this.encode(value), undefined));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** @internal Publishes encoded bytes (the bridge), naming the bridge they came through. */
@@ -101,8 +109,12 @@ export class NatsTopic<T = unknown> implements TopicHandle<T> {
     if (data.byteLength > max) throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label}: a message of ${data.byteLength} bytes is larger than ${max} bytes (${max === this.maxMessageSize ? 'maxMessageSize' : "the server's max_payload"}); nothing was published`);
     let headers: MsgHdrs | undefined;
     if (origin !== undefined) {
-      headers = nats().core.headers();
-      headers.set(ORIGIN_HEADER, origin);
+      if (this.origin?.id !== origin) {
+        const h = nats().core.headers();
+        h.set(ORIGIN_HEADER, origin);
+        this.origin = { id: origin, headers: h };
+      }
+      headers = this.origin.headers;
     }
     try {
       this.transport.connection.publish(this.subject, data, headers === undefined ? undefined : { headers });
@@ -194,10 +206,14 @@ export class NatsSubscription<T> implements TopicSubscription<T> {
 
   /** The next message; ERR_SHMKIT_DECODE for one the codec refuses (it is skipped). */
   async receive(options?: { timeout?: number; signal?: AbortSignal }): Promise<T> {
+    if (this.ended) throw closedError(`${this.label} subscription`);
+    if (options === undefined) {
+      const m = this.queue.tryShift(); // the common case: a message is there
+      if (m !== undefined) return this.decode(m);
+    }
     const o = checkObject('options', options);
     const timeout = o.timeout === undefined ? Infinity : checkTimeout('options.timeout', o.timeout);
     const signal = checkSignal('options.signal', o.signal);
-    if (this.ended) throw closedError(`${this.label} subscription`);
     return this.decode(await this.queue.shift(timeout, signal));
   }
 
