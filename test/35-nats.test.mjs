@@ -92,6 +92,43 @@ describe('shmkit/nats: bad input and semantics that differ', { skip: missing ?? 
     await s.close();
   });
 
+  test('any NATS client can call a service: the method and timeout in headers, the arguments and result as JSON', async () => {
+    const name = uniq('ni');
+    const s = await t.serve(name, {
+      async add(a, b) { return a + b; },
+      async fail() { throw Object.assign(new Error('nope'), { code: 'E_NOPE' }); },
+      async slow(ctx) { await new Promise((r) => ctx.signal.addEventListener('abort', r)); return ctx.signal.reason.code; },
+    });
+    const { connect, headers } = await import('@nats-io/transport-node');
+    const nc = await connect({ servers: server.url });
+    try {
+      const call = (method, args, extra = {}) => {
+        const h = headers();
+        if (method !== null) h.set('Shmkit-Method', method);
+        for (const [k, v] of Object.entries(extra)) h.set(k, v);
+        return nc.request(`shmkit.rpc.${name}`, JSON.stringify(args), { headers: h, timeout: 10_000 });
+      };
+      const r = await call('add', [2, 3]);
+      assert.equal(r.string(), '5');
+      assert.equal(r.headers.get('Shmkit-Kind'), 'result');
+      const e = await call('fail', []);
+      assert.equal(e.headers.get('Shmkit-Kind'), 'error');
+      assert.equal(e.headers.get('Shmkit-Error-Code'), 'E_NOPE');
+      assert.equal(JSON.parse(e.string()).message, 'nope');
+      const timedOut = await call('slow', [], { 'Shmkit-Timeout': '50' }); // the handler's signal aborts when it passes
+      assert.equal(timedOut.headers.get('Shmkit-Error-Code'), ErrorCodes.TIMEOUT);
+      const bad = await call(null, []);
+      assert.equal(bad.headers.get('Shmkit-Error-Code'), ErrorCodes.CORRUPT);
+      const garbage = await call('add', 'not an array');
+      assert.equal(garbage.headers.get('Shmkit-Kind'), 'error');
+      nc.publish(`shmkit.rpc.${name}`, 'junk', { headers: headers() }); // no method, no reply: dropped
+      assert.equal((await call('add', [1, 1])).string(), '2', 'the server goes on');
+    } finally {
+      await nc.close();
+      await s.close();
+    }
+  });
+
   test('a slow subscriber keeps the newest maxPending messages and counts the rest as lost', async () => {
     const topic = await t.topic(uniq('ns'), { codec: 'json', maxPending: 10 });
     const sub = topic.subscribe();

@@ -1,20 +1,22 @@
 /**
- * RPC over NATS: the same frames as over a shared-memory connection (docs/design.md, "RPC"),
- * carried by NATS messages, and the same handling of calls and answers (rpc/handling.ts,
- * rpc/calls.ts).
+ * RPC over NATS: request/reply on the subject S = `<prefix>.rpc.<name>`, the servers of a name in
+ * the queue group "shmkit", the method, timeout, errors, cancellation and stream credit carried
+ * in NATS headers, the arguments and results in the payload (the codec's bytes). The handling of
+ * calls and answers is the same code as for local RPC (rpc/handling.ts, rpc/calls.ts): each NATS
+ * message is turned into the RPC frame it stands for, and each frame into a NATS message.
  *
- * Subjects (S = `<prefix>.rpc.<name>`):
- * - CALL and NOTIFY frames go to S, where the servers of the name form the queue group "shmkit"
- *   (NATS gives each message to one of them). A CALL's reply subject is `<inbox>.<id>`, the
- *   client's inbox and the call's id; the server sends every answer frame of that call there, with
- *   its own control subject `S.s.<server id>` as the reply subject.
- * - CANCEL and CREDIT frames go to the control subject of the server that answered the call, with
- *   the client's inbox as the reply subject; a CANCEL before any answer goes to `S.cancel`, which
- *   every server of the name reads.
- * - NATS answers a CALL that no server took with a 503 status message on its reply subject: the
- *   call fails with ERR_SHMKIT_REFUSED at once.
+ * | message | subject | headers | payload | reply subject |
+ * |---|---|---|---|---|
+ * | call | S | Shmkit-Method, Shmkit-Timeout (ms, optional), Shmkit-Window (optional) | the arguments (an array) | where answers go: `<inbox>.<call id>` for shmkit clients; any other client's own |
+ * | notification | S | Shmkit-Method | the arguments | none |
+ * | result, error, stream, item, end | the call's reply subject | Shmkit-Kind (and Shmkit-Error-Code for an error) | the value; an error: its JSON description | the server's control subject `S.s.<id>` |
+ * | cancel, credit | the control subject of the call's server, or `S.cancel` (every server) before any answer | Shmkit-Kind, Shmkit-Call (the id), Shmkit-Credit | none | the client's inbox |
+ *
+ * So any NATS client can call a method: a request to S with the header Shmkit-Method and the
+ * arguments as a JSON array (the json codec) gets the result as JSON. NATS answers a call no
+ * server took with a 503 status message: the call fails with ERR_SHMKIT_REFUSED at once.
  */
-import type { Msg, Subscription as NatsSub } from '@nats-io/transport-node';
+import type { Msg, MsgHdrs, Subscription as NatsSub } from '@nats-io/transport-node';
 import { isAborted, onAbort } from '../abort';
 import { type Codec, resolveCodec } from '../codec/codec';
 import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
@@ -35,14 +37,123 @@ const QUEUE = 'shmkit';
 const CREDIT_IDLE_MS = 30_000;
 const KEEPALIVE_MS = 10_000;
 
+/** The headers of an RPC message over NATS. */
+const H = {
+  kind: 'Shmkit-Kind',
+  method: 'Shmkit-Method',
+  timeout: 'Shmkit-Timeout',
+  window: 'Shmkit-Window',
+  call: 'Shmkit-Call',
+  credit: 'Shmkit-Credit',
+  code: 'Shmkit-Error-Code',
+} as const;
+const KIND: Record<number, string> = { [P.RESULT]: 'result', [P.ERROR]: 'error', [P.STREAM]: 'stream', [P.ITEM]: 'item', [P.END]: 'end', [P.CANCEL]: 'cancel', [P.CREDIT]: 'credit' };
+const TYPE: Record<string, number> = Object.fromEntries(Object.entries(KIND).map(([t, k]) => [k, Number(t)]));
+/** Answers after which a call is over. */
+const FINAL = new Set([P.RESULT, P.ERROR, P.END]);
+
+/** A frame as a NATS message: its headers and payload. */
+function toMessage(frame: Buffer): { headers: MsgHdrs; payload: Uint8Array } {
+  const h = nats().core.headers();
+  const { type, id } = P.head(frame);
+  if (type === P.CALL) {
+    const m = frame.readUInt16LE(20);
+    h.set(H.method, frame.toString('utf8', P.CALL_HEAD, P.CALL_HEAD + m));
+    const deadline = frame.readDoubleLE(8);
+    if (deadline > 0) h.set(H.timeout, String(Math.max(0, Math.ceil(deadline - Date.now()))));
+    h.set(H.window, String(frame.readUInt32LE(16)));
+    return { headers: h, payload: frame.subarray(P.CALL_HEAD + m) };
+  }
+  if (type === P.NOTIFY) {
+    const m = frame.readUInt16LE(8);
+    h.set(H.method, frame.toString('utf8', P.NOTIFY_HEAD, P.NOTIFY_HEAD + m));
+    return { headers: h, payload: frame.subarray(P.NOTIFY_HEAD + m) };
+  }
+  h.set(H.kind, KIND[type]!);
+  if (type === P.CANCEL || type === P.CREDIT) {
+    h.set(H.call, String(id));
+    if (type === P.CREDIT) h.set(H.credit, String(P.decodeCredit(frame)));
+    return { headers: h, payload: new Uint8Array(0) };
+  }
+  if (type === P.ERROR) {
+    try {
+      const code = (JSON.parse(frame.toString('utf8', P.HEAD)) as { code?: unknown }).code;
+      if (typeof code === 'string' && /^[\x21-\x7e]{1,100}$/.test(code)) h.set(H.code, code);
+    } catch {
+      // an error whose description is not JSON: no code header
+    }
+  }
+  return { headers: h, payload: frame.subarray(P.HEAD) };
+}
+
+/** A whole number header, or `fallback` (absent), or null (not a whole number in range). */
+function intHeader(h: MsgHdrs | undefined, name: string, max: number, fallback: number): number | null {
+  const v = h?.get(name) ?? '';
+  if (v === '') return fallback;
+  if (!/^\d{1,16}$/.test(v)) return null;
+  const n = Number(v);
+  return n <= max ? n : null;
+}
+
+/**
+ * The RPC frame a NATS message stands for (call `id`), or null for a message that is none: no
+ * method on a call, an unknown kind, a header out of range.
+ */
+function toFrame(msg: Msg, id: number): Buffer | null {
+  const h = msg.headers;
+  const kind = h?.get(H.kind) ?? '';
+  const payload = msg.data;
+  if (kind === '') {
+    const method = h?.get(H.method) ?? '';
+    if (method === '') return null;
+    const m = Buffer.from(method, 'utf8');
+    if (m.length > P.MAX_METHOD) return null;
+    if (msg.reply === undefined || msg.reply === '') {
+      const b = Buffer.allocUnsafe(P.NOTIFY_HEAD + m.length + payload.byteLength);
+      b.writeUInt32LE(P.NOTIFY, 0);
+      b.writeUInt32LE(0, 4);
+      b.writeUInt16LE(m.length, 8);
+      m.copy(b, P.NOTIFY_HEAD);
+      b.set(payload, P.NOTIFY_HEAD + m.length);
+      return b;
+    }
+    const timeout = intHeader(h, H.timeout, 2 ** 52, -1);
+    const window = intHeader(h, H.window, 0xffffffff, 64);
+    if (timeout === null || window === null) return null;
+    const b = Buffer.allocUnsafe(P.CALL_HEAD + m.length + payload.byteLength);
+    b.writeUInt32LE(P.CALL, 0);
+    b.writeUInt32LE(id >>> 0, 4);
+    b.writeDoubleLE(timeout < 0 ? 0 : Date.now() + timeout, 8);
+    b.writeUInt32LE(window, 16);
+    b.writeUInt16LE(m.length, 20);
+    m.copy(b, P.CALL_HEAD);
+    b.set(payload, P.CALL_HEAD + m.length);
+    return b;
+  }
+  const type = TYPE[kind];
+  if (type === undefined) return null;
+  if (type === P.CANCEL) return P.encodeCancel(id);
+  if (type === P.CREDIT) {
+    const n = intHeader(h, H.credit, 0xffffffff, -1);
+    return n === null || n < 0 ? null : P.encodeCredit(id, n);
+  }
+  const b = Buffer.allocUnsafe(P.HEAD + payload.byteLength);
+  b.writeUInt32LE(type, 0);
+  b.writeUInt32LE(id >>> 0, 4);
+  b.set(payload, P.HEAD);
+  return b;
+}
+
 function serviceSubject(t: NatsTransport, name: string): string {
   return checkSubject(`${t.prefix}.rpc.${checkName(name)}`, 'name');
 }
 
-/** A caller, as a NATS server sees it: a client inbox. */
+/** A caller, as a NATS server sees it: a client inbox (a shmkit client), or one request's reply subject (any other). */
 interface InboxCaller extends Caller {
   inbox: string;
   last: number;
+  /** Where the answers of each running call go. */
+  replies: Map<number, string>;
 }
 
 /** A server of a service over NATS: one of the queue group of its subject. */
@@ -90,29 +201,61 @@ export class NatsRpcServer extends CallHandler {
   }
 
   private receive(msg: Msg): void {
-    const frame = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
-    const { type, id } = P.head(frame);
-    let inbox = msg.reply ?? '';
-    if (type === P.CALL) inbox = inbox.slice(0, inbox.lastIndexOf('.')); // `<inbox>.<id>`
-    if (inbox.length === 0) {
-      if (type !== P.NOTIFY) return; // nowhere to answer
-      inbox = '_';
-    }
-    if (type === P.CANCEL || type === P.CREDIT) {
+    const kind = msg.headers?.get(H.kind) ?? '';
+    const reply = msg.reply ?? '';
+    let inbox: string;
+    let id: number;
+    if (kind === 'cancel' || kind === 'credit') {
+      // From a shmkit client: its inbox, and the call's id.
+      inbox = reply;
+      const n = intHeader(msg.headers, H.call, 0xffffffff, -1);
       const c = this.callers.get(inbox);
-      if (c === undefined || !c.running.has(id)) return; // another server's call (a broadcast CANCEL), or over
+      if (n === null || n <= 0 || c === undefined || !c.running.has(n)) return; // another server's call (a broadcast CANCEL), or over
+      id = n;
+    } else if (kind !== '') {
+      return; // an answer kind sent to a server: not ours to take
+    } else if (reply === '') {
+      inbox = '_';
+      id = 0; // a notification
+    } else {
+      // `<inbox>.<id>` from a shmkit client; any other client's reply subject is one call's own.
+      const dot = reply.lastIndexOf('.');
+      const last = reply.slice(dot + 1);
+      if (dot > 0 && /^[1-9]\d{0,9}$/.test(last) && Number(last) <= 0xffffffff) {
+        inbox = reply.slice(0, dot);
+        id = Number(last);
+      } else {
+        inbox = reply;
+        id = 1;
+      }
+    }
+    const frame = toFrame(msg, id);
+    if (frame === null) {
+      // A call this server cannot read: answered, so that its caller does not wait for nothing.
+      if (kind === '' && reply !== '') {
+        const m = toMessage(P.encodeError(id, new ShmkitError(ErrorCodes.CORRUPT, `rpc "${this.name}": a call needs the header ${H.method}, and whole numbers in ${H.timeout} and ${H.window}`)));
+        this.transport.connection.publish(reply, m.payload, { headers: m.headers });
+      }
+      return;
     }
     let c = this.callers.get(inbox);
     if (c === undefined) {
       const nc = this.transport.connection;
       const control = this.control;
+      const replies = new Map<number, string>();
+      const prefix = inbox;
       const send = (f: Buffer): boolean => {
-        nc.publish(`${inbox}.${P.head(f).id}`, f, { reply: control });
+        const { type, id: callId } = P.head(f);
+        const to = replies.get(callId) ?? `${prefix}.${callId}`;
+        if (FINAL.has(type)) replies.delete(callId);
+        const m = toMessage(f);
+        nc.publish(to, m.payload, { reply: control, headers: m.headers });
         return true;
       };
       c = {
         inbox,
         last: Date.now(),
+        replies,
         running: new Map<number, Running>(),
         pid: 0,
         id: this.nextCaller++,
@@ -124,6 +267,7 @@ export class NatsRpcServer extends CallHandler {
       this.callers.set(inbox, c);
     }
     c.last = Date.now();
+    if (kind === '' && reply !== '') c.replies.set(id, reply);
     this.onFrame(c, frame);
   }
 
@@ -201,7 +345,7 @@ class NatsClientCore implements CallCore, ProxyCore {
         const id = P.head(frame).id;
         const to = this.servedBy.get(id) ?? `${this.subject}.cancel`;
         try {
-          nc.publish(to, frame, { reply: this.inbox });
+          nc.publish(to, undefined, { reply: this.inbox, headers: toMessage(frame).headers });
         } catch {
           // the connection is closing: the server's deadline or idle check ends the call
         }
@@ -223,8 +367,13 @@ class NatsClientCore implements CallCore, ProxyCore {
     const id = Number(msg.subject.slice(msg.subject.lastIndexOf('.') + 1));
     const p = this.link.pending.get(id);
     if (p === undefined) return;
-    if (msg.headers?.code === 503 || (msg.data.length === 0 && msg.headers?.status !== undefined && msg.headers.status !== '')) {
+    if (msg.headers?.code === 503) {
       p.failed(new ShmkitError(ErrorCodes.REFUSED, `${this.label} ${p.method}: no server serves it`));
+      return;
+    }
+    const frame = toFrame(msg, id);
+    if (frame === null || frame[0] === P.CALL || frame[0] === P.NOTIFY || frame[0] === P.CANCEL || frame[0] === P.CREDIT) {
+      p.failed(P.protocolError(`a message that is no answer came for call ${id}`));
       return;
     }
     if (msg.reply) {
@@ -232,9 +381,9 @@ class NatsClientCore implements CallCore, ProxyCore {
       this.seen.add(msg.reply);
     }
     try {
-      answer(this, this.link, Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength));
+      answer(this, this.link, frame);
     } catch (err) {
-      p.failed(err); // a frame no server sends
+      p.failed(err);
     }
     if (!this.link.pending.has(id)) this.servedBy.delete(id);
   }
@@ -270,7 +419,8 @@ class NatsClientCore implements CallCore, ProxyCore {
       if (frame.length > this.transport.maxPayload) throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label} ${method}: a call of ${frame.length} bytes is larger than the server's max_payload (${this.transport.maxPayload}); nothing was sent`);
       if (o.timeout !== Infinity) pending.timer = timer(() => pending.giveUp(timeoutError(`${this.label} ${method}`, o.timeout)), o.timeout);
       if (o.signal) pending.unlisten = onAbort(o.signal, () => pending.giveUp(abortError(o.signal!, `${this.label} ${method}`)));
-      this.transport.connection.publish(this.subject, frame, { reply: `${this.inbox}.${id}` });
+      const m = toMessage(frame);
+      this.transport.connection.publish(this.subject, m.payload, { reply: `${this.inbox}.${id}`, headers: m.headers });
     } catch (err) {
       pending.failed(err instanceof ShmkitError ? err : new ShmkitError(ErrorCodes.PEER_GONE, `${this.label} ${method}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
     }
@@ -283,7 +433,8 @@ class NatsClientCore implements CallCore, ProxyCore {
     if (isAborted(o.signal)) throw abortError(o.signal, `${this.label} ${method}`);
     const frame = P.encodeNotify(this.codec, method, args);
     if (frame.length > this.transport.maxPayload) throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label} ${method}: a notification of ${frame.length} bytes is larger than the server's max_payload; nothing was sent`);
-    this.transport.connection.publish(this.subject, frame);
+    const m = toMessage(frame);
+    this.transport.connection.publish(this.subject, m.payload, { headers: m.headers });
   }
 
   stats(): RpcClientStats {
