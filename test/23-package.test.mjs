@@ -64,8 +64,33 @@ export async function use(): Promise<void> {
   map.close();
 }
 `);
+    // shmkit/nats: one Transport interface for both transports; the bridge.
+    writeFileSync(join(dir, 'nats.ts'), `
+import { local, type Transport } from ${JSON.stringify(join(ROOT, 'dist', 'index'))};
+import { bridge, natsTransport } from ${JSON.stringify(join(ROOT, 'dist', 'nats', 'index'))};
+export async function useNats(url: string | undefined): Promise<void> {
+  const t: Transport = url ? await natsTransport({ servers: url }) : local;
+  const topic = await t.topic<{ px: number }>('p', { codec: 'json' });
+  const seq: number = await topic.publish({ px: 1 });
+  for await (const v of topic.subscribe()) void (v.px + seq);
+  const m = await t.map<string>('m');
+  const rev: number = await m.set('k', 'v', { ifRevision: 0 });
+  const s: string | undefined = m.get('k');
+  void [rev, s];
+  const c = await t.rpcClient<{ add(a: number, b: number): Promise<number> }>('calc');
+  const sum: number = await c.add(1, 2);
+  void sum;
+  // @ts-expect-error a map of strings takes strings
+  await m.set('k', 5);
+  const b = bridge({ nats: { servers: 'nats://127.0.0.1:4222' }, topics: [{ local: 'p', direction: 'out' }], maps: [{ local: 'm', direction: 'in' }] });
+  const st = b.stats();
+  void st.topics[0]?.dropped;
+  await b.close();
+  await t.close();
+}
+`);
     const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-    const args = [tsc, '--noEmit', '--strict', '--skipLibCheck', 'false', '--target', 'es2022', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), '--lib', 'es2022,esnext.disposable', join(dir, 'use.ts')];
+    const args = [tsc, '--noEmit', '--strict', '--skipLibCheck', 'false', '--target', 'es2022', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), '--lib', 'es2022,esnext.disposable', join(dir, 'use.ts'), join(dir, 'nats.ts')];
     execFileSync(process.execPath, args, { encoding: 'utf8', timeout: 120_000 });
   } finally {
     rmSync(dir, { recursive: true, force: true });
