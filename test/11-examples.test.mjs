@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { cleanupAll, ROOT, run, uniq, watchdog } from './helpers.mjs';
+import { natsMissing, startServer } from './fixtures/nats-servers.mjs';
 
 after(cleanupAll);
 
@@ -12,8 +13,8 @@ after(cleanupAll);
  * Runs examples/<script> <name>, which forks processes of its own, in a process group of its own:
  * if the watchdog fires, the processes it forked go too. Returns its exit and its output.
  */
-async function runForking(script, name) {
-  const child = spawn(process.execPath, [join(ROOT, 'examples', script), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+async function runForking(script, name, env = {}) {
+  const child = spawn(process.execPath, [join(ROOT, 'examples', script), name], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
@@ -108,4 +109,21 @@ test('examples/map.mjs: a front process and two forked workers share one map; no
   assert.match(out, /pages cached: 20\n/);
   assert.match(out, /page:A:3 = \{ html: '<p>A 993<\/p>', at: 993 \}/);
   assert.ok(!existsSync(`/dev/shm/shmkit-${name}`), 'the example removes its map');
+});
+
+const natsMissingReason = await natsMissing();
+test('examples/scaling-out.mjs: a bridge forwards a topic, a service and a map; another process reaches them through NATS', { skip: natsMissingReason ?? false }, async () => {
+  const server = await startServer();
+  try {
+    const name = uniq('hs'); // its objects are <name>.prices, .pricing, .config, .bridge
+    const { r, out, err } = await runForking('scaling-out.mjs', name, { NATS_URL: server.url });
+    assert.equal(r.code, 0, err + out);
+    assert.match(out, /remote: quote\(ACME\) = 12\.5/);
+    assert.match(out, /remote: got ACME at 12\.5/);
+    assert.match(out, /local: settings\.mode = fast/);
+    assert.match(out, /done\n$/);
+    for (const part of ['prices', 'pricing', 'config', 'bridge']) assert.ok(!existsSync(`/dev/shm/shmkit-${name}.${part}`), `${part} removed`);
+  } finally {
+    await server.stop();
+  }
 });

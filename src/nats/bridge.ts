@@ -289,6 +289,7 @@ class ServiceRoute {
   private async forward(method: string, all: unknown[], client: () => RpcClient<Record<string, (...a: unknown[]) => unknown>> | null): Promise<unknown> {
     const { args, ctx } = forwardArgs(all);
     this.s.calls++;
+    if (client() === null && this.s.direction === 'export') await this.connectLocal(); // the local servers may have started since the last try
     const c = client();
     if (c === null) {
       this.s.errors++;
@@ -319,12 +320,19 @@ class ServiceRoute {
   /** Connects the local client of an exported service (retried until the service exists). */
   async connectLocal(): Promise<void> {
     if (this.s.direction !== 'export' || this.localClient !== null) return;
-    try {
-      this.localClient = await rpcClient(this.s.local, { codec: this.codec as never, connectTimeout: 1000 });
-    } catch {
-      // not served yet: the next tick tries again
-    }
+    this.connecting ??= rpcClient(this.s.local, { codec: this.codec as never, connectTimeout: 1000 })
+      .then((c) => {
+        this.localClient = c;
+      }, () => {
+        // not served yet: the next tick (or call) tries again
+      })
+      .finally(() => {
+        this.connecting = null;
+      });
+    await this.connecting;
   }
+
+  private connecting: Promise<void> | null = null;
 
   async close(): Promise<void> {
     this.localClient?.close();
