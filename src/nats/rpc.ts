@@ -260,7 +260,7 @@ export class NatsRpcServer extends CallHandler {
         pid: 0,
         id: this.nextCaller++,
         maxMessageSize: this.transport.maxPayload,
-        closed: false,
+        closed: this.ended,
         trySend: send,
         send: async (f) => void send(f),
       };
@@ -301,10 +301,24 @@ export class NatsRpcServer extends CallHandler {
     this.transport.release(this);
   }
 
-  /** Stops at once: running calls' signals abort. */
+  /** Stops at once: running calls' signals abort, and nothing more is sent or received. */
   async closeNow(): Promise<void> {
-    for (const c of this.callers.values()) this.cancelAll(c, new ShmkitError(ErrorCodes.CLOSED, `rpc "${this.name}": the server closed`));
-    await this.close();
+    for (const c of this.callers.values()) {
+      this.cancelAll(c, new ShmkitError(ErrorCodes.CLOSED, `rpc "${this.name}": the server closed`));
+      (c as { closed: boolean }).closed = true;
+    }
+    if (!this.ended) {
+      this.ended = true;
+      if (this.sweep) clearInterval(this.sweep);
+      for (const sub of this.subs) {
+        try {
+          sub.unsubscribe();
+        } catch {
+          // the connection is closed already
+        }
+      }
+      this.transport.release(this);
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

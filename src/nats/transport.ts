@@ -142,13 +142,15 @@ export class NatsTransport extends EventEmitter implements Transport {
     return natsRpcClient<I>(this, name, options);
   }
 
-  /** Closes every handle made by this transport, then (if it made it) the connection, after flushing what is queued. */
+  /** Closes every handle made by this transport (servers at once: their running calls' signals abort), then (if it made it) the connection, after flushing what is queued. */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     for (const h of [...this.closers]) {
       try {
-        await h.close();
+        // A server stops at once (its running calls' signals abort): close() would wait for them.
+        const now = (h as { closeNow?: () => Promise<void> }).closeNow;
+        await (typeof now === 'function' ? now.call(h) : h.close());
       } catch {
         // closing the rest matters more
       }
