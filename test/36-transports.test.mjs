@@ -125,6 +125,31 @@ for (const tr of transports) {
       tr.remove.service(name);
     });
 
+    test('rpc: notifications run their handler; a stream runs ahead of its consumer by its window at most', async () => {
+      const name = uniq('tn');
+      const noted = [];
+      let produced = 0;
+      const s = await t.serve(name, {
+        async note(x) { noted.push(x); },
+        async *many() { for (let i = 0; i < 1000; i++) { produced++; yield i; } },
+      });
+      const client = await t2.rpcClient(name, { timeout: 10_000, window: 4 });
+      await client.notify('note', 'hello');
+      const until = Date.now() + 10_000;
+      while (noted.length === 0 && Date.now() < until) await sleep(10);
+      assert.deepEqual(noted, ['hello']);
+      const it = await client.many();
+      assert.equal((await it.next()).value, 0);
+      await sleep(300); // the consumer takes nothing meanwhile
+      assert.ok(produced <= 4 + 2, `the server produced ${produced} items for a window of 4`);
+      const rest = [];
+      for await (const v of it) rest.push(v);
+      assert.equal(rest.length, 999);
+      client.close();
+      await s.close();
+      tr.remove.service(name);
+    });
+
     test('rpc: a pool of two servers shares the calls', async () => {
       const name = uniq('tp');
       const s1 = await t.serve(name, { async who() { await sleep(2); return 1; } });
