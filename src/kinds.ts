@@ -737,7 +737,7 @@ const bridge: KindEntry<BridgeState> = {
     const routes = r.dv.getUint32(r.data + BL.ROUTES, true);
     return {
       owner: token === 0n ? null : holder(token),
-      connected: r.dv.getUint32(r.data + BL.CONNECTED, true) === 1,
+      connected: r.dv.getUint32(r.data + BL.CONNECTED, true) === 1 && (token === 0n || holder(token).alive), // a dead bridge is connected to nothing
       topics: routes & 255, services: (routes >>> 8) & 255, maps: (routes >>> 16) & 255,
       out: f(BL.OUT), in: f(BL.IN), dropped: f(BL.DROPPED), buffered: f(BL.BUFFERED), echoes: f(BL.ECHOES), mapWrites: f(BL.MAP_WRITES),
       calls: f(BL.CALLS), errors: f(BL.ERRORS), disconnects: f(BL.DISCONNECTS), reconnects: f(BL.RECONNECTS),

@@ -12,7 +12,9 @@ import { hostname } from 'node:os';
 import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
 import { SharedMap } from '../map/map';
 import type { MapChange } from '../map/map';
-import { checkName } from '../naming';
+import { checkName, derivedName } from '../naming';
+import { Mutex, type MutexGuard } from '../sync/mutex';
+import type { Segment } from '../segment';
 import { Topic } from '../topic/topic';
 import type { Subscription } from '../topic/subscription';
 import type { RpcClient } from '../rpc/calls';
@@ -74,6 +76,8 @@ export interface BridgeTopicStats {
   local: string;
   subject: string;
   direction: 'out' | 'in' | 'both';
+  /** Whether this bridge forwards the topic now (false: another bridge of it on this machine does; this one waits). */
+  active: boolean;
   /** Messages sent to NATS, and published locally from NATS. */
   out: number;
   in: number;
@@ -82,8 +86,10 @@ export interface BridgeTopicStats {
   dropped: number;
   /** Messages not forwarded because they had come through this bridge (echoes). */
   echoes: number;
-  /** Local messages the bridge's subscription missed ('overwrite' topics). */
+  /** Messages the bridge's subscriptions missed: local ones ('overwrite' topics), and NATS ones beyond its pending limit. */
   lost: number;
+  /** Messages the local topic refused (larger than its maxMessageSize...), and other failures. */
+  errors: number;
 }
 
 export interface BridgeServiceStats {
@@ -116,6 +122,9 @@ export interface BridgeStats {
 
 const noop = (): void => {};
 
+/** Errors a mirrored change never gets past: it is dropped (and counted). */
+const PERMANENT = new Set<string>([ErrorCodes.TOO_LARGE, ErrorCodes.INVALID_ARGUMENT, ErrorCodes.DECODE, ErrorCodes.UNSUPPORTED, ErrorCodes.FULL]);
+
 /** A handler object that answers every method name with `fn(method)`. */
 function anyMethod(fn: (method: string) => (...args: unknown[]) => unknown): object {
   return new Proxy(Object.create(null) as object, {
@@ -139,23 +148,46 @@ class TopicRoute {
   private natsTopic: NatsTopic<Buffer> | null = null;
   private natsSub: NatsSubscription<RawMessage> | null = null;
   private readonly buffer: Buffer[] = [];
+  private readonly claim: TopicClaim;
   /** Sequence numbers of local messages this bridge published (from NATS): not forwarded back. */
   private readonly own: number[] = [];
-  /** Local publishes from NATS, in order: the outgoing loop waits for them before it looks at `own`. */
-  private chain: Promise<unknown> = Promise.resolve();
-  /** Publishes from NATS into the local topic not finished yet. */
-  private publishing = 0;
+  /** The topic's tail when the publish from NATS under way began (Infinity: none is). */
+  private inflightFrom = Infinity;
+  /** Local messages read while that publish was under way, in order: decided once it is done. */
+  private readonly undecided: { seq: number; b: Buffer }[] = [];
+  /**
+   * The origin this route stamps on what it sends, and drops when it comes back: the local
+   * topic's object (its creator and creation time) on this host. Every bridge of this topic on
+   * this machine has the same, so none forwards back what is in the topic already.
+   */
+  readonly origin: string;
   private ended = false;
 
   constructor(private readonly bridge: Bridge, spec: BridgeTopic, prefix: string, private readonly maxBuffered: number) {
     const direction = spec.direction ?? 'both';
     const subject = spec.subject ?? `${prefix}.topic.${spec.local}`;
-    this.s = { local: spec.local, subject, direction, out: 0, in: 0, buffered: 0, dropped: 0, echoes: 0, lost: 0 };
+    this.s = { local: spec.local, subject, direction, active: false, out: 0, in: 0, buffered: 0, dropped: 0, echoes: 0, lost: 0, errors: 0 };
     this.topic = Topic.openOrCreate<Buffer>(spec.local, { codec: 'bytes' });
-    if (direction !== 'in') {
+    const seg = this.topic.segment;
+    this.origin = `${spec.local}.${seg.creator.pid}.${seg.creator.startTime}.${seg.createdAt.getTime()}@${hostname()}`;
+    this.claim = new TopicClaim(spec.local);
+    this.take();
+  }
+
+  /**
+   * Takes the topic's claim if it is free (one bridge at a time forwards a local topic): then
+   * starts reading it. Another bridge of the topic on this machine tries again at each tick.
+   */
+  take(): boolean {
+    if (this.ended) return false;
+    if (this.claim.held) return true;
+    if (!this.claim.tryTake()) return false;
+    this.s.active = true;
+    if (this.outgoing) {
       this.sub = this.topic.subscribe();
       void this.pumpOut();
     }
+    return true;
   }
 
   get outgoing(): boolean {
@@ -168,48 +200,75 @@ class TopicRoute {
 
   /** NATS is there: the subject's handle, the incoming subscription, what was buffered. */
   attach(t: NatsTransport): void {
+    if (!this.take()) return;
     this.natsTopic ??= new NatsTopic<Buffer>(t, this.s.local, { codec: 'bytes', subject: this.s.subject });
     if (this.incoming && this.natsSub === null) {
       this.natsSub = this.natsTopic.subscribeRaw();
-      void this.pumpIn(this.natsSub);
+      void this.pumpIn(this.natsSub).catch((err: unknown) => {
+        // The subscription itself failed: made again at the next attach (each tick).
+        this.s.errors++;
+        this.bridge.failed(`topic "${this.s.local}" (in)`, err);
+        this.natsSub?.close();
+        this.natsSub = null;
+      });
     }
     this.flush();
   }
 
-  /** Local messages to NATS; while NATS is away, into the bounded buffer. */
+  /**
+   * Local messages to NATS; while NATS is away, into the bounded buffer. A message published after
+   * a publish from NATS began (its sequence number at or past the tail then) waits, in order,
+   * until that publish says which sequence number it got: it may be the bridge's own. The loop
+   * itself never waits for that publish (which may be waiting for this very subscriber to read on,
+   * in a 'block' topic).
+   */
   private async pumpOut(): Promise<void> {
     const sub = this.sub!;
-    try {
-      for (;;) {
+    while (!this.ended) {
+      try {
         let b: Buffer | undefined = await sub.receive();
         // Then every message already there, without yielding: the NATS client writes them in one go.
         while (b !== undefined) {
           const seq = sub.seq - 1;
-          if (this.publishing > 0) await this.chain; // a publish from NATS under way: its sequence number is in `own` after it
-          while (this.own.length > 0 && this.own[0]! < seq) this.own.shift();
-          if (this.own[0] === seq) {
-            this.own.shift();
-            this.s.echoes++;
-          } else this.send(b);
+          if (this.undecided.length > 0 || seq >= this.inflightFrom) this.undecided.push({ seq, b });
+          else this.outgoing1(seq, b);
           b = sub.tryReceive();
         }
-        this.s.lost = sub.lost;
+      } catch (err) {
+        if (this.ended || (err instanceof ShmkitError && err.code === ErrorCodes.CLOSED)) return;
+        this.s.errors++;
+        this.bridge.failed(`topic "${this.s.local}" (out)`, err);
+        await new Promise((r) => setTimeout(r, 100)); // a message the topic could not give (DECODE...): go on
+      } finally {
+        this.s.lost = sub.lost + (this.natsSub?.lost ?? 0);
       }
-    } catch (err) {
-      if (!this.ended) this.bridge.failed(`topic "${this.s.local}" (out)`, err);
     }
+  }
+
+  /** One local message: forwarded, unless it is one this bridge published from NATS. */
+  private outgoing1(seq: number, b: Buffer): void {
+    while (this.own.length > 0 && this.own[0]! < seq) this.own.shift();
+    if (this.own[0] === seq) {
+      this.own.shift();
+      this.s.echoes++;
+    } else this.send(b);
   }
 
   private send(b: Buffer): void {
     if (this.buffer.length === 0 && this.natsTopic !== null && this.bridge.connected) {
       try {
-        this.natsTopic.publishBytes(b, this.bridge.id);
+        this.natsTopic.publishBytes(b, this.origin);
         this.s.out++;
         this.bridge.counted('out', 1);
         return;
       } catch {
         // refused now (the connection broke): kept for later
       }
+    }
+    if (this.maxBuffered === 0) {
+      this.s.dropped++;
+      this.bridge.counted('dropped', 1);
+      return;
     }
     if (this.buffer.length >= this.maxBuffered) {
       this.buffer.shift();
@@ -224,7 +283,7 @@ class TopicRoute {
   flush(): void {
     while (this.buffer.length > 0 && this.natsTopic !== null && this.bridge.connected) {
       try {
-        this.natsTopic.publishBytes(this.buffer[0]!, this.bridge.id);
+        this.natsTopic.publishBytes(this.buffer[0]!, this.origin);
       } catch {
         break;
       }
@@ -235,26 +294,40 @@ class TopicRoute {
     this.s.buffered = this.buffer.length;
   }
 
-  /** NATS messages to the local topic, but those this bridge sent (its own echoes). */
+  /**
+   * NATS messages to the local topic, one publish at a time, but those that came from this local
+   * topic (through this bridge, or another bridge of it on this machine: its origin names the
+   * topic's object). A message the topic refuses (too large...) is counted and skipped.
+   */
   private async pumpIn(sub: NatsSubscription<RawMessage>): Promise<void> {
-    try {
-      for await (const m of sub) {
-        if (m.origin === this.bridge.id) {
-          this.s.echoes++;
-          continue;
-        }
-        const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
-        this.publishing++;
-        const p = this.chain.then(() => this.topic.publish(data)).then((seq) => {
-          if (this.outgoing) this.own.push(seq);
-          this.s.in++;
-          this.bridge.counted('in', 1);
-        });
-        this.chain = p.catch(noop).finally(() => this.publishing--);
-        await p;
+    while (!this.ended) {
+      let m: RawMessage;
+      try {
+        m = await sub.receive();
+      } catch (err) {
+        if (this.ended || (err instanceof ShmkitError && err.code === ErrorCodes.CLOSED)) return;
+        throw err;
       }
-    } catch (err) {
-      if (!this.ended) this.bridge.failed(`topic "${this.s.local}" (in)`, err);
+      if (m.origin === this.origin) {
+        this.s.echoes++;
+        continue;
+      }
+      const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+      this.inflightFrom = this.topic.published; // this publish gets this sequence number or a later one
+      let seq = -1;
+      try {
+        seq = await this.topic.publish(data);
+        this.s.in++;
+        this.bridge.counted('in', 1);
+      } catch (err) {
+        if (this.ended) return;
+        this.s.errors++;
+        this.bridge.failed(`topic "${this.s.local}" (in): a message of ${data.length} bytes`, err);
+      } finally {
+        this.inflightFrom = Infinity;
+      }
+      if (seq >= 0 && this.outgoing) this.own.push(seq);
+      for (const u of this.undecided.splice(0)) this.outgoing1(u.seq, u.b);
     }
   }
 
@@ -264,6 +337,74 @@ class TopicRoute {
     this.natsSub?.close();
     this.natsTopic?.close();
     this.topic.close();
+    this.claim.release(); // after the loops stopped: the next bridge of the topic takes over
+  }
+}
+
+/**
+ * One bridge at a time forwards a local topic: it holds the robust lock `<topic>.bridge` while it
+ * does (the lock of a bridge that died is taken over). Two bridges of one topic on one machine
+ * (overlapping routes, or a restart that overlaps) would otherwise each forward what the other
+ * published locally. The holder removes the lock's name when it lets go.
+ */
+class TopicClaim {
+  private readonly name: string;
+  private m: Mutex | null = null;
+  private g: MutexGuard | null = null;
+
+  constructor(topic: string) {
+    this.name = derivedName(topic, 'bridge');
+  }
+
+  get held(): boolean {
+    return this.g !== null;
+  }
+
+  tryTake(): boolean {
+    if (this.g !== null) return true;
+    let m: Mutex;
+    try {
+      m = Mutex.openOrCreate(this.name);
+    } catch {
+      return false; // being removed or made right now: the next tick
+    }
+    const g = m.tryLock();
+    if (g === null) {
+      m.close();
+      return false;
+    }
+    // Still the object under the name? (The last holder removes the name before it lets go.)
+    let same = false;
+    try {
+      const now = Mutex.open(this.name);
+      const a = (m as unknown as { segment: Segment }).segment;
+      const b = (now as unknown as { segment: Segment }).segment;
+      same = a.createdAt.getTime() === b.createdAt.getTime() && a.creator.pid === b.creator.pid && a.creator.startTime === b.creator.startTime;
+      now.close();
+    } catch {
+      same = false;
+    }
+    if (!same) {
+      g.unlock();
+      m.close();
+      return false;
+    }
+    this.m = m;
+    this.g = g;
+    return true;
+  }
+
+  release(): void {
+    if (this.g === null) return;
+    try {
+      Mutex.unlink(this.name);
+    } catch {
+      // removed already
+    }
+    this.g.unlock();
+    this.m?.close();
+    this.g = null;
+    this.m = null;
   }
 }
 
@@ -334,10 +475,11 @@ class ServiceRoute {
 
   private connecting: Promise<void> | null = null;
 
+  /** At once: calls running through the route are cancelled (their callers get an error). */
   async close(): Promise<void> {
     this.localClient?.close();
-    await this.localServer?.close();
-    await this.natsServer?.close();
+    await this.localServer?.closeNow();
+    await this.natsServer?.closeNow();
     this.natsClient?.close();
   }
 }
@@ -382,7 +524,7 @@ class MapRoute {
 
   /** Writes the pending changes to NATS, oldest first; stops at the first failure (NATS away) and tries again later. */
   async drain(): Promise<void> {
-    if (this.draining || this.nats === null || !this.bridge.connected) return;
+    if (this.draining || this.nats === null || !this.bridge.connected || Date.now() < this.retryAt) return;
     this.draining = true;
     try {
       while (this.pending.size > 0 && !this.ended) {
@@ -395,10 +537,17 @@ class MapRoute {
           if (this.pending.get(key) === c) this.pending.delete(key);
         } catch (err) {
           this.s.errors++;
-          if (!this.bridge.connected) break;
-          if (this.pending.get(key) === c) this.pending.delete(key); // refused for good (too large, a bad key): not retried
           this.bridge.failed(`map "${this.s.local}" key ${JSON.stringify(key)}`, err);
+          const code = err instanceof ShmkitError ? err.code : '';
+          if (PERMANENT.has(code)) {
+            if (this.pending.get(key) === c) this.pending.delete(key); // refused for good (too large, a bad key): not retried
+            continue;
+          }
+          // NATS away, JetStream unavailable for now, a timeout: kept, and tried again later.
+          this.retryAt = Date.now() + Math.min(5000, (this.backoff = Math.min(5000, this.backoff * 2 || 100)));
+          break;
         }
+        this.backoff = 0;
       }
     } finally {
       this.draining = false;
@@ -406,9 +555,17 @@ class MapRoute {
     }
   }
 
+  /** After a failure that may pass, the next drain waits until then. */
+  private retryAt = 0;
+  private backoff = 0;
+
   async attach(t: NatsTransport): Promise<void> {
     if (this.nats === null) {
       this.nats = await t.map(this.s.remote, { codec: this.codecName() });
+      this.nats.on('error', (err: unknown) => {
+        this.s.errors++;
+        this.bridge.failed(`map "${this.s.local}" (its NATS replica)`, err);
+      });
       if (this.s.direction === 'out') {
         // Keys the bucket holds that the local map does not (deleted while the bridge was away) go.
         for (const k of [...this.nats.keys()]) if (!this.map.has(k) && !this.pending.has(k)) this.pending.set(k, { type: 'delete', key: k, revision: 0 });
@@ -426,16 +583,20 @@ class MapRoute {
     for (const k of [...this.map.keys()]) if (!m.has(k)) this.map.delete(k);
     const w = m.watch(undefined, { initial: true });
     this.stopWatch = () => w.close();
-    try {
-      for await (const c of w) {
+    while (!this.ended) {
+      try {
+        const r = await w.next();
+        if (r.done) return;
+        const c = r.value;
         if (c.type === 'set') this.map.set(c.key, c.value);
         else this.map.delete(c.key);
         this.s.writes++;
         this.bridge.counted('mapWrites', 1);
+      } catch (err) {
+        // One change that cannot be written here (a value the codec refuses, the local map full...): counted, and the mirror goes on.
+        this.s.errors++;
+        if (!this.ended) this.bridge.failed(`map "${this.s.local}" (in)`, err);
       }
-    } catch (err) {
-      this.s.errors++;
-      if (!this.ended) this.bridge.failed(`map "${this.s.local}" (in)`, err);
     }
   }
 
@@ -453,7 +614,7 @@ class MapRoute {
  */
 export class Bridge extends EventEmitter {
   readonly name: string;
-  /** The origin id this bridge stamps on what it sends (Shmkit-Origin header). */
+  /** This bridge's id: `<hostname>/<pid>/<12 hex digits>`, new at each start. */
   readonly id: string;
   private transport: NatsTransport | null = null;
   private readonly ownTransport: boolean;
@@ -488,10 +649,11 @@ export class Bridge extends EventEmitter {
   }
 
   private tick(): void {
+    for (const t of this.topics) t.take(); // a topic another bridge of this machine let go
     for (const s of this.services) void s.connectLocal();
     if (this.connected) void this.attachRest();
     if (this.connected) for (const m of this.maps) void m.drain();
-    for (const t of this.topics) if (this.connected) t.flush();
+    if (this.connected && this.transport !== null) for (const t of this.topics) t.attach(this.transport); // flushes; remakes a failed subscription
     this.statsSeg.update(this.stats());
   }
 

@@ -107,13 +107,7 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
     const st = await this.kv.status();
     if (st.values === 0) this.initialized = true;
     const ready = this.until(() => this.initialized, Infinity);
-    void (async () => {
-      try {
-        for await (const e of w) this.apply(e);
-      } catch (err) {
-        if (!this.ended && this.listenerCount('error') > 0) this.emit('error', err);
-      }
-    })();
+    void this.follow(w);
     const limit = o.connectTimeout === undefined ? 10_000 : checkTimeout('options.connectTimeout', o.connectTimeout);
     let t: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -123,6 +117,36 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
       throw err;
     } finally {
       clearTimeout(t);
+    }
+  }
+
+  /**
+   * Applies the watch's entries to the replica. If the watch ends while the map is open (its
+   * consumer was lost), a new one resumes after the last revision applied, a second later.
+   */
+  private async follow(w: AsyncIterable<KvWatchEntry>): Promise<void> {
+    for (;;) {
+      try {
+        for await (const e of w) {
+          try {
+            this.apply(e);
+          } catch (err) {
+            if (this.listenerCount('error') > 0) this.emit('error', err); // one entry; the replica goes on
+          }
+        }
+      } catch (err) {
+        if (!this.ended && this.listenerCount('error') > 0) this.emit('error', err);
+      }
+      if (this.ended) return;
+      await new Promise((r) => setTimeout(r, 1000));
+      if (this.ended) return;
+      try {
+        const next = await this.kv.watch({ key: '>', resumeFromRevision: this.applied + 1 });
+        this.stop = () => next.stop();
+        w = next;
+      } catch (err) {
+        if (this.listenerCount('error') > 0) this.emit('error', err);
+      }
     }
   }
 
@@ -141,7 +165,7 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
       }
       if (before === undefined && change.type === 'delete') {
         // a delete of a key this replica never held: nothing to report
-      } else for (const w of this.watchers) w.offer(change);
+      } else for (const w of this.watchers) w.offer(change); // never throws: a value is decoded when taken
     }
     if (e.delta === 0) this.initialized = true; // the last of the values there at the start
     for (let i = this.waiters.length - 1; i >= 0; i--) {
@@ -332,7 +356,7 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
       }
       if (ifRevision !== undefined) return await this.written(await kv.update(k, data, ifRevision, timeout));
       if (o.ifPresent === true) {
-        let cur: Held | null | undefined = this.replica.get(key);
+        let cur: Held | null | undefined = this.replica.get(key) ?? (await this.current(key));
         for (let i = 0; i < RETRIES; i++) {
           if (cur === undefined || cur === null) throw new ShmkitError(ErrorCodes.NOT_FOUND, `${this.label}: the key is absent (ifPresent); nothing was written`);
           try {
@@ -363,7 +387,8 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
         await this.deleted(key, ifRevision);
         return true;
       }
-      let cur: Held | null | undefined = this.replica.get(key);
+      // The replica may not have a write another process just made: the server says.
+      let cur: Held | null | undefined = this.replica.get(key) ?? (await this.current(key));
       for (let i = 0; i < RETRIES; i++) {
         if (cur === undefined || cur === null) return false;
         try {
@@ -509,13 +534,18 @@ export class NatsMapWatch<T> implements AsyncIterableIterator<MapChange<T>> {
     }
   }
 
+  /** The next change (a value the codec refuses: ERR_SHMKIT_DECODE, once; the watch goes on). */
   private take(): Promise<IteratorResult<MapChange<T>>> {
     const first = this.pending.entries().next();
     if (first.done) return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
     const [k, c] = first.value;
     this.pending.delete(k);
-    const change: MapChange<T> = c.type === 'set' ? { type: 'set', key: c.key, value: this.map.decodeRaw(c.raw!), revision: c.revision } : { type: 'delete', key: c.key, revision: c.revision };
-    return Promise.resolve({ value: change, done: false });
+    try {
+      const change: MapChange<T> = c.type === 'set' ? { type: 'set', key: c.key, value: this.map.decodeRaw(c.raw!), revision: c.revision } : { type: 'delete', key: c.key, revision: c.revision };
+      return Promise.resolve({ value: change, done: false });
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   next(): Promise<IteratorResult<MapChange<T>>> {

@@ -194,6 +194,9 @@ export async function natsTransport(options?: NatsTransportOptions): Promise<Nat
   try {
     const nc = await core.connect({
       name: `shmkit ${process.pid}`,
+      // A link that dies without a reset is noticed within about 30 s (the client's default: 4 min).
+      pingInterval: 10_000,
+      maxPingOut: 2,
       ...extra,
       servers,
       maxReconnectAttempts: -1,

@@ -119,6 +119,11 @@ export const bridge: Command = {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
+    // A second signal, or a close that takes more than 5 s, ends the process at once.
+    const force = (): never => process.exit(Exit.OK);
+    process.once('SIGINT', force);
+    process.once('SIGTERM', force);
+    setTimeout(force, 5000).unref();
     if (ticker !== null) clearInterval(ticker);
     await b.close();
     return Exit.OK;
