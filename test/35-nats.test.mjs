@@ -196,6 +196,178 @@ describe('the bridge', { skip: missing ?? false }, () => {
   });
 });
 
+describe('the bridge under stress (regressions of the review)', { skip: missing ?? false }, () => {
+  let server;
+  let t;
+  before(async () => {
+    server = await startServer();
+    t = await nats.natsTransport({ servers: server.url });
+  });
+  after(async () => {
+    await t?.close();
+    await server?.stop();
+  });
+
+  test('a full \'block\' topic flooded locally while messages come from NATS: nothing freezes, nothing comes back', async () => {
+    const name = uniq('bd');
+    const local = Topic.create(name, { codec: 'json', capacity: 16 });
+    const b = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
+    try {
+      await watchdog(b.ready, 20_000, 'bridge');
+      const remote = await t.topic('r', { codec: 'json', subject: `shmkit.topic.${name}` });
+      const seen = remote.subscribe();
+      await t.connection.flush();
+      const flood = (async () => {
+        for (let i = 0; i < 3000; i++) await local.publish({ local: i });
+      })();
+      for (let i = 0; i < 300; i++) {
+        await remote.publish({ remote: i });
+        if (i % 30 === 0) await sleep(1);
+      }
+      await watchdog(flood, 60_000, 'the local publisher (it must not freeze)');
+      await until(() => b.stats().topics[0].in === 300 && b.stats().topics[0].out === 3000, 'every message forwarded', 60_000);
+      // On NATS: the 300 published there (once each: none came back through the bridge) and the 3000 local ones.
+      let locals = 0;
+      let remotes = 0;
+      while (locals < 3000 || remotes < 300) {
+        const v = await watchdog(seen.receive(), 10_000, 'the messages on NATS');
+        if (v.local !== undefined) locals++;
+        else remotes++;
+      }
+      await sleep(300);
+      assert.equal(seen.tryReceive(), undefined, 'nothing more: no message went back to NATS');
+    } finally {
+      await b.close();
+      local.close();
+      Topic.unlink(name);
+    }
+  });
+
+  test('two bridges of one local topic on one machine: one forwards, the other waits and takes over when it stops', async () => {
+    const name = uniq('b2');
+    const local = Topic.create(name, { codec: 'json' });
+    const sub = local.subscribe();
+    const b1 = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
+    const b2 = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
+    const remote = await t.topic('r', { codec: 'json', subject: `shmkit.topic.${name}` });
+    const onNats = remote.subscribe();
+    try {
+      await watchdog(Promise.all([b1.ready, b2.ready]), 20_000, 'bridges');
+      assert.deepEqual([b1.stats().topics[0].active, b2.stats().topics[0].active], [true, false]);
+      await t.connection.flush();
+      await remote.publish({ from: 'remote' });
+      assert.deepEqual(await watchdog(sub.receive(), 10_000, 'into the local topic'), { from: 'remote' });
+      await local.publish({ from: 'local' });
+      assert.deepEqual(await watchdog(onNats.receive(), 10_000, 'out to NATS'), { from: 'remote' }); // its own publish
+      assert.deepEqual(await watchdog(onNats.receive(), 10_000, 'out to NATS'), { from: 'local' });
+      assert.deepEqual(await watchdog(sub.receive(), 10_000, 'the local one, locally'), { from: 'local' });
+      await sleep(300);
+      assert.equal(sub.tryReceive(), undefined, 'one copy locally');
+      assert.equal(onNats.tryReceive(), undefined, 'one copy on NATS');
+      await b1.close();
+      await until(() => b2.stats().topics[0].active, 'the second bridge takes the topic over');
+      await local.publish({ from: 'local', n: 2 });
+      assert.deepEqual(await watchdog(onNats.receive(), 10_000, 'through the second bridge'), { from: 'local', n: 2 });
+    } finally {
+      await b1.close();
+      await b2.close();
+      remote.close();
+      local.close();
+      Topic.unlink(name);
+    }
+  });
+
+  test('a message the local topic refuses is counted and skipped; the next ones arrive', async () => {
+    const name = uniq('bh');
+    const local = Topic.create(name, { codec: 'bytes', maxMessageSize: 100 });
+    const sub = local.subscribe();
+    const b = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name, direction: 'in' }] });
+    try {
+      await watchdog(b.ready, 20_000, 'bridge');
+      await sleep(100);
+      const remote = await t.topic('r', { subject: `shmkit.topic.${name}` });
+      await remote.publish(Buffer.alloc(500));
+      await remote.publish(Buffer.from('fits'));
+      assert.equal((await watchdog(sub.receive(), 10_000, 'the next message')).toString(), 'fits');
+      assert.equal(b.stats().topics[0].errors, 1);
+    } finally {
+      await b.close();
+      local.close();
+      Topic.unlink(name);
+    }
+  });
+
+  test('a value another writer put in a bucket that the codec cannot decode: the replica and the mirror go on', async () => {
+    const name = uniq('bg');
+    const m = await t.map(name);
+    const raw = await t.map(name, { codec: 'utf8' });
+    const errors = [];
+    m.on('error', (e) => errors.push(e));
+    try {
+      await m.set('a', 1);
+      await raw.set('bad', '{not json');
+      const w = m.watch();
+      await m.set('a', 2);
+      assert.equal(m.get('a'), 2, 'the replica keeps following');
+      assert.throws(() => m.get('bad'), code(ErrorCodes.DECODE));
+      const changes = [];
+      for (;;) {
+        try {
+          const c = (await watchdog(w.next(), 10_000, 'watch')).value;
+          changes.push(`${c.key}=${c.value}`);
+          if (c.key === 'a') break;
+        } catch (e) {
+          assert.equal(e.code, ErrorCodes.DECODE);
+        }
+      }
+      assert.deepEqual(changes, ['a=2']);
+      w.close();
+    } finally {
+      raw.close();
+      await m.destroy();
+    }
+  });
+
+  test('delete and ifPresent right after another handle\'s write see it (they ask the server)', async () => {
+    const name = uniq('bl');
+    const a = await t.map(name);
+    const other = await nats.natsTransport({ servers: server.url });
+    const b = await other.map(name);
+    try {
+      for (let i = 0; i < 50; i++) {
+        await a.set(`k${i}`, i);
+        assert.equal(await b.delete(`k${i}`), true);
+        await a.set(`p${i}`, i);
+        await b.set(`p${i}`, -i, { ifPresent: true });
+      }
+    } finally {
+      b.close();
+      await other.close();
+      await a.destroy();
+    }
+  });
+
+  test('SIGTERM stops a bridge at once, even with a local client connected to an imported service', async () => {
+    const local = uniq('bs');
+    const remote = uniq('rs');
+    const s = await t.serve(remote, { async ping() { return 'pong'; } });
+    const p = startCli(['bridge', '--nats', server.url, '--name', uniq('br'), '--import', `${local}=${remote}`], 60_000);
+    await p.waitFor(/connected to NATS/);
+    const c = await rpcClient(local, { timeout: 10_000 });
+    try {
+      assert.equal(await c.ping(), 'pong');
+      const t0 = Date.now();
+      p.child.kill('SIGTERM');
+      const r = await p.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(Date.now() - t0 < 5000, 'it did not wait for the client to leave');
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+});
+
 describe('two machines: a cluster of two nats-servers with a bridge process on each', { skip: missing ?? false }, () => {
   let cluster;
   const A = { topic: uniq('at'), service: uniq('as'), map: uniq('am'), bridge: uniq('ab') };
