@@ -171,3 +171,28 @@ function wrapCodec(user: Codec<unknown>, name: string, encode: Codec<unknown>['e
   wrappers.add(wrapped);
   return Object.freeze(wrapped);
 }
+
+/**
+ * `value` encoded by `codec` as bytes, for a transport that sends whole messages (NATS): a codec
+ * that throws is ERR_SHMKIT_INVALID_ARGUMENT naming `argument` (a ShmkitError passes as it is).
+ */
+export function encodeBytes<T>(codec: Codec<T>, value: T, argument: string): Uint8Array {
+  let e: Uint8Array | string;
+  try {
+    e = codec.encode(value);
+  } catch (err) {
+    if (err instanceof ShmkitError) throw err;
+    throw invalidArg(argument, `the ${codec.name} codec could not encode it: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return typeof e === 'string' ? Buffer.from(e, 'utf8') : e;
+}
+
+/** `data` decoded by `codec`; a codec that throws is ERR_SHMKIT_DECODE, `what` saying whose message it was. */
+export function decodeBytes<T>(codec: Codec<T>, data: Uint8Array, what: string): T {
+  try {
+    return codec.decode(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  } catch (err) {
+    throw new ShmkitError(ErrorCodes.DECODE, `${what}: the ${codec.name} codec could not decode a ${data.byteLength}-byte message (it was skipped)`, { cause: err });
+  }
+}
+

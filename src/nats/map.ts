@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import { checkSignal, isAborted, onAbort } from '../abort';
-import { type Codec, resolveCodec } from '../codec/codec';
+import { type Codec, decodeBytes, encodeBytes, resolveCodec } from '../codec/codec';
 import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError, timeoutError } from '../errors';
 import type { DeleteOptions, IncrementOptions, MapChange, MapEntry, SetOptions, SharedMapOptions, WatchOptions } from '../map/map';
 import { checkName } from '../naming';
@@ -220,22 +220,11 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
   }
 
   private decode(data: Uint8Array): T {
-    try {
-      return this.codec.decode(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    } catch (err) {
-      throw new ShmkitError(ErrorCodes.DECODE, `${this.label}: the ${this.codec.name} codec could not decode a ${data.byteLength}-byte value`, { cause: err });
-    }
+    return decodeBytes(this.codec, data, this.label);
   }
 
   private encode(value: T): Uint8Array {
-    let e: Uint8Array | string;
-    try {
-      e = this.codec.encode(value);
-    } catch (err) {
-      if (err instanceof ShmkitError) throw err;
-      throw invalidArg('value', `the ${this.codec.name} codec could not encode it: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    const b = typeof e === 'string' ? Buffer.from(e, 'utf8') : e;
+    const b = encodeBytes(this.codec, value, 'value');
     if (b.byteLength > this.transport.maxPayload) throw new ShmkitError(ErrorCodes.TOO_LARGE, `${this.label}: a value of ${b.byteLength} bytes is larger than the server's max_payload (${this.transport.maxPayload}); nothing was written`);
     return b;
   }

@@ -7,8 +7,8 @@
  */
 import type { Msg, MsgHdrs, Subscription as NatsSub } from '@nats-io/transport-node';
 import { checkSignal, isAborted } from '../abort';
-import { type Codec, resolveCodec } from '../codec/codec';
-import { abortError, closedError, ErrorCodes, invalidArg, ShmkitError } from '../errors';
+import { type Codec, decodeBytes, encodeBytes, resolveCodec } from '../codec/codec';
+import { abortError, closedError, ErrorCodes, ShmkitError } from '../errors';
 import { checkName } from '../naming';
 import type { TopicHandle, TopicSubscription, TransportTopicOptions } from '../transport';
 import { checkInt, checkObject, checkTimeout, describe } from '../validate';
@@ -25,11 +25,6 @@ export interface NatsTopicOptions<T = unknown> extends TransportTopicOptions<T> 
   subject?: string;
   /** Messages a subscription holds before it drops the oldest. Default 65,536. */
   maxPending?: number;
-}
-
-/** ERR_SHMKIT_DECODE for a message the codec refused. */
-function decodeFailed(codec: Codec<unknown>, what: string, len: number, cause: unknown): ShmkitError {
-  return new ShmkitError(ErrorCodes.DECODE, `${what}: the ${codec.name} codec could not decode a ${len}-byte message (it was skipped)`, { cause });
 }
 
 /** A message as a bridge sees it: its bytes and the bridge it came through, if any. */
@@ -71,17 +66,6 @@ export class NatsTopic<T = unknown> implements TopicHandle<T> {
     return this.ended;
   }
 
-  private encode(value: T): Uint8Array {
-    let e: Uint8Array | string;
-    try {
-      e = this.codec.encode(value);
-    } catch (err) {
-      if (err instanceof ShmkitError) throw err;
-      throw invalidArg('message', `the ${this.codec.name} codec could not encode it: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    return typeof e === 'string' ? Buffer.from(e, 'utf8') : e;
-  }
-
   /**
    * Publishes `value` on the subject. Resolves with this handle's count of messages published
    * (NATS has no topic-wide sequence). While the connection is down, the NATS client keeps
@@ -95,7 +79,7 @@ export class NatsTopic<T = unknown> implements TopicHandle<T> {
         const signal = checkSignal('options.signal', o.signal);
         if (isAborted(signal)) throw abortError(signal, `${this.label} publish`);
       }
-      return Promise.resolve(this.publishBytes(this.encode(value), undefined));
+      return Promise.resolve(this.publishBytes(encodeBytes(this.codec, value, 'message'), undefined));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -132,13 +116,7 @@ export class NatsTopic<T = unknown> implements TopicHandle<T> {
     const subject = o.subject === undefined ? this.subject : checkFilter(o.subject, 'options.subject');
     const codec = this.codec;
     const label = this.label;
-    const s = new NatsSubscription<T>(this.transport, subject, this.maxPending, label, (m) => {
-      try {
-        return codec.decode(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
-      } catch (err) {
-        throw decodeFailed(codec as Codec<unknown>, label, m.data.byteLength, err);
-      }
-    }, () => this.subs.delete(s as NatsSubscription<unknown>));
+    const s = new NatsSubscription<T>(this.transport, subject, this.maxPending, label, (m) => decodeBytes(codec, m.data, label), () => this.subs.delete(s as NatsSubscription<unknown>));
     this.subs.add(s as NatsSubscription<unknown>);
     return s;
   }
