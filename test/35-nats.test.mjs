@@ -5,7 +5,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { ErrorCodes, ShmkitError, SharedMap, Topic, rpcClient, serve } from 'shmkit';
+import { existsSync } from 'node:fs';
+import { ErrorCodes, Mutex, ShmkitError, SharedMap, Topic, rpcClient, serve } from 'shmkit';
 import { cleanupAll, killCliChildren, ROOT, runCli, sleep, startCli, uniq, until, watchdog } from './helpers.mjs';
 import { natsMissing, startCluster, startProxy, startServer } from './fixtures/nats-servers.mjs';
 
@@ -268,6 +269,20 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
       await until(() => b2.stats().topics[0].active, 'the second bridge takes the topic over');
       await local.publish({ from: 'local', n: 2 });
       assert.deepEqual(await watchdog(onNats.receive(), 10_000, 'through the second bridge'), { from: 'local', n: 2 });
+      // The claim's name removed under its holder (shmkit rm --force): it steps down; one bridge forwards at a time.
+      const b3 = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
+      let stepped = false;
+      b2.on('error', (e) => (stepped ||= e.cause?.code === ErrorCodes.BUSY));
+      try {
+        await watchdog(b3.ready, 20_000, 'a third bridge');
+        Mutex.unlink(`${name}.bridge`);
+        await until(() => stepped, 'the holder steps down');
+        await until(() => existsSync(`/dev/shm/shmkit-${name}.bridge`) && [b2, b3].filter((b) => b.stats().topics[0].active).length === 1, 'one bridge takes a new claim');
+        await sleep(600);
+        assert.equal([b2, b3].filter((b) => b.stats().topics[0].active).length, 1, 'never two');
+      } finally {
+        await b3.close();
+      }
     } finally {
       await b1.close();
       await b2.close();
@@ -344,6 +359,58 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
       b.close();
       await other.close();
       await a.destroy();
+    }
+  });
+
+  test('a caller cannot make a server stream without end (window and credit capped), and a server that stops answers its running calls', async () => {
+    const name = uniq('bw');
+    const s = await t.serve(name, {
+      async *nums() { for (let i = 0; ; i++) yield i; },
+      async echo(x) { return x; },
+      async slow() { await sleep(60_000); },
+    });
+    const { connect, headers } = await import('@nats-io/transport-node');
+    const nc = await connect({ servers: server.url });
+    const c = await t.rpcClient(name);
+    try {
+      let items = 0;
+      const inbox = `raw.${name}`;
+      nc.subscribe(`${inbox}.*`, { callback: () => items++ });
+      const h = headers();
+      h.set('Shmkit-Method', 'nums');
+      h.set('Shmkit-Window', '4294967295');
+      nc.publish(`shmkit.rpc.${name}`, '[]', { reply: `${inbox}.1`, headers: h });
+      await sleep(1000);
+      assert.equal(await watchdog(c.echo(5), 10_000, 'a call while the stream runs'), 5, 'the server still answers');
+      assert.ok(items <= 4096 + 2, `items sent without credit: ${items}`);
+      const pending = c.slow(); // no timeout
+      await sleep(200);
+      await s.closeNow();
+      await assert.rejects(watchdog(pending, 10_000, 'a running call when its server stops'), code(ErrorCodes.CLOSED));
+    } finally {
+      c.close();
+      await nc.close();
+      await s.closeNow();
+    }
+  });
+
+  test('a map whose watch consumer the server removed catches up (the watchdog remakes the watch)', async () => {
+    const name = uniq('bc');
+    const m = await t.map(name);
+    const other = await nats.natsTransport({ servers: server.url });
+    const w = await other.map(name);
+    try {
+      await w.set('x', 1);
+      await until(() => m.get('x') === 1, 'the replica follows');
+      const { jetstreamManager } = await import('@nats-io/jetstream');
+      const jsm = await jetstreamManager(t.connection);
+      for await (const ci of jsm.consumers.list(`KV_${m.bucket}`)) await jsm.consumers.delete(`KV_${m.bucket}`, ci.name);
+      await w.set('x', 2);
+      await until(() => m.get('x') === 2, 'the replica catches up', 40_000);
+    } finally {
+      w.close();
+      await other.close();
+      await m.destroy();
     }
   });
 

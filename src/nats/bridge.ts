@@ -180,7 +180,11 @@ class TopicRoute {
    */
   take(): boolean {
     if (this.ended) return false;
-    if (this.claim.held) return true;
+    if (this.claim.held) {
+      if (this.claim.stillOurs()) return true;
+      this.stepDown(); // its lock's name was removed (or is another object now): another bridge may take it
+      return false;
+    }
     if (!this.claim.tryTake()) return false;
     this.s.active = true;
     if (this.outgoing) {
@@ -331,6 +335,17 @@ class TopicRoute {
     }
   }
 
+  /** Stops forwarding (another bridge may): the loops end, the claim is let go without removing a name that is not ours. */
+  private stepDown(): void {
+    this.s.active = false;
+    this.sub?.close();
+    this.sub = null;
+    this.natsSub?.close();
+    this.natsSub = null;
+    this.claim.release(false);
+    this.bridge.failed(`topic "${this.s.local}"`, new ShmkitError(ErrorCodes.BUSY, `its claim lock "${this.s.local}.bridge" was removed or replaced: this bridge stops forwarding it until it can take the claim again`));
+  }
+
   close(): void {
     this.ended = true;
     this.sub?.close();
@@ -394,12 +409,30 @@ class TopicClaim {
     return true;
   }
 
-  release(): void {
-    if (this.g === null) return;
+  /** Whether the object under the name is still the one this claim holds (someone may have removed it: `shmkit rm --force`). */
+  stillOurs(): boolean {
+    if (this.m === null) return false;
     try {
-      Mutex.unlink(this.name);
+      const now = Mutex.open(this.name);
+      const a = (this.m as unknown as { segment: Segment }).segment;
+      const b = (now as unknown as { segment: Segment }).segment;
+      const same = a.createdAt.getTime() === b.createdAt.getTime() && a.creator.pid === b.creator.pid && a.creator.startTime === b.creator.startTime;
+      now.close();
+      return same;
     } catch {
-      // removed already
+      return false;
+    }
+  }
+
+  /** Lets go; `unlink`: removes the name first (not when the name is another object's already). */
+  release(unlink = true): void {
+    if (this.g === null) return;
+    if (unlink) {
+      try {
+        Mutex.unlink(this.name);
+      } catch {
+        // removed already
+      }
     }
     this.g.unlock();
     this.m?.close();
@@ -765,6 +798,13 @@ export function bridge(options: BridgeOptions): Bridge & { ready: Promise<void> 
     checkName(t?.local, `options.topics[${i}].local`);
     if (t.subject !== undefined) checkSubject(t.subject, `options.topics[${i}].subject`);
     if (t.direction !== undefined && !['out', 'in', 'both'].includes(t.direction)) throw invalidArg(`options.topics[${i}].direction`, `must be 'out', 'in' or 'both', got ${describe(t.direction)}`);
+  }
+  const locals = new Set<string>();
+  for (const [i, t] of (o.topics ?? []).entries()) {
+    // One route per local topic (the route takes both ways): a second would wait for the first's claim for ever.
+    if (locals.has(t.local)) throw invalidArg(`options.topics[${i}].local`, `topic ${JSON.stringify(t.local)} has a route already (one route per local topic; direction 'both' forwards both ways)`);
+    locals.add(t.local);
+    if (name === `${t.local}.bridge`) throw invalidArg('options.name', `${JSON.stringify(name)} is the name of topic ${JSON.stringify(t.local)}'s claim lock`);
   }
   for (const [i, s] of (o.services ?? []).entries()) {
     checkName(s?.local, `options.services[${i}].local`);

@@ -108,6 +108,7 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
     if (st.values === 0) this.initialized = true;
     const ready = this.until(() => this.initialized, Infinity);
     void this.follow(w);
+    this.watchdog();
     const limit = o.connectTimeout === undefined ? 10_000 : checkTimeout('options.connectTimeout', o.connectTimeout);
     let t: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -138,7 +139,8 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
         if (!this.ended && this.listenerCount('error') > 0) this.emit('error', err);
       }
       if (this.ended) return;
-      await new Promise((r) => setTimeout(r, 1000));
+      if (!this.kicked) await new Promise((r) => setTimeout(r, 1000));
+      this.kicked = false;
       if (this.ended) return;
       try {
         const next = await this.kv.watch({ key: '>', resumeFromRevision: this.applied + 1 });
@@ -149,6 +151,38 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
       }
     }
   }
+
+  /** The watch was ended on purpose to be made again at once (see restartWatch). */
+  private kicked = false;
+  private lastChecked = -1;
+  private checker: ReturnType<typeof setInterval> | null = null;
+
+  /**
+   * Makes the watch again from the last revision applied: after a reconnect (the server may have
+   * removed the watch's consumer while the link was down: it does after 5 minutes without one),
+   * and when the bucket is ahead of a replica that applied nothing since the last check.
+   */
+  private restartWatch(): void {
+    if (this.ended) return;
+    this.kicked = true;
+    this.stop?.(); // ends the iterator: follow() makes a new one
+  }
+
+  private watchdog(): void {
+    this.transport.on('reconnect', this.onReconnect);
+    this.checker = setInterval(() => {
+      if (this.ended || !this.transport.connected) return;
+      const applied = this.applied;
+      this.kv.status().then((st) => {
+        const last = st.streamInfo.state.last_seq;
+        if (last > applied && applied === this.lastChecked) this.restartWatch(); // behind, and idle for a whole period
+        this.lastChecked = applied;
+      }, () => {});
+    }, 10_000);
+    this.checker.unref();
+  }
+
+  private readonly onReconnect = (): void => this.restartWatch();
 
   private apply(e: KvWatchEntry): void {
     if (e.revision > this.applied) this.applied = e.revision;
@@ -306,10 +340,10 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
     return { timeout: o.timeout === undefined ? 10_000 : checkTimeout('options.timeout', o.timeout), o };
   }
 
-  /** A write of revision `rev` is done: resolves once the replica has it. */
-  private async written(rev: number): Promise<number> {
+  /** A write of revision `rev` is done: resolves once the replica has it (or after `ms`: the write stands). */
+  private async written(rev: number, ms = 10_000): Promise<number> {
     this.counts.writes++;
-    await this.until(() => this.applied >= rev);
+    await this.until(() => this.applied >= rev, Math.min(ms, 10_000));
     return rev;
   }
 
@@ -343,20 +377,20 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
           throw err;
         }
       }
-      if (ifRevision !== undefined) return await this.written(await kv.update(k, data, ifRevision, timeout));
+      if (ifRevision !== undefined) return await this.written(await kv.update(k, data, ifRevision, timeout), timeout);
       if (o.ifPresent === true) {
         let cur: Held | null | undefined = this.replica.get(key) ?? (await this.current(key));
         for (let i = 0; i < RETRIES; i++) {
           if (cur === undefined || cur === null) throw new ShmkitError(ErrorCodes.NOT_FOUND, `${this.label}: the key is absent (ifPresent); nothing was written`);
           try {
-            return await this.written(await kv.update(k, data, cur.rev, timeout));
+            return await this.written(await kv.update(k, data, cur.rev, timeout), timeout);
           } catch (err) {
             if ((err as { code?: unknown }).code !== WRONG_SEQUENCE) throw err;
             cur = await this.current(key); // written meanwhile (or the replica was behind): try again
           }
         }
       }
-      return await this.written(await kv.put(k, data, { timeout }));
+      return await this.written(await kv.put(k, data, { timeout }), timeout);
     } catch (err) {
       throw await this.failure(err, key);
     }
@@ -472,6 +506,8 @@ export class NatsMap<T = unknown> extends EventEmitter implements MapHandle<T> {
     if (this.ended) return;
     this.ended = true;
     this.stop?.();
+    if (this.checker !== null) clearInterval(this.checker);
+    this.transport.off('reconnect', this.onReconnect);
     for (const w of [...this.watchers]) w.close();
     for (const x of this.waiters.splice(0)) x.resolve();
     this.transport.release(this);

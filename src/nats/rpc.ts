@@ -36,6 +36,8 @@ const QUEUE = 'shmkit';
 /** A stream waits this long for a silent caller (callers send an empty CREDIT every KEEPALIVE_MS). */
 const CREDIT_IDLE_MS = 30_000;
 const KEEPALIVE_MS = 10_000;
+/** The most stream items a NATS server sends ahead of its caller's credit (a larger window is cut to it). */
+const MAX_CREDIT = 4096;
 
 /** The headers of an RPC message over NATS. */
 const H = {
@@ -118,7 +120,7 @@ function toFrame(msg: Msg, id: number): Buffer | null {
       return b;
     }
     const timeout = intHeader(h, H.timeout, 2 ** 52, -1);
-    const window = intHeader(h, H.window, 0xffffffff, 64);
+    const window = intHeader(h, H.window, 0xffffffff, 64); // capped by the server (MAX_CREDIT)
     if (timeout === null || window === null) return null;
     const b = Buffer.allocUnsafe(P.CALL_HEAD + m.length + payload.byteLength);
     b.writeUInt32LE(P.CALL, 0);
@@ -175,6 +177,10 @@ export class NatsRpcServer extends CallHandler {
     this.subject = serviceSubject(transport, name);
     this.control = `${this.subject}.s.${nats().core.createInbox('x').slice(2)}`;
     this.creditIdleMs = CREDIT_IDLE_MS;
+    // A NATS publish never waits: a stream's credit is capped, and it yields now and then, so that
+    // one caller (or a forged CREDIT) cannot make the server publish without end.
+    this.maxCredit = MAX_CREDIT;
+    this.yieldEvery = 64;
     const nc = transport.connection;
     const onMsg = (err: Error | null, msg: Msg): void => {
       if (err !== null || this.ended) return;
@@ -213,7 +219,12 @@ export class NatsRpcServer extends CallHandler {
       if (n === null || n <= 0 || c === undefined || !c.running.has(n)) return; // another server's call (a broadcast CANCEL), or over
       id = n;
     } else if (kind !== '') {
-      return; // an answer kind sent to a server: not ours to take
+      // An answer kind sent to a server: not a call. A requester that waits is told so.
+      if (reply !== '') {
+        const m = toMessage(P.encodeError(0, new ShmkitError(ErrorCodes.CORRUPT, `rpc "${this.name}": a message of kind ${JSON.stringify(kind.slice(0, 20))} is not a call`)));
+        this.transport.connection.publish(reply, m.payload, { headers: m.headers });
+      }
+      return;
     } else if (reply === '') {
       inbox = '_';
       id = 0; // a notification
@@ -267,8 +278,16 @@ export class NatsRpcServer extends CallHandler {
       this.callers.set(inbox, c);
     }
     c.last = Date.now();
-    if (kind === '' && reply !== '') c.replies.set(id, reply);
+    if (kind === '' && reply !== '') {
+      if (c.running.has(id)) return; // a second CALL on the reply subject of a running one: not its caller's (dropped)
+      c.replies.set(id, reply);
+    }
     this.onFrame(c, frame);
+    if (kind === 'cancel' && c.replies.has(id)) {
+      // Answered all the same (ABORT_ERR): its caller ignores an answer to a call it gave up, and
+      // a call cancelled by someone else (NATS subjects are open to anyone allowed) does not hang.
+      void c.send(P.encodeError(id, new ShmkitError(ErrorCodes.ABORTED, `rpc "${this.name}": the call was cancelled`)));
+    }
   }
 
   protected count(what: Counter, by: number): void {
@@ -304,8 +323,17 @@ export class NatsRpcServer extends CallHandler {
   /** Stops at once: running calls' signals abort, and nothing more is sent or received. */
   async closeNow(): Promise<void> {
     for (const c of this.callers.values()) {
+      // Each running call is answered (ERR_SHMKIT_CLOSED) before the server goes: its caller does not wait for nothing.
+      for (const id of [...c.running.keys()]) {
+        if (c.replies.has(id)) void c.send(P.encodeError(id, new ShmkitError(ErrorCodes.CLOSED, `rpc "${this.name}": the server closed`)));
+      }
       this.cancelAll(c, new ShmkitError(ErrorCodes.CLOSED, `rpc "${this.name}": the server closed`));
       (c as { closed: boolean }).closed = true;
+    }
+    try {
+      await this.transport.connection.flush();
+    } catch {
+      // the connection is gone: so is every caller's way back
     }
     if (!this.ended) {
       this.ended = true;

@@ -215,7 +215,7 @@ export abstract class CallHandler extends EventEmitter {
       const n = P.decodeCredit(frame); // a short CREDIT ends the connection, running or not
       const r = caller.running.get(id);
       if (r) {
-        r.credit += n;
+        r.credit = Math.min(r.credit + n, this.maxCredit);
         r.heard = Date.now();
         const w = r.wake;
         r.wake = null;
@@ -323,10 +323,16 @@ export abstract class CallHandler extends EventEmitter {
 
   /** How long a stream waits for a silent caller before it is cancelled; Infinity when the transport sees callers die. */
   protected creditIdleMs = Infinity;
+  /** The most credit a stream holds (more is ignored): a transport whose sends never wait caps it. */
+  protected maxCredit = Infinity;
+  /** A stream yields to the event loop after this many items (a transport whose sends never wait sets it). */
+  protected yieldEvery = Infinity;
 
   /** Streams `it`'s values, each only once the caller has credit for it. */
   private async pump(it: AsyncIterable<unknown>, id: number, r: Running, send: (f: Buffer) => Promise<void>): Promise<void> {
     const iterator = it[Symbol.asyncIterator]();
+    let sent = 0;
+    r.credit = Math.min(r.credit, this.maxCredit);
     try {
       for (;;) {
         while (r.credit <= 0 && !r.aborted) await this.waitForCredit(r);
@@ -336,6 +342,7 @@ export abstract class CallHandler extends EventEmitter {
         if (r.aborted) throw r.abortReason;
         r.credit--;
         await send(this.encodeAnswer(P.ITEM, id, step.value));
+        if (++sent % this.yieldEvery === 0) await new Promise((resolve) => setImmediate(resolve));
       }
       await send(P.encodeEnd(id));
     } catch (err) {
