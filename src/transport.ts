@@ -12,7 +12,6 @@
  */
 import type { RpcClient } from './rpc/calls';
 import type { Handlers, HandlingOptions } from './rpc/handling';
-import type { Codec, CodecName } from './codec/codec';
 import { Topic, type TopicOptions } from './topic/topic';
 import { SharedMap, type DeleteOptions, type IncrementOptions, type MapChange, type MapEntry, type SetOptions, type SharedMapOptions, type WatchOptions } from './map/map';
 import { serve } from './rpc/serve';
@@ -63,10 +62,8 @@ export interface ServiceHandle {
   close(): Promise<void>;
 }
 
-/** Options of a topic that every transport understands (a local topic also takes TopicOptions). */
-export interface TransportTopicOptions<T = unknown> extends TopicOptions<T> {
-  codec?: CodecName | Codec<T>;
-}
+/** Options of a topic on any transport (over NATS, `codec` and `maxMessageSize` are used; see NatsTopicOptions). */
+export type TransportTopicOptions<T = unknown> = TopicOptions<T>;
 
 /** Options of a client (the NATS transport uses codec, timeout and window; the others are local). */
 export type TransportClientOptions = RpcClientOptions;

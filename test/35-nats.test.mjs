@@ -49,45 +49,50 @@ describe('shmkit/nats: loading and names', () => {
   });
 });
 
-describe('shmkit/nats: bad input and semantics that differ', { skip: missing ?? false }, () => {
-  let server;
-  let t;
+/** A nats-server and a transport on it for the tests of one describe: started before them, stopped after. */
+function useServer() {
+  const env = { server: null, t: null };
   before(async () => {
-    server = await startServer();
-    t = await nats.natsTransport({ servers: server.url });
+    env.server = await startServer();
+    env.t = await nats.natsTransport({ servers: env.server.url });
   });
   after(async () => {
-    await t?.close();
-    await server?.stop();
+    await env.t?.close();
+    await env.server?.stop();
   });
+  return env;
+}
+
+describe('shmkit/nats: bad input and semantics that differ', { skip: missing ?? false }, () => {
+  const env = useServer();
 
   test('typed errors name the parameter; nothing is half done', async () => {
     await assert.rejects(nats.natsTransport({ servers: 42 }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /options\.servers/.test(e.message));
     await assert.rejects(nats.natsTransport({ prefix: 'a.b' }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /options\.prefix/.test(e.message));
     const nobody = (await import('../bench/fanout-peers.mjs')).freePort;
     await assert.rejects(nats.natsTransport({ servers: `nats://127.0.0.1:${await nobody()}`, connectTimeout: 2000 }), code(ErrorCodes.REFUSED));
-    await assert.rejects(t.topic('a..b'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /name/.test(e.message));
-    await assert.rejects(t.topic('ok', { subject: 'x.*' }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /options\.subject/.test(e.message));
-    await assert.rejects(t.topic('h', { history: 10 }), (e) => e.code === ErrorCodes.UNSUPPORTED && e.argument === 'options.history');
-    const topic = await t.topic(uniq('nb'));
+    await assert.rejects(env.t.topic('a..b'), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /name/.test(e.message));
+    await assert.rejects(env.t.topic('ok', { subject: 'x.*' }), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /options\.subject/.test(e.message));
+    await assert.rejects(env.t.topic('h', { history: 10 }), (e) => e.code === ErrorCodes.UNSUPPORTED && e.argument === 'options.history');
+    const topic = await env.t.topic(uniq('nb'));
     assert.throws(() => topic.subscribe({ from: 'history' }), (e) => e.code === ErrorCodes.UNSUPPORTED);
-    await assert.rejects(topic.publish(Buffer.alloc(t.maxPayload + 1)), code(ErrorCodes.TOO_LARGE));
+    await assert.rejects(topic.publish(Buffer.alloc(env.t.maxPayload + 1)), code(ErrorCodes.TOO_LARGE));
     await assert.rejects(topic.publish('not bytes'), code(ErrorCodes.INVALID_ARGUMENT));
     topic.close();
-    await assert.rejects(t.map(uniq('nb'), { eviction: 'lru' }), (e) => e.code === ErrorCodes.UNSUPPORTED && e.argument === 'options.eviction');
-    const m = await t.map(uniq('nb'));
+    await assert.rejects(env.t.map(uniq('nb'), { eviction: 'lru' }), (e) => e.code === ErrorCodes.UNSUPPORTED && e.argument === 'options.eviction');
+    const m = await env.t.map(uniq('nb'));
     await assert.rejects(m.set('k', 1, { ttl: 100 }), (e) => e.code === ErrorCodes.UNSUPPORTED && e.argument === 'options.ttl');
     assert.equal(m.has('k'), false, 'nothing was written');
     await assert.rejects(m.set('x'.repeat(65), 1), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /key/.test(e.message));
     await m.destroy();
-    await assert.rejects(t.serve('s', null), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /handlers/.test(e.message));
+    await assert.rejects(env.t.serve('s', null), (e) => e.code === ErrorCodes.INVALID_ARGUMENT && /handlers/.test(e.message));
   });
 
   test('a call no server takes fails with ERR_SHMKIT_REFUSED at once; a server that comes later is called', async () => {
     const name = uniq('nr');
-    const c = await t.rpcClient(name, { timeout: 10_000 });
+    const c = await env.t.rpcClient(name, { timeout: 10_000 });
     await assert.rejects(watchdog(c.ping(), 10_000, 'call with no server'), code(ErrorCodes.REFUSED));
-    const s = await t.serve(name, { async ping() { return 'pong'; } });
+    const s = await env.t.serve(name, { async ping() { return 'pong'; } });
     assert.equal(await watchdog(c.ping(), 10_000, 'call'), 'pong');
     c.close();
     await s.close();
@@ -95,13 +100,13 @@ describe('shmkit/nats: bad input and semantics that differ', { skip: missing ?? 
 
   test('any NATS client can call a service: the method and timeout in headers, the arguments and result as JSON', async () => {
     const name = uniq('ni');
-    const s = await t.serve(name, {
+    const s = await env.t.serve(name, {
       async add(a, b) { return a + b; },
       async fail() { throw Object.assign(new Error('nope'), { code: 'E_NOPE' }); },
       async slow(ctx) { await new Promise((r) => ctx.signal.addEventListener('abort', r)); return ctx.signal.reason.code; },
     });
     const { connect, headers } = await import('@nats-io/transport-node');
-    const nc = await connect({ servers: server.url });
+    const nc = await connect({ servers: env.server.url });
     try {
       const call = (method, args, extra = {}) => {
         const h = headers();
@@ -131,11 +136,11 @@ describe('shmkit/nats: bad input and semantics that differ', { skip: missing ?? 
   });
 
   test('a slow subscriber keeps the newest maxPending messages and counts the rest as lost', async () => {
-    const topic = await t.topic(uniq('ns'), { codec: 'json', maxPending: 10 });
+    const topic = await env.t.topic(uniq('ns'), { codec: 'json', maxPending: 10 });
     const sub = topic.subscribe();
-    await t.connection.flush();
+    await env.t.connection.flush();
     for (let i = 0; i < 50; i++) await topic.publish(i);
-    await t.connection.flush();
+    await env.t.connection.flush();
     await until(() => sub.lost + sub.lag === 50, 'all 50 messages arrived');
     assert.equal(sub.lost, 40);
     const got = [];
@@ -146,20 +151,14 @@ describe('shmkit/nats: bad input and semantics that differ', { skip: missing ?? 
 });
 
 describe('the bridge', { skip: missing ?? false }, () => {
-  let server;
-  before(async () => {
-    server = await startServer();
-  });
-  after(async () => {
-    await server?.stop();
-  });
+  const env = useServer();
 
   test('while NATS is away, outgoing messages wait in a bounded buffer; the oldest beyond it are dropped and counted; the rest arrive in order', async () => {
-    const proxy = await startProxy(server.url); // the bridge's way to NATS, cut at will
+    const proxy = await startProxy(env.server.url); // the bridge's way to NATS, cut at will
     const name = uniq('bt');
     const local = Topic.create(name, { codec: 'json' });
     const b = nats.bridge({ name: uniq('br'), nats: { servers: proxy.url, reconnectWait: 50, maxReconnectWait: 200 }, topics: [{ local: name, subject: `buf.${name}`, direction: 'out' }], maxBuffered: 10 });
-    const watcher = await nats.natsTransport({ servers: server.url });
+    const watcher = await nats.natsTransport({ servers: env.server.url });
     try {
       const sub = (await watcher.topic('x', { codec: 'json', subject: `buf.${name}` })).subscribe();
       await watcher.connection.flush();
@@ -198,26 +197,17 @@ describe('the bridge', { skip: missing ?? false }, () => {
 });
 
 describe('the bridge under stress (regressions of the review)', { skip: missing ?? false }, () => {
-  let server;
-  let t;
-  before(async () => {
-    server = await startServer();
-    t = await nats.natsTransport({ servers: server.url });
-  });
-  after(async () => {
-    await t?.close();
-    await server?.stop();
-  });
+  const env = useServer();
 
   test('a full \'block\' topic flooded locally while messages come from NATS: nothing freezes, nothing comes back', async () => {
     const name = uniq('bd');
     const local = Topic.create(name, { codec: 'json', capacity: 16 });
-    const b = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
+    const b = nats.bridge({ name: uniq('br'), nats: env.t, topics: [{ local: name }] });
     try {
       await watchdog(b.ready, 20_000, 'bridge');
-      const remote = await t.topic('r', { codec: 'json', subject: `shmkit.topic.${name}` });
+      const remote = await env.t.topic('r', { codec: 'json', subject: `shmkit.topic.${name}` });
       const seen = remote.subscribe();
-      await t.connection.flush();
+      await env.t.connection.flush();
       const flood = (async () => {
         for (let i = 0; i < 3000; i++) await local.publish({ local: i });
       })();
@@ -248,14 +238,14 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
     const name = uniq('b2');
     const local = Topic.create(name, { codec: 'json' });
     const sub = local.subscribe();
-    const b1 = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
-    const b2 = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
-    const remote = await t.topic('r', { codec: 'json', subject: `shmkit.topic.${name}` });
+    const b1 = nats.bridge({ name: uniq('br'), nats: env.t, topics: [{ local: name }] });
+    const b2 = nats.bridge({ name: uniq('br'), nats: env.t, topics: [{ local: name }] });
+    const remote = await env.t.topic('r', { codec: 'json', subject: `shmkit.topic.${name}` });
     const onNats = remote.subscribe();
     try {
       await watchdog(Promise.all([b1.ready, b2.ready]), 20_000, 'bridges');
       assert.deepEqual([b1.stats().topics[0].active, b2.stats().topics[0].active], [true, false]);
-      await t.connection.flush();
+      await env.t.connection.flush();
       await remote.publish({ from: 'remote' });
       assert.deepEqual(await watchdog(sub.receive(), 10_000, 'into the local topic'), { from: 'remote' });
       await local.publish({ from: 'local' });
@@ -270,7 +260,7 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
       await local.publish({ from: 'local', n: 2 });
       assert.deepEqual(await watchdog(onNats.receive(), 10_000, 'through the second bridge'), { from: 'local', n: 2 });
       // The claim's name removed under its holder (shmkit rm --force): it steps down; one bridge forwards at a time.
-      const b3 = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name }] });
+      const b3 = nats.bridge({ name: uniq('br'), nats: env.t, topics: [{ local: name }] });
       let stepped = false;
       b2.on('error', (e) => (stepped ||= e.cause?.code === ErrorCodes.BUSY));
       try {
@@ -296,11 +286,11 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
     const name = uniq('bh');
     const local = Topic.create(name, { codec: 'bytes', maxMessageSize: 100 });
     const sub = local.subscribe();
-    const b = nats.bridge({ name: uniq('br'), nats: t, topics: [{ local: name, direction: 'in' }] });
+    const b = nats.bridge({ name: uniq('br'), nats: env.t, topics: [{ local: name, direction: 'in' }] });
     try {
       await watchdog(b.ready, 20_000, 'bridge');
       await sleep(100);
-      const remote = await t.topic('r', { subject: `shmkit.topic.${name}` });
+      const remote = await env.t.topic('r', { subject: `shmkit.topic.${name}` });
       await remote.publish(Buffer.alloc(500));
       await remote.publish(Buffer.from('fits'));
       assert.equal((await watchdog(sub.receive(), 10_000, 'the next message')).toString(), 'fits');
@@ -314,8 +304,8 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
 
   test('a value another writer put in a bucket that the codec cannot decode: the replica and the mirror go on', async () => {
     const name = uniq('bg');
-    const m = await t.map(name);
-    const raw = await t.map(name, { codec: 'utf8' });
+    const m = await env.t.map(name);
+    const raw = await env.t.map(name, { codec: 'utf8' });
     const errors = [];
     m.on('error', (e) => errors.push(e));
     try {
@@ -345,8 +335,8 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
 
   test('delete and ifPresent right after another handle\'s write see it (they ask the server)', async () => {
     const name = uniq('bl');
-    const a = await t.map(name);
-    const other = await nats.natsTransport({ servers: server.url });
+    const a = await env.t.map(name);
+    const other = await nats.natsTransport({ servers: env.server.url });
     const b = await other.map(name);
     try {
       for (let i = 0; i < 50; i++) {
@@ -364,14 +354,14 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
 
   test('a caller cannot make a server stream without end (window and credit capped), and a server that stops answers its running calls', async () => {
     const name = uniq('bw');
-    const s = await t.serve(name, {
+    const s = await env.t.serve(name, {
       async *nums() { for (let i = 0; ; i++) yield i; },
       async echo(x) { return x; },
       async slow() { await sleep(60_000); },
     });
     const { connect, headers } = await import('@nats-io/transport-node');
-    const nc = await connect({ servers: server.url });
-    const c = await t.rpcClient(name);
+    const nc = await connect({ servers: env.server.url });
+    const c = await env.t.rpcClient(name);
     try {
       let items = 0;
       const inbox = `raw.${name}`;
@@ -396,15 +386,17 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
 
   test('a map whose watch consumer the server removed catches up (the watchdog remakes the watch)', async () => {
     const name = uniq('bc');
-    const m = await t.map(name);
-    const other = await nats.natsTransport({ servers: server.url });
+    const m = await env.t.map(name);
+    const other = await nats.natsTransport({ servers: env.server.url });
     const w = await other.map(name);
     try {
       await w.set('x', 1);
       await until(() => m.get('x') === 1, 'the replica follows');
       const { jetstreamManager } = await import('@nats-io/jetstream');
-      const jsm = await jetstreamManager(t.connection);
-      for await (const ci of jsm.consumers.list(`KV_${m.bucket}`)) await jsm.consumers.delete(`KV_${m.bucket}`, ci.name);
+      const jsm = await jetstreamManager(env.t.connection);
+      await watchdog((async () => {
+        for await (const ci of jsm.consumers.list(`KV_${m.bucket}`)) await jsm.consumers.delete(`KV_${m.bucket}`, ci.name);
+      })(), 10_000, 'deleting the watch consumers');
       await w.set('x', 2);
       await until(() => m.get('x') === 2, 'the replica catches up', 40_000);
     } finally {
@@ -417,12 +409,12 @@ describe('the bridge under stress (regressions of the review)', { skip: missing 
   test('SIGTERM stops a bridge at once, even with a local client connected to an imported service', async () => {
     const local = uniq('bs');
     const remote = uniq('rs');
-    const s = await t.serve(remote, { async ping() { return 'pong'; } });
-    const p = startCli(['bridge', '--nats', server.url, '--name', uniq('br'), '--import', `${local}=${remote}`], 60_000);
+    const s = await env.t.serve(remote, { async ping() { return 'pong'; } });
+    const p = startCli(['bridge', '--nats', env.server.url, '--name', uniq('br'), '--import', `${local}=${remote}`], 60_000);
     await p.waitFor(/connected to NATS/);
     const c = await rpcClient(local, { timeout: 10_000 });
     try {
-      assert.equal(await c.ping(), 'pong');
+      assert.equal(await watchdog(c.ping(), 10_000, 'a call through the import'), 'pong');
       const t0 = Date.now();
       p.child.kill('SIGTERM');
       const r = await p.done;

@@ -75,10 +75,12 @@ for (const tr of transports) {
       await assert.rejects(sub1.receive(), code(ErrorCodes.CLOSED));
       // Leaving a for-await loop ends the subscription.
       await pub.publish({ i: 99 });
-      for await (const v of sub2) {
-        assert.deepEqual(v, { i: 99 });
-        break;
-      }
+      await within((async () => {
+        for await (const v of sub2) {
+          assert.deepEqual(v, { i: 99 });
+          break;
+        }
+      })(), 'a for-await loop');
       assert.equal(sub2.closed, true);
       await assert.rejects(pub.publish(1n), (e) => e instanceof ShmkitError);
       pub.close();
@@ -103,7 +105,9 @@ for (const tr of transports) {
       const client = await t2.rpcClient(name, { timeout: 10_000 });
       assert.equal(await within(client.add(2, 40), 'add'), 42);
       const items = [];
-      for await (const x of await client.count(100)) items.push(x);
+      await within((async () => {
+        for await (const x of await client.count(100)) items.push(x);
+      })(), 'a stream');
       assert.deepEqual(items, [...Array(100).keys()]);
       await assert.rejects(client.fail(), (e) => e.message === 'no luck' && e.code === 'E_LUCK' && e.detail === 7 && e.remote === true);
       await assert.rejects(client.nope(), code(ErrorCodes.UNKNOWN_METHOD));
@@ -117,8 +121,8 @@ for (const tr of transports) {
       while (seen.length < 2 && Date.now() < until) await sleep(10);
       assert.deepEqual(seen.sort(), [ErrorCodes.ABORTED, ErrorCodes.TIMEOUT].sort(), 'the handler saw both cancellations');
       // A stream left early: the handler's signal aborts.
-      const it = await client.count(1_000_000);
-      assert.equal((await it.next()).value, 0);
+      const it = await within(client.count(1_000_000), 'a stream');
+      assert.equal((await within(it.next(), 'its first item')).value, 0);
       await it.return();
       client.close();
       await server1.close();
@@ -134,16 +138,18 @@ for (const tr of transports) {
         async *many() { for (let i = 0; i < 1000; i++) { produced++; yield i; } },
       });
       const client = await t2.rpcClient(name, { timeout: 10_000, window: 4 });
-      await client.notify('note', 'hello');
+      await within(client.notify('note', 'hello'), 'a notification');
       const until = Date.now() + 10_000;
       while (noted.length === 0 && Date.now() < until) await sleep(10);
       assert.deepEqual(noted, ['hello']);
-      const it = await client.many();
-      assert.equal((await it.next()).value, 0);
+      const it = await within(client.many(), 'a stream');
+      assert.equal((await within(it.next(), 'its first item')).value, 0);
       await sleep(300); // the consumer takes nothing meanwhile
       assert.ok(produced <= 4 + 2, `the server produced ${produced} items for a window of 4`);
       const rest = [];
-      for await (const v of it) rest.push(v);
+      await within((async () => {
+        for await (const v of it) rest.push(v);
+      })(), 'the rest of the stream');
       assert.equal(rest.length, 999);
       client.close();
       await s.close();
@@ -233,7 +239,7 @@ for (const tr of transports) {
       const initial = m.watch(undefined, { initial: true });
       assert.equal((await within(initial.next(), 'initial')).value.type, 'set');
       for (const x of [w, one, initial]) x.close();
-      assert.deepEqual(await w.next(), { value: undefined, done: true });
+      assert.deepEqual(await within(w.next(), 'a closed watch'), { value: undefined, done: true });
       const ac = new AbortController();
       const aborted = m.watch('x', { signal: ac.signal });
       const n = aborted.next();

@@ -7,7 +7,6 @@
  * the consistency of a mirrored map.
  */
 import { EventEmitter } from 'node:events';
-import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ErrorCodes, invalidArg, ShmkitError } from '../errors';
 import { SharedMap } from '../map/map';
@@ -389,17 +388,7 @@ class TopicClaim {
       return false;
     }
     // Still the object under the name? (The last holder removes the name before it lets go.)
-    let same = false;
-    try {
-      const now = Mutex.open(this.name);
-      const a = (m as unknown as { segment: Segment }).segment;
-      const b = (now as unknown as { segment: Segment }).segment;
-      same = a.createdAt.getTime() === b.createdAt.getTime() && a.creator.pid === b.creator.pid && a.creator.startTime === b.creator.startTime;
-      now.close();
-    } catch {
-      same = false;
-    }
-    if (!same) {
+    if (!this.underName(m)) {
       g.unlock();
       m.close();
       return false;
@@ -411,10 +400,14 @@ class TopicClaim {
 
   /** Whether the object under the name is still the one this claim holds (someone may have removed it: `shmkit rm --force`). */
   stillOurs(): boolean {
-    if (this.m === null) return false;
+    return this.m !== null && this.underName(this.m);
+  }
+
+  /** Whether `m` is the object under the claim's name now (same creator and creation time). */
+  private underName(m: Mutex): boolean {
     try {
       const now = Mutex.open(this.name);
-      const a = (this.m as unknown as { segment: Segment }).segment;
+      const a = (m as unknown as { segment: Segment }).segment;
       const b = (now as unknown as { segment: Segment }).segment;
       const same = a.createdAt.getTime() === b.createdAt.getTime() && a.creator.pid === b.creator.pid && a.creator.startTime === b.creator.startTime;
       now.close();
@@ -647,8 +640,6 @@ class MapRoute {
  */
 export class Bridge extends EventEmitter {
   readonly name: string;
-  /** This bridge's id: `<hostname>/<pid>/<12 hex digits>`, new at each start. */
-  readonly id: string;
   private transport: NatsTransport | null = null;
   private readonly ownTransport: boolean;
   private readonly topics: TopicRoute[] = [];
@@ -664,7 +655,6 @@ export class Bridge extends EventEmitter {
   constructor(o: BridgeOptions, name: string, maxBuffered: number) {
     super();
     this.name = name;
-    this.id = `${hostname()}/${process.pid}/${randomBytes(6).toString('hex')}`;
     this.ownTransport = !(o.nats instanceof NatsTransport);
     const prefix = o.nats instanceof NatsTransport ? o.nats.prefix : (o.nats.prefix ?? 'shmkit');
     this.statsSeg = BridgeStatsSegment.create(name);

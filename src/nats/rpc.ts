@@ -59,17 +59,16 @@ function toMessage(frame: Buffer): { headers: MsgHdrs; payload: Uint8Array } {
   const h = nats().core.headers();
   const { type, id } = P.head(frame);
   if (type === P.CALL) {
-    const m = frame.readUInt16LE(20);
-    h.set(H.method, frame.toString('utf8', P.CALL_HEAD, P.CALL_HEAD + m));
-    const deadline = frame.readDoubleLE(8);
-    if (deadline > 0) h.set(H.timeout, String(Math.max(0, Math.ceil(deadline - Date.now()))));
-    h.set(H.window, String(frame.readUInt32LE(16)));
-    return { headers: h, payload: frame.subarray(P.CALL_HEAD + m) };
+    const c = P.callHead(frame);
+    h.set(H.method, c.method);
+    if (c.deadline > 0) h.set(H.timeout, String(Math.max(0, Math.ceil(c.deadline - Date.now()))));
+    h.set(H.window, String(c.window));
+    return { headers: h, payload: frame.subarray(c.bodyAt) };
   }
   if (type === P.NOTIFY) {
-    const m = frame.readUInt16LE(8);
-    h.set(H.method, frame.toString('utf8', P.NOTIFY_HEAD, P.NOTIFY_HEAD + m));
-    return { headers: h, payload: frame.subarray(P.NOTIFY_HEAD + m) };
+    const n = P.notifyHead(frame);
+    h.set(H.method, n.method);
+    return { headers: h, payload: frame.subarray(n.bodyAt) };
   }
   h.set(H.kind, KIND[type]!);
   if (type === P.CANCEL || type === P.CREDIT) {
@@ -107,30 +106,12 @@ function toFrame(msg: Msg, id: number): Buffer | null {
   const payload = msg.data;
   if (kind === '') {
     const method = h?.get(H.method) ?? '';
-    if (method === '') return null;
-    const m = Buffer.from(method, 'utf8');
-    if (m.length > P.MAX_METHOD) return null;
-    if (msg.reply === undefined || msg.reply === '') {
-      const b = Buffer.allocUnsafe(P.NOTIFY_HEAD + m.length + payload.byteLength);
-      b.writeUInt32LE(P.NOTIFY, 0);
-      b.writeUInt32LE(0, 4);
-      b.writeUInt16LE(m.length, 8);
-      m.copy(b, P.NOTIFY_HEAD);
-      b.set(payload, P.NOTIFY_HEAD + m.length);
-      return b;
-    }
+    if (method === '' || Buffer.byteLength(method) > P.MAX_METHOD) return null;
+    if (msg.reply === undefined || msg.reply === '') return P.notifyFrame(method, payload);
     const timeout = intHeader(h, H.timeout, 2 ** 52, -1);
     const window = intHeader(h, H.window, 0xffffffff, 64); // capped by the server (MAX_CREDIT)
     if (timeout === null || window === null) return null;
-    const b = Buffer.allocUnsafe(P.CALL_HEAD + m.length + payload.byteLength);
-    b.writeUInt32LE(P.CALL, 0);
-    b.writeUInt32LE(id >>> 0, 4);
-    b.writeDoubleLE(timeout < 0 ? 0 : Date.now() + timeout, 8);
-    b.writeUInt32LE(window, 16);
-    b.writeUInt16LE(m.length, 20);
-    m.copy(b, P.CALL_HEAD);
-    b.set(payload, P.CALL_HEAD + m.length);
-    return b;
+    return P.callFrame(id, method, timeout < 0 ? 0 : Date.now() + timeout, window, payload);
   }
   const type = TYPE[kind];
   if (type === undefined) return null;
@@ -139,11 +120,7 @@ function toFrame(msg: Msg, id: number): Buffer | null {
     const n = intHeader(h, H.credit, 0xffffffff, -1);
     return n === null || n < 0 ? null : P.encodeCredit(id, n);
   }
-  const b = Buffer.allocUnsafe(P.HEAD + payload.byteLength);
-  b.writeUInt32LE(type, 0);
-  b.writeUInt32LE(id >>> 0, 4);
-  b.set(payload, P.HEAD);
-  return b;
+  return P.answerFrame(type, id, payload);
 }
 
 function serviceSubject(t: NatsTransport, name: string): string {
@@ -201,9 +178,9 @@ export class NatsRpcServer extends CallHandler {
     this.sweep.unref();
   }
 
-  /** Resolves once the server's subscriptions are registered with the NATS server. */
+  /** Resolves once the server's subscriptions are registered with the NATS server (or NATS is away: then when it is back). */
   async ready(): Promise<void> {
-    await this.transport.connection.flush();
+    await this.transport.flushWithin(10_000);
   }
 
   private receive(msg: Msg): void {
@@ -330,11 +307,7 @@ export class NatsRpcServer extends CallHandler {
       this.cancelAll(c, new ShmkitError(ErrorCodes.CLOSED, `rpc "${this.name}": the server closed`));
       (c as { closed: boolean }).closed = true;
     }
-    try {
-      await this.transport.connection.flush();
-    } catch {
-      // the connection is gone: so is every caller's way back
-    }
+    await this.transport.flushWithin(1000); // the answers go out before the subscriptions do
     if (!this.ended) {
       this.ended = true;
       if (this.sweep) clearInterval(this.sweep);
@@ -384,8 +357,9 @@ class NatsClientCore implements CallCore, ProxyCore {
       nextId: 1,
       control: (frame) => {
         if (this.closed || nc.isClosed()) return;
-        const id = P.head(frame).id;
+        const { type, id } = P.head(frame);
         const to = this.servedBy.get(id) ?? `${this.subject}.cancel`;
+        if (type === P.CANCEL) this.servedBy.delete(id); // nothing more goes to it
         try {
           nc.publish(to, undefined, { reply: this.inbox, headers: toMessage(frame).headers });
         } catch {
@@ -430,9 +404,8 @@ class NatsClientCore implements CallCore, ProxyCore {
     if (!this.link.pending.has(id)) this.servedBy.delete(id);
   }
 
-  settled(): void {
-    for (const id of this.servedBy.keys()) if (!this.link.pending.has(id)) this.servedBy.delete(id);
-  }
+  /** Nothing to do when a call settles: its server's subject goes with its last answer (onMsg) or its CANCEL (control). */
+  settled(): void {}
 
   call(method: string, args: unknown[], o: Parsed): Promise<unknown> {
     try {
@@ -509,6 +482,6 @@ export async function natsRpcClient<I extends object>(transport: NatsTransport, 
   const defaults: Parsed = { timeout: o.timeout === undefined ? Infinity : checkTimeout('options.timeout', o.timeout), signal: undefined };
   const core = new NatsClientCore(transport, name, o);
   transport.hold(core);
-  await transport.connection.flush(); // the inbox subscription is in place before the first call
+  await transport.flushWithin(o.connectTimeout === undefined ? 10_000 : checkTimeout('options.connectTimeout', o.connectTimeout)); // the inbox subscription is in place before the first call
   return proxy<I>(core, defaults);
 }

@@ -98,6 +98,22 @@ export class NatsTransport extends EventEmitter implements Transport {
     return { connected: this.connected, ...this.counts };
   }
 
+  /**
+   * @internal Waits until the server has processed what this connection sent (its subscriptions
+   * included), at most `ms`: while NATS is away a flush waits for the reconnect, which no caller
+   * should wait for beyond its own time. Never throws.
+   */
+  async flushWithin(ms: number): Promise<void> {
+    let t: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([this.connection.flush(), new Promise<void>((resolve) => (t = setTimeout(resolve, ms)))]);
+    } catch {
+      // the connection is closed: nothing to wait for
+    } finally {
+      clearTimeout(t);
+    }
+  }
+
   /** @internal Registers a handle to close with the transport. */
   hold<H extends { close(): unknown }>(h: H): H {
     this.closers.add(h);
@@ -157,11 +173,16 @@ export class NatsTransport extends EventEmitter implements Transport {
     }
     this.closers.clear();
     if (this.own && !this.connection.isClosed()) {
+      // What is queued goes out first; with NATS away, a drain would wait for the reconnect: 5 s at most.
+      let t: ReturnType<typeof setTimeout> | undefined;
       try {
-        await this.connection.drain();
+        await Promise.race([this.connection.drain(), new Promise<void>((resolve) => (t = setTimeout(resolve, 5000)))]);
       } catch {
-        await this.connection.close().catch(() => {});
+        // closed meanwhile
+      } finally {
+        clearTimeout(t);
       }
+      if (!this.connection.isClosed()) await this.connection.close().catch(() => {});
     }
   }
 

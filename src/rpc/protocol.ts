@@ -78,8 +78,13 @@ function withBody(type: number, id: number, head: number, extra: Buffer | null, 
 }
 
 export function encodeCall(codec: Codec<unknown>, id: number, method: string, args: unknown[], deadline: number, window: number): Buffer {
+  return callFrame(id, method, deadline, window, codec.encode(args));
+}
+
+/** A CALL frame of arguments already encoded (`body`): a transport that carries them apart (NATS). */
+export function callFrame(id: number, method: string, deadline: number, window: number, body: Uint8Array | string): Buffer {
   const m = methodName(method);
-  const b = withBody(CALL, id, CALL_HEAD, m, codec.encode(args));
+  const b = withBody(CALL, id, CALL_HEAD, m, body);
   b.writeDoubleLE(deadline, 8);
   b.writeUInt32LE(window, 16);
   b.writeUInt16LE(m.length, 20);
@@ -87,11 +92,19 @@ export function encodeCall(codec: Codec<unknown>, id: number, method: string, ar
 }
 
 export function encodeNotify(codec: Codec<unknown>, method: string, args: unknown[]): Buffer {
+  return notifyFrame(method, codec.encode(args));
+}
+
+/** A NOTIFY frame of arguments already encoded. */
+export function notifyFrame(method: string, body: Uint8Array | string): Buffer {
   const m = methodName(method);
-  const b = withBody(NOTIFY, 0, NOTIFY_HEAD, m, codec.encode(args));
+  const b = withBody(NOTIFY, 0, NOTIFY_HEAD, m, body);
   b.writeUInt16LE(m.length, 8);
   return b;
 }
+
+/** A RESULT, ERROR, STREAM, ITEM or END frame of a body already encoded (empty for STREAM and END). */
+export const answerFrame = (type: number, id: number, body: Uint8Array): Buffer => withBody(type, id, HEAD, null, body);
 
 export const encodeCancel = (id: number): Buffer => frame(CANCEL, id, HEAD);
 export function encodeCredit(id: number, n: number): Buffer {
@@ -128,23 +141,35 @@ export interface CallFrame {
   args: unknown[];
 }
 
-export function decodeCall(codec: Codec<unknown>, b: Buffer): CallFrame {
+/** A CALL frame's header, checked, and where its arguments start. */
+export function callHead(b: Buffer): { id: number; deadline: number; window: number; method: string; bodyAt: number } {
   if (b.length < CALL_HEAD) throw protocolError(`a CALL frame of ${b.length} bytes is shorter than its header`);
   const m = b.readUInt16LE(20);
   if (m > MAX_METHOD || CALL_HEAD + m > b.length) throw protocolError(`a CALL frame's method name of ${m} bytes does not fit`);
   const deadline = b.readDoubleLE(8);
-  const args = payloadOf(codec, b, CALL_HEAD + m);
-  if (!Array.isArray(args)) throw protocolError('a CALL frame\'s arguments are not an array');
-  return { id: b.readUInt32LE(4), deadline: Number.isFinite(deadline) && deadline > 0 ? deadline : 0, window: b.readUInt32LE(16), method: utf8Slice(b, CALL_HEAD, CALL_HEAD + m), args };
+  return { id: b.readUInt32LE(4), deadline: Number.isFinite(deadline) && deadline > 0 ? deadline : 0, window: b.readUInt32LE(16), method: utf8Slice(b, CALL_HEAD, CALL_HEAD + m), bodyAt: CALL_HEAD + m };
 }
 
-export function decodeNotify(codec: Codec<unknown>, b: Buffer): { method: string; args: unknown[] } {
+export function decodeCall(codec: Codec<unknown>, b: Buffer): CallFrame {
+  const h = callHead(b);
+  const args = payloadOf(codec, b, h.bodyAt);
+  if (!Array.isArray(args)) throw protocolError('a CALL frame\'s arguments are not an array');
+  return { id: h.id, deadline: h.deadline, window: h.window, method: h.method, args };
+}
+
+/** A NOTIFY frame's method, checked, and where its arguments start. */
+export function notifyHead(b: Buffer): { method: string; bodyAt: number } {
   if (b.length < NOTIFY_HEAD) throw protocolError(`a NOTIFY frame of ${b.length} bytes is shorter than its header`);
   const m = b.readUInt16LE(8);
   if (m > MAX_METHOD || NOTIFY_HEAD + m > b.length) throw protocolError(`a NOTIFY frame's method name of ${m} bytes does not fit`);
-  const args = payloadOf(codec, b, NOTIFY_HEAD + m);
+  return { method: utf8Slice(b, NOTIFY_HEAD, NOTIFY_HEAD + m), bodyAt: NOTIFY_HEAD + m };
+}
+
+export function decodeNotify(codec: Codec<unknown>, b: Buffer): { method: string; args: unknown[] } {
+  const h = notifyHead(b);
+  const args = payloadOf(codec, b, h.bodyAt);
   if (!Array.isArray(args)) throw protocolError('a NOTIFY frame\'s arguments are not an array');
-  return { method: utf8Slice(b, NOTIFY_HEAD, NOTIFY_HEAD + m), args };
+  return { method: h.method, args };
 }
 
 export function decodeCredit(b: Buffer): number {
