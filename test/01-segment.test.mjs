@@ -311,7 +311,7 @@ describe('a segment truncated by a peer', () => {
       const name = uniq('ta');
       if (kind === 'channelAsync') Channel.create(name, { capacity: 4096 }).close();
       else Segment.create(name, { size: 64 }).close();
-      const victim = segmentChild('park', { name, kind, liveness: 20 });
+      const victim = segmentChild('park', { name, kind, liveness: 1000 }); // long slices: the truncation lands while it is parked, not in the few µs between a slice's check and its next touch (the race design.md documents)
       await victim.waitFor(/waiting/);
       await sleep(50);
       truncateSync(`/dev/shm/shmkit-${name}`, 0);
@@ -339,7 +339,7 @@ describe('a segment truncated by a peer', () => {
       const name = uniq('tr');
       const ch = Channel.create(name, { capacity: 4096, producers: 'single', consumers: 'single' });
       const size = statSync(`/dev/shm/shmkit-${name}`).size;
-      const victim = channelChild('receiveLong', { name, liveness: 20 });
+      const victim = channelChild('receiveLong', { name, liveness: 1000 }); // as above
       await victim.waitFor(/waiting/);
       await sleep(50);
       if (how === 'shrunk') truncateSync(`/dev/shm/shmkit-${name}`, 0);
